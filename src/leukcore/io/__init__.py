@@ -1,0 +1,19 @@
+"""Lazy whole-slide I/O: :func:`open_slide`, :func:`write_slide`, :class:`Slide`, :class:`SlideError`."""
+from .errors import (CorruptSlideError, EmptySlideError, SlideError, SlideNotFoundError,
+                     SlideTooLargeError, UnsupportedFormatError, UnsupportedLayoutError)
+from .slide import PAD_VALUE, Slide
+
+__all__ = ["Slide", "PAD_VALUE", "open_slide", "write_slide", "SlideError", "SlideNotFoundError",
+           "UnsupportedFormatError", "CorruptSlideError", "EmptySlideError", "SlideTooLargeError",
+           "UnsupportedLayoutError"]
+
+
+def __getattr__(name):
+    # open_slide / write_slide live in their own modules (filled in by the readers / writer)
+    if name == "open_slide":
+        from .open import open_slide
+        return open_slide
+    if name == "write_slide":
+        from .write import write_slide
+        return write_slide
+    raise AttributeError(name)

@@ -1,0 +1,176 @@
+"""The lazy multiscale :class:`Slide`.
+
+A slide is a list of pyramid levels, each a dask array of shape ``(Y, X, 3)``
+and dtype ``uint8`` (RGB), plus the downsample factor of each level relative
+to level 0 and the pixel size of level 0 in microns (``mpp``) when known.
+Nothing here reads pixels until asked to.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Slide", "PAD_VALUE"]
+
+#: value used for pixels of a region that lie outside the slide (bright background)
+PAD_VALUE = 255
+
+
+@dataclass
+class Slide:
+    """A lazy multiscale RGB slide.
+
+    Attributes
+    ----------
+    levels : list of dask.array.Array
+        Pyramid levels, level 0 first, each ``(Y, X, 3)`` uint8.
+    downsamples : list of float
+        Downsample of each level relative to level 0 (``downsamples[0] == 1``).
+    mpp : float or None
+        Microns per pixel at level 0; ``None`` when unknown (see ``mpp_source``).
+    mpp_source : str or None
+        ``"metadata"``, ``"user"``, ``"estimated"`` or ``None``.
+    path : str or None
+        File the slide came from.
+    format : str
+        Reader that opened it (``"ome-tiff"``, ``"svs"``, ``"ndpi"``, ``"tiff"``,
+        ``"ome-zarr"``, ``"image"``, ``"array"``...).
+    vendor : str or None
+        Scanner vendor when known.
+    metadata : dict
+        Extra format metadata (free form, JSON-serialisable).
+    """
+
+    levels: list
+    downsamples: list
+    mpp: Optional[float] = None
+    mpp_source: Optional[str] = None
+    path: Optional[str] = None
+    format: str = "array"
+    vendor: Optional[str] = None
+    metadata: dict = field(default_factory=dict)
+    _closer: Optional[Callable[[], Any]] = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of level 0."""
+        return tuple(int(s) for s in self.levels[0].shape[:2])
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        return tuple(int(s) for s in self.levels[level].shape[:2])
+
+    def level_mpp(self, level: int) -> Optional[float]:
+        return None if self.mpp is None else self.mpp * self.downsamples[level]
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Index of the coarsest level whose downsample is <= ``downsample`` (+1 % tolerance)."""
+        best = 0
+        for i, d in enumerate(self.downsamples):
+            if d <= downsample * 1.01:
+                best = i
+        return best
+
+    def with_mpp(self, mpp: Optional[float], source: str = "user") -> "Slide":
+        """A copy with the level-0 pixel size overridden."""
+        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+            raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+        return replace(self, mpp=None if mpp is None else float(mpp), mpp_source=None if mpp is None else source)
+
+    # ----------------------------------------------------------------- pixels
+    def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Read a ``(h, w, 3)`` uint8 region of ``level`` with top-left ``(y, x)`` in that level's pixels.
+
+        Parts outside the level are filled with :data:`PAD_VALUE` (white background).
+        """
+        if not 0 <= level < self.n_levels:
+            raise IndexError(f"level {level} out of range 0..{self.n_levels - 1} for {self.path or 'slide'}")
+        arr = self.levels[level]
+        H, W = int(arr.shape[0]), int(arr.shape[1])
+        y, x, h, w = int(y), int(x), int(h), int(w)
+        out = np.full((h, w, 3), PAD_VALUE, dtype=np.uint8)
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + h, H), min(x + w, W)
+        if y1 > y0 and x1 > x0:
+            block = arr[y0:y1, x0:x1]
+            block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = block
+        return out
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """An RGB thumbnail whose longer side is at most ``max_size`` (from the best level)."""
+        H, W = self.shape
+        ds = max(H, W) / max_size
+        lvl = self.best_level_for_downsample(max(ds, 1.0))
+        a = self.levels[lvl]
+        step = max(1, int(math.ceil(max(a.shape[0], a.shape[1]) / max_size)))
+        sub = a[::step, ::step]
+        return np.asarray(sub.compute() if hasattr(sub, "compute") else sub)
+
+    # --------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        if self._closer is not None:
+            try:
+                self._closer()
+            finally:
+                self._closer = None
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def info(self) -> dict:
+        """JSON-serialisable description (used by ``leuk info``)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "vendor": self.vendor,
+            "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
+            "levels": [
+                {"level": i, "shape": [int(s) for s in a.shape], "downsample": float(d),
+                 "chunks": [int(c[0]) for c in a.chunks] if hasattr(a, "chunks") else None}
+                for i, (a, d) in enumerate(zip(self.levels, self.downsamples))
+            ],
+        }
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_array(cls, image, mpp: Optional[float] = None, *, chunk: int = 1024,
+                   min_size: int = 1024, path: Optional[str] = None, format: str = "array",
+                   **kw) -> "Slide":
+        """Wrap an in-memory or dask ``(Y, X, 3)`` uint8 image; lower levels are computed lazily (2x means)."""
+        import dask.array as da
+
+        a = image if isinstance(image, da.Array) else da.from_array(np.asarray(image), chunks=(chunk, chunk, 3))
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ValueError(f"expected a (Y, X, 3) uint8 image, got shape {a.shape} dtype {a.dtype}")
+        levels, downs = [a], [1.0]
+        while max(levels[-1].shape[:2]) > min_size and min(levels[-1].shape[:2]) >= 2:
+            levels.append(downsample2(levels[-1]))
+            downs.append(downs[-1] * 2)
+        return cls(levels=levels, downsamples=downs, mpp=mpp, mpp_source="user" if mpp else None,
+                   path=path, format=format, **kw)
+
+
+def downsample2(a):
+    """Lazy 2x2 mean downsampling of a ``(Y, X, 3)`` uint8 dask array (odd edges dropped)."""
+    import dask.array as da
+
+    H, W = (int(a.shape[0]) // 2) * 2, (int(a.shape[1]) // 2) * 2
+    a = a[:H, :W]
+    # keep chunks even so coarsen works chunk-wise
+    ch = max(2, (a.chunks[0][0] // 2) * 2)
+    cw = max(2, (a.chunks[1][0] // 2) * 2)
+    a = a.rechunk((ch, cw, 3))
+    out = da.coarsen(np.mean, a.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
+    return (out + 0.5).astype(np.uint8)

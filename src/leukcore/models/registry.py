@@ -1,0 +1,119 @@
+"""Registry of shipped models and their model cards.
+
+Each shipped model is two files in ``leukcore/models/weights/``:
+
+``<name>.safetensors``
+    The weights (no pickled code).
+``<name>.yaml``
+    The model card (TIAToolbox ``pretrained_model.yaml`` style)::
+
+        name: wbc-stardist
+        task: detection            # or classification
+        version: 1
+        architecture: {...}        # enough to rebuild the network
+        input: {mpp: 0.5, patch: 256, normalization: {...}}
+        classes: [...]             # classification only
+        thresholds: {...}
+        weights: {file: wbc-stardist.safetensors, sha256: ...}
+        training: {data: ..., split: ..., command: ...}
+        metrics: {...}             # every number with its split type
+
+A user model is the same pair anywhere on disk: pass the ``.yaml`` path.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelError", "WEIGHTS_DIR", "list_models", "load_card", "load_state_dict",
+           "save_model", "sha256_file", "card_path"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class ModelError(Exception):
+    """A model card or weights file is missing, malformed or fails its hash check."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Names of the shipped models (optionally only ``task`` = detection/classification)."""
+    out = []
+    for p in sorted(WEIGHTS_DIR.glob("*.yaml")):
+        if task is None or load_card(p).get("task") == task:
+            out.append(p.stem)
+    return out
+
+
+def card_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    if p.is_dir() and (p / "model.yaml").exists():
+        return p / "model.yaml"
+    cand = WEIGHTS_DIR / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    raise ModelError(f"unknown model {str(name_or_path)!r}: not a shipped model "
+                     f"({', '.join(list_models()) or 'none shipped'}) and not a model card .yaml file")
+
+
+def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """Read a model card (shipped name, card path, or run directory holding ``model.yaml``)."""
+    import yaml
+
+    p = card_path(name_or_path)
+    try:
+        card = yaml.safe_load(p.read_text())
+    except Exception as e:
+        raise ModelError(f"{p}: cannot parse model card: {e}") from None
+    if not isinstance(card, dict) or "weights" not in card or "task" not in card:
+        raise ModelError(f"{p}: model card lacks 'task' or 'weights'")
+    card["_card_path"] = str(p)
+    return card
+
+
+def load_state_dict(card: dict[str, Any], verify: bool = True) -> dict:
+    """Load the card's weights with safetensors (no pickled code), checking the sha256."""
+    from safetensors.torch import load_file
+
+    wfile = Path(card["_card_path"]).parent / card["weights"]["file"]
+    if not wfile.exists():
+        raise ModelError(f"{wfile}: weights file missing for model {card.get('name')!r}")
+    if verify and card["weights"].get("sha256"):
+        got = sha256_file(wfile)
+        if got != card["weights"]["sha256"]:
+            raise ModelError(f"{wfile}: sha256 {got[:12]}... does not match the model card "
+                             f"({card['weights']['sha256'][:12]}...); the file is corrupt or was replaced")
+    try:
+        return load_file(str(wfile))
+    except Exception as e:
+        raise ModelError(f"{wfile}: cannot read weights: {e}") from None
+
+
+def save_model(state_dict: dict, card: dict[str, Any], directory: str | os.PathLike, name: str) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.yaml`` (hash filled in); returns the card path."""
+    import yaml
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    wfile = directory / f"{name}.safetensors"
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    save_file(sd, str(wfile))
+    card = {k: v for k, v in card.items() if not k.startswith("_")}
+    card["name"] = card.get("name", name)
+    card["weights"] = {**card.get("weights", {}), "file": wfile.name, "sha256": sha256_file(wfile),
+                       "bytes": wfile.stat().st_size, "format": "safetensors"}
+    cpath = directory / f"{name}.yaml"
+    cpath.write_text(yaml.safe_dump(card, sort_keys=False))
+    return cpath

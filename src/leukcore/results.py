@@ -1,0 +1,334 @@
+"""The one per-cell results table.
+
+Every producer (detector, classifier, pipeline) returns a :class:`CellTable`
+and every consumer (napari overlay, counts, CSV / Parquet / GeoJSON / label
+exports, summaries) reads one.  It is a thin wrapper around a
+:class:`pandas.DataFrame` with a fixed column vocabulary plus a ``meta`` dict.
+
+Columns
+-------
+cell_id : int64
+    1-based, unique within a table (also the label value in label images).
+centroid_y, centroid_x : float64
+    Centroid in level-0 pixels.
+centroid_y_um, centroid_x_um : float64
+    Centroid in microns (NaN when the slide's pixel size is unknown).
+bbox_y0, bbox_x0, bbox_y1, bbox_x1 : int64
+    Bounding box in level-0 pixels, half-open.
+area_px, area_um2 : float64
+    Polygon area in level-0 pixels / square microns (NaN when mpp unknown).
+score : float32
+    Detection probability.
+polygon : object
+    ``(K, 2)`` float32 arrays of (y, x) vertices in level-0 pixels.
+label : str            (after classification)
+confidence : float32   (after classification; max class probability)
+prob_<class> : float32 (after classification; one column per class)
+review : bool          (after classification; confidence below threshold)
+
+``meta`` holds slide path, mpp, level-0 shape, model names and versions,
+``partial`` (True when a run was cancelled) and timings.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CellTable", "DETECTION_COLUMNS", "CLASS_COLORS", "BLAST_CLASSES",
+    "class_color", "atomic_path", "polygon_area",
+]
+
+DETECTION_COLUMNS = [
+    "cell_id", "centroid_y", "centroid_x", "centroid_y_um", "centroid_x_um",
+    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "area_px", "area_um2", "score", "polygon",
+]
+
+#: RGB colours (0-255) per class name; unknown classes get a stable fallback.
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "ALL": (228, 26, 28),
+    "normal": (77, 175, 74),
+    "Benign": (77, 175, 74),
+    "Early": (255, 127, 0),
+    "Pre": (228, 26, 28),
+    "Pro": (152, 78, 163),
+    "unclassified": (255, 255, 51),
+}
+
+#: class names counted as leukemic blasts in summaries
+BLAST_CLASSES = frozenset({"ALL", "Early", "Pre", "Pro"})
+
+_FALLBACK = [(55, 126, 184), (166, 86, 40), (247, 129, 191), (153, 153, 153), (0, 206, 209)]
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """Stable RGB colour for a class name."""
+    if name in CLASS_COLORS:
+        return CLASS_COLORS[name]
+    h = sum(ord(c) for c in str(name))
+    return _FALLBACK[h % len(_FALLBACK)]
+
+
+def polygon_area(poly: np.ndarray) -> float:
+    """Shoelace area of a (K, 2) polygon."""
+    p = np.asarray(poly, dtype=np.float64)
+    if len(p) < 3:
+        return 0.0
+    y, x = p[:, 0], p[:, 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+class atomic_path:
+    """Context manager giving a temporary sibling path, renamed into place on success.
+
+    A failed or interrupted write leaves no file under the final name.
+
+    Examples
+    --------
+    >>> with atomic_path("out/cells.csv") as tmp:   # doctest: +SKIP
+    ...     df.to_csv(tmp)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            if self.tmp.is_dir():
+                import shutil
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            elif self.tmp.exists():
+                self.tmp.unlink()
+        return False
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+class CellTable:
+    """Per-cell results: a DataFrame with the columns described in the module doc.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Must hold at least the detection columns (missing ones are added empty).
+    meta : dict, optional
+        Slide path, ``mpp``, ``shape``, model info, ``partial``, ``classes``...
+    """
+
+    def __init__(self, df=None, meta: Mapping[str, Any] | None = None):
+        import pandas as pd
+
+        if df is None:
+            df = pd.DataFrame({c: [] for c in DETECTION_COLUMNS})
+        df = df.copy()
+        for c in DETECTION_COLUMNS:
+            if c not in df.columns:
+                df[c] = np.nan if c != "polygon" else None
+        self.df = df.reset_index(drop=True)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.meta.setdefault("partial", False)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_detections(cls, centroids: np.ndarray, polygons: Sequence[np.ndarray],
+                        scores: np.ndarray, mpp: float | None = None,
+                        meta: Mapping[str, Any] | None = None, start_id: int = 1) -> "CellTable":
+        """Build a table from level-0 centroids (N, 2), polygons (list of (K, 2)) and scores."""
+        import pandas as pd
+
+        n = len(scores)
+        centroids = np.asarray(centroids, dtype=np.float64).reshape(n, 2)
+        polys = [np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons]
+        if n:
+            y0 = np.array([np.floor(p[:, 0].min()) for p in polys], dtype=np.int64)
+            x0 = np.array([np.floor(p[:, 1].min()) for p in polys], dtype=np.int64)
+            y1 = np.array([np.ceil(p[:, 0].max()) + 1 for p in polys], dtype=np.int64)
+            x1 = np.array([np.ceil(p[:, 1].max()) + 1 for p in polys], dtype=np.int64)
+            area = np.array([polygon_area(p) for p in polys], dtype=np.float64)
+        else:
+            y0 = x0 = y1 = x1 = np.zeros(0, np.int64)
+            area = np.zeros(0)
+        m = float(mpp) if mpp else math.nan
+        df = pd.DataFrame({
+            "cell_id": np.arange(start_id, start_id + n, dtype=np.int64),
+            "centroid_y": centroids[:, 0], "centroid_x": centroids[:, 1],
+            "centroid_y_um": centroids[:, 0] * m, "centroid_x_um": centroids[:, 1] * m,
+            "bbox_y0": y0, "bbox_x0": x0, "bbox_y1": y1, "bbox_x1": x1,
+            "area_px": area, "area_um2": area * m * m,
+            "score": np.asarray(scores, dtype=np.float32),
+            "polygon": pd.Series(polys, dtype=object),
+        })
+        meta = dict(meta or {})
+        meta.setdefault("mpp", mpp)
+        return cls(df, meta)
+
+    @classmethod
+    def concat(cls, tables: Iterable["CellTable"], meta: Mapping[str, Any] | None = None,
+               renumber: bool = True) -> "CellTable":
+        """Concatenate tables (e.g. per-tile chunks); renumber ``cell_id`` 1..N."""
+        import pandas as pd
+
+        tables = list(tables)
+        frames = [t.df for t in tables if len(t)]
+        df = pd.concat(frames, ignore_index=True) if frames else None
+        out_meta = dict(tables[0].meta) if tables else {}
+        out_meta.update(meta or {})
+        out = cls(df, out_meta)
+        if renumber:
+            out.df["cell_id"] = np.arange(1, len(out.df) + 1, dtype=np.int64)
+        return out
+
+    def sorted(self) -> "CellTable":
+        """Deterministic order (by centroid y, then x), ids renumbered 1..N."""
+        df = self.df.sort_values(["centroid_y", "centroid_x"], kind="mergesort").reset_index(drop=True)
+        df["cell_id"] = np.arange(1, len(df) + 1, dtype=np.int64)
+        return CellTable(df, self.meta)
+
+    def copy(self) -> "CellTable":
+        return CellTable(self.df.copy(), json.loads(json.dumps(self.meta, default=_json_default)))
+
+    # ------------------------------------------------------------- properties
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        return f"<CellTable: {len(self)} cells, classes={self.classes}, partial={self.partial}>"
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.meta.get("partial", False))
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names of the classifier that labelled the table ([] before classification)."""
+        if self.meta.get("classes"):
+            return list(self.meta["classes"])
+        return [c[5:] for c in self.df.columns if c.startswith("prob_")]
+
+    @property
+    def is_classified(self) -> bool:
+        return "label" in self.df.columns
+
+    def prob_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.classes]
+
+    def set_classification(self, probabilities: np.ndarray, classes: Sequence[str],
+                           review_threshold: float = 0.6) -> None:
+        """Attach class probabilities (N, C); sets label, confidence, prob_*, review."""
+        probs = np.asarray(probabilities, dtype=np.float32).reshape(len(self), len(classes))
+        idx = probs.argmax(axis=1) if len(self) else np.zeros(0, int)
+        self.df["label"] = np.array(list(classes), dtype=object)[idx] if len(self) else np.array([], dtype=object)
+        self.df["confidence"] = probs.max(axis=1) if len(self) else np.zeros(0, np.float32)
+        for j, c in enumerate(classes):
+            self.df[f"prob_{c}"] = probs[:, j]
+        self.df["review"] = self.df["confidence"] < review_threshold
+        self.meta["classes"] = list(classes)
+        self.meta["review_threshold"] = float(review_threshold)
+
+    # --------------------------------------------------------------- summaries
+    def counts(self) -> dict[str, int]:
+        """Cells per class (all classes listed, zeros included); ``{"cells": N}`` if unclassified."""
+        if not self.is_classified:
+            return {"cells": len(self)}
+        vc = self.df["label"].value_counts()
+        return {c: int(vc.get(c, 0)) for c in self.classes}
+
+    def blast_fraction(self) -> float | None:
+        """Fraction of cells in a blast / ALL class (None before classification or with no cells)."""
+        if not self.is_classified or len(self) == 0:
+            return None
+        return float(self.df["label"].isin(BLAST_CLASSES).mean())
+
+    def summary(self) -> dict[str, Any]:
+        s = {"cells": len(self), "partial": self.partial, "counts": self.counts()}
+        if self.is_classified:
+            bf = self.blast_fraction()
+            s["blast_percent"] = None if bf is None else round(100 * bf, 3)
+            s["review"] = int(self.df["review"].sum()) if "review" in self.df else 0
+        return s
+
+    # ------------------------------------------------------------------ I/O
+    def to_records(self) -> list[dict]:
+        """Rows as plain dicts (polygon as list of [y, x])."""
+        out = []
+        for rec in self.df.to_dict("records"):
+            p = rec.get("polygon")
+            rec["polygon"] = [] if p is None or (isinstance(p, float) and math.isnan(p)) else np.asarray(p).tolist()
+            out.append(rec)
+        return out
+
+    def _flat_frame(self):
+        df = self.df.copy()
+        df["polygon"] = [json.dumps(np.round(np.asarray(p, dtype=np.float64), 2).tolist())
+                         if p is not None and not (isinstance(p, float)) else "[]"
+                         for p in df["polygon"]]
+        return df
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write CSV atomically; polygons as JSON ``[[y, x], ...]`` strings."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            self._flat_frame().to_csv(tmp, index=False, float_format="%.6g")
+        return path
+
+    def to_parquet(self, path: str | os.PathLike) -> Path:
+        """Write Parquet atomically; polygons as ``list<list<float>>``; meta in schema metadata."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        df = self.df.copy()
+        df["polygon"] = [np.asarray(p, dtype=np.float32).tolist() if p is not None and not isinstance(p, float)
+                         else [] for p in df["polygon"]]
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        md = dict(table.schema.metadata or {})
+        md[b"leukcore"] = json.dumps(self.meta, default=_json_default).encode()
+        table = table.replace_schema_metadata(md)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | os.PathLike) -> "CellTable":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        md = table.schema.metadata or {}
+        meta = json.loads(md.get(b"leukcore", b"{}"))
+        df = table.to_pandas()
+        df["polygon"] = [np.asarray([list(v) for v in p], dtype=np.float32).reshape(-1, 2) for p in df["polygon"]]
+        return cls(df, meta)
+
+    @classmethod
+    def read_csv(cls, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> "CellTable":
+        import pandas as pd
+
+        df = pd.read_csv(path)
+        if "polygon" in df.columns:
+            df["polygon"] = [np.asarray(json.loads(p), dtype=np.float32).reshape(-1, 2) for p in df["polygon"]]
+        return cls(df, meta)
+
+    def meta_json(self) -> str:
+        return json.dumps(self.meta, default=_json_default, indent=2, sort_keys=True)
