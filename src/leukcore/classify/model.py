@@ -1,0 +1,187 @@
+"""The :class:`Classifier`: a timm network plus its crop geometry, classes and backend."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .geometry import CropSpec
+from .network import architecture_of, build_network
+from .preprocess import preprocess
+
+__all__ = ["Classifier", "softmax"]
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Classifier:
+    """A cell classifier: network, :class:`CropSpec`, class names, device and backend.
+
+    Use :meth:`load` for shipped or user models; :meth:`from_network` wraps a network in training.
+
+    Attributes
+    ----------
+    classes : list of str
+    spec : CropSpec
+    card : dict
+    device : torch.device
+    backend : str
+        ``"torch"`` or ``"onnx"`` (the one actually used).
+    """
+
+    def __init__(self, network, classes: Sequence[str], spec: CropSpec, card: Optional[dict] = None,
+                 device="cpu", backend: str = "torch"):
+        import torch
+
+        from ..device import device_settings, resolve_device
+
+        self.classes = list(classes)
+        self.spec = spec
+        self.card = dict(card or {})
+        self.device = resolve_device(device)
+        self.settings = device_settings(self.device)
+        self.network = network.eval().to(self.device)
+        if self.settings["channels_last"] and self.device.type == "cuda":
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self._onnx = None
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = "torch"
+        if backend == "onnx" or (backend == "auto" and self.device.type == "cpu"):
+            self._try_onnx(required=backend == "onnx")
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def load(cls, name_or_card: Any = "all-binary", device: str = "auto", backend: str = "auto") -> "Classifier":
+        """Load a shipped model by name, a card ``.yaml`` path, a run directory, or a card dict.
+
+        Weights are read with safetensors (no pickled code) and their sha256 is checked
+        against the card.
+        """
+        from ..models.registry import ModelError, load_card, load_state_dict
+
+        card = name_or_card if isinstance(name_or_card, dict) else load_card(name_or_card)
+        if card.get("task") != "classification":
+            raise ModelError(f"{card.get('_card_path', name_or_card)}: task is {card.get('task')!r}, "
+                             "not a classification model")
+        classes = card.get("classes")
+        if not classes:
+            raise ModelError(f"{card.get('_card_path')}: model card lists no classes")
+        arch = architecture_of(card)
+        net = build_network(arch["name"], len(classes))
+        sd = load_state_dict(card)
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ModelError(f"{card.get('_card_path')}: weights do not fit {arch['name']}: "
+                             f"{str(e).splitlines()[0]}") from None
+        spec = CropSpec.from_card(card.get("input", {}))
+        return cls(net, classes, spec, card=card, device=device, backend=backend)
+
+    @classmethod
+    def from_network(cls, network, classes, spec: CropSpec, device="cpu", backend="torch", card=None):
+        return cls(network, classes, spec, card=card or {}, device=device, backend=backend)
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", "classifier"))
+
+    def __repr__(self) -> str:
+        return (f"<Classifier {self.name}: {self.card.get('architecture', {}).get('name', '?')} "
+                f"classes={self.classes} input={self.spec.size}px/{self.spec.crop_um}um mode={self.spec.mode} "
+                f"device={self.device} backend={self.backend}>")
+
+    # ---------------------------------------------------------------- backend
+    def _weights_key(self) -> str:
+        w = self.card.get("weights", {}) if self.card else {}
+        if w.get("sha256"):
+            return w["sha256"][:16]
+        import hashlib
+        h = hashlib.sha256()
+        for k, v in self.network.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _try_onnx(self, required: bool = False) -> None:
+        from . import onnx_backend as ob
+
+        if not ob.onnx_available():
+            if required:
+                raise RuntimeError("backend='onnx' requested but onnxruntime is not installed")
+            return
+        arch = self.card.get("architecture", {}).get("name", "net") if self.card else "net"
+        path = ob.cache_dir() / "onnx" / f"{arch}-{len(self.classes)}c-{self.spec.size}px-{self._weights_key()}.onnx"
+        try:
+            if not path.exists():
+                ob.export_onnx(self.network.cpu(), self.spec.size, path)
+                self.network.to(self.device)
+            runner = ob.OnnxRunner(path)
+            # probe: ONNX must give the torch predictions
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(4, 3, self.spec.size, self.spec.size)).astype(np.float32)
+            a = runner(x)
+            b = self._torch_logits(x)
+            if not np.allclose(a, b, atol=1e-3 * max(1.0, np.abs(b).max())):
+                raise RuntimeError(f"ONNX export {path} disagrees with torch (max diff {np.abs(a - b).max():.3g})")
+            self._onnx = runner
+            self.backend = "onnx"
+        except Exception as e:
+            if required:
+                raise
+            import warnings
+            warnings.warn(f"ONNX backend unavailable ({e}); using torch", RuntimeWarning, stacklevel=3)
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    # -------------------------------------------------------------- inference
+    def _torch_logits(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.settings["pin_memory"]:
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            t = t.to(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
+                                                    enabled=bool(self.settings["amp"])):
+            out = self.network(t)
+        return out.float().cpu().numpy()
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits for preprocessed float32 NCHW input."""
+        if self._onnx is not None:
+            return self._onnx(x)
+        return self._torch_logits(x)
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities ``(N, C)`` float32 for ``uint8 (N, H, W, 3)`` crops of the spec's size.
+
+        Crops of another size are resampled to the input size.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"predict_crops expects uint8 (N, H, W, 3), got {crops.dtype} {crops.shape}")
+        if crops.shape[1:3] != (self.spec.size, self.spec.size):
+            from .crops import resize_rgb
+            crops = np.stack([resize_rgb(c, self.spec.size) for c in crops]) if len(crops) else \
+                np.zeros((0, self.spec.size, self.spec.size, 3), np.uint8)
+        out = np.zeros((len(crops), len(self.classes)), np.float32)
+        for i in range(0, len(crops), batch_size):
+            x = preprocess(crops[i:i + batch_size], self.spec)
+            out[i:i + batch_size] = softmax(self.logits(x))
+        return out
