@@ -16,7 +16,7 @@ __all__ = ["Classifier", "CropSpec", "extract_crops", "crops_from_array", "class
 
 _WHERE = {
     "Classifier": ".model", "CropSpec": ".geometry", "extract_crops": ".crops", "crops_from_array": ".crops",
-    "classify_cells": ".infer", "gradcam": ".gradcam", "preprocess": ".preprocess",
+    "classify_cells": ".infer", "gradcam": ".cam", "preprocess": ".inputs",
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .geometry import CropSpec
 from .network import architecture_of, build_network
-from .preprocess import preprocess
+from .inputs import preprocess
 
 __all__ = ["Classifier", "softmax"]
 

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .preprocess import preprocess
+from .inputs import preprocess
 
 __all__ = ["gradcam", "overlay"]
 
