@@ -1,0 +1,123 @@
+"""Split a timm network into a frozen trunk and a trainable top; cache trunk features.
+
+On CPU the frozen part of the network is run once per crop (and per augmented view);
+both phases of transfer learning then train from the cache:
+
+phase 1  head only, from pooled features (the frozen top run once more over the cache);
+phase 2  the top ``finetune_stages`` stages + ``conv_head`` + head, from the trunk features.
+
+Works for timm's EfficientNet / MobileNet family (``conv_stem``, ``bn1``, ``blocks``,
+``conv_head``, ``bn2``, ``forward_head``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..classify.geometry import CropSpec
+from ..classify.inputs import preprocess
+
+__all__ = ["split_network", "trunk_features", "augment_crops", "pooled_features", "TopModel"]
+
+
+def _check(net):
+    for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head"):
+        if not hasattr(net, a):
+            raise ValueError(f"{type(net).__name__}: feature caching needs a timm EfficientNet/MobileNet-style "
+                             f"network (missing {a!r}); choose e.g. tf_efficientnet_lite0 or efficientnet_b0")
+
+
+def split_network(net, finetune_stages: int = 2):
+    """``(trunk, top)`` torch modules sharing ``net``'s parameters; ``top(trunk(x)) == net(x)``."""
+    import torch
+
+    _check(net)
+    k = len(net.blocks) - int(finetune_stages)
+    if not 0 <= k <= len(net.blocks):
+        raise ValueError(f"finetune_stages={finetune_stages} outside 0..{len(net.blocks)}")
+    trunk = torch.nn.Sequential(net.conv_stem, net.bn1, *list(net.blocks[:k]))
+    return trunk, TopModel(net, k)
+
+
+def _top_model_cls():
+    import torch
+
+    class _Top(torch.nn.Module):
+        def __init__(self, net, k):
+            super().__init__()
+            self.net = net
+            self.k = k
+
+        def features(self, f):
+            for b in self.net.blocks[self.k:]:
+                f = b(f)
+            return self.net.bn2(self.net.conv_head(f))
+
+        def pooled(self, f):
+            return self.net.forward_head(self.features(f), pre_logits=True)
+
+        def forward(self, f):
+            return self.net.forward_head(self.features(f))
+
+    return _Top
+
+
+def TopModel(net, k):
+    return _top_model_cls()(net, k)
+
+
+def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[dict] = None) -> np.ndarray:
+    """Random flips / 90-degree rotations, optionally HED stain jitter, per crop (uint8 in, uint8 out)."""
+    from .stain import hed_jitter
+
+    out = np.empty_like(crops)
+    for i, c in enumerate(crops):
+        c = np.rot90(c, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        if stain:
+            c = hed_jitter(np.ascontiguousarray(c), rng, sigma=stain.get("hed_sigma", 0.05),
+                           bias=stain.get("hed_bias", 0.05))
+        out[i] = c
+    return out
+
+
+def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, batch_size: int = 64,
+                   augment: Optional[Callable] = None, desc: str = "features", amp: bool = False,
+                   channels_last: bool = False) -> np.ndarray:
+    """Run the frozen ``trunk`` over crops (optionally augmented) -> float16 features (N, C, h, w)."""
+    import torch
+    from tqdm import tqdm
+
+    trunk.eval()
+    out = None
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(crops), batch_size), desc=desc, unit="batch", mininterval=10, leave=False):
+            c = crops[i:i + batch_size]
+            if augment is not None:
+                c = augment(c)
+            x = torch.from_numpy(preprocess(c, spec)).to(device)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                f = trunk(x).float().cpu().numpy().astype(np.float16)
+            if out is None:
+                out = np.empty((len(crops),) + f.shape[1:], np.float16)
+            out[i:i + len(f)] = f
+    if out is None:
+        out = np.zeros((0, 1, 1, 1), np.float16)
+    return out
+
+
+def pooled_features(top, feats: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """Pooled pre-logit features of the frozen top over cached trunk features -> float32 (N, D)."""
+    import torch
+
+    top.eval()
+    res = []
+    with torch.inference_mode():
+        for i in range(0, len(feats), batch_size):
+            f = torch.from_numpy(feats[i:i + batch_size].astype(np.float32)).to(device)
+            res.append(top.pooled(f).float().cpu().numpy())
+    return np.concatenate(res) if res else np.zeros((0, 1), np.float32)
