@@ -1,0 +1,100 @@
+"""``leuk analyze SLIDE -o OUT``: detect and classify every white cell of one slide."""
+from __future__ import annotations
+
+import sys
+
+
+def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | path to a model card .yaml"):
+    p.add_argument("--model", default="all-binary", help=model_help + " (default all-binary)")
+    p.add_argument("--detector", default="wbc-stardist", help="detector model name or card (default wbc-stardist)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: CUDA when present)")
+    p.add_argument("--mpp", type=float, default=None,
+                   help="level-0 microns per pixel, overriding the file (estimated from red cells when unknown)")
+    p.add_argument("--batch-size", type=int, default=None, help="classification batch size")
+    p.add_argument("--review-threshold", type=float, default=0.6,
+                   help="cells with confidence below this are flagged for review (default 0.6)")
+    p.add_argument("--tile-size", type=int, default=1024, help="detection tile size in working pixels")
+
+
+def register(sub):
+    p = sub.add_parser("analyze", help="find and classify the white cells of one slide; write all outputs",
+                       description="Detect every white blood cell of SLIDE, classify it, and write "
+                                   "cells.parquet, cells.csv, cells.geojson (QuPath), labels.ome.zarr, "
+                                   "overlay.png and summary.json into OUT.")
+    p.add_argument("slide", help="slide file (OME-TIFF, SVS, NDPI, TIFF, OME-Zarr, PNG/JPEG field)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    add_model_args(p)
+    p.add_argument("--region", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), default=None,
+                   help="analyse only this level-0 region")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    p.set_defaults(func=run)
+
+
+class TqdmProgress:
+    """Progress callback driving one tqdm bar per stage."""
+
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self.bars = {}
+
+    def __call__(self, ev):
+        from tqdm import tqdm
+
+        if self.disable:
+            return
+        unit = {"detect": "tile", "classify": "cell", "write": "file", "labels": "chunk", "batch": "slide"}.get(ev.stage, "it")
+        bar = self.bars.get(ev.stage)
+        if bar is None:
+            bar = tqdm(total=ev.total or None, desc=f"{ev.stage:>8}", unit=unit, file=sys.stderr,
+                       dynamic_ncols=True, leave=True)
+            self.bars[ev.stage] = bar
+        if ev.total and bar.total != ev.total:
+            bar.total = ev.total
+        bar.n = ev.done
+        if ev.cells:
+            bar.set_postfix(cells=ev.cells, refresh=False)
+        bar.refresh()
+
+    def close(self):
+        for b in self.bars.values():
+            b.close()
+        self.bars.clear()
+
+
+def print_result(res, out=sys.stdout):
+    s = res.summary
+    print(f"cells: {s['cells']}", file=out)
+    for k, v in s.get("counts", {}).items():
+        pct = s.get("percent", {}).get(k)
+        print(f"  {k:>10}: {v}" + (f"  ({pct:.1f} %)" if pct is not None else ""), file=out)
+    if s.get("blast_percent") is not None:
+        print(f"blast / ALL: {s['blast_percent']:.1f} %   flagged for review: {s.get('review', 0)}", file=out)
+    m = s.get("mpp", {})
+    if m.get("value"):
+        print(f"pixel size: {m['value']:.4g} um/px ({m.get('source')})", file=out)
+    t = s.get("timings", {})
+    if t.get("total_s") is not None:
+        eff = t.get("efficiency")
+        print(f"time: {t['total_s']:.1f} s (detect {t.get('detect_s', 0):.1f} s, classify {t.get('classify_s', 0):.1f} s"
+              + (f", pipeline efficiency {eff:.2f}" if eff else "") + ")", file=out)
+
+
+def run(args):
+    from pathlib import Path
+
+    from ..pipeline import analyze_slide
+
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        res = analyze_slide(args.slide, detector=args.detector, classifier=args.model, device=args.device,
+                            mpp=args.mpp, region=tuple(args.region) if args.region else None, progress=bar,
+                            batch_size=args.batch_size, review_threshold=args.review_threshold,
+                            tile_size=args.tile_size, out_dir=args.out)
+    finally:
+        bar.close()
+    print_result(res)
+    print(f"outputs: {Path(args.out).resolve()}")
+    for k, p in res.outputs.items():
+        print(f"  {k:>8}: {Path(p).name}")
+    return 0

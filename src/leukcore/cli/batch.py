@@ -1,0 +1,63 @@
+"""``leuk batch SOURCE -o OUT``: analyse an archive of slides on dask.distributed."""
+from __future__ import annotations
+
+import sys
+
+
+def register(sub):
+    from .analyze import add_model_args
+
+    p = sub.add_parser("batch", help="analyse many slides (a folder or a list file) on dask.distributed",
+                       description="Analyse every slide of SOURCE (a folder, searched recursively, or a text "
+                                   "file with one path per line) into OUT/<slide>/. Runs on a local cluster of "
+                                   "worker processes, or on an existing dask scheduler. Resumable: slides with "
+                                   "complete outputs are skipped. Failures go to OUT/errors.json; one row per "
+                                   "slide in OUT/batch_summary.csv.")
+    p.add_argument("source", help="folder of slides (recursive) or a list file")
+    p.add_argument("-o", "--out", required=True, help="output root folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, help="local worker processes (default 1)")
+    g.add_argument("--scheduler", default=None, help="address of an existing dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="threads per worker process (default 1)")
+    p.add_argument("--no-resume", action="store_true", help="re-analyse slides even if their outputs are complete")
+    add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from tqdm import tqdm
+
+    from ..batch import run_batch
+
+    bar = None
+
+    def progress(ev):
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=ev.total, desc="slides", unit="slide", file=sys.stderr, dynamic_ncols=True)
+        bar.n = ev.done
+        bar.set_postfix_str(ev.message[:40], refresh=False)
+        bar.refresh()
+
+    try:
+        res = run_batch(args.source, args.out, workers=args.workers, scheduler=args.scheduler,
+                        detector=args.detector, classifier=args.model, device=args.device, mpp=args.mpp,
+                        batch_size=args.batch_size, review_threshold=args.review_threshold,
+                        tile_size=args.tile_size, threads_per_worker=args.threads_per_worker,
+                        resume=not args.no_resume, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"slides: {res['n_total']}  done: {res['n_done']}  skipped (complete): {res['n_skipped']}  "
+          f"failed: {res['n_error']}  wall: {res['wall_s']:.1f} s")
+    print(f"summary: {res['paths']['summary_csv']}")
+    if res["n_error"]:
+        print(f"errors:  {res['paths']['errors_json']}", file=sys.stderr)
+        for e in res.errors[:10]:
+            print(f"  {e['slide']}: {e['error']}", file=sys.stderr)
+        return 1
+    return 0
