@@ -1,0 +1,345 @@
+"""TIFF family reader: pyramidal / tiled / stripped TIFF, OME-TIFF, Aperio SVS, Hamamatsu NDPI.
+
+Pixels are read through ``tifffile``'s zarr store (``series.aszarr()``), one
+native tile or strip at a time; opening reads only the IFDs (metadata).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from typing import Optional
+
+import numpy as np
+
+from .convert import check_layout
+from .errors import (CorruptSlideError, EmptySlideError, SlideTooLargeError, UnsupportedFormatError,
+                     UnsupportedLayoutError)
+from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, level_downsample
+from .slide import Slide, downsample2
+
+__all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM"]
+
+#: pixel sizes (um) outside this range are treated as "not a microscope resolution"
+#: (e.g. the 72 / 96 dpi defaults many tools write) and ignored.
+MPP_RANGE = (0.01, 50.0)
+
+UNIT_TO_UM = {
+    "m": 1e6, "meter": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6, "picometer": 1e-6,
+    "inch": 25400.0, "in": 25400.0,
+}
+
+
+def _valid_mpp(v) -> Optional[float]:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(v) or not (MPP_RANGE[0] <= v <= MPP_RANGE[1]):
+        return None
+    return v
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):  # pragma: no cover - trivial
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _capture_tifffile_log():
+    """Collect tifffile's warnings instead of letting them reach the user's stderr."""
+    log = logging.getLogger("tifffile")
+    h = _LogCapture()
+    old_prop = log.propagate
+    log.addHandler(h)
+    log.propagate = False
+    try:
+        yield h.messages
+    finally:
+        log.removeHandler(h)
+        log.propagate = old_prop
+
+
+def _open_tifffile(path):
+    import tifffile
+
+    with _capture_tifffile_log():
+        return tifffile.TiffFile(path)
+
+
+def _open_store(path, series_index):
+    tif = _open_tifffile(path)
+    import zarr
+
+    with _capture_tifffile_log():
+        store = tif.series[series_index].aszarr()
+        z = zarr.open(store, mode="r")
+    return (tif, z)
+
+
+def _close_store(obj):
+    tif, _ = obj
+    tif.close()
+
+
+def _level_getter(level: int, multiscale: bool):
+    return _LevelGetter(level, multiscale)
+
+
+class _LevelGetter:
+    """Picklable ``native -> level array``."""
+
+    def __init__(self, level: int, multiscale: bool):
+        self.level, self.multiscale = level, multiscale
+
+    def __call__(self, obj):
+        z = obj[1]
+        return z[str(self.level)] if self.multiscale else z
+
+
+def _ome_mpp(tif) -> tuple[Optional[float], Optional[str]]:
+    xml = tif.ome_metadata
+    if not xml:
+        return None, None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None
+    for el in root.iter():
+        if el.tag.endswith("}Pixels") or el.tag == "Pixels":
+            v = el.get("PhysicalSizeX")
+            if v is None:
+                return None, None
+            unit = (el.get("PhysicalSizeXUnit") or "µm").strip().lower()
+            f = UNIT_TO_UM.get(unit)
+            if f is None:
+                return None, None
+            mpp = _valid_mpp(float(v) * f)
+            return mpp, ("ome:PhysicalSizeX" if mpp else None)
+    return None, None
+
+
+def _svs_mpp(page) -> tuple[Optional[float], Optional[str]]:
+    import tifffile
+
+    try:
+        meta = tifffile.svs_description_metadata(page.description)
+    except Exception:
+        return None, None
+    mpp = _valid_mpp(meta.get("MPP"))
+    return mpp, ("svs:MPP" if mpp else None)
+
+
+def _resolution_mpp(tif, page) -> tuple[Optional[float], Optional[str]]:
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None, None
+    xr = tags["XResolution"].value
+    try:
+        xres = xr[0] / xr[1] if isinstance(xr, tuple) else float(xr)
+    except (ZeroDivisionError, TypeError):
+        return None, None
+    if not xres or xres <= 0:
+        return None, None
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    if unit == 2:
+        mpp = 25400.0 / xres
+    elif unit == 3:
+        mpp = 1e4 / xres
+    elif unit == 1 and tif.is_imagej:
+        ij = tif.imagej_metadata or {}
+        f = UNIT_TO_UM.get(str(ij.get("unit", "")).strip().lower().replace("\\u00b5", "µ"))
+        if f is None:
+            return None, None
+        mpp = f / xres
+    else:
+        return None, None
+    mpp = _valid_mpp(mpp)
+    return mpp, ("tiff:resolution" if mpp else None)
+
+
+def _vendor_format(tif) -> tuple[str, Optional[str]]:
+    if tif.is_svs:
+        return "svs", "aperio"
+    if tif.is_ndpi:
+        return "ndpi", "hamamatsu"
+    if tif.is_ome:
+        return "ome-tiff", None
+    for flag, fmt, vendor in (("is_scn", "scn", "leica"), ("is_philips", "philips-tiff", "philips"),
+                              ("is_bif", "bif", "ventana"), ("is_qpi", "qptiff", "akoya")):
+        if getattr(tif, flag, False):
+            return fmt, vendor
+    return "tiff", None
+
+
+def _map_axes(path, axes: str, shape) -> str:
+    """Map tifffile axes to our letters (Y, X, C, other) and validate the layout."""
+    out = []
+    chan = [i for i, a in enumerate(axes) if a in "SC" and shape[i] > 1]
+    if len(chan) > 1:
+        raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
+                                     "(several channel axes)")
+    cidx = chan[0] if chan else None
+    for i, (a, n) in enumerate(zip(axes, shape)):
+        if a in "YX":
+            out.append(a)
+        elif i == cidx:
+            out.append("C")
+        elif n == 1:
+            out.append("1")
+        else:
+            raise UnsupportedLayoutError(
+                path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
+                f"(a {n}-long '{a}' axis; only single 2-D grey/RGB(A) images are supported)")
+    if "Y" not in out or "X" not in out:
+        raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes} (no Y/X image plane)")
+    return "".join(out)
+
+
+def _check_truncation(path, pages) -> None:
+    """Raise CorruptSlideError when a page's data extends past the end of the file."""
+    size = os.path.getsize(path)
+    for p in pages:
+        try:
+            offs, counts = p.dataoffsets, p.databytecounts
+        except Exception:
+            continue
+        if not offs:
+            continue
+        end = max((o + c) for o, c in zip(offs, counts) if c) if any(counts) else 0
+        if end > size:
+            raise CorruptSlideError(path, f"truncated file: image data extends to byte {end} "
+                                    f"but the file has {size} bytes")
+
+
+def open_tiff(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
+    """Open a TIFF-family file as a lazy :class:`Slide` (see :func:`leukcore.io.open_slide`)."""
+    import tifffile
+
+    path = str(path)
+    try:
+        with _capture_tifffile_log() as warnings_:
+            tif = tifffile.TiffFile(path)
+            series = tif.series
+    except tifffile.TiffFileError as e:
+        msg = str(e)
+        if "not a TIFF" in msg or "invalid TIFF" in msg:
+            raise UnsupportedFormatError(path, f"not a readable TIFF file ({msg})") from e
+        raise CorruptSlideError(path, f"corrupt TIFF: {msg}") from e
+    except (OSError, ValueError, IndexError, KeyError, struct.error) as e:
+        raise CorruptSlideError(path, f"corrupt or truncated TIFF: {type(e).__name__}: {e}") from e
+    try:
+        return _build(tif, series, path, warnings_, max_pixels, max_decode_pixels)
+    except BaseException:
+        tif.close()
+        raise
+
+
+def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> Slide:
+    if not series_list:
+        raise CorruptSlideError(path, "TIFF has no readable image" + (f" ({warnings_[0]})" if warnings_ else ""))
+    # pick the first series that is a 2-D image (SVS/NDPI put the slide first)
+    s_index = 0
+    series = series_list[0]
+    fmt, vendor = _vendor_format(tif)
+    levels = list(series.levels)
+    page0 = series.pages[0] if series.pages else None
+    if page0 is None:
+        raise CorruptSlideError(path, "TIFF series has no pages")
+    axes = series.axes
+    shape = series.shape
+    if 0 in shape:
+        raise EmptySlideError(path, f"zero-sized image (shape {tuple(shape)})")
+    mapped = _map_axes(path, axes, shape)
+    H, W = shape[axes.index("Y")], shape[axes.index("X")]
+    nchan = shape[mapped.index("C")] if "C" in mapped else 1
+    photometric = int(getattr(page0, "photometric", 2))
+    if photometric == 5:  # SEPARATED (CMYK)
+        raise UnsupportedLayoutError(path, "unsupported sample layout: CMYK (separated) TIFF")
+    convert = {}
+    if photometric == 0:
+        convert["min_is_white"] = True
+    if photometric == 3 and "ColorMap" in page0.tags:
+        convert["colormap"] = np.asarray(page0.tags["ColorMap"].value)
+        nchan = 3
+    else:
+        problem = check_layout(nchan, series.dtype)
+        if problem:
+            raise UnsupportedLayoutError(path, problem)
+    if H * W > max_pixels:
+        raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
+                                 f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
+    # integrity: data past end of file -> truncated
+    all_pages = [lv.pages[0] for lv in levels if lv.pages]
+    _check_truncation(path, [p for p in all_pages if hasattr(p, "dataoffsets")])
+
+    mpp, origin = None, None
+    if tif.is_ome:
+        mpp, origin = _ome_mpp(tif)
+    if mpp is None and tif.is_svs:
+        mpp, origin = _svs_mpp(page0)
+    if mpp is None:
+        mpp, origin = _resolution_mpp(tif, page0)
+
+    import zarr
+
+    with _capture_tifffile_log():
+        store = series.aszarr()
+        z = zarr.open(store, mode="r")
+    multiscale = len(levels) > 1
+    source = Source(_open_store, (path, s_index), _close_store, obj=(tif, z))
+    token = file_token(path)
+    dlevels, downs = [], []
+    for i, lv in enumerate(levels):
+        arr = z[str(i)] if multiscale else z
+        lshape = lv.shape
+        lmapped = _map_axes(path, lv.axes, lshape)
+        lh, lw = lshape[lv.axes.index("Y")], lshape[lv.axes.index("X")]
+        if lh == 0 or lw == 0:
+            break
+        native = arr.chunks
+        ny, nx = native[lv.axes.index("Y")], native[lv.axes.index("X")]
+        nat_pixels = ny * nx
+        if nat_pixels > max_decode_pixels:
+            raise SlideTooLargeError(path, f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
+                                     f"strip/tile, beyond the decode limit {max_decode_pixels:.3g} "
+                                     "(LEUK_MAX_DECODE_PIXELS)")
+        reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
+                             convert=convert)
+        chunks = choose_chunks((ny, nx), (lh, lw))
+        dlevels.append(as_dask(reader, chunks, f"leuk-tiff-{token}-{i}"))
+        downs.append(level_downsample((H, W), (lh, lw)) if i else 1.0)
+    # non-pyramidal large image: lazily computed lower levels
+    if len(dlevels) == 1:
+        while max(dlevels[-1].shape[:2]) > 2048 and min(dlevels[-1].shape[:2]) >= 2:
+            dlevels.append(downsample2(dlevels[-1]))
+            downs.append(downs[-1] * 2)
+    meta = {"series": [s.name or s.kind for s in series_list], "axes": axes,
+            "dtype": str(series.dtype), "photometric": photometric, "mpp_origin": origin,
+            "computed_levels": len(levels) == 1 and len(dlevels) > 1}
+    if tif.is_ome and tif.ome_metadata:
+        meta["ome_description"] = _ome_description(tif.ome_metadata)
+    if warnings_:
+        meta["warnings"] = warnings_[:5]
+    return Slide(levels=dlevels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
+                 path=path, format=fmt, vendor=vendor, metadata=meta, _closer=source.close)
+
+
+def _ome_description(xml: str) -> Optional[str]:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.endswith("}Description") or el.tag == "Description":
+            return (el.text or "").strip() or None
+    return None
