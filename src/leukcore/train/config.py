@@ -1,0 +1,116 @@
+"""Training configuration: one YAML or TOML file records everything about a run.
+
+Defaults are filled in and the complete, resolved config is written into the run
+directory (``config.yaml``), so a run can be reproduced from its directory alone.
+
+Example (YAML)::
+
+    name: all-4class
+    classes: [Benign, Early, Pre, Pro]
+    data:
+      datasets:
+        - {reader: all4class}                  # root defaults to $LEUK_DATA/all4class
+      finder: detector                         # detector | segmented | centre
+      detector: wbc-stardist
+      test_frac: 0.2
+      val_frac: 0.15
+      seed: 0
+    model:
+      architecture: tf_efficientnet_lite0
+      imagenet: auto                           # auto | timm | none | /path/to/weights
+      input: {size: 96, crop_um: 20, mode: lstd, mask: false}
+    train:
+      seed: 0
+      device: auto
+      threads: 1
+      views: 2                                 # augmented views per training crop (cached)
+      stain_aug: {hed_sigma: 0.05, hed_bias: 0.05}
+      balance: loss                            # loss | sampler | none
+      phase1: {epochs: 40, lr: 0.002, batch_size: 256, weight_decay: 0.0001, patience: 8}
+      phase2: {epochs: 4, lr: 0.0003, batch_size: 64, weight_decay: 0.0001, patience: 2, finetune_stages: 2}
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULTS", "load_config", "resolve_config", "dump_config"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "classifier",
+    "version": 1,
+    "classes": None,
+    "data": {"datasets": [], "finder": "detector", "detector": "wbc-stardist", "test_frac": 0.2,
+             "val_frac": 0.15, "seed": 0, "holdout_sources": [], "max_cells_per_image": 30,
+             "exclude_pbc_classes": []},
+    "model": {"architecture": "tf_efficientnet_lite0", "imagenet": "auto",
+              "input": {"size": 96, "crop_um": 20.0, "mode": "lstd", "mask": False}},
+    "train": {"seed": 0, "device": "auto", "threads": 1, "views": 2,
+              "stain_aug": {"hed_sigma": 0.05, "hed_bias": 0.05}, "balance": "loss", "num_workers": "auto",
+              "phase1": {"epochs": 40, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4, "patience": 8},
+              "phase2": {"epochs": 4, "lr": 3e-4, "batch_size": 64, "weight_decay": 1e-4, "patience": 2,
+                         "finetune_stages": 2}},
+    "eval": {"stain_swap": True, "n_boot": 1000},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("stain_aug",):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_config(cfg: dict) -> dict:
+    """Fill defaults and check the essentials; raises ``ValueError`` naming the problem."""
+    out = _merge(DEFAULTS, cfg)
+    if not out["data"]["datasets"]:
+        raise ValueError("config: data.datasets is empty (e.g. [{reader: all4class}])")
+    for d in out["data"]["datasets"]:
+        if d.get("reader") not in ("all4class", "pbc", "cnmc", "folder"):
+            raise ValueError(f"config: unknown reader {d.get('reader')!r} (all4class | pbc | cnmc | folder)")
+        if d["reader"] in ("cnmc", "folder") and not d.get("root"):
+            raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
+    if out["data"]["finder"] not in ("detector", "segmented", "centre"):
+        raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")
+    if out["train"]["balance"] not in ("loss", "sampler", "none"):
+        raise ValueError("config: train.balance must be loss | sampler | none")
+    return out
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config and resolve defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+            cfg = tomllib.loads(text)
+        else:
+            import yaml
+            cfg = yaml.safe_load(text)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot parse config: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: config must be a mapping")
+    try:
+        return resolve_config(cfg)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def dump_config(cfg: dict, path: str | Path) -> Path:
+    import yaml
+
+    from ..results import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

@@ -1,0 +1,224 @@
+"""Held-out evaluation (``leuk eval``): CNN metrics, the colour-only baseline, the stain-swap test.
+
+Everything is measured on the config's held-out ``test`` split (never used for training or model
+selection) and reported at two levels:
+
+``cells``   one row per detected cell crop (CIs resample whole images)
+``images``  per image, mean class probability over its cells (the rule ``leuk classify`` uses for fields)
+
+Beside every CNN number stands a colour-only baseline (per-crop RGB and LAB mean/std, 12 numbers,
+standardised, logistic regression trained on the training cells) so a stain shortcut shows.
+The stain-swap test re-stains every held-out field (Reinhard transfer in LAB) to the average LAB
+mean/std of the training fields of another stain group (class folder), cycling through the others,
+re-crops the same cells and classifies again.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .metrics import classification_metrics, plot_confusion, plot_roc
+
+__all__ = ["evaluate_model", "colour_features", "ColourBaseline", "stain_swap_crops", "image_level"]
+
+
+def colour_features(crops: np.ndarray) -> np.ndarray:
+    """12 colour numbers per crop: mean and std of R, G, B and of L, a, b."""
+    from skimage.color import rgb2lab
+
+    x = crops.reshape(len(crops), -1, 3).astype(np.float32)
+    lab = np.stack([rgb2lab(c).reshape(-1, 3) for c in crops]) if len(crops) else np.zeros((0, 1, 3))
+    return np.concatenate([x.mean(1), x.std(1), lab.mean(1), lab.std(1)], axis=1)
+
+
+class ColourBaseline:
+    """Per-crop colour statistics + logistic regression (class-balanced)."""
+
+    def fit(self, crops, y):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
+        self.model.fit(colour_features(crops), y)
+        return self
+
+    def predict_proba(self, crops, C: int):
+        p = np.zeros((len(crops), C))
+        if len(crops):
+            p[:, self.model.classes_] = self.model.predict_proba(colour_features(crops))
+        return p
+
+
+def image_level(probs, rows, labels_by_row):
+    """Mean probability per image -> (image rows, y, probs)."""
+    u = np.unique(rows)
+    P = np.stack([probs[rows == r].mean(0) for r in u]) if len(u) else np.zeros((0, probs.shape[1]))
+    return u, np.asarray(labels_by_row)[u], P
+
+
+def stain_swap_crops(df, cells, spec, test_rows, train_rows, *, group_col="stain_group"):
+    """Re-stained crops of the test fields: returns (crops, cell_index, target_group per cell)."""
+    from ..classify.crops import crops_from_array
+    from .cells import load_image
+    from .stain import class_lab_stats, lab_stats, reinhard, swap_targets
+
+    fields = [r for r in test_rows if df.at[r, "kind"] == "field"]
+    groups = sorted(df.loc[[r for r in train_rows if df.at[r, "kind"] == "field"], group_col].unique())
+    if len(groups) < 2 or not fields:
+        return None
+    tr_fields = [r for r in train_rows if df.at[r, "kind"] == "field"]
+    stats = class_lab_stats([df.at[r, "path"] for r in tr_fields], [df.at[r, group_col] for r in tr_fields])
+    targets = swap_targets([df.at[r, group_col] for r in fields], groups)
+    out_crops, out_idx, out_tgt = [], [], []
+    for r, tgt in zip(fields, targets):
+        ci = np.flatnonzero(cells["row"] == r)
+        if not len(ci):
+            continue
+        img = load_image(df.at[r, "path"])
+        sw = reinhard(img, stats[tgt], lab_stats(img))
+        out_crops.append(crops_from_array(sw, cells["centroid"][ci], spec, float(df.at[r, "mpp"])))
+        out_idx.append(ci)
+        out_tgt += [tgt] * len(ci)
+    return np.concatenate(out_crops), np.concatenate(out_idx), np.array(out_tgt)
+
+
+def _block(y, P, rows, classes, split_type, n_boot, groups=True):
+    return classification_metrics(y, P, classes, split_type=split_type, n_boot=n_boot,
+                                  groups=rows if groups else None)
+
+
+def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, stain_swap: bool = True,
+                   n_boot: int = 1000, prepared=None, device: str = "auto", backend: str = "auto",
+                   update_card: bool = True, log=print) -> dict:
+    """Evaluate ``model`` (name, card path, run dir or Classifier) on the config's held-out split.
+
+    Writes ``metrics.json``, ``confusion_*.json/png`` and ``roc_*.png`` into ``out_dir`` and, when
+    ``update_card`` and the card sits in ``out_dir``, copies the headline numbers into its ``metrics``.
+    """
+    from ..classify.model import Classifier
+    from .prepare import prepare
+
+    t0 = time.perf_counter()
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, device=device, backend=backend)
+    df, classes, spec, cells = prepared or prepare(cfg)
+    if list(classes) != list(clf.classes):
+        raise ValueError(f"model classes {clf.classes} differ from the config's {classes}")
+    C = len(classes)
+    split_type = df.attrs.get("split_type", "image-level")
+    lab_of_row = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    te = np.flatnonzero(cells["split"] == "test")
+    tr = np.flatnonzero(cells["split"] == "train")
+    test_rows = np.flatnonzero(df["split"].to_numpy() == "test")
+    train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
+    y = cells["label"][te]
+    rows = cells["row"][te]
+    P = clf.predict_crops(cells["crops"][te])
+    colour = ColourBaseline().fit(cells["crops"][tr], cells["label"][tr])
+    Pc = colour.predict_proba(cells["crops"][te], C)
+
+    res: dict = {"model": clf.name, "classes": classes, "split_type": split_type,
+                 "held_out": "test split: never used for training or model selection",
+                 "backend": clf.backend,
+                 "test_images": int(len(test_rows)),
+                 "test_images_without_cells": int((cells["n_cells"][test_rows] == 0).sum()),
+                 "test_cells": int(len(te))}
+    res["cnn"] = {"cells": _block(y, P, rows, classes, split_type, n_boot)}
+    res["colour_baseline"] = {"cells": _block(y, Pc, rows, classes, split_type, n_boot)}
+    u, yi, Pi = image_level(P, rows, lab_of_row)
+    _, _, Pci = image_level(Pc, rows, lab_of_row)
+    res["cnn"]["images"] = _block(yi, Pi, u, classes, split_type, n_boot, groups=False)
+    res["colour_baseline"]["images"] = _block(yi, Pci, u, classes, split_type, n_boot, groups=False)
+    n_img = len(test_rows)
+    res["cnn"]["images"]["accuracy_counting_images_without_cells_as_wrong"] = \
+        float((Pi.argmax(1) == yi).sum() / max(1, n_img))
+
+    if "ALL" in classes and (df["source"] == "pbc").any():
+        pbc = np.isin(rows, np.flatnonzero(df["source"].to_numpy() == "pbc"))
+        a = classes.index("ALL")
+        if pbc.any():
+            res["pbc_false_positive_rate"] = {
+                "cnn": float((P[pbc].argmax(1) == a).mean()), "colour_baseline": float((Pc[pbc].argmax(1) == a).mean()),
+                "n_cells": int(pbc.sum()),
+                "per_cell_type": {str(t): float((P[pbc & (np.asarray(df['cell_type'])[rows] == t)].argmax(1) == a).mean())
+                                  for t in sorted(set(np.asarray(df["cell_type"])[rows[pbc]]))}}
+        fa = np.isin(rows, np.flatnonzero(df["source"].to_numpy() == "all4class"))
+        if fa.any():
+            res["cnn"]["cells_all4class_only"] = _block(y[fa], P[fa], rows[fa], classes, split_type, 0)
+    if stain_swap:
+        sw = stain_swap_crops(df, cells, spec, test_rows, train_rows)
+        if sw is not None:
+            crops_s, idx_s, tgt = sw
+            ys, rs = cells["label"][idx_s], cells["row"][idx_s]
+            Ps = clf.predict_crops(crops_s)
+            Pcs = colour.predict_proba(crops_s, C)
+            us, ysi, Psi = image_level(Ps, rs, lab_of_row)
+            _, _, Pcsi = image_level(Pcs, rs, lab_of_row)
+            res["stain_swap"] = {
+                "method": "Reinhard LAB mean/std transfer of each held-out field to the mean of another "
+                          "stain group's training fields (cycling through the other groups)",
+                "cnn": {"cells": _block(ys, Ps, rs, classes, split_type, n_boot),
+                        "images": _block(ysi, Psi, us, classes, split_type, n_boot, groups=False)},
+                "colour_baseline": {"cells": _block(ys, Pcs, rs, classes, split_type, n_boot),
+                                    "images": _block(ysi, Pcsi, us, classes, split_type, n_boot, groups=False)},
+                "cnn_cells_accuracy_by_target": {str(t): float((Ps[tgt == t].argmax(1) == ys[tgt == t]).mean())
+                                                 for t in sorted(set(tgt))},
+            }
+    res["eval_s"] = round(time.perf_counter() - t0, 1)
+    if out_dir is not None:
+        _write(res, Path(out_dir), classes, y, P, yi, Pi, clf, update_card, log)
+    return res
+
+
+def headline(res: dict) -> dict:
+    """The few numbers a model card shows (each with its split type)."""
+    h = {"split_type": res["split_type"], "test_images": res["test_images"], "test_cells": res["test_cells"]}
+    for k in ("cnn", "colour_baseline"):
+        for lvl in ("cells", "images"):
+            m = res[k][lvl]
+            h[f"{k}_{lvl}_accuracy"] = round(m.get("accuracy", float("nan")), 4)
+            h[f"{k}_{lvl}_macro_f1"] = round(m.get("macro_f1", float("nan")), 4)
+            if "ci95" in m:
+                h[f"{k}_{lvl}_accuracy_ci95"] = [round(v, 4) for v in m["ci95"]["accuracy"]]
+    h["cnn_cells_balanced_accuracy"] = round(res["cnn"]["cells"].get("balanced_accuracy", float("nan")), 4)
+    h["cnn_cells_roc_auc_macro"] = round(res["cnn"]["cells"].get("roc_auc_macro", float("nan")), 4)
+    h["cnn_cells_ece"] = round(res["cnn"]["cells"].get("ece", float("nan")), 4)
+    if "stain_swap" in res:
+        s = res["stain_swap"]
+        for k in ("cnn", "colour_baseline"):
+            for lvl in ("cells", "images"):
+                h[f"stain_swap_{k}_{lvl}_accuracy"] = round(s[k][lvl].get("accuracy", float("nan")), 4)
+    if "pbc_false_positive_rate" in res:
+        h["pbc_false_positive_rate_cnn"] = round(res["pbc_false_positive_rate"]["cnn"], 4)
+        h["pbc_false_positive_rate_colour_baseline"] = round(res["pbc_false_positive_rate"]["colour_baseline"], 4)
+    return h
+
+
+def _write(res, out: Path, classes, y, P, yi, Pi, clf, update_card, log):
+    from ..results import _json_default, atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "metrics.json") as tmp:
+        Path(tmp).write_text(json.dumps(res, indent=1, default=_json_default))
+    for lvl, (yy, pp) in {"cells": (y, P), "images": (yi, Pi)}.items():
+        cm = res["cnn"][lvl].get("confusion_matrix")
+        if cm is None:
+            continue
+        with atomic_path(out / f"confusion_{lvl}.json") as tmp:
+            Path(tmp).write_text(json.dumps({"classes": classes, "matrix": cm, "rows": "true", "cols": "predicted",
+                                             "split_type": res["split_type"]}))
+        plot_confusion(cm, classes, out / f"confusion_{lvl}.png", f"{clf.name} held-out {lvl} ({res['split_type']})")
+        plot_roc(yy, pp, classes, out / f"roc_{lvl}.png", f"{clf.name} held-out {lvl} ({res['split_type']})")
+    h = headline(res)
+    log("[eval] " + json.dumps(h))
+    cp = clf.card.get("_card_path")
+    if update_card and cp and Path(cp).parent.resolve() == out.resolve():
+        import yaml
+        card = yaml.safe_load(Path(cp).read_text())
+        card["metrics"] = h
+        with atomic_path(cp) as tmp:
+            Path(tmp).write_text(yaml.safe_dump(card, sort_keys=False))

@@ -1,0 +1,91 @@
+"""From a config to labelled, de-duplicated, split images and their per-cell crops."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..classify.geometry import CropSpec
+from . import datasets as ds
+from .splits import assign_splits
+
+__all__ = ["read_datasets", "make_finder", "spec_from_config", "prepare"]
+
+
+def spec_from_config(cfg: dict) -> CropSpec:
+    return CropSpec.from_card(cfg["model"]["input"])
+
+
+def read_datasets(cfg: dict, report: dict | None = None):
+    """Read every dataset of the config, map labels, add ``stain_group``, de-duplicate, split."""
+    import pandas as pd
+
+    frames = []
+    for d in cfg["data"]["datasets"]:
+        r = d["reader"]
+        if r == "all4class":
+            f = ds.read_all4class(d.get("root"))
+            f["stain_group"] = f["label"]
+            if d.get("label_map"):
+                f["label"] = f["label"].map(lambda x: d["label_map"].get(x, x))
+        elif r == "pbc":
+            classes = d.get("classes") or [c for c in ds.PBC_CLASSES
+                                           if c not in cfg["data"].get("exclude_pbc_classes", [])]
+            f = ds.read_pbc(d.get("root"), classes=classes, label=d.get("label", "normal"))
+            f["stain_group"] = "pbc"
+        elif r == "cnmc":
+            f = ds.read_cnmc(d["root"])
+            f["stain_group"] = f["label"]
+        else:
+            f = ds.read_folder_per_class(d["root"], d.get("classes"), source=d.get("source", "folder"),
+                                         kind=d.get("kind", "cell"), mpp=float(d.get("mpp", float("nan"))),
+                                         label_map=d.get("label_map"))
+            f["stain_group"] = f["label"]
+        if "cell_type" not in f:
+            f["cell_type"] = None
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    rep: dict = {}
+    df = ds.deduplicate(df, report=rep)
+    classes = cfg.get("classes") or sorted(df["label"].unique())
+    bad = ~df["label"].isin(classes)
+    if bad.any():
+        rep["dropped_unlisted_labels"] = int(bad.sum())
+        df = df[~bad].reset_index(drop=True)
+    dd = cfg["data"]
+    df = assign_splits(df, test_frac=dd["test_frac"], val_frac=dd["val_frac"], seed=dd["seed"],
+                       holdout_sources=tuple(dd.get("holdout_sources") or ()))
+    if report is not None:
+        report.update(rep)
+        report["split_type"] = df.attrs["split_type"]
+        report["images_per_split"] = {k: int(v) for k, v in df["split"].value_counts().items()}
+    return df, list(classes)
+
+
+def make_finder(cfg: dict, device="cpu"):
+    from .cells import centre_finder, detector_finder, segmented_finder
+
+    f = cfg["data"]["finder"]
+    if f == "detector":
+        return detector_finder(cfg["data"].get("detector", "wbc-stardist"), device=device)
+    if f == "segmented":
+        root = ds.data_root() / "all4class"
+        return segmented_finder(str(root / "Original"), str(root / "Segmented"))
+    centre_finder.name = "centre"
+    return centre_finder
+
+
+def prepare(cfg: dict, device="cpu", report: dict | None = None):
+    """``(df, classes, spec, cells)`` where ``cells`` adds ``label`` (class index), ``split`` and ``field`` per crop."""
+    from .cells import build_cell_set
+
+    df, classes = read_datasets(cfg, report)
+    spec = spec_from_config(cfg)
+    cells = build_cell_set(df, spec, make_finder(cfg, device), max_cells_per_image=cfg["data"]["max_cells_per_image"])
+    lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    cells["label"] = lab[cells["row"]].astype(int)
+    cells["split"] = df["split"].to_numpy()[cells["row"]]
+    if report is not None:
+        nc = cells["n_cells"]
+        report["cells"] = int(len(cells["row"]))
+        report["images_without_cells"] = int((nc == 0).sum())
+        report["cells_per_split"] = {k: int((cells["split"] == k).sum()) for k in ("train", "val", "test")}
+    return df, classes, spec, cells
