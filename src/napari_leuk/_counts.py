@@ -1,0 +1,97 @@
+"""Counts per class (and ALL / blast percentage) with the class-colour legend.
+
+:func:`count_rows` is plain logic; :class:`CountsTable` shows it as a Qt table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from leukcore.results import BLAST_CLASSES, class_color
+
+__all__ = ["CountRow", "count_rows", "blast_percent", "make_counts_table"]
+
+
+@dataclass(frozen=True)
+class CountRow:
+    name: str
+    count: int
+    percent: Optional[float]
+    rgb: tuple
+
+
+def count_rows(labels: Sequence[str], classes: Sequence[str] = ()) -> list[CountRow]:
+    """One row per class (the model's classes first, zeros included, then any other label seen)."""
+    labels = [str(v) for v in labels]
+    n = len(labels)
+    names = list(classes) + sorted(set(labels) - set(classes))
+    vals, cnts = np.unique(np.asarray(labels, dtype=object), return_counts=True) if n else ([], [])
+    c = dict(zip(vals, cnts))
+    return [CountRow(k, int(c.get(k, 0)), (100.0 * c.get(k, 0) / n) if n else None, class_color(k))
+            for k in names]
+
+
+def blast_percent(labels: Sequence[str]) -> Optional[float]:
+    """Percentage of cells in a blast / ALL class (None with no cells)."""
+    labels = list(labels)
+    if not labels:
+        return None
+    return 100.0 * sum(1 for v in labels if str(v) in BLAST_CLASSES) / len(labels)
+
+
+def _qt():
+    from qtpy.QtGui import QColor
+    from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
+
+    return QColor, QHeaderView, QTableWidget, QTableWidgetItem
+
+
+def make_counts_table(parent=None):
+    """A :class:`CountsTable` (Qt imported lazily so this module stays importable without Qt)."""
+    QColor, QHeaderView, QTableWidget, QTableWidgetItem = _qt()
+
+    class CountsTable(QTableWidget):
+        """Legend + counts: colour swatch, class, cells, percent; last rows total and blast %."""
+
+        def __init__(self, parent=None):
+            super().__init__(0, 3, parent)
+            self.setHorizontalHeaderLabels(["class", "cells", "%"])
+            self.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+            self.verticalHeader().setVisible(False)
+            self.setEditTriggers(QTableWidget.NoEditTriggers)
+            self.rows: list[CountRow] = []
+            self.blast: Optional[float] = None
+            self.total = 0
+
+        def update_counts(self, labels: Sequence[str], classes: Sequence[str] = (),
+                          found_so_far: Optional[int] = None) -> None:
+            self.rows = count_rows(labels, classes)
+            self.total = len(list(labels))
+            self.blast = blast_percent(labels)
+            extra = [("total", str(self.total), "")]
+            if any(r.name in BLAST_CLASSES for r in self.rows) or any(c in BLAST_CLASSES for c in classes):
+                extra.append(("ALL / blast %", "", "-" if self.blast is None else f"{self.blast:.1f}"))
+            if found_so_far is not None:
+                extra.append(("found so far", str(found_so_far), ""))
+            self.setRowCount(len(self.rows) + len(extra))
+            for i, r in enumerate(self.rows):
+                it = QTableWidgetItem(f"\u25a0 {r.name}")
+                it.setForeground(QColor(*r.rgb))
+                self.setItem(i, 0, it)
+                self.setItem(i, 1, QTableWidgetItem(str(r.count)))
+                self.setItem(i, 2, QTableWidgetItem("-" if r.percent is None else f"{r.percent:.1f}"))
+            for j, (a, b, c) in enumerate(extra):
+                i = len(self.rows) + j
+                self.setItem(i, 0, QTableWidgetItem(a))
+                self.setItem(i, 1, QTableWidgetItem(b))
+                self.setItem(i, 2, QTableWidgetItem(c))
+
+        def as_dict(self) -> dict:
+            d = {r.name: r.count for r in self.rows}
+            d["total"] = self.total
+            d["blast_percent"] = self.blast
+            return d
+
+    return CountsTable(parent)
