@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "classes": None,
     "data": {"datasets": [], "finder": "detector", "detector": "wbc-stardist", "test_frac": 0.2,
              "val_frac": 0.15, "seed": 0, "holdout_sources": [], "max_cells_per_image": 30,
-             "exclude_pbc_classes": []},
+             "exclude_pbc_classes": [], "max_images_per_class": None},
     "model": {"architecture": "tf_efficientnet_lite0", "imagenet": "auto",
               "input": {"size": 96, "crop_um": 20.0, "mode": "lstd", "mask": False}},
     "train": {"seed": 0, "device": "auto", "threads": 1, "views": 2,

@@ -175,6 +175,9 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     wts = torch.from_numpy(_class_weights(ytr, C) if tr["balance"] == "loss" else np.ones(C, np.float32)).to(device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=wts)
     head = net.get_classifier()
+    with torch.no_grad():             # zero-init the new head: phase 1 starts at loss log(C)
+        head.weight.zero_()
+        head.bias.zero_()
 
     # ---------------------------------------------------------------- phase 1: head
     p1 = tr["phase1"]
@@ -203,7 +206,7 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                tot += float(loss) * len(b)
+                tot += float(loss.detach()) * len(b)
             head.eval()
             with torch.no_grad():
                 f1 = macro_f1(yva, head(Pv).argmax(1).cpu().numpy(), C) if len(yva) else 0.0
@@ -260,7 +263,7 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            tot += float(loss) * len(b)
+            tot += float(loss.detach()) * len(b)
             n_seen += len(b)
         top.eval()
         from .features import pooled_features as _pf  # noqa: F401  (keeps import cost out of the loop)

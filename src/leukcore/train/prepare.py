@@ -51,6 +51,12 @@ def read_datasets(cfg: dict, report: dict | None = None):
         rep["dropped_unlisted_labels"] = int(bad.sum())
         df = df[~bad].reset_index(drop=True)
     dd = cfg["data"]
+    if dd.get("max_images_per_class"):
+        n = int(dd["max_images_per_class"])
+        rng = np.random.default_rng(int(dd["seed"]))
+        keep = np.concatenate([rng.permutation(np.flatnonzero(df["label"].to_numpy() == c))[:n]
+                               for c in sorted(df["label"].unique())])
+        df = df.iloc[np.sort(keep)].reset_index(drop=True)
     df = assign_splits(df, test_frac=dd["test_frac"], val_frac=dd["val_frac"], seed=dd["seed"],
                        holdout_sources=tuple(dd.get("holdout_sources") or ()))
     if report is not None:

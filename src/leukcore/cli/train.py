@@ -1,0 +1,35 @@
+"""``leuk train CONFIG.yaml|toml``: train (and evaluate) a cell classifier from one config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train a cell classifier from a YAML/TOML config",
+                       description="Train a classifier (two-phase transfer learning) as the config says, then "
+                                   "evaluate it on the held-out split. The run directory keeps the config, "
+                                   "splits, checkpoints, metrics and the model card (model.yaml). "
+                                   "Several GPUs: torchrun --nproc_per_node N -m leukcore.cli train CONFIG.")
+    p.add_argument("config", help="YAML or TOML config (see docs/training.md)")
+    p.add_argument("-o", "--out", default=None, help="run directory (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument("--device", default=None, help="override train.device (auto | cpu | cuda[:N])")
+    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.config import load_config
+    from ..train.loop import train_classifier
+
+    cfg = load_config(args.config)
+    cfg["_config_path"] = str(args.config)
+    if args.device:
+        cfg["train"]["device"] = args.device
+    out = Path(args.out or Path("runs") / cfg["name"])
+    cfg_clean = {k: v for k, v in cfg.items() if k != "_config_path"}
+    cfg_clean["_config_path"] = cfg["_config_path"]
+    train_classifier(cfg_clean, out, resume=args.resume, evaluate=not args.no_eval)
+    print(f"run directory: {out}")
+    return 0
