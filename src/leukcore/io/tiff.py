@@ -129,10 +129,10 @@ def _ome_mpp(tif) -> tuple[Optional[float], Optional[str]]:
 
 
 def _svs_mpp(page) -> tuple[Optional[float], Optional[str]]:
-    import tifffile
+    from tifffile.tifffile import svs_description_metadata
 
     try:
-        meta = tifffile.svs_description_metadata(page.description)
+        meta = svs_description_metadata(page.description)
     except Exception:
         return None, None
     mpp = _valid_mpp(meta.get("MPP"))

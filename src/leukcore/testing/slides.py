@@ -82,12 +82,19 @@ class SlideConformance:
     lazy: bool = True
 
     def make_slide(self, tmp_path) -> tuple[Slide, Optional[np.ndarray]]:  # pragma: no cover - abstract
-        """Create the format's file(s) under ``tmp_path``; return ``(open_slide(...), reference level 0 or None)``."""
+        """Create the format's file(s) under ``tmp_path`` (a per-class directory: reuse files that exist);
+        return ``(open_slide(...), reference level 0 or None)``."""
         raise NotImplementedError
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def slide_dir(cls, tmp_path_factory):
+        """One directory per test class, so ``make_slide`` can write its file once and reuse it."""
+        return tmp_path_factory.mktemp(cls.__name__)
+
     @pytest.fixture
-    def slide_ref(self, tmp_path):
-        slide, ref = self.make_slide(tmp_path)
+    def slide_ref(self, slide_dir):
+        slide, ref = self.make_slide(slide_dir)
         try:
             yield slide, ref
         finally:
@@ -181,8 +188,8 @@ class SlideConformance:
         assert max(th.shape[:2]) <= 64
 
     # ------------------------------------------------------------ laziness / lifetime
-    def test_opening_reads_no_pixels(self, tmp_path):
-        slide, _ = self.make_slide(tmp_path)
+    def test_opening_reads_no_pixels(self, slide_dir):
+        slide, _ = self.make_slide(slide_dir)
         try:
             readers = readers_of(slide)
             assert readers, "slide levels are not backed by LevelReaders"
@@ -202,8 +209,8 @@ class SlideConformance:
         np.testing.assert_array_equal(lv[:min(h, 33), :min(w, 47)].compute(),
                                       slide.levels[0][:min(h, 33), :min(w, 47)].compute())
 
-    def test_context_manager_closes(self, tmp_path):
-        slide, _ = self.make_slide(tmp_path)
+    def test_context_manager_closes(self, slide_dir):
+        slide, _ = self.make_slide(slide_dir)
         with slide as s:
             assert s is slide
             s.read_region(0, 0, 0, 2, 2)
