@@ -40,7 +40,10 @@ def export_onnx(model, size: int, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(2, 3, size, size)
-    with atomic_path(path) as tmp:
+    import warnings
+
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
             torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
