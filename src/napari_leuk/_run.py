@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from leukcore.progress import CancelToken, ProgressEvent
 
-__all__ = ["progress_stream", "start_analysis", "friendly_error"]
+__all__ = ["progress_stream", "start_analysis", "run_in_thread", "friendly_error"]
 
 _DONE = object()
 
@@ -66,21 +66,24 @@ def progress_stream(analyze: Callable[..., Any], source, *, cancel: CancelToken,
 
 def start_analysis(analyze, source, *, cancel: CancelToken, on_progress, on_done, on_error,
                    on_finished=None, **kwargs):
-    """Start :func:`progress_stream` in a napari ``thread_worker``; returns the (started) worker."""
-    from napari.qt.threading import thread_worker
+    """Start :func:`progress_stream` in a worker thread; returns the (started) worker.
 
-    @thread_worker
-    def work():
-        return (yield from progress_stream(analyze, source, cancel=cancel, **kwargs))
-
-    worker = work()
-    worker.yielded.connect(on_progress)
-    worker.returned.connect(on_done)
-    worker.errored.connect(on_error)
+    The worker is superqt's ``thread_worker`` (the one ``napari.qt.threading`` wraps):
+    napari 0.9.2's wrapper connects a task-status lambda to ``errored`` that fails with a
+    ``TypeError`` on every error and relays the error a second time, so errors would show
+    twice, once garbled.  Our ``on_error`` turns them into one clear notification.
+    """
+    connect = {"yielded": on_progress, "returned": on_done, "errored": on_error}
     if on_finished is not None:
-        worker.finished.connect(on_finished)
-    worker.start()
-    return worker
+        connect["finished"] = on_finished
+    return run_in_thread(progress_stream, analyze, source, cancel=cancel, _connect=connect, **kwargs)
+
+
+def run_in_thread(func, *args, _connect: dict, **kwargs):
+    """Run ``func`` (function or generator) in a started superqt worker with ``_connect`` signals."""
+    from superqt.utils import create_worker
+
+    return create_worker(func, *args, _connect=_connect, _start_thread=True, **kwargs)
 
 
 def friendly_error(exc: BaseException) -> str:

@@ -399,8 +399,9 @@ class LeukWidget(QWidget):
             self.cell_info.setText(L.describe_cell(layer.features, i))
 
     def gradcam_selected(self, *_):
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error, show_warning
+
+        from ._run import run_in_thread
 
         rows = self.selected_rows()
         if not rows:
@@ -411,7 +412,6 @@ class LeukWidget(QWidget):
         ctx = self._run_ctx
         key = (ctx["model"], ctx["device"])
 
-        @thread_worker
         def work():
             from leukcore.io import open_slide
             from leukcore.pipeline import load_classifier
@@ -438,10 +438,8 @@ class LeukWidget(QWidget):
                                               name=f"Grad-CAM cell {int(r['cell_id'])} ({r['label']})")
             self.viewer.add_layer(Layer.create(data, kw, lt))
 
-        w = work()
-        w.returned.connect(done)
-        w.errored.connect(lambda e: show_error(f"Grad-CAM failed: {e}"))
-        w.start()
+        w = run_in_thread(work, _connect={"returned": done,
+                                          "errored": lambda e: show_error(f"Grad-CAM failed: {e}")})
         self._gradcam_worker = w
         return w
 
