@@ -69,8 +69,8 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0
                 idx = np.concatenate([by_unit[i] for i in pick])
             for k, v in _point(y[idx], p[idx], C).items():
                 vals.setdefault(k, []).append(v)
-    return {k: [float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
-            for k, v in vals.items()}
+        return {k: [float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
+                for k, v in vals.items()}
 
 
 def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type: str, n_boot: int = 1000,
