@@ -148,7 +148,8 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         levels.append(downsample2(levels[-1]))
         downs.append(downs[-1] * 2)
     mpp, origin = _pil_mpp(info)
-    meta = {"image_format": fmt, "mode": mode, "mpp_origin": origin, "computed_levels": len(levels) > 1}
+    meta = {"image_format": fmt, "mode": mode, "mpp_origin": origin, "computed_levels": len(levels) > 1,
+            "native_chunks": [[h, w]]}
     return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
                  path=path, format=PIL_FORMATS.get(fmt, fmt.lower() if fmt else "image"), vendor=None,
                  metadata=meta, _closer=source.close)

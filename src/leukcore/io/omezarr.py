@@ -159,7 +159,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
                        else os.path.join(path, ".zattrs"))
     token = f"{token}-{file_token(path)}"
-    levels, downs = [], []
+    levels, downs, native_chunks = [], [], []
     for i, (key, arr, axes) in enumerate(entries):
         lh, lw = arr.shape[axes.index("Y")], arr.shape[axes.index("X")]
         if lh == 0 or lw == 0:
@@ -168,6 +168,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         if cy * cx > max_decode_pixels:
             raise SlideTooLargeError(path, f"level {i} chunk {cy} x {cx} exceeds the decode limit "
                                      f"{max_decode_pixels:.3g} (LEUK_MAX_DECODE_PIXELS)")
+        native_chunks.append([int(cy), int(cx)])
         reader = LevelReader(path, source, _Getter(key), axes, (lh, lw), level=i)
         levels.append(as_dask(reader, choose_chunks((cy, cx), (lh, lw)), f"leuk-zarr-{token}-{i}"))
         xi = axes.index("X")
@@ -190,7 +191,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
             origin = "ome-zarr:scale" if mpp else None
     zf = getattr(getattr(arr0, "metadata", None), "zarr_format", None)
     meta = {"ngff_version": version, "zarr_format": zf, "axes": axes0, "dtype": str(arr0.dtype),
-            "mpp_origin": origin, "computed_levels": len(entries) == 1 and len(levels) > 1}
+            "mpp_origin": origin, "computed_levels": len(entries) == 1 and len(levels) > 1, "native_chunks": native_chunks}
     try:
         attrs = dict(node.attrs) if not isinstance(node, zarr.Array) else {}
         leuk = attrs.get("leukcore") or (attrs.get("ome", {}) or {}).get("leukcore")

@@ -129,18 +129,36 @@ class Slide:
         self.close()
 
     def info(self) -> dict:
-        """JSON-serialisable description (used by ``leuk info``)."""
+        """JSON-serialisable description (used by ``leuk info``).
+
+        Keys: ``path``, ``format``, ``vendor``, ``file_size`` (bytes; summed over an
+        OME-Zarr directory), ``shape`` (level-0 height, width), ``mpp``, ``mpp_source``,
+        ``levels`` (``level``, ``shape``, ``downsample``, ``mpp``, ``chunks`` = dask chunk,
+        ``native_chunks`` = stored tile/strip/chunk when known, ``computed`` = made lazily
+        from the level above rather than stored) and ``metadata`` (format details).
+        """
+        native = self.metadata.get("native_chunks") or []
+        n_stored = len(native) if native else self.n_levels
+        levels = []
+        for i, (a, d) in enumerate(zip(self.levels, self.downsamples)):
+            levels.append({
+                "level": i, "shape": [int(s) for s in a.shape], "downsample": float(d),
+                "mpp": self.level_mpp(i),
+                "chunks": [int(c[0]) for c in a.chunks] if hasattr(a, "chunks") else None,
+                "native_chunks": native[i] if i < len(native) else None,
+                "computed": i >= n_stored,
+            })
+        meta = {k: v for k, v in self.metadata.items() if k != "native_chunks" and _jsonable(v)}
         return {
             "path": self.path,
             "format": self.format,
             "vendor": self.vendor,
+            "file_size": _file_size(self.path),
+            "shape": list(self.shape),
             "mpp": self.mpp,
             "mpp_source": self.mpp_source,
-            "levels": [
-                {"level": i, "shape": [int(s) for s in a.shape], "downsample": float(d),
-                 "chunks": [int(c[0]) for c in a.chunks] if hasattr(a, "chunks") else None}
-                for i, (a, d) in enumerate(zip(self.levels, self.downsamples))
-            ],
+            "levels": levels,
+            "metadata": meta,
         }
 
     # ------------------------------------------------------------ construction
@@ -160,6 +178,37 @@ class Slide:
             downs.append(downs[-1] * 2)
         return cls(levels=levels, downsamples=downs, mpp=mpp, mpp_source="user" if mpp else None,
                    path=path, format=format, **kw)
+
+
+def _jsonable(v) -> bool:
+    import json
+
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _file_size(path) -> Optional[int]:
+    """Size in bytes of a file, or the summed size of a directory (OME-Zarr)."""
+    import os
+
+    if not path:
+        return None
+    try:
+        if os.path.isdir(path):
+            total = 0
+            for root, _, files in os.walk(path):
+                for f in files:
+                    try:
+                        total += os.path.getsize(os.path.join(root, f))
+                    except OSError:
+                        pass
+            return total
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def downsample2(a):

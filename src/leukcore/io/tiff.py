@@ -298,7 +298,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     multiscale = len(levels) > 1
     source = Source(_open_store, (path, s_index), _close_store, obj=(tif, z))
     token = file_token(path)
-    dlevels, downs = [], []
+    dlevels, downs, native_chunks = [], [], []
     for i, lv in enumerate(levels):
         arr = z[str(i)] if multiscale else z
         lshape = lv.shape
@@ -313,6 +313,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
             raise SlideTooLargeError(path, f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
                                      f"strip/tile, beyond the decode limit {max_decode_pixels:.3g} "
                                      "(LEUK_MAX_DECODE_PIXELS)")
+        native_chunks.append([int(ny), int(nx)])
         reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
                              convert=convert)
         chunks = choose_chunks((ny, nx), (lh, lw))
@@ -325,7 +326,8 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
             downs.append(downs[-1] * 2)
     meta = {"series": [s.name or s.kind for s in series_list], "axes": axes,
             "dtype": str(series.dtype), "photometric": photometric, "mpp_origin": origin,
-            "computed_levels": len(levels) == 1 and len(dlevels) > 1}
+            "computed_levels": len(levels) == 1 and len(dlevels) > 1, "native_chunks": native_chunks,
+            "compression": _compression_name(page0)}
     if tif.is_ome and tif.ome_metadata:
         meta["ome_description"] = _ome_description(tif.ome_metadata)
     if warnings_:
@@ -343,3 +345,10 @@ def _ome_description(xml: str) -> Optional[str]:
         if el.tag.endswith("}Description") or el.tag == "Description":
             return (el.text or "").strip() or None
     return None
+
+
+def _compression_name(page) -> Optional[str]:
+    try:
+        return page.compression.name.lower()
+    except AttributeError:  # pragma: no cover
+        return None
