@@ -152,7 +152,7 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
             "native_chunks": [[h, w]]}
     return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
                  path=path, format=PIL_FORMATS.get(fmt, fmt.lower() if fmt else "image"), vendor=None,
-                 metadata=meta, _closer=source.close)
+                 metadata=meta, _closer=source.close, _readers=[reader])
 
 
 class _ImageReader(LevelReader):

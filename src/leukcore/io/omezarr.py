@@ -159,7 +159,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
                        else os.path.join(path, ".zattrs"))
     token = f"{token}-{file_token(path)}"
-    levels, downs, native_chunks = [], [], []
+    levels, downs, native_chunks, readers = [], [], [], []
     for i, (key, arr, axes) in enumerate(entries):
         lh, lw = arr.shape[axes.index("Y")], arr.shape[axes.index("X")]
         if lh == 0 or lw == 0:
@@ -170,6 +170,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
                                      f"{max_decode_pixels:.3g} (LEUK_MAX_DECODE_PIXELS)")
         native_chunks.append([int(cy), int(cx)])
         reader = LevelReader(path, source, _Getter(key), axes, (lh, lw), level=i)
+        readers.append(reader)
         levels.append(as_dask(reader, choose_chunks((cy, cx), (lh, lw)), f"leuk-zarr-{token}-{i}"))
         xi = axes.index("X")
         if i and scales and scales[0] and scales[i] and len(scales[i]) > xi and scales[0][xi]:

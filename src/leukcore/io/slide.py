@@ -53,6 +53,9 @@ class Slide:
     vendor: Optional[str] = None
     metadata: dict = field(default_factory=dict)
     _closer: Optional[Callable[[], Any]] = field(default=None, repr=False)
+    #: per level, an array-like reading the stored level directly (``None`` for computed levels);
+    #: lets :meth:`read_region` fetch exactly the native tiles under a window, bypassing dask
+    _readers: Optional[list] = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- basics
     @property
@@ -99,9 +102,13 @@ class Slide:
         y0, x0 = max(y, 0), max(x, 0)
         y1, x1 = min(y + h, H), min(x + w, W)
         if y1 > y0 and x1 > x0:
-            block = arr[y0:y1, x0:x1]
-            block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-            out[y0 - y:y1 - y, x0 - x:x1 - x] = block
+            reader = self._readers[level] if self._readers and level < len(self._readers) else None
+            if reader is not None:
+                block = reader[y0:y1, x0:x1]
+            else:
+                block = arr[y0:y1, x0:x1]
+                block = block.compute() if hasattr(block, "compute") else block
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = np.asarray(block)
         return out
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:

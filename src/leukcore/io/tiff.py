@@ -298,7 +298,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     multiscale = len(levels) > 1
     source = Source(_open_store, (path, s_index), _close_store, obj=(tif, z))
     token = file_token(path)
-    dlevels, downs, native_chunks = [], [], []
+    dlevels, downs, native_chunks, readers = [], [], [], []
     for i, lv in enumerate(levels):
         arr = z[str(i)] if multiscale else z
         lshape = lv.shape
@@ -317,6 +317,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
         reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
                              convert=convert)
         chunks = choose_chunks((ny, nx), (lh, lw))
+        readers.append(reader)
         dlevels.append(as_dask(reader, chunks, f"leuk-tiff-{token}-{i}"))
         downs.append(level_downsample((H, W), (lh, lw)) if i else 1.0)
     # non-pyramidal large image: lazily computed lower levels
@@ -333,7 +334,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     if warnings_:
         meta["warnings"] = warnings_[:5]
     return Slide(levels=dlevels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=fmt, vendor=vendor, metadata=meta, _closer=source.close)
+                 path=path, format=fmt, vendor=vendor, metadata=meta, _closer=source.close, _readers=readers)
 
 
 def _ome_description(xml: str) -> Optional[str]:
