@@ -216,7 +216,8 @@ class LeukWidget(QWidget):
         if mode == "whole slide":
             return None, None
         if mode == "current view":
-            cam = self.viewer.camera
+            scene = getattr(self.viewer, "scene", None)      # napari >= 0.9: viewer.scene.camera
+            cam = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
             canvas = self.viewer.window._qt_viewer.canvas.size if hasattr(self.viewer, "window") else None
             hw = tuple(canvas) if canvas is not None else (1000, 1000)
             return view_region(cam.center[-2:], cam.zoom, hw, layer.scale, shape, layer.translate), None

@@ -96,8 +96,9 @@ def test_regions_current_view_and_shapes(viewer_widget, qtbot, notes, fake_analy
     viewer, w = viewer_widget
     fake = fake_analyze_cls(n_tiles=1, per_tile=12)
     w.analyze = fake
-    viewer.camera.center = (250.0, 250.0)            # world = microns (mpp 0.5)
-    viewer.camera.zoom = 4.0
+    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    cam.center = (250.0, 250.0)                      # world = microns (mpp 0.5)
+    cam.zoom = 4.0
     w.region_combo.setCurrentText("current view")
     _run(w, qtbot)
     y0, x0, y1, x1 = fake.calls[-1]["region"]
