@@ -10,7 +10,7 @@ def register(sub):
                                    "evaluate it on the held-out split. The run directory keeps the config, "
                                    "splits, checkpoints, metrics and the model card (model.yaml). "
                                    "Several GPUs: torchrun --nproc_per_node N -m leukcore.cli train CONFIG.")
-    p.add_argument("config", help="YAML or TOML config (see docs/training.md)")
+    p.add_argument("config", help="YAML or TOML config (see docs/training.md), or a preset name: all-4class, all-binary")
     p.add_argument("-o", "--out", default=None, help="run directory (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
@@ -23,6 +23,9 @@ def run(args) -> int:
     from ..train.config import load_config
     from ..train.loop import train_classifier
 
+    from ..train.config import preset_path
+
+    args.config = str(preset_path(args.config))
     cfg = load_config(args.config)
     cfg["_config_path"] = str(args.config)
     if args.device:

@@ -115,6 +115,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         hashes, the crop spec and the finder's name.
     """
     key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": spec.to_card(),
+                                     "mpp": [float(m) if m == m else None for m in df["mpp"]],
                                      "finder": getattr(finder, "name", repr(finder)),
                                      "max": max_cells_per_image}).encode()).hexdigest()[:20]
     path = None

@@ -35,7 +35,19 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "load_config", "resolve_config", "dump_config"]
+__all__ = ["DEFAULTS", "load_config", "resolve_config", "dump_config", "preset_path", "PRESETS_DIR"]
+
+#: configs of the shipped models (``leuk train all-4class`` uses ``configs/all-4class.yaml``)
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A config path as given, or the shipped preset of that name."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix in (".yaml", ".yml", ".toml"):
+        return p
+    cand = PRESETS_DIR / f"{name_or_path}.yaml"
+    return cand if cand.exists() else p
 
 DEFAULTS: dict[str, Any] = {
     "name": "classifier",

@@ -41,9 +41,9 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALL4CLASS_CLASSES = ["Benign", "Early", "Pre", "Pro"]
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 #: dataset-level pixel sizes, the median of :func:`leukcore.mpp.estimate_mpp` (7.5 um red cells) over the
-#: fields of each set (per-field estimates are noisy; the label is never used)
-ALL4CLASS_MPP = 0.55
-PBC_MPP = 0.11
+#: fields of each set (175 four-class, 79 PBC fields sampled; per-field estimates are noisy; labels unused)
+ALL4CLASS_MPP = 0.535
+PBC_MPP = 0.108
 
 
 class DatasetError(ValueError):

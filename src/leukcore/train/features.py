@@ -83,20 +83,50 @@ def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[d
     return out
 
 
+def _onnx_runner(trunk, size: int):
+    """ONNX Runtime session of the frozen trunk (CPU: several times faster than eager for depthwise nets)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..classify.onnx_backend import OnnxRunner, export_onnx, onnx_available
+
+    if not onnx_available():
+        return None
+    try:
+        d = Path(tempfile.mkdtemp(prefix="leuk-trunk-"))
+        path = export_onnx(trunk.cpu().eval(), size, d / "trunk.onnx")
+        import torch
+        return OnnxRunner(path, threads=torch.get_num_threads())
+    except Exception:  # pragma: no cover - fall back to torch
+        return None
+
+
 def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, batch_size: int = 64,
                    augment: Optional[Callable] = None, desc: str = "features", amp: bool = False,
-                   channels_last: bool = False) -> np.ndarray:
-    """Run the frozen ``trunk`` over crops (optionally augmented) -> float16 features (N, C, h, w)."""
+                   channels_last: bool = False, runner="auto") -> np.ndarray:
+    """Run the frozen ``trunk`` over crops (optionally augmented) -> float16 features (N, C, h, w).
+
+    On CPU the trunk runs in ONNX Runtime when available (``runner="auto"``); pass ``runner=None``
+    for torch, or a runner from a previous call to reuse its export.
+    """
     import torch
     from tqdm import tqdm
 
     trunk.eval()
+    if runner == "auto":
+        runner = _onnx_runner(trunk, spec.size) if device.type == "cpu" else None
     out = None
     with torch.inference_mode():
         for i in tqdm(range(0, len(crops), batch_size), desc=desc, unit="batch", mininterval=10, leave=False):
             c = crops[i:i + batch_size]
             if augment is not None:
                 c = augment(c)
+            if runner is not None:
+                f = runner(preprocess(c, spec)).astype(np.float16)
+                if out is None:
+                    out = np.empty((len(crops),) + f.shape[1:], np.float16)
+                out[i:i + len(f)] = f
+                continue
             x = torch.from_numpy(preprocess(c, spec)).to(device)
             if channels_last:
                 x = x.to(memory_format=torch.channels_last)

@@ -152,14 +152,17 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     else:
         rng = np.random.default_rng(int(tr["seed"]))
         stain = tr.get("stain_aug") or None
-        views = [trunk_features(trunk, cells["crops"][tri], spec, device, desc="train view 0",
+        from .features import _onnx_runner
+        runner = _onnx_runner(trunk, spec.size) if device.type == "cpu" else None
+        trunk.to(device)
+        views = [trunk_features(trunk, cells["crops"][tri], spec, device, desc="train view 0", runner=runner,
                                 amp=st["amp"], channels_last=device.type == "cuda")]
         for v in range(1, V):
             views.append(trunk_features(trunk, cells["crops"][tri], spec, device, desc=f"train view {v}",
-                                        augment=lambda c: augment_crops(c, rng, stain), amp=st["amp"],
+                                        augment=lambda c: augment_crops(c, rng, stain), amp=st["amp"], runner=runner,
                                         channels_last=device.type == "cuda"))
         ftr = np.stack(views)                       # (V, N, C, h, w)
-        fva = trunk_features(trunk, cells["crops"][vai], spec, device, desc="val", amp=st["amp"])
+        fva = trunk_features(trunk, cells["crops"][vai], spec, device, desc="val", amp=st["amp"], runner=runner)
         if rank == 0:
             from ..results import atomic_path
             with atomic_path(fpath) as tmp:
