@@ -135,10 +135,26 @@ def slide_names(sources: Sequence[Path]) -> list[str]:
 
 
 # ------------------------------------------------------------------ the task
+def _model_arg(m):
+    """Names and card paths travel as strings; loaded model objects are pickled to the workers as they are."""
+    if m is None or isinstance(m, str):
+        return m
+    if isinstance(m, os.PathLike):
+        return str(Path(m).resolve())
+    return m
+
+
+def _model_key(m) -> str:
+    if m is None or isinstance(m, str):
+        return str(m)
+    card = getattr(m, "card", None) or {}
+    return f"obj:{type(m).__name__}:{card.get('name')}:{card.get('version')}:{(card.get('weights') or {}).get('sha256')}"
+
+
 def _models(settings: dict):
     from .pipeline import load_classifier, load_detector
 
-    key = (str(settings.get("detector")), str(settings.get("classifier")), str(settings.get("device")))
+    key = (_model_key(settings.get("detector")), _model_key(settings.get("classifier")), str(settings.get("device")))
     if key not in _MODELS:
         det = load_detector(settings.get("detector", "wbc-stardist"), device=settings.get("device", "auto"))
         clf = load_classifier(settings.get("classifier", "all-binary"), device=settings.get("device", "auto"))
@@ -271,7 +287,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
     names = slide_names(srcs)
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    settings = {"detector": str(detector), "classifier": None if classifier is None else str(classifier),
+    settings = {"detector": _model_arg(detector), "classifier": _model_arg(classifier),
                 "device": device, "mpp": mpp, "batch_size": batch_size, "review_threshold": review_threshold,
                 "tile_size": tile_size, "threads": int(threads_per_worker)}
 
