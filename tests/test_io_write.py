@@ -197,3 +197,20 @@ def test_read_conversions_through_files(tmp_path):
                      planarconfig="separate")
     with open_slide(tmp_path / "planar.tif") as s:
         np.testing.assert_array_equal(s.levels[0].compute(), rgb)
+
+
+def test_disk_buffered_levels_match_in_memory(tmp_path, monkeypatch):
+    import leukcore.io.write as w
+
+    img = np.tile(sample_field(3, "bccd"), (2, 2, 1))[:950, :1270]  # odd-ish sizes
+    write_slide(tmp_path / "mem.ome.tif", img, tile=128)
+    monkeypatch.setattr(w, "_MEM_BUFFER_BYTES", 1000)  # force every level buffer to disk
+    write_slide(tmp_path / "disk.ome.tif", img, tile=128)
+    with open_slide(tmp_path / "mem.ome.tif") as a, open_slide(tmp_path / "disk.ome.tif") as b:
+        assert a.n_levels == b.n_levels == 5
+        for la, lb in zip(a.levels, b.levels):
+            np.testing.assert_array_equal(la.compute(), lb.compute())
+        # level 1 is the 2x2 mean of level 0 (rounded)
+        exp = (img[:950, :1270].reshape(475, 2, 635, 2, 3).astype(np.uint16).sum((1, 3)) + 2) // 4
+        np.testing.assert_array_equal(b.levels[1].compute(), exp.astype(np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.ome.tif", "mem.ome.tif"]

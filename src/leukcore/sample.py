@@ -144,7 +144,7 @@ def _as_field(f) -> Field:
     return Field(str(f), src, label, mpp)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def _render_field(path: str, out_h: int, out_w: int, mask_scale_bar: bool) -> np.ndarray:
     """Decode a field, paint over the four-class scale bar, resize to (out_h, out_w)."""
     from PIL import Image

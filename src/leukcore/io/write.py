@@ -25,8 +25,44 @@ TIFF_COMPRESSIONS = {None: None, "none": None, "zlib": "zlib", "deflate": "zlib"
                      "zstd": "zstd", "lzw": "lzw", "webp": "webp", "jpeg2000": "jpeg2000", "jpegxl": "jpegxl"}
 ZARR_COMPRESSIONS = {None, "none", "zlib", "deflate", "zstd", "blosc"}
 
-#: next-level buffers larger than this go to a temporary memory-mapped file
-_MEM_BUFFER_BYTES = 256 * 2**20
+#: next-level buffers larger than this go to a temporary raw file (read/written by row bands)
+_MEM_BUFFER_BYTES = 64 * 2**20
+
+
+class _DiskBuffer:
+    """A ``(H, W, 3)`` uint8 image in a raw temporary file, written and read in full-width row bands.
+
+    Uses ``pread`` / ``pwrite`` rather than a memory map, so the pages of a level
+    being built do not accumulate in the process's resident memory.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path: str, shape):
+        self.shape = (int(shape[0]), int(shape[1]), 3)
+        self.row_bytes = self.shape[1] * 3
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(self.fd, self.shape[0] * self.row_bytes)
+
+    def __setitem__(self, rows: slice, value: np.ndarray) -> None:
+        r0 = rows.start or 0
+        v = np.ascontiguousarray(value, dtype=np.uint8)
+        assert v.shape[1:] == self.shape[1:], (v.shape, self.shape)
+        os.pwrite(self.fd, v.tobytes(), r0 * self.row_bytes)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        r0, r1, _ = rows.indices(self.shape[0])
+        n = max(0, r1 - r0)
+        buf = os.pread(self.fd, n * self.row_bytes, r0 * self.row_bytes)
+        return np.frombuffer(buf, np.uint8).reshape(n, self.shape[1], 3)[:, cols]
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:  # pragma: no cover
+            pass
 
 
 def pyramid_shapes(shape_yx, min_size: int = 512) -> list[tuple[int, int]]:
@@ -121,17 +157,24 @@ class _Pyramid:
         self.progress = progress
         self.total = sum(math.ceil(h / tile) for h, _ in shapes)
         self.done = 0
+        self._open: list = []
 
     def _buffer(self, i, shape):
         h, w = shape
         if h * w * 3 <= _MEM_BUFFER_BYTES:
             return np.full((h, w, 3), 255, np.uint8)
-        return np.lib.format.open_memmap(os.path.join(self.tmpdir, f"level{i}.npy"), mode="w+",
-                                         dtype=np.uint8, shape=(h, w, 3))
+        buf = _DiskBuffer(os.path.join(self.tmpdir, f"level{i}.raw"), (h, w))
+        self._open.append(buf)
+        return buf
+
+    def close(self) -> None:
+        for b in self._open:
+            b.close()
+        self._open.clear()
 
     def bands(self, i) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(row0, band)`` of level ``i`` (must be consumed in level order)."""
-        src = self.srcs.pop(i)
+        src = self.srcs.pop(i)  # level 0: the input; others: the buffer filled by the pass above
         h, w = self.shapes[i]
         nxt = self._buffer(i + 1, self.shapes[i + 1]) if i + 1 < len(self.shapes) else None
         if nxt is not None:
@@ -140,14 +183,14 @@ class _Pyramid:
         band = _band_rows(src, self.tile, w) if i == 0 else self.tile
         for r0 in range(0, h, band):
             r1 = min(h, r0 + band)
-            b = _compute(src[r0:r1, :w])
+            blk = _compute(src[r0:r1, :w])
             if nxt is not None:
-                d = _ds2_block(b)
+                d = _ds2_block(blk)
                 nh = min(d.shape[0], nxt.shape[0] - r0 // 2)
                 if nh > 0:
                     nxt[r0 // 2:r0 // 2 + nh] = d[:nh, :nxt.shape[1]]
             for k in range(0, r1 - r0, self.tile):
-                yield r0 + k, b[k:k + self.tile]
+                yield r0 + k, blk[k:k + self.tile]
                 self.done += 1
                 if self.progress is not None:
                     self.progress(self.done, self.total)
@@ -332,6 +375,7 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
     base = os.path.basename(p.rstrip("/"))
     tmp = os.path.join(parent, f".{base}.tmp-{os.getpid()}")
     workdir = tempfile.mkdtemp(prefix=f".{base}.levels-", dir=parent)
+    pyr = None
     try:
         pyr = _Pyramid(level0, shapes, tile, workdir, progress)
         if fmt == "ome-tiff":
@@ -350,5 +394,7 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
             os.unlink(tmp)
         raise
     finally:
+        if pyr is not None:
+            pyr.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return p
