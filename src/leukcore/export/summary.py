@@ -80,9 +80,17 @@ def is_complete(out_dir: str | os.PathLike, source: Optional[str] = None) -> boo
         return False
     if not s.get("complete") or s.get("partial"):
         return False
-    if source is not None and s.get("slide", {}).get("path") not in (None, str(source)):
+    done_path = (s.get("slide") or {}).get("path")
+    if source is not None and done_path is not None and not _same_file(done_path, source):
         return False
     return all((d / f).exists() for f in s.get("outputs", {}).values())
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == str(b)
 
 
 def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
