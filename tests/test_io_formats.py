@@ -1,6 +1,8 @@
 """Every readable format passes the shared SlideConformance suite (real smear fields as content)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -212,3 +214,20 @@ class TestLargePlainImageGetsComputedLevels(SlideConformance):
             lv1 = s.levels[1].compute()
             exp = big[:2800, :2700].reshape(1400, 2, 1350, 2, 3).astype(np.float32).mean((1, 3))
             assert np.abs(lv1.astype(np.float32) - exp).max() <= 1.0
+
+
+class TestBioformats2rawLayout(SlideConformance):
+    """OME-Zarr written by bioformats2raw: the image is the group ``0`` under the root."""
+
+    expected_mpp = 0.25
+
+    def make_slide(self, tmp_path):
+        import zarr
+
+        root = tmp_path / "b2r.zarr"
+        if not root.exists():
+            write_slide(tmp_path / "img.ome.zarr", ref(), mpp=0.25, tile=256, ngff_version="0.4")
+            g = zarr.open_group(str(root), mode="w", zarr_format=2)
+            g.attrs["bioformats2raw.layout"] = 3
+            os.rename(tmp_path / "img.ome.zarr", root / "0")
+        return open_slide(root), ref()

@@ -27,10 +27,11 @@ def is_zarr_dir(path) -> bool:
                                     for f in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
 
 
-def _open_node(path):
+def _open_node(path, sub: Optional[str] = None):
     import zarr
 
-    return zarr.open(str(path), mode="r")
+    node = zarr.open(str(path), mode="r")
+    return node[sub] if sub else node
 
 
 class _Getter:
@@ -110,12 +111,24 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     except Exception as e:
         raise CorruptSlideError(path, f"unreadable zarr metadata: {type(e).__name__}: {e}") from e
     entries = []  # (key, array, axes)
+    subpath = None
     scales, unit, version = [], None, None
     if isinstance(node, zarr.Array):
         entries.append((None, node, _guess_axes(path, node.shape)))
         fmt = "zarr"
     else:
         ms = _multiscales(node.attrs)
+        attrs0 = dict(node.attrs)
+        layout = attrs0.get("bioformats2raw.layout") or (attrs0.get("ome") or {}).get("bioformats2raw.layout")
+        if ms is None and layout is not None:
+            # bioformats2raw layout: the first image is the group "0"
+            try:
+                sub = node["0"]
+            except KeyError:
+                sub = None
+            if sub is not None and not isinstance(sub, zarr.Array):
+                node, subpath = sub, "0"
+                ms = _multiscales(node.attrs)
         if ms is None:
             if "plate" in dict(node.attrs) or "ome" in dict(node.attrs) and "plate" in node.attrs["ome"]:
                 raise UnsupportedFormatError(path, "OME-Zarr plates (HCS) are not supported; open one image")
@@ -155,7 +168,7 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     if H * W > max_pixels:
         raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
                                  f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
-    source = Source(_open_node, (path,), None, obj=node)
+    source = Source(_open_node, (path, subpath), None, obj=node)
     token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
                        else os.path.join(path, ".zattrs"))
     token = f"{token}-{file_token(path)}"
