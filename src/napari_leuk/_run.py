@@ -83,6 +83,9 @@ def run_in_thread(func, *args, _connect: dict, **kwargs):
     """Run ``func`` (function or generator) in a started superqt worker with ``_connect`` signals."""
     from superqt.utils import create_worker
 
+    from . import guard_triton
+
+    guard_triton()      # the canvas may have loaded Mesa's LLVM since the plugin was imported
     return create_worker(func, *args, _connect=_connect, _start_thread=True, **kwargs)
 
 
