@@ -165,3 +165,31 @@ def test_detection_only_and_sequential_mode(fakes, slide):
     res = analyze_slide(slide, det, None, device="cpu", tile_size=512, overlap=False)
     assert len(res.table) == 12 and not res.table.is_classified
     assert res.summary["counts"] == {"cells": 12}
+
+
+def test_empty_slide_writes_complete_empty_outputs(fakes, tmp_path):
+    import pandas as pd
+    import zarr
+
+    from leukcore.io.slide import Slide
+    from leukcore.pipeline import analyze_slide
+
+    det, clf = fakes
+    s = Slide.from_array(np.full((700, 900, 3), 240, np.uint8), mpp=0.5)
+    res = analyze_slide(s, det, clf, device="cpu", tile_size=512, out_dir=tmp_path / "e")
+    assert len(res.table) == 0 and res.summary["counts"] == {"ALL": 0, "normal": 0}
+    assert res.summary["blast_percent"] is None and res.summary["complete"]
+    assert len(pd.read_parquet(tmp_path / "e" / "cells.parquet")) == 0
+    assert json.loads((tmp_path / "e" / "cells.geojson").read_text())["features"] == []
+    assert zarr.open_group(str(tmp_path / "e" / "labels.ome.zarr"), mode="r")["0"].shape == (700, 900)
+
+
+def test_write_outputs_refuses_partial(fakes, slide, tmp_path):
+    from leukcore.pipeline import analyze_slide, write_outputs
+
+    det, clf = fakes
+    res = analyze_slide(slide, det, clf, device="cpu", tile_size=512)
+    res.summary["partial"] = True
+    with pytest.raises(ValueError, match="partial"):
+        write_outputs(res, tmp_path / "p", slide=slide)
+    assert not (tmp_path / "p" / "summary.json").exists()
