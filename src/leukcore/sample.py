@@ -47,7 +47,7 @@ BCCD_MPP = 0.085
 #: pixel size of the bundled sample slide
 SAMPLE_MPP = 0.25
 #: bump when the sample layout / rendering changes (invalidates cached sample slides)
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 
 ATTRIBUTION = ("Fields: B-ALL four-class dataset, Aria, Ghaderzadeh et al., CC BY 4.0 "
                "(Ghaderzadeh et al., Int J Intell Syst 2022, doi:10.1002/int.22753); "
@@ -156,8 +156,12 @@ def _render_field(path: str, out_h: int, out_w: int, mask_scale_bar: bool) -> np
         h, w = a.shape[:2]
         # the four-class fields have a scale bar + text burned into the lower-right corner
         y0, x0 = int(h * 0.875), int(w * 0.80)
-        bright = a.reshape(-1, 3)[a.reshape(-1, 3).sum(1) > np.percentile(a.reshape(-1, 3).sum(1), 75)]
-        a[y0:, x0:] = np.median(bright, axis=0).astype(np.uint8)
+        # fill with the local background: the bright (cell-free) pixels of a band around the patch
+        ring = np.concatenate([a[max(0, y0 - 12):y0, max(0, x0 - 12):].reshape(-1, 3),
+                               a[y0:, max(0, x0 - 12):x0].reshape(-1, 3)]).astype(np.int32)
+        lum = ring.sum(1)
+        bg = ring[lum >= np.percentile(lum, 60)]
+        a[y0:, x0:] = np.median(bg, axis=0).astype(np.uint8)
     if (out_h, out_w) != a.shape[:2]:
         im = Image.fromarray(a)
         a = np.asarray(im.resize((out_w, out_h), Image.Resampling.LANCZOS))
