@@ -208,6 +208,10 @@ class SlideConformance:
         h, w = slide.level_shape(0)
         np.testing.assert_array_equal(lv[:min(h, 33), :min(w, 47)].compute(),
                                       slide.levels[0][:min(h, 33), :min(w, 47)].compute())
+        s2 = pickle.loads(pickle.dumps(slide))  # whole slides too (e.g. sent to dask workers)
+        assert s2.mpp == slide.mpp and s2.downsamples == slide.downsamples
+        np.testing.assert_array_equal(s2.read_region(0, 1, 2, 20, 30), slide.read_region(0, 1, 2, 20, 30))
+        s2.close()
 
     def test_context_manager_closes(self, slide_dir):
         slide, _ = self.make_slide(slide_dir)
