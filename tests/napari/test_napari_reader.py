@@ -25,6 +25,19 @@ def _write(tmp_path, kind, img):
         return write_slide(tmp_path / "s.ome.zarr", img, mpp=0.5, tile=256), 0.5
     if kind == "ome.zarr-v0.5":
         return write_slide(tmp_path / "s5.ome.zarr", img, mpp=0.25, tile=256, ngff_version="0.5"), 0.25
+    if kind == "svs":       # tiled TIFF with an Aperio description and a 4x page (the SVS layout)
+        import tifffile
+
+        p = tmp_path / "aperio.svs"
+        desc = ("Aperio Image Library v12.0.15 \r\n800x600 [0,0 800x600] (256x256) JPEG/RGB Q=70"
+                "|AppMag = 40|MPP = 0.2527|Filename = test")
+        kw = dict(photometric="rgb", compression="zlib", metadata=None)
+        with tifffile.TiffWriter(p) as tw:
+            tw.write(img, tile=(256, 256), description=desc, **kw)
+            tw.write(img[::8, ::8].copy(), description="Aperio Image Library v12.0.15 \r\nthumbnail", **kw)
+            tw.write(img[::4, ::4].copy(), tile=(256, 256),
+                     description="Aperio Image Library v12.0.15 \r\n200x150 -> 200x150", **kw)
+        return str(p), 0.2527
     if kind == "tif":
         import tifffile
 
@@ -36,7 +49,7 @@ def _write(tmp_path, kind, img):
     return str(p), None
 
 
-@pytest.mark.parametrize("kind", ["ome.tif", "ome.zarr", "ome.zarr-v0.5", "tif", "png", "jpg", "bmp"])
+@pytest.mark.parametrize("kind", ["ome.tif", "ome.zarr", "ome.zarr-v0.5", "svs", "tif", "png", "jpg", "bmp"])
 def test_reader_gives_lazy_multiscale_rgb_with_scale(tmp_path, kind):
     import dask.array as da
 
@@ -55,6 +68,17 @@ def test_reader_gives_lazy_multiscale_rgb_with_scale(tmp_path, kind):
         assert np.abs(lvl0.astype(int) - img[:50, :50]).mean() < 4
     else:
         np.testing.assert_array_equal(lvl0, img[:50, :50])
+
+
+def test_viewer_open_uses_the_reader_and_bad_files_fail_clearly(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    path, _ = _write(tmp_path, "ome.tif", _image())
+    layers = viewer.open(path, plugin="leukcore")
+    assert layers[0].multiscale and tuple(layers[0].scale) == (0.5, 0.5)
+    bad = tmp_path / "broken.ome.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 20)
+    with pytest.raises(Exception, match="broken.ome.tif"):
+        viewer.open(str(bad), plugin="leukcore")
 
 
 def test_reader_declines_unknown_and_multiple_paths(tmp_path):

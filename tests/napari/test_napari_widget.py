@@ -152,3 +152,25 @@ def test_device_choice_lists_available_devices(viewer_widget):
     assert names[0] == "auto"
     assert all(d.name in names for d in available_devices())
     assert w.device() == "auto"
+
+
+def test_hover_and_click_show_class_probabilities_confidence(viewer_widget, qtbot, notes, fake_analyze_cls):
+    from types import SimpleNamespace
+
+    viewer, w = viewer_widget
+    w.analyze = fake_analyze_cls(n_tiles=1, per_tile=4)
+    _run(w, qtbot)
+    layer = w.cells_layer
+    r = layer.features.iloc[2]
+    pos = (r.centroid_y * 0.5, r.centroid_x * 0.5)          # world = um
+    viewer.cursor.position = pos
+    w._on_mouse_move(viewer, None)
+    text = w.cell_info.text()
+    assert f"cell {int(r.cell_id)}: {r.label}" in text and "confidence 0.95" in text and "p(normal)=" in text
+    viewer.cursor.position = (1.0, 1.0)                     # background: the last text stays
+    w._on_mouse_move(viewer, None)
+    assert w.cell_info.text() == text
+    layer.mode = "pan_zoom"
+    layer.selected_data = set()
+    w._on_click(layer, SimpleNamespace(position=pos))
+    assert w.selected_rows() == [2]
