@@ -209,3 +209,22 @@ def test_bad_mpp_argument(tmp_path):
 def test_errors_are_subclasses_with_path_and_problem():
     e = CorruptSlideError("/x/y.svs", "bad tile")
     assert e.path == "/x/y.svs" and e.problem == "bad tile" and str(e) == "/x/y.svs: bad tile"
+
+
+@pytest.mark.parametrize("content", [b"II*\x00\x08\x00\x00\x00garbagegarbage", b"II*\x00", b"MM\x00+\x00\x08"])
+def test_tiff_magic_with_garbage_is_corrupt(tmp_path, content):
+    p = tmp_path / "bad.tif"
+    p.write_bytes(content)
+    with pytest.raises(CorruptSlideError) as e:
+        open_slide(p)
+    _assert_names(e, p, "tiff")
+
+
+def test_png_with_corrupt_data_raises_at_read(tmp_path):
+    p = tmp_path / "c.png"
+    _png_header_only(p, 64, 64)  # valid header, IDAT far too short
+    s = open_slide(p)
+    assert s.shape == (64, 64)
+    with pytest.raises(CorruptSlideError) as e:
+        s.read_region(0, 0, 0, 8, 8)
+    _assert_names(e, p)
