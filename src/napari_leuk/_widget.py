@@ -20,6 +20,8 @@ from ._run import friendly_error, start_analysis
 __all__ = ["LeukWidget"]
 
 MODELS = ["all-binary", "all-4class"]
+#: class names of the shipped models (for the counts table before a run's table exists)
+MODEL_CLASSES = {"all-binary": ["ALL", "normal"], "all-4class": ["Benign", "Early", "Pre", "Pro"]}
 REGIONS = ["whole slide", "current view", "shapes layer"]
 _FILE = "model file..."
 
@@ -277,8 +279,8 @@ class LeukWidget(QWidget):
             self.progress.setRange(0, 0)
         self.progress.setFormat(f"{ev.stage}: {ev.done} / {ev.total} {unit}")
         self.status.setText(f"{ev.cells} cells found so far" + (f" - {ev.message}" if ev.message else ""))
-        labels = self.cells_layer.features["label"] if self.cells_layer is not None else []
-        self.counts.update_counts(labels, self._classes(), found_so_far=int(ev.cells))
+        # the previous run's cells stay on screen until this run's arrive; the counts are this run's
+        self.counts.update_counts([], MODEL_CLASSES.get(self._run_ctx["model"], []), found_so_far=int(ev.cells))
 
     def _on_done(self, result):
         from napari.utils.notifications import show_info, show_warning
@@ -350,8 +352,7 @@ class LeukWidget(QWidget):
             c = (self.cells_layer.metadata.get("leuk_meta") or {}).get("classes")
             if c:
                 return list(c)
-        return {"all-binary": ["ALL", "normal"], "all-4class": ["Benign", "Early", "Pre", "Pro"]}.get(
-            self.model_combo.currentText(), [])
+        return MODEL_CLASSES.get(self.model_combo.currentText(), [])
 
     def update_counts(self):
         labels = self.cells_layer.features["label"] if self.cells_layer is not None else []
