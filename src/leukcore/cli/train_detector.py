@@ -1,0 +1,32 @@
+"""``leuk train-detector --data DATA -o RUN_DIR``: train the WBC detector from the public data."""
+
+
+def register(sub):
+    p = sub.add_parser("train-detector", help="train the StarDist-method WBC detector",
+                       description="Reproduce the shipped wbc-stardist detector from ../shared/data: derives "
+                                   "masks, trains on CPU/GPU, tunes thresholds on validation splits and writes "
+                                   "RUN_DIR/wbc-stardist.{safetensors,yaml}.")
+    p.add_argument("--data", default=None, help="data folder (default $LEUK_DATA or <repo>/../shared/data)")
+    p.add_argument("-o", "--out", required=True, help="run folder")
+    p.add_argument("--minutes", type=float, default=32.0, help="training time budget (default 32)")
+    p.add_argument("--steps", type=int, default=100000, help="maximum steps")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--mpp", type=float, default=0.5, help="working pixel size (um/px)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--n-fourclass", type=int, default=300, help="four-class fields per class")
+    p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..detect.data import default_data_dir
+    from ..detect.train import train_detector
+
+    data = args.data or default_data_dir()
+    path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
+                          device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
+                          seed=args.seed, init_from=args.init_from)
+    print(f"model card: {path}")
+    return 0

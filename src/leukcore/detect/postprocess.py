@@ -1,0 +1,72 @@
+"""From network outputs to star-convex polygons (stardist's NMS, not rewritten)."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["instances_from_maps", "polygon_centroid", "polygons_to_labels"]
+
+
+def polygon_centroid(poly: np.ndarray) -> np.ndarray:
+    """Area centroid (y, x) of a (K, 2) polygon (vertex mean if degenerate)."""
+    p = np.asarray(poly, dtype=np.float64)
+    y, x = p[:, 0], p[:, 1]
+    y1, x1 = np.roll(y, -1), np.roll(x, -1)
+    cross = x * y1 - x1 * y
+    a = cross.sum() / 2.0
+    if abs(a) < 1e-9:
+        return p.mean(axis=0)
+    cy = ((y + y1) * cross).sum() / (6 * a)
+    cx = ((x + x1) * cross).sum() / (6 * a)
+    return np.array([cy, cx])
+
+
+def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: float = 0.5,
+                        nms_thresh: float = 0.4, min_area: float = 0.0, border: int = 0):
+    """Run stardist's non-maximum suppression on one tile's maps.
+
+    Parameters
+    ----------
+    prob : (H, W) float
+        Object probability.
+    dist : (H, W, n_rays) float
+        Radial distances in pixels.
+    prob_thresh, nms_thresh : float
+        Candidate threshold and polygon-overlap threshold for suppression.
+    min_area : float
+        Drop polygons smaller than this (pixels of the maps).
+
+    Returns
+    -------
+    points : (N, 2) int   centre pixel of each kept polygon
+    scores : (N,) float32
+    polys  : (N, n_rays, 2) float32 vertices (y, x) in map pixels
+    """
+    from stardist import non_maximum_suppression
+    from stardist.geometry import dist_to_coord
+
+    prob = np.ascontiguousarray(prob, dtype=np.float32)
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
+    n_rays = dist.shape[-1]
+    if not (prob > prob_thresh).any():
+        return np.zeros((0, 2), int), np.zeros(0, np.float32), np.zeros((0, n_rays, 2), np.float32)
+    points, scores, dists = non_maximum_suppression(dist, prob, grid=(1, 1), b=border,
+                                                    prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+    if len(points) == 0:
+        return np.zeros((0, 2), int), np.zeros(0, np.float32), np.zeros((0, n_rays, 2), np.float32)
+    coord = dist_to_coord(dists, points)            # (N, 2, n_rays)
+    polys = np.transpose(coord, (0, 2, 1)).astype(np.float32)
+    if min_area > 0:
+        from ..results import polygon_area
+        keep = np.array([polygon_area(p) >= min_area for p in polys])
+        points, scores, polys = points[keep], scores[keep], polys[keep]
+    return points.astype(int), scores.astype(np.float32), polys
+
+
+def polygons_to_labels(polys: np.ndarray, shape) -> np.ndarray:
+    """Rasterise (N, K, 2) polygons (y, x) into a label image (stardist's ``polygons_to_label_coord``)."""
+    polys = np.asarray(polys, dtype=np.float32)
+    if len(polys) == 0:
+        return np.zeros(shape, np.int32)
+    coord = np.transpose(polys, (0, 2, 1))  # (N, 2, K)
+    from stardist.geometry import polygons_to_label_coord
+    return polygons_to_label_coord(coord, tuple(shape)).astype(np.int32)

@@ -1,0 +1,380 @@
+"""Training the StarDist-method WBC detector on CPU or GPU.
+
+``leuk train-detector --data ../shared/data -o RUN_DIR`` calls :func:`train_detector`.
+The run directory receives ``wbc-stardist.safetensors`` + ``wbc-stardist.yaml``
+(the card) and ``train_log.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .data import TrainItem, background_color, normalize_image
+
+__all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
+           "train_network", "tune_thresholds", "match_points_to_boxes", "match_points_to_labels",
+           "DEFAULT_ARCH"]
+
+DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
+
+
+# ----------------------------------------------------------------- augmentation
+def _stain_jitter(img: np.ndarray, rng) -> np.ndarray:
+    """HED (haematoxylin-eosin-DAB) and HSV jitter, uint8 in/out."""
+    from skimage.color import hed2rgb, hsv2rgb, rgb2hed, rgb2hsv
+
+    x = img.astype(np.float32) / 255.0
+    if rng.random() < 0.7:
+        hed = rgb2hed(x)
+        alpha = rng.uniform(0.85, 1.15, 3)
+        beta = rng.uniform(-0.03, 0.03, 3)
+        x = np.clip(hed2rgb(hed * alpha + beta), 0, 1)
+    if rng.random() < 0.7:
+        hsv = rgb2hsv(x)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-0.05, 0.05)) % 1.0
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.3), 0, 1)
+        hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.85, 1.1), 0, 1)
+        x = hsv2rgb(hsv)
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2):
+    """Random scale (+-``scale``), crop/pad to ``size``, flips, 90-degree turns, stain jitter, blur.
+
+    Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
+    """
+    from scipy import ndimage as ndi
+    from skimage.transform import resize
+
+    f = rng.uniform(1 - scale, 1 + scale)
+    h, w = img.shape[:2]
+    nh, nw = max(8, int(round(h * f))), max(8, int(round(w * f)))
+    img = np.clip(resize(img, (nh, nw, 3), order=1, preserve_range=True, anti_aliasing=f < 1) + 0.5,
+                  0, 255).astype(np.uint8)
+    lab = resize(lab, (nh, nw), order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
+    bg = background_color(img)
+    out_i = np.empty((size, size, 3), np.uint8)
+    out_i[:] = np.clip(bg + rng.normal(0, 2, 3), 0, 255).astype(np.uint8)
+    out_l = np.zeros((size, size), np.int32)
+    # random placement: crop when larger, random offset when smaller
+    sy = rng.integers(0, nh - size + 1) if nh > size else 0
+    sx = rng.integers(0, nw - size + 1) if nw > size else 0
+    ch, cw = min(size, nh), min(size, nw)
+    dy = rng.integers(0, size - ch + 1)
+    dx = rng.integers(0, size - cw + 1)
+    out_i[dy:dy + ch, dx:dx + cw] = img[sy:sy + ch, sx:sx + cw]
+    out_l[dy:dy + ch, dx:dx + cw] = lab[sy:sy + ch, sx:sx + cw]
+    k = int(rng.integers(0, 4))
+    out_i, out_l = np.rot90(out_i, k), np.rot90(out_l, k)
+    if rng.random() < 0.5:
+        out_i, out_l = out_i[:, ::-1], out_l[:, ::-1]
+    out_i = _stain_jitter(np.ascontiguousarray(out_i), rng)
+    if rng.random() < 0.3:
+        s = rng.uniform(0.3, 1.2)
+        out_i = ndi.gaussian_filter(out_i.astype(np.float32), (s, s, 0)).clip(0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        out_i = np.clip(out_i.astype(np.float32) + rng.normal(0, rng.uniform(1, 6), out_i.shape), 0, 255
+                        ).astype(np.uint8)
+    return np.ascontiguousarray(out_i), np.ascontiguousarray(out_l)
+
+
+def make_targets(lab: np.ndarray, n_rays: int):
+    """StarDist targets with stardist's own functions: prob (edt_prob), dist (star_dist), weight (ignore=0)."""
+    from skimage.segmentation import relabel_sequential
+    from stardist import edt_prob, star_dist
+
+    ignore = lab < 0
+    l = np.where(ignore, 0, lab)
+    l, _, _ = relabel_sequential(l)
+    l = l.astype(np.int32)
+    prob = edt_prob(l).astype(np.float32)
+    dist = star_dist(l, n_rays).astype(np.float32)
+    weight = (~ignore).astype(np.float32)
+    return prob, dist, weight
+
+
+def sample_batch(items: Sequence[TrainItem], weights: np.ndarray, rng, batch: int, size: int, n_rays: int):
+    xs, ps, ds, ws = [], [], [], []
+    idx = rng.choice(len(items), size=batch, p=weights)
+    for i in idx:
+        img, lab = augment(items[i].image, items[i].labels, rng, size=size)
+        p, d, w = make_targets(lab, n_rays)
+        xs.append(normalize_image(img))
+        ps.append(p)
+        ds.append(d)
+        ws.append(w)
+    return (np.stack(xs).transpose(0, 3, 1, 2), np.stack(ps)[:, None], np.stack(ds).transpose(0, 3, 1, 2),
+            np.stack(ws)[:, None])
+
+
+def stardist_loss(prob_logit, dist, prob_t, dist_t, weight, dist_weight: float = 0.2, bg_reg: float = 1e-4):
+    """BCE on probability + probability-weighted mean absolute error on distances (stardist's recipe)."""
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(prob_logit, prob_t, weight=weight)
+    mask = prob_t * weight
+    mae = (mask * (dist - dist_t).abs()).mean() / mask.mean().clamp_min(1e-6)
+    reg = ((1 - prob_t.clamp(max=1)) * (prob_t == 0).float() * weight * dist.abs()).mean()
+    return bce + dist_weight * mae + bg_reg * reg, {"bce": float(bce), "mae": float(mae)}
+
+
+# --------------------------------------------------------------------- metrics
+def match_points_to_boxes(points: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> int:
+    """One-to-one matches (greedy by score): a point matches a box when it lies inside it."""
+    used = np.zeros(len(boxes), bool)
+    tp = 0
+    for i in np.argsort(-np.asarray(scores)):
+        y, x = points[i]
+        inside = (boxes[:, 0] <= y) & (y < boxes[:, 2]) & (boxes[:, 1] <= x) & (x < boxes[:, 3]) & ~used
+        if inside.any():
+            # the box whose centre is nearest
+            c = np.nonzero(inside)[0]
+            cy, cx = (boxes[c, 0] + boxes[c, 2]) / 2, (boxes[c, 1] + boxes[c, 3]) / 2
+            j = c[np.argmin((cy - y) ** 2 + (cx - x) ** 2)]
+            used[j] = True
+            tp += 1
+    return tp
+
+
+def match_points_to_labels(points: np.ndarray, lab: np.ndarray) -> tuple[int, int, int]:
+    """(tp, n_pred, n_gt) where a point matches the instance it falls in (one-to-one); ignore (-1) not counted."""
+    gt = set(np.unique(lab[lab > 0]).tolist())
+    used, tp, n_pred = set(), 0, 0
+    for y, x in np.asarray(points, int):
+        v = int(lab[min(max(y, 0), lab.shape[0] - 1), min(max(x, 0), lab.shape[1] - 1)])
+        if v < 0:
+            continue
+        n_pred += 1
+        if v > 0 and v not in used:
+            used.add(v)
+            tp += 1
+    return tp, n_pred, len(gt)
+
+
+def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(0.3, 0.4, 0.5)) -> dict:
+    """Grid-search probability / NMS thresholds for the best mean F1 over the validation sets.
+
+    ``val_sets``: name -> list of (image at working mpp, target) where target is
+    ``("boxes", (N, 4))`` or ``("labels", (H, W))``.
+    """
+    from .data import normalize_image
+    from .postprocess import instances_from_maps
+
+    maps = {}
+    for name, pairs in val_sets.items():
+        maps[name] = []
+        for img, tgt in pairs:
+            H, W = img.shape[:2]
+            m = det.multiple
+            Hp, Wp = -(-H // m) * m, -(-W // m) * m
+            x = np.pad(normalize_image(img), ((0, Hp - H), (0, Wp - W), (0, 0)), constant_values=1.0)
+            p, d = det.predict_maps(x[None])
+            maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
+    table = []
+    for pt in probs:
+        for nt in nmss:
+            f1s = {}
+            for name, lst in maps.items():
+                tp = npred = ngt = 0
+                for p, d, (kind, t) in lst:
+                    pts, sc, _ = instances_from_maps(p, d, prob_thresh=pt, nms_thresh=nt, min_area=det.min_area_px)
+                    if kind == "boxes":
+                        tp += match_points_to_boxes(pts, sc, t)
+                        npred += len(pts)
+                        ngt += len(t)
+                    else:
+                        a, b, c = match_points_to_labels(pts, t)
+                        tp += a
+                        npred += b
+                        ngt += c
+                prec = tp / npred if npred else 0.0
+                rec = tp / ngt if ngt else 0.0
+                f1s[name] = {"precision": prec, "recall": rec,
+                             "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+            table.append({"prob": pt, "nms": nt, "sets": f1s,
+                          "mean_f1": float(np.mean([v["f1"] for v in f1s.values()]))})
+    best = max(table, key=lambda r: r["mean_f1"])
+    return {"best": best, "grid": table}
+
+
+# -------------------------------------------------------------------- training
+def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, steps: int = 1000,
+                  minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = 3e-3,
+                  device: str = "auto", seed: int = 0, threads: Optional[int] = None,
+                  source_weights: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
+                  init_state: Optional[dict] = None):
+    """Train a :class:`StarDistUNet` on ``items``; stops after ``steps`` or ``minutes``.
+
+    Returns ``(net, history)``.
+    """
+    import torch
+
+    from ..device import device_settings, resolve_device
+    from .net import build_network
+
+    arch = dict(arch or DEFAULT_ARCH)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = resolve_device(device)
+    settings = device_settings(dev)
+    net = build_network(arch).to(dev)
+    if init_state:
+        net.load_state_dict(init_state)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sw = source_weights or {}
+    w = np.array([sw.get(it.source, 1.0) for it in items], dtype=np.float64)
+    # each source contributes its weight in total, not per image
+    counts = {}
+    for it in items:
+        counts[it.source] = counts.get(it.source, 0) + 1
+    w = w / np.array([counts[it.source] for it in items])
+    w /= w.sum()
+    scaler = torch.amp.GradScaler("cuda") if settings["amp"] else None
+    history = []
+    t0 = time.time()
+    total = steps
+    say = log or (lambda s: None)
+    step = 0
+    net.train()
+    while True:
+        elapsed = (time.time() - t0) / 60
+        if step >= steps or (minutes is not None and elapsed >= minutes):
+            break
+        frac = min(1.0, max(step / max(total, 1), elapsed / minutes if minutes else 0.0))
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
+        x, p, d, wt = sample_batch(items, w, rng, batch, size, arch["n_rays"])
+        x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=bool(settings["amp"])):
+            logit, dist = net(x)
+        loss, parts = stardist_loss(logit.float(), dist.float(), p, d, wt)
+        opt.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        step += 1
+        history.append({"step": step, "loss": float(loss), **parts})
+        if step % 50 == 0 or step == 1:
+            recent = np.mean([h["loss"] for h in history[-50:]])
+            say(f"step {step} loss {recent:.4f} bce {parts['bce']:.3f} mae {parts['mae']:.2f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t0) / 60:.1f} min")
+    net.eval()
+    return net, history
+
+
+def _val_split(items: Sequence[TrainItem], frac: float = 0.1):
+    """Deterministic image-level split of four-class items by name hash (others all train)."""
+    tr, va = [], []
+    for it in items:
+        if it.source == "four-class" and (zlib.crc32(it.name.encode()) % 1000) < frac * 1000:
+            va.append(it)
+        else:
+            tr.append(it)
+    return tr, va
+
+
+def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0, steps: int = 100000,
+                   batch: int = 8, size: int = 128, device: str = "auto", threads: Optional[int] = 1,
+                   n_fourclass: int = 300, n_pbc: int = 60, n_platelet: int = 40, seed: int = 0,
+                   name: str = "wbc-stardist", log: Optional[Callable[[str], None]] = print,
+                   init_from: Optional[str] = None) -> Path:
+    """Build the training set, train, tune thresholds on validation data, write weights + card.
+
+    Returns the card path in ``out_dir``.
+    """
+    import platform
+
+    import torch
+
+    from ..models.registry import load_card, load_state_dict, save_model
+    from .data import bccd_boxes, bccd_split, folder_mpp, load_training_items, read_rgb, resize_to_mpp
+    from .model import Detector
+
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda s: None)
+    items, info = load_training_items(data_dir, mpp, n_fourclass=n_fourclass, n_pbc=n_pbc,
+                                      n_platelet=n_platelet, seed=seed, log=say)
+    train_items, val_items = _val_split(items)
+    say(f"{len(train_items)} training images, {len(val_items)} four-class validation images "
+        f"({(time.time() - t_start) / 60:.1f} min to build)")
+    arch = dict(DEFAULT_ARCH)
+    init_state = None
+    if init_from:
+        c0 = load_card(init_from)
+        arch = dict(c0["architecture"])
+        init_state = load_state_dict(c0)
+    net, hist = train_network(train_items, arch=arch, steps=steps, minutes=minutes, batch=batch, size=size,
+                              device=device, seed=seed, threads=threads, log=say, init_state=init_state,
+                              source_weights={"four-class": 0.5, "bccd": 0.25, "pbc": 0.2, "pbc-platelet": 0.05})
+    card = {
+        "name": name, "task": "detection", "version": 1,
+        "description": "White-blood-cell (nucleus + cytoplasm) detector for Romanowsky-stained peripheral "
+                       "blood smears: StarDist method (star-convex polygons) in PyTorch.",
+        "architecture": arch,
+        "input": {"mpp": mpp, "patch": size, "max_cell_um": 25.0, "min_cell_um": 4.0,
+                  "normalization": {"type": "background-white-balance",
+                                    "detail": "RGB divided by the slide's background colour (median of the "
+                                              "brightest 10% of a thumbnail), clipped to [0, 1.25]"}},
+        "thresholds": {"prob": 0.5, "nms": 0.4},
+    }
+    det = Detector.from_network(net, card, device=device)
+    # validation: BCCD val split (boxes) + held-out four-class fields (derived masks)
+    bccd_mpp = info["sources"].get("bccd", {}).get("mpp_estimated")
+    val_sets = {}
+    if bccd_mpp:
+        pairs = []
+        for i in bccd_split(data_dir, "val"):
+            b = bccd_boxes(data_dir, i)
+            if len(b) == 0:
+                continue
+            img = read_rgb(Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg")
+            f = bccd_mpp / mpp
+            pairs.append((resize_to_mpp(img, bccd_mpp, mpp), ("boxes", b * f)))
+        val_sets["bccd-val"] = pairs
+    if val_items:
+        val_sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in val_items]
+    tuned = tune_thresholds(det, val_sets) if val_sets else None
+    if tuned:
+        card["thresholds"] = {"prob": tuned["best"]["prob"], "nms": tuned["best"]["nms"],
+                              "tuned_on": sorted(val_sets),
+                              "split": "BCCD ImageSets/Main/val.txt (image-level) + four-class fields held out "
+                                       "by name hash (image-level; no patient IDs, optimistic)"}
+        say(f"tuned thresholds: prob {tuned['best']['prob']} nms {tuned['best']['nms']} "
+            f"-> {json.dumps(tuned['best']['sets'])}")
+    n_params = int(sum(p.numel() for p in net.parameters()))
+    card["training"] = {
+        "data": info["sources"],
+        "excluded": {"wbc_masks_zheng2018": "GPL-3.0, evaluation only",
+                     "pbc/erythroblast": "nucleated red cells: not white cells",
+                     "bccd test split": "kept for evaluation", "bccd val split": "threshold tuning"},
+        "masks": "derived: four-class Segmented (authors' colour threshold) -> watershed instances "
+                 "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
+                 "PBC centred-cell colour mask; platelet images as negatives",
+        "augmentation": "scale +-20%, crop/pad, flips, 90-degree rotations, HED + HSV stain jitter, blur, noise",
+        "steps": len(hist), "batch": batch, "patch": size, "minutes": round((time.time() - t_start) / 60, 1),
+        "final_loss": float(np.mean([h["loss"] for h in hist[-50:]])) if hist else None,
+        "device": str(det.device), "torch": str(torch.__version__), "machine": platform.machine(),
+        "params": n_params, "seed": seed,
+        "command": f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes}",
+    }
+    card["metrics"] = {"validation": tuned["best"]["sets"] if tuned else {},
+                       "validation_split": "image-level (see thresholds.split)"}
+    cpath = save_model(net.state_dict(), card, out_dir, name)
+    (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
+                                                       default=float))
+    say(f"wrote {cpath} ({(time.time() - t_start) / 60:.1f} min)")
+    return cpath
