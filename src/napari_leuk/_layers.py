@@ -173,7 +173,6 @@ def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
     Each chunk is drawn on demand from the cells whose bounding box meets it,
     so nothing the size of the slide is ever allocated.
     """
-    import dask.array as da
     from skimage.draw import polygon as draw_polygon
 
     H, W = int(shape[0]), int(shape[1])
