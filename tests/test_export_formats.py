@@ -121,14 +121,15 @@ def test_overlay_colours_and_legend(table, tmp_path):
 
     thumb = np.full((525, 425, 3), 255, np.uint8)
     img = np.asarray(render_overlay(thumb, table, (2100, 1700), title="s"))
-    assert img.shape == (525, 425, 3)
+    assert img.shape[0] == 525 and img.shape[1] > 425        # thumbnail + legend panel on the right
     # cell 4 (normal, bottom-left at y=500,x=12 in thumbnail) is drawn in the normal colour
     y, x = 500, int(50 / 4)
     patch = img[y - 3:y + 4, x - 3:x + 4].reshape(-1, 3).astype(int).mean(axis=0)
     assert patch[1] > patch[0] + 15 and patch[1] > patch[2] + 15      # green tint (normal)
     cell1 = img[257, 255].astype(int)                                 # cell 3 is ALL (red)
     assert cell1[0] > cell1[1] + 15
-    assert (img[:5, :5] != 255).any()       # legend box top-left
+    assert (img[:, 426:] != 255).any()                        # legend drawn in the panel
+    assert (img[5:20, 5:20] == 255).all()                      # the picture itself is not covered
 
 
 def test_summary_marker_and_row(tmp_path):

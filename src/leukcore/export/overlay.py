@@ -43,7 +43,7 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     Returns
     -------
     PIL.Image.Image
-        RGB image.
+        RGB image: the thumbnail (same pixel grid) with a legend panel added on its right.
     """
     from PIL import Image, ImageDraw
 
@@ -69,9 +69,9 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
         else:  # too small at this scale: a dot
             x, y, rad = cx * sx, cy * sy, min_radius
             draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=(r, g, b, 255))
-    img = Image.alpha_composite(base, layer)
+    img = Image.alpha_composite(base, layer).convert("RGB")
 
-    # legend
+    # legend: a panel to the right of the picture (never hides cells)
     counts = dict(counts if counts is not None else table.counts())
     lines = []
     if title:
@@ -80,21 +80,25 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     for name, n in counts.items():
         lines.append((name, f"{name}: {int(n)}" + (f" ({100.0 * n / total:.1f} %)" if total else "")))
     lines.append((None, f"cells: {total}"))
-    fsize = max(12, min(28, int(round(max(th, tw) / 60))))
+    fsize = max(11, min(20, int(round(max(th, tw) / 90))))
     font = _font(fsize)
-    ld = ImageDraw.Draw(img)
+    probe = ImageDraw.Draw(img)
     pad, sw = fsize // 2, fsize
-    widths = [ld.textlength(t, font=font) for _, t in lines]
-    box_w = int(pad * 3 + sw + max(widths or [0]))
-    box_h = int(pad * 2 + len(lines) * (fsize + pad // 2))
-    ld.rectangle([0, 0, box_w, box_h], fill=(255, 255, 255, 225), outline=(0, 0, 0, 255))
+    widths = [probe.textlength(t, font=font) for _, t in lines]
+    panel_w = int(pad * 3 + sw + max(widths or [0]) + pad)
+    panel_h = int(pad * 2 + len(lines) * (fsize + pad // 2))
+    canvas = Image.new("RGB", (tw + panel_w, max(th, panel_h)), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    ld = ImageDraw.Draw(canvas)
+    x0 = tw
+    ld.line([(x0, 0), (x0, canvas.height)], fill=(0, 0, 0), width=1)
     y = pad
     for name, text in lines:
         if name is not None:
-            ld.rectangle([pad, y + 2, pad + sw - 2, y + fsize], fill=(*class_color(name), 255),
-                         outline=(0, 0, 0, 255))
-        ld.text((pad * 2 + sw, y), text, fill=(0, 0, 0, 255), font=font)
+            ld.rectangle([x0 + pad, y + 2, x0 + pad + sw - 2, y + fsize], fill=class_color(name), outline=(0, 0, 0))
+        ld.text((x0 + pad * 2 + sw, y), text, fill=(0, 0, 0), font=font)
         y += fsize + pad // 2
+    img = canvas
     return img.convert("RGB")
 
 
