@@ -133,6 +133,8 @@ def cells_layer_data(table: CellTable, kind: str = "auto", *, scale=None,
     meta = {"leuk_meta": dict(table.meta), "leuk_kind": kind,
             "leuk_polygons": list(table.df["polygon"]) if "polygon" in table.df else []}
     common = {"name": name, "scale": _scale(table, scale), "features": feats, "metadata": meta}
+    if scale is None and common["scale"] != (1.0, 1.0):
+        common["units"] = ("um", "um")          # as the reader's slide layers
     if kind == "shapes":
         face = rgba.copy()
         face[:, 3] = 0.15

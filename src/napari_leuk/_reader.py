@@ -90,5 +90,7 @@ def read_results(path) -> list[tuple]:
         scale = (1.0, 1.0)
     data, kw, ltype = cells_layer_data(table, scale=scale)
     kw["name"] = f"cells ({Path(p).name})"
+    if layers and "units" in layers[0][1]:
+        kw["units"] = layers[0][1]["units"]
     layers.append((data, kw, ltype))
     return layers

@@ -162,7 +162,7 @@ class LeukWidget(QWidget):
             combo.blockSignals(True)
             combo.clear()
             names = [ly.name for ly in self.viewer.layers if isinstance(ly, kind)
-                     and not ly.metadata.get("leuk_gradcam")]
+                     and not ly.metadata.get("leuk_gradcam") and "leuk_kind" not in ly.metadata]
             combo.addItems(names)
             if cur in names:
                 combo.setCurrentText(cur)
@@ -321,6 +321,7 @@ class LeukWidget(QWidget):
             data, kw, ltype = L.cells_layer_data(table, scale=tuple(layer.scale[-2:]),
                                                  shape=layer.metadata.get("shape"))
             kw["translate"] = tuple(layer.translate[-2:])
+            kw["units"] = tuple(str(u) for u in layer.units[-2:])   # same world units as the slide
             self.cells_layer = self.viewer.add_layer(Layer.create(data, kw, ltype))
             self.cells_layer.mouse_drag_callbacks.append(self._on_click)
             self.viewer.layers.selection.active = self.cells_layer
@@ -437,6 +438,7 @@ class LeukWidget(QWidget):
             data, kw, lt = gradcam_layer_data(heat, (r["centroid_y"], r["centroid_x"]), clf.spec.crop_um, mpp,
                                               layer.scale, layer.translate,
                                               name=f"Grad-CAM cell {int(r['cell_id'])} ({r['label']})")
+            kw["units"] = tuple(str(u) for u in layer.units[-2:])
             self.viewer.add_layer(Layer.create(data, kw, lt))
 
         w = run_in_thread(work, _connect={"returned": done,
