@@ -11,7 +11,7 @@ from typing import Any, Mapping
 __all__ = ["CropSpec", "INPUT_MODES"]
 
 #: how crops become network input (see :mod:`leukcore.classify.preprocess`)
-INPUT_MODES = ("rgb", "lstd")
+INPUT_MODES = ("rgb", "lstd", "labstd")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class CropSpec:
         Blacken the background outside the cell's detected polygon (C-NMC convention, cell on black).
     mode : str
         ``"rgb"``: RGB scaled by ``mean``/``std``; ``"lstd"``: CIE L (lightness) standardised per crop,
-        repeated on three channels (invariant to any affine change of lightness, so to Reinhard stain transfer).
+        repeated on three channels (invariant to any affine change of lightness, so to Reinhard stain transfer);
+        ``"labstd"``: L*, a*, b* each standardised per crop (keeps colour contrast, still Reinhard-invariant).
     mean, std : tuple of float
         Per-channel normalisation of RGB values in [0, 1] (``rgb`` mode).
     default_mpp : float or None

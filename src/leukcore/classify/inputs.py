@@ -23,8 +23,10 @@ def lightness(rgb: np.ndarray) -> np.ndarray:
 def preprocess(crops: np.ndarray, spec: CropSpec) -> np.ndarray:
     """Turn ``(N, S, S, 3)`` uint8 crops into ``(N, 3, S, S)`` float32 network input.
 
-    ``rgb`` mode: ``(x / 255 - mean) / std``.  ``lstd`` mode: lightness standardised per crop
+    ``rgb`` mode: ``(x / 255 - mean) / std``.  ``lstd`` mode: lightness L* standardised per crop
     (over non-black pixels when the spec masks the background), ``/ 2``, on three channels.
+    ``labstd`` mode: each of L*, a*, b* standardised per crop (``/ 2``).  Both standardised modes are
+    invariant to any per-channel affine change of LAB over the field, i.e. to Reinhard stain transfer.
     """
     crops = np.asarray(crops)
     if crops.ndim == 3:
@@ -37,16 +39,22 @@ def preprocess(crops: np.ndarray, spec: CropSpec) -> np.ndarray:
         x = crops.astype(np.float32) / 255.0
         x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    L = lightness(crops)                                  # (N, S, S)
     if spec.mask:
         fg = crops.max(axis=-1) > 0
     else:
-        fg = np.ones(L.shape, bool)
+        fg = np.ones(crops.shape[:3], bool)
+    if spec.mode == "lstd":
+        z = _standardise(lightness(crops), fg)
+        return np.ascontiguousarray(np.repeat(z[:, None], 3, axis=1))
+    from skimage.color import rgb2lab                     # labstd: each LAB channel standardised per crop
+    lab = rgb2lab(crops).astype(np.float32)
+    z = np.stack([_standardise(lab[..., k], fg) for k in range(3)], axis=1)
+    return np.ascontiguousarray(z)
+
+
+def _standardise(ch: np.ndarray, fg: np.ndarray) -> np.ndarray:
     n = np.maximum(fg.sum(axis=(1, 2), keepdims=True), 1)
-    mu = (L * fg).sum(axis=(1, 2), keepdims=True) / n
-    var = (((L - mu) ** 2) * fg).sum(axis=(1, 2), keepdims=True) / n
-    z = (L - mu) / np.sqrt(var + 1.0) / 2.0
-    if spec.mask:
-        z = np.where(fg, z, 0.0)
-    z = z.astype(np.float32)
-    return np.ascontiguousarray(np.repeat(z[:, None], 3, axis=1))
+    mu = (ch * fg).sum(axis=(1, 2), keepdims=True) / n
+    var = (((ch - mu) ** 2) * fg).sum(axis=(1, 2), keepdims=True) / n
+    z = (ch - mu) / np.sqrt(var + 1.0) / 2.0
+    return np.where(fg, z, 0.0).astype(np.float32)
