@@ -121,7 +121,7 @@ def stardist_loss(prob_logit, dist, prob_t, dist_t, weight, dist_weight: float =
     mask = prob_t * weight
     mae = (mask * (dist - dist_t).abs()).mean() / mask.mean().clamp_min(1e-6)
     reg = ((1 - prob_t.clamp(max=1)) * (prob_t == 0).float() * weight * dist.abs()).mean()
-    return bce + dist_weight * mae + bg_reg * reg, {"bce": float(bce), "mae": float(mae)}
+    return bce + dist_weight * mae + bg_reg * reg, {"bce": float(bce.detach()), "mae": float(mae.detach())}
 
 
 # --------------------------------------------------------------------- metrics
@@ -265,7 +265,7 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
             loss.backward()
             opt.step()
         step += 1
-        history.append({"step": step, "loss": float(loss), **parts})
+        history.append({"step": step, "loss": float(loss.detach()), **parts})
         if step % 50 == 0 or step == 1:
             recent = np.mean([h["loss"] for h in history[-50:]])
             say(f"step {step} loss {recent:.4f} bce {parts['bce']:.3f} mae {parts['mae']:.2f} "

@@ -1,0 +1,115 @@
+"""Training pieces: stardist targets, NMS round trip on known shapes, a few training steps, save/load."""
+import numpy as np
+import pytest
+
+from leukcore.detect.postprocess import instances_from_maps, polygon_centroid, polygons_to_labels
+from leukcore.detect.train import (augment, make_targets, match_points_to_boxes, match_points_to_labels,
+                                   stardist_loss, train_network)
+from leukcore.detect.data import TrainItem
+
+
+def shapes_label(shape=(160, 160)):
+    """Known star-convex objects: two discs and an ellipse."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lab = np.zeros(shape, np.int32)
+    lab[np.hypot(yy - 40, xx - 40) < 15] = 1
+    lab[np.hypot(yy - 110, xx - 50) < 10] = 2
+    lab[((yy - 80) / 12) ** 2 + ((xx - 120) / 25) ** 2 < 1] = 3
+    return lab
+
+
+def test_nms_round_trip_on_known_shapes():
+    lab = shapes_label()
+    prob, dist, w = make_targets(lab, 32)
+    assert w.min() == 1
+    pts, scores, polys = instances_from_maps(prob, dist, prob_thresh=0.5, nms_thresh=0.3)
+    assert len(pts) == 3
+    cents = np.array([polygon_centroid(p) for p in polys])
+    truth = np.array([[40, 40], [110, 50], [80, 120]])
+    for t in truth:
+        assert np.min(np.hypot(*(cents - t).T)) < 1.5
+    rec = polygons_to_labels(polys, lab.shape)
+    for v in (1, 2, 3):
+        m = lab == v
+        best = max(((rec == k) & m).sum() / ((rec == k) | m).sum() for k in range(1, rec.max() + 1))
+        assert best > 0.85
+    # the local-maximum shortcut keeps the same objects
+    pts2, _, _ = instances_from_maps(prob, dist, prob_thresh=0.5, nms_thresh=0.3, local_max=False)
+    assert len(pts2) == 3
+
+
+def test_ignore_label_has_zero_weight():
+    lab = shapes_label()
+    lab[lab == 2] = -1
+    prob, dist, w = make_targets(lab, 16)
+    assert (w[lab == -1] == 0).all() and (prob[lab == -1] == 0).all()
+    assert dist.shape == lab.shape + (16,)
+
+
+def test_augment_shapes_and_label_consistency():
+    rng = np.random.default_rng(0)
+    img = np.full((90, 200, 3), 240, np.uint8)
+    lab = np.zeros((90, 200), np.int32)
+    img[30:50, 30:50] = (120, 60, 170)
+    lab[30:50, 30:50] = 1
+    for _ in range(5):
+        a, l = augment(img, lab, rng, size=64)
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8 and l.shape == (64, 64)
+        if (l == 1).any():   # labelled pixels stay purple-ish (blue > green)
+            assert a[l == 1][:, 2].mean() > a[l == 1][:, 1].mean()
+
+
+def test_matching_helpers():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]])
+    assert match_points_to_boxes(np.array([[5, 5], [6, 6], [25, 25], [50, 50]]), np.array([.9, .8, .7, .6]), boxes) == 2
+    lab = np.zeros((40, 40), int)
+    lab[0:10, 0:10] = 1
+    lab[20:30, 20:30] = -1
+    assert match_points_to_labels(np.array([[5, 5], [6, 6], [25, 25], [35, 35]]), lab) == (1, 3, 1)
+
+
+def test_loss_decreases_in_a_few_steps_and_model_round_trips(tmp_path):
+    import torch
+
+    from leukcore.detect.model import Detector
+    from leukcore.models.registry import save_model
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(6):
+        img = np.full((96, 96, 3), 240, np.uint8)
+        lab = np.zeros((96, 96), np.int32)
+        yy, xx = np.mgrid[:96, :96]
+        for k in range(3):
+            cy, cx = rng.uniform(15, 80, 2)
+            m = np.hypot(yy - cy, xx - cx) < 9
+            img[m] = (120, 60, 170)
+            lab[m & (lab == 0)] = k + 1
+        items.append(TrainItem(img, lab, "synthetic", f"s{i}"))
+    arch = {"n_rays": 8, "channels": [8, 16], "head_channels": 8}
+    net, hist = train_network(items, arch=arch, steps=30, batch=4, size=64, lr=1e-2, device="cpu", threads=1)
+    first = np.mean([h["loss"] for h in hist[:5]])
+    last = np.mean([h["loss"] for h in hist[-5:]])
+    assert np.isfinite(last) and last < first
+    card = {"task": "detection", "architecture": arch, "input": {"mpp": 0.5}, "thresholds": {"prob": 0.5, "nms": 0.4}}
+    cpath = save_model(net.state_dict(), card, tmp_path, "tiny")
+    det = Detector.load(str(cpath), device="cpu")
+    assert det.mpp == 0.5 and det.n_rays == 8 and det.multiple == 2
+    x = np.random.default_rng(1).random((2, 32, 48, 3)).astype(np.float32)
+    p, d = det.predict_maps(x)
+    assert p.shape == (2, 32, 48) and d.shape == (2, 32, 48, 8)
+    assert ((p >= 0) & (p <= 1)).all() and (d >= 0).all()
+    with torch.no_grad():
+        logit, dist = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(p, torch.sigmoid(logit)[:, 0].numpy(), atol=1e-5)
+
+
+def test_loading_errors(tmp_path):
+    from leukcore.detect.model import Detector
+    from leukcore.models.registry import ModelError
+
+    with pytest.raises(ModelError):
+        Detector.load(str(tmp_path / "nope.yaml"))
+    (tmp_path / "c.yaml").write_text("task: classification\nweights: {file: x.safetensors}\n")
+    with pytest.raises(ModelError, match="detection"):
+        Detector.load(str(tmp_path / "c.yaml"))
