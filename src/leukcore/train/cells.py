@@ -55,6 +55,7 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
     from ..io.slide import Slide
 
     det = Detector.load(detector, device=device) if isinstance(detector, str) else detector
+    detect_kw.setdefault("tile_size", 256)        # fields are small: one small tile, no padding to 1024
 
     def find(image, mpp, row=None):
         slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
@@ -114,7 +115,8 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         pixels, ``n_cells`` int (len(df),) cells found per image.  Cached as ``.npz`` keyed by the images'
         hashes, the crop spec and the finder's name.
     """
-    key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": spec.to_card(),
+    geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}   # not the input mode
+    key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom,
                                      "mpp": [float(m) if m == m else None for m in df["mpp"]],
                                      "finder": getattr(finder, "name", repr(finder)),
                                      "max": max_cells_per_image}).encode()).hexdigest()[:20]
