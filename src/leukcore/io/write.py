@@ -133,16 +133,33 @@ def _band_rows(src, tile: int, width: int) -> int:
 
 
 def _compute(block):
+    """Materialise a band; dask chunks are stored straight into one preallocated array
+    (no concatenation copy, so the peak is about one band)."""
+    if hasattr(block, "dask") and hasattr(block, "chunks"):
+        import dask.array as da
+
+        out = np.empty(block.shape, block.dtype)
+        da.store(block, out, lock=False)
+        return out
     if hasattr(block, "compute"):
         return np.asarray(block.compute())
     return np.asarray(block)
 
 
-def _ds2_block(b: np.ndarray) -> np.ndarray:
+def _ds2_block(b: np.ndarray, step: int = 4096) -> np.ndarray:
+    """2x2 mean (rounded) of a band, in column slabs so temporaries stay small."""
     h, w = (b.shape[0] // 2) * 2, (b.shape[1] // 2) * 2
-    b = b[:h, :w].astype(np.uint16)
-    s = b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]
-    return ((s + 2) // 4).astype(np.uint8)
+    out = np.empty((h // 2, w // 2, 3), np.uint8)
+    for c0 in range(0, w, step):
+        c1 = min(w, c0 + step)
+        s = b[0:h:2, c0:c1:2].astype(np.uint16)
+        s += b[1:h:2, c0:c1:2]
+        s += b[0:h:2, c0 + 1:c1:2]
+        s += b[1:h:2, c0 + 1:c1:2]
+        s += 2
+        s //= 4
+        out[:, c0 // 2:c1 // 2] = s
+    return out
 
 
 class _Pyramid:
