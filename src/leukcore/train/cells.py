@@ -104,6 +104,30 @@ def cell_cache_dir() -> Path:
     return cache_dir() / "cells"
 
 
+def _find_cached(finder, img, mpp, row, cache_root):
+    """Run ``finder`` on one image, caching its cells per image hash (shared between configs)."""
+    name = getattr(finder, "name", None)
+    if cache_root is None or not name or not row.get("sha256"):
+        return finder(img, mpp, row)
+    safe = hashlib.sha256(f"{name}|{mpp}|{row.get('kind')}".encode()).hexdigest()[:16]
+    f = cache_root / f"finds-{safe}" / f"{row['sha256'][:32]}.npz"
+    if f.exists():
+        z = np.load(f)
+        polys = np.split(z["pts"], z["offsets"][1:-1]) if len(z["offsets"]) > 1 else []
+        return z["centroids"], polys
+    c, polys = finder(img, mpp, row)
+    c = np.asarray(c, np.float64).reshape(-1, 2)
+    polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
+    offsets = np.cumsum([0] + [len(p) for p in polys])
+    f.parent.mkdir(parents=True, exist_ok=True)
+    from ..results import atomic_path
+    with atomic_path(f) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, centroids=c, pts=np.concatenate(polys) if polys else np.zeros((0, 2), np.float32),
+                     offsets=offsets)
+    return c, polys
+
+
 def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str | os.PathLike] = "auto",
                    max_cells_per_image: int = 30, progress: bool = True) -> dict:
     """Per-cell crops of every image in ``df`` (rows need ``path`` and ``mpp``).
@@ -139,7 +163,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         mpp = float(r["mpp"]) if r.get("mpp") == r.get("mpp") and r.get("mpp") else spec.default_mpp
         if not mpp:
             raise ValueError(f"{r['path']}: no pixel size (mpp) for this image")
-        c, polys = finder(img, mpp, r)
+        c, polys = _find_cached(finder, img, mpp, r, path.parent if path is not None else None)
         c = np.asarray(c, np.float64).reshape(-1, 2)[:max_cells_per_image]
         polys = list(polys)[:max_cells_per_image]
         ncell[i] = len(c)
