@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 import tifffile
 
 from leukcore.io import open_slide, write_slide

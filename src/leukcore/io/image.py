@@ -8,7 +8,6 @@ documented dtype rule); everything else with Pillow.
 """
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from typing import Optional

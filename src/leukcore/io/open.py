@@ -10,7 +10,7 @@ import math
 import os
 from typing import Optional
 
-from .errors import SlideError, SlideNotFoundError, UnsupportedFormatError
+from .errors import SlideNotFoundError
 from .slide import Slide
 
 __all__ = ["open_slide", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_DECODE_PIXELS", "max_pixels_default",

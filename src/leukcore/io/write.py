@@ -366,8 +366,6 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
     str
         The output path.
     """
-    from .errors import SlideError
-
     p = os.fspath(path)
     fmt = _infer_format(p, format)
     tile = int(tile)

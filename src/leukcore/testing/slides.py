@@ -17,7 +17,6 @@ This module imports pytest; it is only for tests.
 from __future__ import annotations
 
 import json
-import math
 import pickle
 from typing import Optional
 
