@@ -32,9 +32,13 @@ class LeukWidget(QWidget):
     ----------
     analyze : callable or None
         Override of :func:`leukcore.pipeline.analyze_slide` (tests inject a fake).
+    detector : str
+        Detector model name or card path (default the shipped ``wbc-stardist``).
     """
 
     analyze = None
+    #: detector name or card (tests use a tiny one)
+    detector = "wbc-stardist"
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -256,7 +260,7 @@ class LeukWidget(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting...")
         self.status.setText("loading models...")
-        kw = {"detector": "wbc-stardist", "classifier": model, "device": self.device(), "region": box}
+        kw = {"detector": self.detector, "classifier": model, "device": self.device(), "region": box}
         if mpp:
             kw["mpp"] = mpp
         self.worker = start_analysis(analyze, source, cancel=self.cancel_token, on_progress=self._on_progress,

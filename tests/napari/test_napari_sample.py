@@ -71,3 +71,49 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     assert c["total"] == len(f)
     assert c["ALL"] == int((f["label"] == "ALL").sum()) and c["normal"] == int((f["label"] == "normal").sum())
     assert w.progress.format() == "done"
+
+
+@pytest.fixture
+def tiny_models(tmp_path):
+    """An untrained tiny detector that can find nothing (probability threshold above 1) and a tiny classifier."""
+    import torch
+
+    from leukcore.classify import CropSpec
+    from leukcore.classify.network import build_network as build_clf
+    from leukcore.detect.net import build_network as build_det
+    from leukcore.models.registry import save_model
+
+    torch.manual_seed(0)
+    arch = {"n_rays": 8, "channels": [8, 16], "head_channels": 8}
+    det_card = {"name": "tiny-det", "version": 1, "task": "detection", "architecture": arch,
+                "input": {"mpp": 0.5}, "thresholds": {"prob": 1.01, "nms": 0.4}}
+    det = save_model(build_det(arch).state_dict(), det_card, tmp_path / "det", "tiny-det")
+    clf_card = {"name": "tiny", "task": "classification", "version": 1,
+                "architecture": {"name": "tf_efficientnet_lite0", "num_classes": 2},
+                "input": CropSpec(size=32, crop_um=16.0, mode="rgb").to_card(), "classes": ["ALL", "normal"]}
+    clf = save_model(build_clf("tf_efficientnet_lite0", 2).state_dict(), clf_card, tmp_path / "clf", "tiny")
+    return str(det), str(clf)
+
+
+@pytest.mark.slow
+def test_real_pipeline_progress_and_no_cells_warning(make_napari_viewer, qtbot, notes, tiny_models):
+    """The widget drives the real analyze_slide: tile progress reaches the bar; nothing found -> a warning."""
+    from napari_leuk._widget import LeukWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("leukcore", "sample-smear")
+    w = LeukWidget(viewer)
+    viewer.window.add_dock_widget(w, name="leuk")
+    w.detector = tiny_models[0]
+    w.model_path.setText(tiny_models[1])
+    w.model_combo.setCurrentText("model file...")
+    events = []
+    orig = w._on_progress
+    w._on_progress = lambda ev: (events.append(ev), orig(ev))
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert not notes["error"], notes["error"]
+    det = [e for e in events if e.stage == "detect"]
+    assert det and det[-1].done == det[-1].total > 0
+    assert any("No white cells found" in m for m in notes["warning"])
+    assert w.cells_layer is None and w.progress.format() == "done"
