@@ -83,6 +83,8 @@ def segmented_finder(original_root: str, segmented_root: str, min_um2: float = 2
     from scipy import ndimage as ndi
 
     def find(image, mpp, row):
+        if row.get("kind") == "cell" or str(original_root) not in str(row["path"]):
+            return centre_finder(image, mpp)          # single-cell images (PBC): the centred cell
         seg_path = str(row["path"]).replace(str(original_root), str(segmented_root))
         seg = load_image(seg_path)
         fg = ndi.binary_opening(seg.max(-1) > 30, iterations=1)
