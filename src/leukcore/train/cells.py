@@ -106,17 +106,28 @@ def cell_cache_dir() -> Path:
     return cache_dir() / "cells"
 
 
-def _find_cached(finder, img, mpp, row, cache_root):
-    """Run ``finder`` on one image, caching its cells per image hash (shared between configs)."""
+def _find_file(finder, mpp, row, cache_root) -> Optional[Path]:
     name = getattr(finder, "name", None)
     if cache_root is None or not name or not row.get("sha256"):
-        return finder(img, mpp, row)
+        return None
     safe = hashlib.sha256(f"{name}|{mpp}|{row.get('kind')}".encode()).hexdigest()[:16]
-    f = cache_root / f"finds-{safe}" / f"{row['sha256'][:32]}.npz"
+    return Path(cache_root) / f"finds-{safe}" / f"{row['sha256'][:32]}.npz"
+
+
+def _find_cached(finder, img, mpp, row, cache_root, only_cached: bool = False):
+    """Run ``finder`` on one image, caching its cells per image hash (shared between configs).
+
+    With ``only_cached`` an image without cached cells returns ``None`` (not run).
+    """
+    f = _find_file(finder, mpp, row, cache_root)
+    if f is None:
+        return finder(img, mpp, row)
     if f.exists():
         z = np.load(f)
         polys = np.split(z["pts"], z["offsets"][1:-1]) if len(z["offsets"]) > 1 else []
         return z["centroids"], polys
+    if only_cached:
+        return None
     c, polys = finder(img, mpp, row)
     c = np.asarray(c, np.float64).reshape(-1, 2)
     polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
@@ -130,8 +141,32 @@ def _find_cached(finder, img, mpp, row, cache_root):
     return c, polys
 
 
+def precompute_cells(df, finder: Callable, *, order=("test", "val", "train"), cache=None, progress=True) -> int:
+    """Run ``finder`` over the images of ``df`` (split order: held-out first), filling the per-image cache.
+
+    Lets a slow detector run ahead of training; returns the number of images processed.
+    """
+    d = cell_cache_dir() if cache in (None, "auto") else Path(cache)
+    rows = df.to_dict("records")
+    if "split" in df:
+        rank = {s: i for i, s in enumerate(order)}
+        rows = sorted(rows, key=lambda r: rank.get(r["split"], len(order)))
+    it = rows
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(rows, desc="detect", unit="img", mininterval=10)
+    n = 0
+    for r in it:
+        f = _find_file(finder, float(r["mpp"]), r, d)
+        if f is not None and f.exists():
+            continue
+        _find_cached(finder, load_image(r["path"]), float(r["mpp"]), r, d)
+        n += 1
+    return n
+
+
 def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str | os.PathLike] = "auto",
-                   max_cells_per_image: int = 30, progress: bool = True) -> dict:
+                   max_cells_per_image: int = 30, progress: bool = True, only_cached: bool = False) -> dict:
     """Per-cell crops of every image in ``df`` (rows need ``path`` and ``mpp``).
 
     Returns
@@ -142,7 +177,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         hashes, the crop spec and the finder's name.
     """
     geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}   # not the input mode
-    key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom,
+    key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom, "only_cached": only_cached,
                                      "mpp": [float(m) if m == m else None for m in df["mpp"]],
                                      "finder": getattr(finder, "name", repr(finder)),
                                      "max": max_cells_per_image}).encode()).hexdigest()[:20]
@@ -154,6 +189,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
             z = np.load(path)
             return {k: z[k] for k in z.files}
     crops, rows, cents, ncell = [], [], [], np.zeros(len(df), int)
+    ncached = np.ones(len(df), bool)
     it = range(len(df))
     if progress:
         from tqdm import tqdm
@@ -165,7 +201,12 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         mpp = float(r["mpp"]) if r.get("mpp") == r.get("mpp") and r.get("mpp") else spec.default_mpp
         if not mpp:
             raise ValueError(f"{r['path']}: no pixel size (mpp) for this image")
-        c, polys = _find_cached(finder, img, mpp, r, path.parent if path is not None else None)
+        found = _find_cached(finder, img, mpp, r, path.parent if path is not None else
+                             (cell_cache_dir() if only_cached else None), only_cached=only_cached)
+        if found is None:
+            ncached[i] = False
+            continue
+        c, polys = found
         c = np.asarray(c, np.float64).reshape(-1, 2)[:max_cells_per_image]
         polys = list(polys)[:max_cells_per_image]
         ncell[i] = len(c)
@@ -178,8 +219,8 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
     out = {"crops": np.concatenate(crops) if crops else np.zeros((0, S, S, 3), np.uint8),
            "row": np.concatenate(rows) if rows else np.zeros(0, int),
            "centroid": np.concatenate(cents) if cents else np.zeros((0, 2)),
-           "n_cells": ncell}
-    if path is not None:
+           "n_cells": ncell, "found": ncached}
+    if path is not None and ncached.all():
         from ..results import atomic_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

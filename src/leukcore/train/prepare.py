@@ -85,13 +85,19 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
 
     df, classes = read_datasets(cfg, report)
     spec = spec_from_config(cfg)
-    cells = build_cell_set(df, spec, make_finder(cfg, device), max_cells_per_image=cfg["data"]["max_cells_per_image"])
+    only = bool(cfg["data"].get("only_cached"))
+    cells = build_cell_set(df, spec, make_finder(cfg, device), max_cells_per_image=cfg["data"]["max_cells_per_image"],
+                           only_cached=only)
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)
     cells["split"] = df["split"].to_numpy()[cells["row"]]
     if report is not None:
         nc = cells["n_cells"]
         report["cells"] = int(len(cells["row"]))
-        report["images_without_cells"] = int((nc == 0).sum())
+        report["images_without_cells"] = int(((nc == 0) & cells["found"]).sum())
+        if only:
+            nf = ~cells["found"]
+            report["images_not_run_through_finder"] = {k: int((nf & (df["split"].to_numpy() == k)).sum())
+                                                       for k in ("train", "val", "test")}
         report["cells_per_split"] = {k: int((cells["split"] == k).sum()) for k in ("train", "val", "test")}
     return df, classes, spec, cells
