@@ -63,20 +63,21 @@ def build_slides(n: int, grid: int) -> Path:
     return src
 
 
-def scaling(src: Path, workers: int, model: str) -> dict:
+def scaling(src: Path, workers: int, model: str, detector: str = "wbc-stardist") -> dict:
     from leukcore.batch import run_batch
 
     out = WORK / f"out_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    res = run_batch(src, out, workers=workers, classifier=model, device="cpu", threads_per_worker=1)
+    res = run_batch(src, out, workers=workers, detector=detector, classifier=model, device="cpu",
+                    threads_per_worker=1)
     wall = time.perf_counter() - t
     return {"workers": workers, "wall_s": round(wall, 2), "n_done": res["n_done"], "n_error": res["n_error"],
             "cells": int(sum(int(r.get("cells") or 0) for r in res.rows)),
             "slide_seconds": [r.get("seconds") for r in res.rows]}
 
 
-def fault(src: Path, model: str) -> dict:
+def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
     import pandas as pd
 
     from leukcore.batch import run_batch
@@ -104,7 +105,7 @@ def fault(src: Path, model: str) -> dict:
                       t=time.time())
 
     t = time.perf_counter()
-    res = run_batch(src, out, workers=2, classifier=model, device="cpu", progress=progress,
+    res = run_batch(src, out, workers=2, detector=detector, classifier=model, device="cpu", progress=progress,
                     on_submitted=on_submitted)
     wall = time.perf_counter() - t
     df = pd.read_csv(out / "batch_summary.csv")
@@ -123,25 +124,30 @@ def fault(src: Path, model: str) -> dict:
 
 
 def main(argv=None):
+    global RESULTS
     ap = argparse.ArgumentParser()
     ap.add_argument("--slides", type=int, default=8)
     ap.add_argument("--grid", type=int, default=4, help="fields per side of each slide mosaic (470 px cells)")
     ap.add_argument("--model", default="all-binary")
+    ap.add_argument("--detector", default="wbc-stardist")
+    ap.add_argument("--results", default=None, help="JSON output path (default benchmarks/results/...)")
     ap.add_argument("--only", choices=["scaling", "fault"], action="append")
     args = ap.parse_args(argv)
     parts = args.only or ["scaling", "fault"]
+    RESULTS = Path(args.results) if args.results else RESULTS
     src = build_slides(args.slides, args.grid)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
                           "note": "shared 2-core dev machine, other jobs running; wall-clock numbers"}
+    results["models"] = {"detector": args.detector, "classifier": args.model}
     results["slides"] = {"n": args.slides, "grid": args.grid, "side_px": args.grid * 470, "mpp": 0.25}
     if "scaling" in parts:
-        r1 = scaling(src, 1, args.model)
-        r2 = scaling(src, 2, args.model)
+        r1 = scaling(src, 1, args.model, args.detector)
+        r2 = scaling(src, 2, args.model, args.detector)
         results["scaling"] = {"w1": r1, "w2": r2, "speedup": round(r1["wall_s"] / r2["wall_s"], 3)}
         _save(results)
     if "fault" in parts:
-        results["fault"] = fault(src, args.model)
+        results["fault"] = fault(src, args.model, args.detector)
         _save(results)
     print(f"\n{'run':<12}{'wall s':>9}{'done':>6}{'err':>5}{'cells':>8}")
     for k in ("w1", "w2"):

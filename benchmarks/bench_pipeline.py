@@ -76,7 +76,8 @@ def build(size: int, sparse: bool = False) -> Path:
     return out
 
 
-def run_one(path, out_dir, *, model="all-binary", device="auto", overlap=True, write=True) -> dict:
+def run_one(path, out_dir, *, model="all-binary", detector="wbc-stardist", device="auto", overlap=True,
+            write=True) -> dict:
     import torch
 
     from leukcore.io import open_slide
@@ -86,7 +87,7 @@ def run_one(path, out_dir, *, model="all-binary", device="auto", overlap=True, w
     with open_slide(path) as s:
         shape = list(s.shape)
     t = time.perf_counter()
-    res = analyze_slide(path, classifier=model, device=device, overlap=overlap,
+    res = analyze_slide(path, detector=detector, classifier=model, device=device, overlap=overlap,
                         out_dir=out_dir if write else None)
     wall = time.perf_counter() - t
     tm = res.summary["timings"]
@@ -96,10 +97,10 @@ def run_one(path, out_dir, *, model="all-binary", device="auto", overlap=True, w
             "timings": tm, "device": res.summary["device"], "overlap": overlap}
 
 
-def stage_bench(path, label: str, model: str, device: str) -> dict:
+def stage_bench(path, label: str, model: str, device: str, detector: str = "wbc-stardist") -> dict:
     out = WORK / f"out_{label}"
-    seq = run_one(path, None, model=model, device=device, overlap=False, write=False)
-    e2e = run_one(path, out, model=model, device=device, overlap=True, write=True)
+    seq = run_one(path, None, model=model, detector=detector, device=device, overlap=False, write=False)
+    e2e = run_one(path, out, model=model, detector=detector, device=device, overlap=True, write=True)
     det_alone = seq["timings"]["detect_s"]
     clf_alone = seq["timings"]["classify_s"]
     slower = max(det_alone, clf_alone)
@@ -110,13 +111,13 @@ def stage_bench(path, label: str, model: str, device: str) -> dict:
     return e2e
 
 
-def rss_child(path: Path, model: str, device: str) -> dict:
+def rss_child(path: Path, model: str, device: str, detector: str = "wbc-stardist") -> dict:
     code = f"""
         import json, resource, time, os, torch
         torch.set_num_threads(2)
         from leukcore.pipeline import analyze_slide
         t = time.perf_counter()
-        r = analyze_slide({str(path)!r}, classifier={model!r}, device={device!r}, out_dir={str(WORK / ('rss_' + path.stem))!r})
+        r = analyze_slide({str(path)!r}, detector={detector!r}, classifier={model!r}, device={device!r}, out_dir={str(WORK / ('rss_' + path.stem))!r})
         print('@@' + json.dumps(dict(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               wall_s=time.perf_counter() - t, cells=len(r.table), shape=list(r.summary['slide']['shape']),
               timings=r.summary['timings'])))
@@ -129,30 +130,35 @@ def rss_child(path: Path, model: str, device: str) -> dict:
 
 
 def main(argv=None):
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["sample", "mosaic", "rss"], action="append")
     ap.add_argument("--mosaic", type=int, default=20000, help="mosaic side in px (>= 20000)")
     ap.add_argument("--rss", type=int, nargs="*", default=[20000, 60000], help="mosaic sides for the RSS runs")
     ap.add_argument("--model", default="all-binary")
+    ap.add_argument("--detector", default="wbc-stardist")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--results", default=None, help="JSON output path (default benchmarks/results/...)")
     args = ap.parse_args(argv)
     parts = args.only or ["sample", "mosaic", "rss"]
+    RESULTS = Path(args.results) if args.results else RESULTS
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["models"] = {"detector": args.detector, "classifier": args.model}
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
                           "note": "shared 2-core dev machine, other jobs running; wall-clock numbers"}
     if "sample" in parts:
         from leukcore.sample import sample_slide_path
 
-        results["sample"] = stage_bench(sample_slide_path(), "sample", args.model, args.device)
+        results["sample"] = stage_bench(sample_slide_path(), "sample", args.model, args.device, args.detector)
         _save(results)
     if "mosaic" in parts:
         results[f"mosaic_{args.mosaic}"] = stage_bench(build(args.mosaic), f"mosaic_{args.mosaic}",
-                                                       args.model, args.device)
+                                                       args.model, args.device, args.detector)
         _save(results)
     if "rss" in parts:
         for n in args.rss:
             sparse = n > 30000
-            r = rss_child(build(n, sparse=sparse), args.model, args.device)
+            r = rss_child(build(n, sparse=sparse), args.model, args.device, args.detector)
             r["note"] = ("real fields spread sparsely (one every 6000 px), mostly background" if sparse
                          else "dense mosaic of real fields")
             results[f"rss_{n}"] = r
@@ -172,7 +178,7 @@ def table(results):
     print(f"\n{'run':<18}{'shape':>14}{'cells':>8}{'wall s':>9}{'cells/s':>9}{'detect s':>10}{'classify s':>11}"
           f"{'eff':>7}{'RSS MB':>9}")
     for k, r in results.items():
-        if k == "machine":
+        if k in ("machine", "models"):
             continue
         tm = r.get("timings", {})
         shape = "x".join(str(v) for v in r.get("shape", []))
