@@ -28,6 +28,10 @@ from .metrics import macro_f1
 __all__ = ["train_classifier", "seed_everything", "build_card"]
 
 
+def _print(*a):
+    print(*a, flush=True)
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -96,7 +100,7 @@ def build_card(cfg: dict, classes, spec, extra: dict | None = None) -> dict:
 
 
 def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = False, evaluate: bool = True,
-                     log=print) -> Path:
+                     log=_print) -> Path:
     """Train a classifier from a resolved config into ``out_dir`` and evaluate it on the held-out split.
 
     Returns the run directory (its ``model.yaml`` loads with ``Classifier.load(run_dir)``).

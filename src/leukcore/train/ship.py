@@ -1,0 +1,36 @@
+"""Copy a finished training run into the package as a shipped model (weights + card)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["ship_run", "DATA_NOTES"]
+
+DATA_NOTES = {
+    "all4class": "Aria, Ghaderzadeh et al. B-ALL four-class field set (Taleqani Hospital; Kaggle mehradaria/leukemia), "
+                 "CC BY 4.0; cite Ghaderzadeh et al., Int J Intell Syst 2022. Field-level labels, no patient IDs.",
+    "pbc": "PBC normal peripheral blood cells (Acevedo et al., Data in Brief 30:105474, 2020; Hospital Clinic "
+           "Barcelona, CellaVision DM96, May-Gruenwald-Giemsa, healthy donors), CC BY 4.0.",
+}
+
+
+def ship_run(run_dir: str | Path, name: str, directory: Optional[str | Path] = None, extra: Optional[dict] = None) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.yaml`` from ``run_dir/model.*`` (hash re-computed)."""
+    import yaml
+
+    from ..models.registry import WEIGHTS_DIR, load_card, load_state_dict, save_model
+
+    card = load_card(Path(run_dir) / "model.yaml")
+    sd = load_state_dict(card)
+    card = {k: v for k, v in card.items() if not k.startswith("_") and k != "weights"}
+    card["name"] = name
+    sources = {d.get("reader") for d in card.get("training", {}).get("config", {}).get("data", {}).get("datasets", [])}
+    card["data_licences"] = {s: DATA_NOTES[s] for s in sorted(sources) if s in DATA_NOTES}
+    card.update(extra or {})
+    out = save_model(sd, card, directory or WEIGHTS_DIR, name)
+    # keep the card readable: metrics last
+    c = yaml.safe_load(out.read_text())
+    if "metrics" in c:
+        c["metrics"] = c.pop("metrics")
+        out.write_text(yaml.safe_dump(c, sort_keys=False))
+    return out
