@@ -74,7 +74,10 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
             return centre_finder(image, mpp)
         return c, polys
 
-    find.name = f"detector:{getattr(det, 'card', {}).get('name', 'custom')}:{getattr(det, 'card', {}).get('weights', {}).get('sha256', '')[:12]}"
+    card = getattr(det, "card", {}) or {}
+    thr = hashlib.sha256(json.dumps([card.get("thresholds"), card.get("input"), detect_kw], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:8]
+    find.name = f"detector:{card.get('name', 'custom')}:{card.get('weights', {}).get('sha256', '')[:12]}:{thr}"
     return find
 
 
