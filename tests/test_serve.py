@@ -74,3 +74,30 @@ def test_predict_errors(server):
     assert st == 413
     st, body = _post(base + "/predict", b"")
     assert st == 400
+
+
+@pytest.mark.slow
+def test_real_model_predicts_a_pbc_cell():
+    """End to end with the shipped all-binary model on a real PBC neutrophil (normal)."""
+    import os
+    from pathlib import Path
+
+    from leukcore.models import list_models
+
+    data = Path(os.environ.get("LEUK_DATA", Path(__file__).parents[1] / ".." / "shared" / "data"))
+    cells = sorted((data / "pbc" / "neutrophil").glob("*.jpg"))
+    if "all-binary" not in list_models("classification") or not cells:
+        pytest.skip("needs the shipped all-binary model and ../shared/data/pbc")
+    srv = make_server("127.0.0.1", 0, device="cpu")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        st, body = _post(f"http://127.0.0.1:{srv.server_address[1]}/predict?model=all-binary",
+                         cells[-1].read_bytes())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert st == 200
+    assert set(body["probabilities"]) == {"ALL", "normal"}
+    assert body["label"] == "normal"
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
