@@ -60,7 +60,7 @@ class Detector:
             raise ModelError(f"{card.get('_card_path')}: weights do not fit the card's architecture: {e}") from None
         settings = device_settings(dev)
         net.eval().to(dev)
-        if settings.get("channels_last") and dev.type == "cuda":
+        if settings.get("channels_last"):   # ~1.5x faster convolutions on CPU too
             net = net.to(memory_format=torch.channels_last)
         return cls(net=net, card=card, device=dev, settings=settings)
 
@@ -69,8 +69,14 @@ class Detector:
         """Wrap an in-memory network (training / tests)."""
         from ..device import device_settings, resolve_device
 
+        import torch
+
         dev = resolve_device(device)
-        return cls(net=net.eval().to(dev), card=card, device=dev, settings=device_settings(dev))
+        settings = device_settings(dev)
+        net = net.eval().to(dev)
+        if settings.get("channels_last"):
+            net = net.to(memory_format=torch.channels_last)
+        return cls(net=net, card=card, device=dev, settings=settings)
 
     # ------------------------------------------------------------ properties
     @property
@@ -134,7 +140,7 @@ class Detector:
         if self.settings.get("pin_memory"):
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and self.settings.get("channels_last"):
+        if self.settings.get("channels_last"):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.settings.get("amp"):
