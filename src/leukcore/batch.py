@@ -182,12 +182,18 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
             torch.set_num_threads(int(settings["threads"]))
             _THREADS_SET[0] = True
         det, clf = _models(settings)
+        import dask
+
         from .pipeline import analyze_slide
 
-        res = analyze_slide(source, det, clf, device=settings.get("device", "auto"), mpp=settings.get("mpp"),
-                            batch_size=settings.get("batch_size"),
-                            review_threshold=settings.get("review_threshold", 0.6),
-                            tile_size=settings.get("tile_size", 1024), out_dir=out_dir)
+        # Inside a dask worker, a bare .compute() (slide thumbnails, lazy levels) would default to the
+        # distributed client and wait for a free worker thread: with every thread busy on a slide task that
+        # deadlocks.  The slide's own lazy arrays are computed locally in this process instead.
+        with dask.config.set(scheduler="threads"):
+            res = analyze_slide(source, det, clf, device=settings.get("device", "auto"), mpp=settings.get("mpp"),
+                                batch_size=settings.get("batch_size"),
+                                review_threshold=settings.get("review_threshold", 0.6),
+                                tile_size=settings.get("tile_size", 1024), out_dir=out_dir)
         row.update(summary_row(res.summary))
         row["slide"] = Path(out_dir).name
         row["status"] = "done"
