@@ -41,8 +41,12 @@ def run(args) -> int:
             print(f"    classes: {', '.join(f['classes'])}")
         if f["input"]:
             print("    input: " + ", ".join(f"{k}={v}" for k, v in f["input"].items()))
-        keys = [k for k in f["metrics"] if any(s in k for s in ("accuracy", "false_positive", "f1", "ap", "recall"))
-                and "ci95" not in k][:8]
+        pref = ["cnn_images_accuracy", "cnn_cells_accuracy", "colour_baseline_images_accuracy",
+                "stain_swap_cnn_images_accuracy", "stain_swap_colour_baseline_images_accuracy",
+                "pbc_false_positive_rate_cnn"]
+        keys = [k for k in pref if k in f["metrics"]] or \
+            [k for k in f["metrics"] if any(s in k for s in ("accuracy", "false_positive", "f1", "ap", "recall"))
+             and "ci95" not in k][:8]
         if keys:
             print(f"    held-out ({f['split_type']}): " + ", ".join(f"{k}={f['metrics'][k]}" for k in keys))
     return 0

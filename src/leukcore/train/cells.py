@@ -75,8 +75,9 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
         return c, polys
 
     card = getattr(det, "card", {}) or {}
-    thr = hashlib.sha256(json.dumps([card.get("thresholds"), card.get("input"), detect_kw], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:8]
+    t, i = card.get("thresholds", {}) or {}, card.get("input", {}) or {}
+    thr = hashlib.sha256(json.dumps([t.get("prob"), t.get("nms"), i.get("mpp"), i.get("min_cell_um"),
+                                     i.get("max_cell_um"), detect_kw], sort_keys=True, default=str).encode()).hexdigest()[:8]
     find.name = f"detector:{card.get('name', 'custom')}:{card.get('weights', {}).get('sha256', '')[:12]}:{thr}"
     return find
 

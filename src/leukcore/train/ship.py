@@ -24,6 +24,11 @@ def ship_run(run_dir: str | Path, name: str, directory: Optional[str | Path] = N
     sd = load_state_dict(card)
     card = {k: v for k, v in card.items() if not k.startswith("_") and k != "weights"}
     card["name"] = name
+    tr = card.setdefault("training", {})
+    if isinstance(tr.get("config"), dict):
+        tr["config"] = {**tr["config"], "name": name}
+        tr["config"].pop("_config_path", None)
+    tr["command"] = f"leuk train {name}   # = src/leukcore/train/configs/{name}.yaml"
     sources = {d.get("reader") for d in card.get("training", {}).get("config", {}).get("data", {}).get("datasets", [])}
     card["data_licences"] = {s: DATA_NOTES[s] for s in sorted(sources) if s in DATA_NOTES}
     card.update(extra or {})
