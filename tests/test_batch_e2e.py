@@ -11,11 +11,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    from leukcore.models.registry import list_models
+    from test_pipeline_e2e import _classifier
 
-    missing = {"wbc-stardist", "all-binary"} - set(list_models())
-    if missing:
-        pytest.skip(f"shipped models not available yet: {sorted(missing)}")
+    _classifier()
     from leukcore.sample import build_mosaic, bundled_fields
 
     fields = bundled_fields()
@@ -37,7 +35,10 @@ def test_leuk_batch_cli_isolation_and_resume(archive, tmp_path, capsys):
     from leukcore.export.summary import is_complete
 
     out = tmp_path / "out"
-    rc = main(["batch", str(archive), "-o", str(out), "--workers", "2", "--device", "cpu", "--quiet"])
+    from test_pipeline_e2e import _classifier
+
+    clf = _classifier()
+    rc = main(["batch", str(archive), "-o", str(out), "--workers", "2", "--device", "cpu", "--quiet", "--model", clf])
     assert rc == 1                                   # one slide failed -> non-zero exit, others done
     df = pd.read_csv(out / "batch_summary.csv")
     assert len(df) == 3 and df["slide"].is_unique
@@ -55,7 +56,7 @@ def test_leuk_batch_cli_isolation_and_resume(archive, tmp_path, capsys):
     keep = out / done["slide"].iloc[1]
     (victim / "summary.json").unlink()
     mtime = (keep / "summary.json").stat().st_mtime_ns
-    rc = main(["batch", str(archive), "-o", str(out), "--workers", "1", "--device", "cpu", "--quiet"])
+    rc = main(["batch", str(archive), "-o", str(out), "--workers", "1", "--device", "cpu", "--quiet", "--model", clf])
     assert rc == 1
     df2 = pd.read_csv(out / "batch_summary.csv")
     st = dict(zip(df2.slide, df2.status))
