@@ -7,13 +7,17 @@ from leukcore.results import class_color
 pytestmark = pytest.mark.napari
 
 
-def _models_shipped():
+def _shipped_classifier():
+    """``all-binary`` or else ``all-4class`` when shipped with ``wbc-stardist``; None otherwise."""
     try:
         from leukcore.models import list_models
 
-        return {"wbc-stardist", "all-binary"} <= set(list_models())
+        names = set(list_models())
     except Exception:
-        return False
+        return None
+    if "wbc-stardist" not in names:
+        return None
+    return next((m for m in ("all-binary", "all-4class") if m in names), None)
 
 
 def test_manifest_contributions_are_discovered():
@@ -48,28 +52,32 @@ def test_widget_contribution_docks(make_napari_viewer):
 
 @pytest.mark.slow
 def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
-    if not _models_shipped():
-        pytest.skip("shipped models (wbc-stardist, all-binary) not available yet")
-    from napari_leuk._widget import LeukWidget
+    model = _shipped_classifier()
+    if model is None:
+        pytest.skip("shipped models (wbc-stardist + all-binary or all-4class) not available yet")
+    from napari_leuk._widget import MODEL_CLASSES, LeukWidget
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("leukcore", "sample-smear")
     w = LeukWidget(viewer)
     viewer.window.add_dock_widget(w, name="leuk")
     w.device_combo.setCurrentIndex(0)
+    w.model_combo.setCurrentText(model)
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert not notes["error"], notes["error"]
     layer = w.cells_layer
     assert layer is not None and len(layer.features) >= 10   # 32 real fields, most with a white cell
     f = layer.features
-    assert set(f["label"]) <= {"ALL", "normal"}
+    classes = MODEL_CLASSES[model]
+    assert set(f["label"]) <= set(classes)
     edge = np.asarray(layer.edge_color if layer.metadata["leuk_kind"] == "shapes" else layer.border_color)
     for i in range(len(f)):
         np.testing.assert_allclose(edge[i, :3], np.array(class_color(f["label"][i])) / 255, atol=1e-6)
     c = w.counts.as_dict()
     assert c["total"] == len(f)
-    assert c["ALL"] == int((f["label"] == "ALL").sum()) and c["normal"] == int((f["label"] == "normal").sum())
+    assert all(c[k] == int((f["label"] == k).sum()) for k in classes)
+    assert sum(c[k] for k in classes) == len(f)
     assert w.progress.format() == "done"
 
 
