@@ -94,11 +94,13 @@ def _block(y, P, rows, classes, split_type, n_boot, groups=True):
 
 def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, stain_swap: bool = True,
                    n_boot: int = 1000, prepared=None, device: str = "auto", backend: str = "auto",
-                   update_card: bool = True, log=print) -> dict:
+                   update_card: bool = True, log=print, baseline_cells: Optional[dict] = None) -> dict:
     """Evaluate ``model`` (name, card path, run dir or Classifier) on the config's held-out split.
 
     Writes ``metrics.json``, ``confusion_*.json/png`` and ``roc_*.png`` into ``out_dir`` and, when
     ``update_card`` and the card sits in ``out_dir``, copies the headline numbers into its ``metrics``.
+    ``baseline_cells`` (a prepared cell set) trains the colour baseline on other crops, e.g. when the
+    evaluated crops exist for held-out images only.
     """
     from ..classify.model import Classifier
     from .prepare import prepare
@@ -118,7 +120,9 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
     y = cells["label"][te]
     rows = cells["row"][te]
     P = clf.predict_crops(cells["crops"][te])
-    colour = ColourBaseline().fit(cells["crops"][tr], cells["label"][tr])
+    bc = baseline_cells if baseline_cells is not None else cells       # colour baseline's training cells
+    btr = np.flatnonzero(bc["split"] == "train")
+    colour = ColourBaseline().fit(bc["crops"][btr], bc["label"][btr])
     Pc = colour.predict_proba(cells["crops"][te], C)
 
     res: dict = {"model": clf.name, "classes": classes, "split_type": split_type,
@@ -126,7 +130,10 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
                  "backend": clf.backend,
                  "test_images": int(len(test_rows)),
                  "test_images_without_cells": int((cells["n_cells"][test_rows] == 0).sum()),
-                 "test_cells": int(len(te))}
+                 "test_cells": int(len(te)),
+                 "crops": cfg["data"]["finder"] + (" (held-out images only)" if cfg["data"].get("only_cached") else "")}
+    if baseline_cells is not None:
+        res["colour_baseline_trained_on"] = "training cells of another crop source (baseline_cells)"
     res["cnn"] = {"cells": _block(y, P, rows, classes, split_type, n_boot)}
     res["colour_baseline"] = {"cells": _block(y, Pc, rows, classes, split_type, n_boot)}
     u, yi, Pi = image_level(P, rows, lab_of_row)
