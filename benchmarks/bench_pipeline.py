@@ -118,9 +118,11 @@ def rss_child(path: Path, model: str, device: str, detector: str = "wbc-stardist
         from leukcore.pipeline import analyze_slide
         t = time.perf_counter()
         r = analyze_slide({str(path)!r}, detector={detector!r}, classifier={model!r}, device={device!r}, out_dir={str(WORK / ('rss_' + path.stem))!r})
+        wall = time.perf_counter() - t
         print('@@' + json.dumps(dict(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              wall_s=time.perf_counter() - t, cells=len(r.table), shape=list(r.summary['slide']['shape']),
-              timings=r.summary['timings'])))
+              wall_s=wall, cells=len(r.table), cells_per_s=len(r.table) / wall, counts=r.summary['counts'],
+              shape=list(r.summary['slide']['shape']), timings=r.summary['timings'],
+              device=r.summary['device'])))
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="2")
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)

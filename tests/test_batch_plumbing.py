@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+slow = pytest.mark.slow
+
 
 def install_fakes():
     """Run on every worker: replace detection by the test fake (worker processes import this module)."""
@@ -52,6 +54,7 @@ def slides(tmp_path):
     return src
 
 
+@slow
 def test_batch_resume_and_error_isolation(client, slides, tmp_path, monkeypatch):
     import leukcore.batch as B
 
@@ -79,6 +82,7 @@ def test_batch_resume_and_error_isolation(client, slides, tmp_path, monkeypatch)
     assert res2["n_skipped"] == 3 and res2["n_error"] == 1 and res2["n_done"] == 0
 
 
+@slow
 def test_batch_resumes_after_interruption(client, slides, tmp_path):
     import leukcore.batch as B
 
