@@ -8,7 +8,8 @@ def register(sub):
                                    "openly licensed smear fields, runs `leuk analyze` on it and prints the counts "
                                    "and the output folder.")
     p.add_argument("-o", "--out", default=None, help="output folder (default: ./leuk-demo)")
-    p.add_argument("--model", default="all-binary", help="all-binary | all-4class | model card (default all-binary)")
+    p.add_argument("--model", default=None,
+                   help="all-binary | all-4class | model card (default all-binary, or the shipped classifier)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
@@ -22,12 +23,18 @@ def run(args):
     from ..sample import sample_slide_path
     from .analyze import TqdmProgress, print_result
 
+    model = args.model
+    if model is None:
+        from ..models.registry import list_models
+
+        shipped = list_models("classification")
+        model = "all-binary" if "all-binary" in shipped or not shipped else shipped[0]
     slide = sample_slide_path()
     out = Path(args.out or "leuk-demo")
-    print(f"sample slide: {slide}")
+    print(f"sample slide: {slide}\nclassifier: {model}")
     bar = TqdmProgress(disable=args.quiet)
     try:
-        res = analyze_slide(slide, classifier=args.model, device=args.device, progress=bar, out_dir=out)
+        res = analyze_slide(slide, classifier=model, device=args.device, progress=bar, out_dir=out)
     finally:
         bar.close()
     print_result(res)
