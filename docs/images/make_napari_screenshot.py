@@ -20,6 +20,9 @@ def main(argv=None):
     ap.add_argument("--model", default="all-binary", choices=["all-binary", "all-4class"])
     ap.add_argument("--out", default=str(Path(__file__).with_name("napari-leuk.png")))
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--zoom", type=float, default=2.5, help="zoom in on the selected cell (1 = whole slide)")
+    ap.add_argument("--cell", type=int, default=None, help="row of the cell to select (default: a confident "
+                    "cell near the middle of the densest field)")
     args = ap.parse_args(argv)
 
     import napari
@@ -45,13 +48,27 @@ def main(argv=None):
     if layer is None:
         raise SystemExit("no cells found: nothing to show")
     f = layer.features
-    i = int(f["confidence"].idxmax()) if "confidence" in f else 0
+    if args.cell is not None:
+        i = args.cell
+    else:  # the confident cell with the most neighbours within 60 um
+        import numpy as np
+
+        yx = f[["centroid_y_um", "centroid_x_um"]].to_numpy()
+        near = (np.hypot(*(yx[:, None, :] - yx[None, :, :]).transpose(2, 0, 1)) < 60).sum(1)
+        score = near + (f["confidence"].to_numpy() if "confidence" in f else 0)
+        i = int(np.argmax(score))
     layer.selected_data = {i}
     from napari_leuk._layers import describe_cell
 
     w.cell_info.setText(describe_cell(f, i))
     viewer.layers.selection.active = layer
     viewer.reset_view()
+    if args.zoom > 1:     # centre on the selected cell, closer in, so the outlines show
+        scene = getattr(viewer, "scene", None)
+        cam = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+        s = layer.scale[-1]
+        cam.center = (float(f["centroid_y"][i]) * s, float(f["centroid_x"][i]) * s)
+        cam.zoom = cam.zoom * args.zoom
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)

@@ -87,6 +87,9 @@ def make_counts_table(parent=None):
                 self.setItem(i, 0, QTableWidgetItem(a))
                 self.setItem(i, 1, QTableWidgetItem(b))
                 self.setItem(i, 2, QTableWidgetItem(c))
+            # show every row (no scroll bar): header + rows
+            h = self.horizontalHeader().height() + sum(self.rowHeight(i) for i in range(self.rowCount()))
+            self.setFixedHeight(h + 2 * self.frameWidth() + 2)
 
         def as_dict(self) -> dict:
             d = {r.name: r.count for r in self.rows}

@@ -281,7 +281,7 @@ class LeukWidget(QWidget):
         else:
             self.progress.setRange(0, 0)
         self.progress.setFormat(f"{ev.stage}: {ev.done} / {ev.total} {unit}")
-        self.status.setText(f"{ev.cells} cells found so far" + (f" - {ev.message}" if ev.message else ""))
+        self.status.setText(ev.message or f"{ev.cells} cells found so far")
         # the previous run's cells stay on screen until this run's arrive; the counts are this run's
         self.counts.update_counts([], MODEL_CLASSES.get(self._run_ctx["model"], []), found_so_far=int(ev.cells))
 
@@ -306,11 +306,13 @@ class LeukWidget(QWidget):
             return
         self._show_table(table)
         n = len(table)
+        bp = self.counts.blast
+        done = f"{n} white cells" + ("" if bp is None else f", {bp:.1f} % blasts")
+        self.status.setText(done + (" (cancelled: partial)" if result.partial else ""))
         if result.partial:
             show_warning(f"Cancelled: kept the {n} cells of the finished tiles.")
         else:
-            bp = self.counts.blast
-            show_info(f"{n} white cells" + ("" if bp is None else f", {bp:.1f} % blasts") + ".")
+            show_info(done + ".")
 
     def _show_table(self, table):
         from napari.layers import Layer
