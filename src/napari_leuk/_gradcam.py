@@ -31,7 +31,7 @@ def gradcam_layer_data(heat: np.ndarray, centroid_l0, crop_um: float, mpp: float
     c = np.asarray(centroid_l0, dtype=np.float64)
     top_left_world = (c - side_l0 / 2.0) * s + t
     px_world = side_l0 / S * s
-    return (heat.astype(np.float32), {"name": name, "colormap": "turbo", "blending": "additive",
-                                       "opacity": 0.6, "contrast_limits": [0.0, 1.0],
+    return (heat.astype(np.float32), {"name": name, "colormap": "turbo", "blending": "translucent",
+                                       "opacity": 0.45, "contrast_limits": [0.0, 1.0],
                                        "scale": tuple(px_world), "translate": tuple(top_left_world),
                                        "metadata": {"leuk_gradcam": True}}, "image")
