@@ -134,7 +134,9 @@ def rss_child(path: Path, model: str, device: str, detector: str = "wbc-stardist
 def main(argv=None):
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["sample", "mosaic", "rss"], action="append")
+    ap.add_argument("--only", choices=["sample", "mosaic", "rss", "alone"], action="append",
+                    help="alone: the N x N mosaic's stages timed alone (overlap=False, no outputs); with the "
+                         "rss_N run (overlapped, all outputs) it gives that mosaic's efficiency")
     ap.add_argument("--mosaic", type=int, default=20000, help="mosaic side in px (>= 20000)")
     ap.add_argument("--rss", type=int, nargs="*", default=[20000, 60000], help="mosaic sides for the RSS runs")
     ap.add_argument("--model", default="all-binary")
@@ -157,6 +159,11 @@ def main(argv=None):
         results[f"mosaic_{args.mosaic}"] = stage_bench(build(args.mosaic), f"mosaic_{args.mosaic}",
                                                        args.model, args.device, args.detector)
         _save(results)
+    if "alone" in parts:
+        seq = run_one(build(args.mosaic), None, model=args.model, detector=args.detector, device=args.device,
+                      overlap=False, write=False)
+        results[f"alone_{args.mosaic}"] = seq
+        _save(results)
     if "rss" in parts:
         for n in args.rss:
             sparse = n > 30000
@@ -165,6 +172,14 @@ def main(argv=None):
                          else "dense mosaic of real fields")
             results[f"rss_{n}"] = r
             _save(results)
+    for n in [args.mosaic] + list(args.rss or []):
+        a, r = results.get(f"alone_{n}"), results.get(f"rss_{n}")
+        if a and r:
+            slower = max(a["timings"]["detect_s"], a["timings"]["classify_s"])
+            r["efficiency_vs_stage_alone"] = round(r["timings"]["pipeline_s"] / slower, 3)
+            r["stage_alone_s"] = {"detect_s": a["timings"]["detect_s"], "classify_s": a["timings"]["classify_s"],
+                                  "sequential_pipeline_s": a["timings"]["pipeline_s"]}
+    _save(results)
     table(results)
 
 
