@@ -70,6 +70,11 @@ def _batches(n: int, bs: int, rng: np.random.Generator, y=None, balance: str = "
     return [idx[i:i + bs] for i in range(0, n, bs)]
 
 
+def ck_exists_before(path: Path, t0: float) -> bool:
+    """True when ``path`` existed before this run reached ``t0`` (features read, not computed)."""
+    return path.exists() and path.stat().st_mtime < time.time() - (time.perf_counter() - t0) - 1
+
+
 def _save_ckpt(path: Path, state: dict) -> None:
     import torch
 
@@ -173,8 +178,11 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
                 with open(tmp, "wb") as f:
                     np.savez(f, train=ftr, val=fva)
     n_feat = V * len(tri) + len(vai)
-    timings["features_s"] = round(time.perf_counter() - t1, 1)
-    timings["frozen_images_per_s"] = round(n_feat / max(timings["features_s"], 1e-9), 2)
+    if resume and ck_exists_before(fpath, t1):
+        timings["features"] = "read from the run's cache (resumed run)"
+    else:
+        timings["features_s"] = round(time.perf_counter() - t1, 1)
+        timings["frozen_images_per_s"] = round(n_feat / max(timings["features_s"], 1e-9), 2)
 
     ckpt_path = run / "checkpoint.pt"
     ck = _load_ckpt(ckpt_path) if resume else None
@@ -292,6 +300,8 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
             break
     net.load_state_dict(p2_state)
     timings["phase2_s"] = round(time.perf_counter() - t3, 1)
+    if resume:
+        timings["resumed"] = True
     if n_seen:
         timings["finetune_images_per_s"] = round(n_seen / max(timings["phase2_s"], 1e-9), 2)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
