@@ -62,7 +62,8 @@ class TqdmProgress:
         self.bars.clear()
 
 
-def print_result(res, out=sys.stdout):
+def print_result(res, out=None):
+    out = sys.stdout if out is None else out  # resolved per call (pytest capture, redirection)
     s = res.summary
     print(f"cells: {s['cells']}", file=out)
     for k, v in s.get("counts", {}).items():
