@@ -27,7 +27,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _timeit(fn, min_time=1.5, min_reps=3):
+MIN_TIME = 1.5
+
+
+def _timeit(fn, min_time=None, min_reps=3):
+    min_time = MIN_TIME if min_time is None else min_time
     fn()                                   # warm-up
     n, t0 = 0, time.perf_counter()
     while True:
@@ -54,7 +58,7 @@ def model_flops(net, size):
     return fc.get_total_flops()
 
 
-def bench_model(name, batches, threads):
+def bench_model(name, batches, threads, compile_=True):
     import torch
 
     from leukcore.classify import Classifier
@@ -73,11 +77,14 @@ def bench_model(name, batches, threads):
     backends["eager"] = lambda x: net(torch.from_numpy(x))
     net_cl = clf_t.network.to(memory_format=torch.channels_last)
     backends["channels_last"] = lambda x: net_cl(torch.from_numpy(x).to(memory_format=torch.channels_last))
-    try:
-        comp = torch.compile(net)
-        backends["torch.compile"] = lambda x: comp(torch.from_numpy(x))
-    except Exception as e:  # pragma: no cover
-        rows.append({"model": name, "backend": "torch.compile", "error": str(e)[:200]})
+    if compile_:
+        try:
+            comp = torch.compile(net)
+            backends["torch.compile"] = lambda x: comp(torch.from_numpy(x))
+        except Exception as e:  # pragma: no cover
+            rows.append({"model": name, "backend": "torch.compile", "error": str(e)[:200]})
+    else:
+        rows.append({"model": name, "backend": "torch.compile", "error": "skipped (--no-compile)"})
     try:
         clf_o = Classifier.load(name, device="cpu", backend="onnx")
         backends["onnxruntime"] = lambda x: clf_o.logits(x)
@@ -158,7 +165,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_classify.json"))
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on CPU)")
+    ap.add_argument("--min-time", type=float, default=1.5, help="seconds timed per measurement")
     args = ap.parse_args(argv)
+    global MIN_TIME
+    MIN_TIME = args.min_time
     import torch
 
     from leukcore.models.registry import list_models
@@ -169,7 +180,7 @@ def main(argv=None):
                        "note": "shared 2-core machine; wall-clock numbers are indicative"},
            "matmul_gflops_fp32": round(matmul_gflops(), 2), "models": [], "training": None}
     for m in models:
-        res["models"].append(bench_model(m, args.batches, args.threads))
+        res["models"].append(bench_model(m, args.batches, args.threads, compile_=not args.no_compile))
     res["training"] = bench_training()
     res["matmul_gflops_fp32_end"] = round(matmul_gflops(), 2)
     out = Path(args.out)
