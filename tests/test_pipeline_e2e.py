@@ -85,6 +85,15 @@ def test_finds_and_classifies_real_cells(run):
     assert {"detect", "classify", "write"} <= stages
 
 
+def test_classify_events_carry_live_labels(run):
+    """Each classified batch reports its labels: summed over the run they are the final counts."""
+    res, out, events, mos = run
+    live = [lab for ev in events if ev.stage == "classify" for lab in ev.data.get("labels", [])]
+    assert len(live) == len(res.table)
+    final = res.table.counts()
+    assert {c: live.count(c) for c in final} == final
+
+
 def test_every_output_reads_back(run, small_slide):
     import pandas as pd
     import zarr

@@ -352,8 +352,11 @@ def _run_stages(slide, det, clf, device, region, prog, cancel, bs, tile_size, de
             pending = [rest] if len(rest) else []
             n_pending = len(rest)
             n_done += take
+            # the batch's labels travel with the event so a viewer can keep live counts
             emit(prog, "classify", n_done, n_cells, cells=n_cells,
-                 message=f"classified {n_done} of {n_cells} cells found so far")
+                 message=f"classified {n_done} of {n_cells} cells found so far",
+                 data={"labels": [clf.classes[int(i)] for i in p.argmax(axis=1)],
+                       "classes": list(clf.classes)})
 
     try:
         if overlap:

@@ -255,6 +255,7 @@ class LeukWidget(QWidget):
         self._run_ctx = {"layer": layer, "shapes": shapes, "model": model, "device": self.device(),
                          "source": source}
         self.cancel_token = CancelToken()
+        self._live_labels = []   # labels of the cells classified so far in this run
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -282,8 +283,16 @@ class LeukWidget(QWidget):
             self.progress.setRange(0, 0)
         self.progress.setFormat(f"{ev.stage}: {ev.done} / {ev.total} {unit}")
         self.status.setText(ev.message or f"{ev.cells} cells found so far")
-        # the previous run's cells stay on screen until this run's arrive; the counts are this run's
-        self.counts.update_counts([], MODEL_CLASSES.get(self._run_ctx["model"], []), found_so_far=int(ev.cells))
+        # the previous run's cells stay on screen until this run's arrive; the counts are this run's,
+        # updated live from the labels each classified batch carries
+        data = getattr(ev, "data", None) or {}
+        live = getattr(self, "_live_labels", None)
+        if live is None:
+            live = self._live_labels = []
+        if ev.stage == "classify" and data.get("labels"):
+            live.extend(data["labels"])
+        classes = data.get("classes") or MODEL_CLASSES.get(self._run_ctx["model"], [])
+        self.counts.update_counts(live, classes, found_so_far=int(ev.cells))
 
     def _on_done(self, result):
         from napari.utils.notifications import show_info, show_warning

@@ -63,6 +63,14 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     viewer.window.add_dock_widget(w, name="leuk")
     w.device_combo.setCurrentIndex(0)
     w.model_combo.setCurrentText(model)
+    live = []   # class counts shown after each progress event, i.e. while the run is going
+    on_progress = w._on_progress
+
+    def spy(ev):
+        on_progress(ev)
+        live.append(dict(w.counts.as_dict()))
+
+    w._on_progress = spy
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert not notes["error"], notes["error"]
@@ -79,6 +87,9 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     assert all(c[k] == int((f["label"] == k).sum()) for k in classes)
     assert sum(c[k] for k in classes) == len(f)
     assert w.progress.format() == "done"
+    # counts updated as classified batches arrived, before the layer existed
+    seen = [sum(d.get(k, 0) for k in classes) for d in live]
+    assert any(0 < n for n in seen), "class counts never updated during the run"
 
 
 @pytest.fixture
