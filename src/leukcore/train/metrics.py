@@ -104,13 +104,28 @@ def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type:
     return out
 
 
-def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def _save_png(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically and close it."""
     from ..results import atomic_path
 
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
+    plt = _pyplot()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(classes), 1 + 0.9 * len(classes)), dpi=110)
     ax.imshow(cm, cmap="Blues")
@@ -123,22 +138,13 @@ def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_roc(y_true, probs, classes, path: str | Path, title: str = "") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from ..results import atomic_path
-
+    plt = _pyplot()
     y = np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     for i, c in enumerate(classes):
@@ -151,9 +157,4 @@ def plot_roc(y_true, probs, classes, path: str | Path, title: str = "") -> Path:
     ax.set_ylabel("true-positive rate")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
