@@ -113,3 +113,31 @@ def test_loading_errors(tmp_path):
     (tmp_path / "c.yaml").write_text("task: classification\nweights: {file: x.safetensors}\n")
     with pytest.raises(ModelError, match="detection"):
         Detector.load(str(tmp_path / "c.yaml"))
+
+
+def test_tune_thresholds_picks_the_smallest_cell_that_drops_debris():
+    """Two real cells (9 um across) are boxed, a 5.5 um blob is not: the grid must pick a minimum
+    cell diameter that drops the blob (6 um, the first of the tied values) and keep both cells."""
+    from leukcore.detect.train import tune_thresholds
+
+    yy, xx = np.mgrid[:96, :96]
+    lab = np.zeros((96, 96), np.int32)
+    lab[np.hypot(yy - 30, xx - 30) < 9] = 1          # 0.5 um/px: 9 um across
+    lab[np.hypot(yy - 65, xx - 60) < 9] = 2
+    lab[np.hypot(yy - 70, xx - 20) < 5.5] = 3        # debris, 5.5 um across
+    prob, dist, _ = make_targets(lab, 16)
+
+    class MapsOnly:                                   # a detector whose maps are the exact targets
+        mpp, multiple = 0.5, 4
+
+        def predict_maps(self, x):
+            return prob[None], dist[None]
+
+    img = np.full((96, 96, 3), 230, np.uint8)
+    boxes = np.array([[20, 20, 40, 40], [55, 50, 75, 70]], float)
+    res = tune_thresholds(MapsOnly(), {"v": [(img, ("boxes", boxes))]}, probs=(0.5,), nmss=(0.4,),
+                          min_cells=(4.0, 5.0, 6.0, 7.0))
+    by_mc = {r["min_cell_um"]: r["sets"]["v"] for r in res["grid"]}
+    assert by_mc[4.0]["precision"] == pytest.approx(2 / 3) and by_mc[5.0]["precision"] == pytest.approx(2 / 3)
+    assert by_mc[6.0] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert res["best"]["min_cell_um"] == 6.0

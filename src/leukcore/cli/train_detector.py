@@ -16,6 +16,9 @@ def register(sub):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--n-fourclass", type=int, default=300, help="four-class fields per class")
     p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
+    p.add_argument("--retune", default=None, metavar="CARD",
+                   help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
+                        "validation splits and write a copy with the new card to RUN_DIR")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -25,6 +28,12 @@ def run(args):
     from ..detect.train import train_detector
 
     data = args.data or default_data_dir()
+    if args.retune:
+        from ..detect.train import retune_detector
+
+        path = retune_detector(args.retune, data, args.out, device=args.device)
+        print(f"model card: {path}")
+        return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
                           device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
                           seed=args.seed, init_from=args.init_from)

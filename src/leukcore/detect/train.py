@@ -6,6 +6,7 @@ The run directory receives ``wbc-stardist.safetensors`` + ``wbc-stardist.yaml``
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -18,8 +19,8 @@ import numpy as np
 from .data import TrainItem, background_color, normalize_image
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
-           "train_network", "tune_thresholds", "match_points_to_boxes", "match_points_to_labels",
-           "DEFAULT_ARCH"]
+           "train_network", "tune_thresholds", "retune_detector", "validation_sets",
+           "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
 
@@ -157,8 +158,13 @@ def match_points_to_labels(points: np.ndarray, lab: np.ndarray) -> tuple[int, in
     return tp, n_pred, len(gt)
 
 
-def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(0.3, 0.4, 0.5)) -> dict:
-    """Grid-search probability / NMS thresholds for the best mean F1 over the validation sets.
+def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(0.3, 0.4, 0.5),
+                    min_cells=(4.0, 5.0, 6.0, 7.0)) -> dict:
+    """Grid-search probability / NMS thresholds and the smallest cell kept for the best mean F1.
+
+    ``min_cells`` are diameters in microns: polygons smaller than a disc of that diameter are
+    dropped (the smallest white cells, small lymphocytes, are about 7 um across; platelet clumps
+    and debris are smaller).  Ties go to the first grid point (lowest thresholds).
 
     ``val_sets``: name -> list of (image at working mpp, target) where target is
     ``("boxes", (N, 4))`` or ``("labels", (H, W))``.
@@ -177,28 +183,28 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
             p, d = det.predict_maps(x[None])
             maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
     table = []
-    for pt in probs:
-        for nt in nmss:
-            f1s = {}
-            for name, lst in maps.items():
-                tp = npred = ngt = 0
-                for p, d, (kind, t) in lst:
-                    pts, sc, _ = instances_from_maps(p, d, prob_thresh=pt, nms_thresh=nt, min_area=det.min_area_px)
-                    if kind == "boxes":
-                        tp += match_points_to_boxes(pts, sc, t)
-                        npred += len(pts)
-                        ngt += len(t)
-                    else:
-                        a, b, c = match_points_to_labels(pts, t)
-                        tp += a
-                        npred += b
-                        ngt += c
-                prec = tp / npred if npred else 0.0
-                rec = tp / ngt if ngt else 0.0
-                f1s[name] = {"precision": prec, "recall": rec,
-                             "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
-            table.append({"prob": pt, "nms": nt, "sets": f1s,
-                          "mean_f1": float(np.mean([v["f1"] for v in f1s.values()]))})
+    for pt, nt, mc in itertools.product(probs, nmss, min_cells):
+        min_area = float(np.pi * (mc / 2 / det.mpp) ** 2)
+        f1s = {}
+        for name, lst in maps.items():
+            tp = npred = ngt = 0
+            for p, d, (kind, t) in lst:
+                pts, sc, _ = instances_from_maps(p, d, prob_thresh=pt, nms_thresh=nt, min_area=min_area)
+                if kind == "boxes":
+                    tp += match_points_to_boxes(pts, sc, t)
+                    npred += len(pts)
+                    ngt += len(t)
+                else:
+                    a, b, c = match_points_to_labels(pts, t)
+                    tp += a
+                    npred += b
+                    ngt += c
+            prec = tp / npred if npred else 0.0
+            rec = tp / ngt if ngt else 0.0
+            f1s[name] = {"precision": prec, "recall": rec,
+                         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+        table.append({"prob": pt, "nms": nt, "min_cell_um": mc, "sets": f1s,
+                      "mean_f1": float(np.mean([v["f1"] for v in f1s.values()]))})
     best = max(table, key=lambda r: r["mean_f1"])
     return {"best": best, "grid": table}
 
@@ -299,7 +305,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     import torch
 
     from ..models.registry import load_card, load_state_dict, save_model
-    from .data import bccd_boxes, bccd_split, folder_mpp, load_training_items, read_rgb, resize_to_mpp
+    from .data import load_training_items
     from .model import Detector
 
     t_start = time.time()
@@ -332,29 +338,9 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "thresholds": {"prob": 0.5, "nms": 0.4},
     }
     det = Detector.from_network(net, card, device=device)
-    # validation: BCCD val split (boxes) + held-out four-class fields (derived masks)
     bccd_mpp = info["sources"].get("bccd", {}).get("mpp_estimated")
-    val_sets = {}
-    if bccd_mpp:
-        pairs = []
-        for i in bccd_split(data_dir, "val"):
-            b = bccd_boxes(data_dir, i)
-            if len(b) == 0:
-                continue
-            img = read_rgb(Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg")
-            f = bccd_mpp / mpp
-            pairs.append((resize_to_mpp(img, bccd_mpp, mpp), ("boxes", b * f)))
-        val_sets["bccd-val"] = pairs
-    if val_items:
-        val_sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in val_items]
-    tuned = tune_thresholds(det, val_sets) if val_sets else None
-    if tuned:
-        card["thresholds"] = {"prob": tuned["best"]["prob"], "nms": tuned["best"]["nms"],
-                              "tuned_on": sorted(val_sets),
-                              "split": "BCCD ImageSets/Main/val.txt (image-level) + four-class fields held out "
-                                       "by name hash (image-level; no patient IDs, optimistic)"}
-        say(f"tuned thresholds: prob {tuned['best']['prob']} nms {tuned['best']['nms']} "
-            f"-> {json.dumps(tuned['best']['sets'])}")
+    val_sets = validation_sets(data_dir, mpp, bccd_mpp, val_items)
+    tuned = _apply_tuning(card, det, val_sets, say)
     n_params = int(sum(p.numel() for p in net.parameters()))
     card["training"] = {
         "data": info["sources"],
@@ -371,10 +357,103 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "params": n_params, "seed": seed,
         "command": f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes}",
     }
-    card["metrics"] = {"validation": tuned["best"]["sets"] if tuned else {},
-                       "validation_split": "image-level (see thresholds.split)"}
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
                                                        default=float))
     say(f"wrote {cpath} ({(time.time() - t_start) / 60:.1f} min)")
+    return cpath
+
+
+# ------------------------------------------------------------------ validation
+VAL_SPLIT_NOTE = ("BCCD ImageSets/Main/val.txt (image-level) + four-class fields held out by name hash "
+                  "(image-level; no patient IDs, optimistic)")
+
+
+def validation_sets(data_dir, mpp: float, bccd_mpp: Optional[float], fourclass_items: Sequence[TrainItem]) -> dict:
+    """Threshold-tuning sets: BCCD ``val`` fields with WBC boxes, and held-out four-class fields.
+
+    Returns ``name -> [(image at working mpp, ("boxes", (N, 4)) | ("labels", (H, W))), ...]``.
+    """
+    from .data import bccd_boxes, bccd_split, read_rgb, resize_to_mpp
+
+    val_sets = {}
+    if bccd_mpp:
+        pairs = []
+        for i in bccd_split(data_dir, "val"):
+            b = bccd_boxes(data_dir, i)
+            if len(b) == 0:
+                continue
+            img = read_rgb(Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg")
+            pairs.append((resize_to_mpp(img, bccd_mpp, mpp), ("boxes", b * (bccd_mpp / mpp))))
+        val_sets["bccd-val"] = pairs
+    if fourclass_items:
+        val_sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in fourclass_items]
+    return val_sets
+
+
+def fourclass_val_items(data_dir, mpp: float = 0.5, log=None) -> list[TrainItem]:
+    """Every four-class field of the name-hash validation split (never trained on), with derived masks."""
+    from .data import FOUR_CLASSES, _fourclass_item, dedup, folder_mpp
+
+    data_dir = Path(data_dir)
+    out = []
+    for cls in FOUR_CLASSES:
+        files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
+        if not files:
+            continue
+        m_src = folder_mpp(files[:40])
+        n = 0
+        for f in files:
+            if _val_split([TrainItem(None, None, "four-class", Path(f).name)])[1]:
+                it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
+                                     use_colour=(cls == "Pro"))
+                if it is not None:
+                    out.append(it)
+                    n += 1
+        if log:
+            log(f"four-class {cls}: {n} validation fields at estimated {m_src:.3f} um/px")
+    return out
+
+
+def _apply_tuning(card: dict, det, val_sets: dict, say) -> Optional[dict]:
+    """Tune thresholds on ``val_sets`` and write them (and the validation metrics) into ``card``."""
+    tuned = tune_thresholds(det, val_sets) if val_sets else None
+    if tuned:
+        b = tuned["best"]
+        card["thresholds"] = {"prob": b["prob"], "nms": b["nms"], "min_cell_um": b["min_cell_um"],
+                              "tuned_on": sorted(val_sets), "split": VAL_SPLIT_NOTE}
+        card.setdefault("input", {})["min_cell_um"] = b["min_cell_um"]
+        say(f"tuned thresholds: prob {b['prob']} nms {b['nms']} min cell {b['min_cell_um']} um "
+            f"-> {json.dumps(b['sets'])}")
+    card["metrics"] = {**card.get("metrics", {}), "validation": tuned["best"]["sets"] if tuned else {},
+                       "validation_split": "image-level (see thresholds.split)"}
+    return tuned
+
+
+def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None, device: str = "auto",
+                    log: Optional[Callable[[str], None]] = print) -> Path:
+    """Re-tune a trained detector's thresholds (probability, NMS, smallest cell) on the validation sets.
+
+    Writes a copy of the model (same weights, new card) to ``out_dir`` and returns its card path.
+    Test-set metrics in the card are dropped: they belong to the old thresholds.
+    """
+    from ..models.registry import load_card, load_state_dict, save_model
+    from .data import bccd_split, folder_mpp
+    from .model import Detector
+
+    say = log or (lambda s: None)
+    card = dict(load_card(card_path))
+    det = Detector.load(card_path, device=device)
+    mpp = float(mpp or det.mpp)
+    jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
+    bccd_mpp = folder_mpp(jpgs[:40]) if jpgs else None
+    val_sets = validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=say))
+    card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
+    tuned = _apply_tuning(card, det, val_sets, say)
+    card.pop("weights", None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cpath = save_model(load_state_dict(load_card(card_path)), card, out_dir, card["name"])
+    (out_dir / "tuning.json").write_text(json.dumps(tuned, default=float))
+    say(f"wrote {cpath}")
     return cpath
