@@ -166,11 +166,30 @@ class Classifier:
             return self._onnx(x)
         return self._torch_logits(x)
 
-    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64, tta: Optional[str] = None) -> np.ndarray:
         """Class probabilities ``(N, C)`` float32 for ``uint8 (N, H, W, 3)`` crops of the spec's size.
 
-        Crops of another size are resampled to the input size.
+        Crops of another size are resampled to the input size.  ``tta`` (test-time augmentation):
+        ``None`` (default, one pass), ``"flip"`` (+ horizontal flip) or ``"d4"`` (the 8 flips and
+        90-degree rotations); the probabilities are averaged over the views.
         """
+        from .fields import TTA_MODES
+
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {tta!r}; expected one of {TTA_MODES}")
+        if tta is not None:
+            crops = np.asarray(crops)
+            if crops.ndim == 3:
+                crops = crops[None]
+            views = [(0, False), (0, True)] if tta == "flip" else [(k, f) for k in range(4) for f in (False, True)]
+            acc = None
+            for k, f in views:
+                v = np.rot90(crops, k, axes=(1, 2)) if crops.ndim == 4 else crops
+                if f and crops.ndim == 4:
+                    v = v[:, :, ::-1]
+                p = self.predict_crops(np.ascontiguousarray(v), batch_size=batch_size)
+                acc = p if acc is None else acc + p
+            return (acc / len(views)).astype(np.float32)
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]

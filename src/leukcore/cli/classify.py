@@ -4,8 +4,9 @@ Rule for an image (``--kind auto``, the default):
 
 1. the pixel size is ``--mpp``, else estimated from the red cells (``leukcore.mpp.estimate_mpp``);
 2. with a pixel size, the detector finds the white cells and each is classified from its crop;
-   the image's label is the class with the highest **mean probability over its cells**
-   (``n_cells`` is reported);
+   the image's label comes from **all** its cells by the model card's field rule (``inference``:
+   test-time augmentation and ``mean_prob`` / ``mean_log_prob`` aggregation, chosen on the
+   validation split; default: mean probability without TTA); ``n_cells`` is reported;
 3. when no pixel size can be found or no cell is detected, the image is taken as one cell crop
    (C-NMC / PBC style) and classified whole, resized to the model's input (``rule: whole-image``).
 
@@ -82,12 +83,15 @@ def classify_image(path: str, clf, *, kind: str = "auto", mpp: Optional[float] =
         table, m, src = find_cells(img, mpp, detector, device)
         if len(table):
             slide = Slide.from_array(np.ascontiguousarray(img), mpp=m)
-            probs = clf.predict_crops(extract_crops(slide, table, clf))
-            p = probs.mean(0)
+            from ..classify.fields import aggregate_cells, field_rule
+            fr = field_rule(clf.card)
+            probs = clf.predict_crops(extract_crops(slide, table, clf), tta=fr["tta"])
+            p = aggregate_cells(probs, fr["field_aggregation"])
             per_cell = [clf.classes[i] for i in probs.argmax(1)]
+            rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
             rec.update(label=clf.classes[int(p.argmax())],
                        probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
-                       rule="mean-over-cells", n_cells=int(len(table)),
+                       rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
                        cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src)
             return rec
         if kind == "field":

@@ -20,6 +20,9 @@ def register(sub):
     p.add_argument("--no-stain-swap", dest="stain_swap", action="store_false")
     p.add_argument("-o", "--out", default=None, help="folder for metrics.json and plots")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--field-rule", choices=["card", "select"], default="card",
+                   help="how a field's cells make its label: the card's inference rule (default) or re-select "
+                        "TTA x aggregation on the validation split")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")
@@ -42,7 +45,8 @@ def run(args) -> int:
         cfg = resolve_config({k: v for k, v in c.items() if not k.startswith("_")})
     out = Path(args.out) if args.out else None
     res = evaluate_model(card, cfg, out, stain_swap=args.stain_swap, n_boot=args.n_boot, device=args.device,
-                         backend=args.backend, update_card=False, log=lambda *a: None)
+                         backend=args.backend, update_card=False, log=lambda *a: None,
+                         field_rule=args.field_rule)
     if args.json:
         print(json.dumps(res, indent=1, default=float))
         return 0
@@ -59,6 +63,8 @@ def run(args) -> int:
     for name, a, b in rows:
         if a in h:
             print(f"{name:34}{h[a]:>10.4f}{h.get(b, float('nan')):>10.4f}")
+    if "images_rule" in h:
+        print(f"images: {h['images_rule']}")
     if "pbc_false_positive_rate_cnn" in h:
         print(f"PBC false-positive rate (ALL on normal cells): CNN {h['pbc_false_positive_rate_cnn']:.4f}  "
               f"colour {h['pbc_false_positive_rate_colour_baseline']:.4f}")

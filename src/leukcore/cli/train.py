@@ -33,6 +33,11 @@ def run(args) -> int:
     out = Path(args.out or Path("runs") / cfg["name"])
     cfg_clean = {k: v for k, v in cfg.items() if k != "_config_path"}
     cfg_clean["_config_path"] = cfg["_config_path"]
-    train_classifier(cfg_clean, out, resume=args.resume, evaluate=not args.no_eval)
+    try:
+        train_classifier(cfg_clean, out, resume=args.resume, evaluate=not args.no_eval)
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():       # torchrun (DDP): leave cleanly
+            dist.destroy_process_group()
     print(f"run directory: {out}")
     return 0

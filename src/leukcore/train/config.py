@@ -27,7 +27,8 @@ Example (YAML)::
       stain_aug: {hed_sigma: 0.05, hed_bias: 0.05}
       balance: loss                            # loss | sampler | none
       phase1: {epochs: 40, lr: 0.002, batch_size: 256, weight_decay: 0.0001, patience: 8}
-      phase2: {epochs: 4, lr: 0.0003, batch_size: 64, weight_decay: 0.0001, patience: 2, finetune_stages: 2}
+      phase2: {epochs: 4, lr: 0.0003, batch_size: 64, weight_decay: 0.0001, patience: 2, finetune_stages: 2,
+               schedule: constant}              # constant | cosine (per-epoch decay to 0 over epochs)
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
               "stain_aug": {"hed_sigma": 0.05, "hed_bias": 0.05}, "balance": "loss", "num_workers": "auto",
               "phase1": {"epochs": 40, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4, "patience": 8},
               "phase2": {"epochs": 4, "lr": 3e-4, "batch_size": 64, "weight_decay": 1e-4, "patience": 2,
-                         "finetune_stages": 2}},
+                         "finetune_stages": 2, "schedule": "constant"}},
     "eval": {"stain_swap": True, "n_boot": 1000},
 }
 

@@ -54,11 +54,43 @@ class ColourBaseline:
         return p
 
 
-def image_level(probs, rows, labels_by_row):
-    """Mean probability per image -> (image rows, y, probs)."""
+def image_level(probs, rows, labels_by_row, how: str = "mean_prob", max_cells: Optional[int] = None):
+    """Per image, its cells' probabilities aggregated (``how``, see :mod:`leukcore.classify.fields`)
+    -> (image rows, y, probs).  ``max_cells`` keeps only each image's first cells (ablation)."""
+    from ..classify.fields import aggregate_cells
+
+    rows = np.asarray(rows)
     u = np.unique(rows)
-    P = np.stack([probs[rows == r].mean(0) for r in u]) if len(u) else np.zeros((0, probs.shape[1]))
+    P = np.stack([aggregate_cells(probs[rows == r][:max_cells], how) for r in u]) if len(u) \
+        else np.zeros((0, probs.shape[1]))
     return u, np.asarray(labels_by_row)[u], P
+
+
+def _field_acc(probs, rows, labels_by_row, how, max_cells=None) -> float:
+    u, y, P = image_level(probs, rows, labels_by_row, how, max_cells)
+    return float((P.argmax(1) == y).mean()) if len(u) else float("nan")
+
+
+def select_field_rule(val: dict, labels_by_row, tta_modes=(None, "d4")) -> tuple[dict, list]:
+    """The field rule (TTA x aggregation) with the best **validation** field accuracy.
+
+    ``val`` maps a TTA mode to ``(probs, rows)`` of the validation cells.  Ties go to the cheaper
+    rule (no TTA first, then ``mean_prob``).  Returns ``(rule, table)``; ``table`` lists every rule's
+    validation field accuracy.
+    """
+    from ..classify.fields import FIELD_AGGREGATIONS
+
+    table, best = [], None
+    for tta in tta_modes:
+        if tta not in val:
+            continue
+        P, rows = val[tta]
+        for how in FIELD_AGGREGATIONS:
+            a = _field_acc(P, rows, labels_by_row, how)
+            table.append({"tta": tta, "field_aggregation": how, "val_images_accuracy": a})
+            if best is None or a > best[0] + 1e-12:
+                best = (a, {"tta": tta, "field_aggregation": how})
+    return (best[1] if best else {"tta": None, "field_aggregation": "mean_prob"}), table
 
 
 def stain_swap_crops(df, cells, spec, test_rows, train_rows, *, group_col="stain_group"):
@@ -94,13 +126,21 @@ def _block(y, P, rows, classes, split_type, n_boot, groups=True):
 
 def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, stain_swap: bool = True,
                    n_boot: int = 1000, prepared=None, device: str = "auto", backend: str = "auto",
-                   update_card: bool = True, log=print, baseline_cells: Optional[dict] = None) -> dict:
+                   update_card: bool = True, log=print, baseline_cells: Optional[dict] = None,
+                   field_rule: Optional[dict] = "select", tta_modes=(None, "d4")) -> dict:
     """Evaluate ``model`` (name, card path, run dir or Classifier) on the config's held-out split.
 
     Writes ``metrics.json``, ``confusion_*.json/png`` and ``roc_*.png`` into ``out_dir`` and, when
-    ``update_card`` and the card sits in ``out_dir``, copies the headline numbers into its ``metrics``.
-    ``baseline_cells`` (a prepared cell set) trains the colour baseline on other crops, e.g. when the
-    evaluated crops exist for held-out images only.
+    ``update_card`` and the card sits in ``out_dir``, copies the headline numbers (and the field rule)
+    into the card.  ``baseline_cells`` (a prepared cell set) trains the colour baseline on other crops,
+    e.g. when the evaluated crops exist for held-out images only.
+
+    Field rule (how an image's cells make its label, :mod:`leukcore.classify.fields`):
+    ``"select"`` picks the test-time augmentation (``tta_modes``) and aggregation with the best
+    **validation** field accuracy (never the test split); ``"card"`` uses the model card's
+    ``inference`` block; a dict ``{"tta", "field_aggregation"}`` fixes it.  Cell-level metrics are
+    always without TTA (what the whole-slide pipeline computes); the test-split accuracy of every
+    rule is reported as an ablation (``field_rule_ablation``), not used for any choice.
     """
     from ..classify.model import Classifier
     from .prepare import prepare
@@ -120,6 +160,37 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
     y = cells["label"][te]
     rows = cells["row"][te]
     P = clf.predict_crops(cells["crops"][te])
+    # ---- field rule: chosen on the validation split (or given), then applied to the test split
+    from ..classify.fields import field_rule as _card_rule
+    va = np.flatnonzero(cells["split"] == "val")
+    rule_table: list = []
+    if field_rule == "select":
+        vp = {}
+        for t in tta_modes:
+            if len(va):
+                vp[t] = (clf.predict_crops(cells["crops"][va], tta=t), cells["row"][va])
+        rule, rule_table = select_field_rule(vp, lab_of_row, tta_modes)
+        rule["selected_on"] = "validation split, images accuracy (ties: cheaper rule)"
+    elif field_rule == "card":
+        rule = _card_rule(clf.card)
+    else:
+        rule = _card_rule({"inference": field_rule})
+    Pt = {None: P}
+    for t in set(tta_modes) | {rule["tta"]}:
+        if t not in Pt:
+            Pt[t] = clf.predict_crops(cells["crops"][te], tta=t)
+    P_field = Pt[rule["tta"]]
+    how = rule["field_aggregation"]
+    for r in rule_table:
+        r["test_images_accuracy"] = _field_acc(Pt[r["tta"]], rows, lab_of_row, r["field_aggregation"])
+    for t in Pt:
+        for h in ("mean_prob", "mean_log_prob"):
+            if not any(r["tta"] == t and r["field_aggregation"] == h for r in rule_table):
+                rule_table.append({"tta": t, "field_aggregation": h,
+                                   "test_images_accuracy": _field_acc(Pt[t], rows, lab_of_row, h)})
+    for mc in (1, 8):
+        rule_table.append({"tta": rule["tta"], "field_aggregation": how, "max_cells_per_image": mc,
+                           "test_images_accuracy": _field_acc(P_field, rows, lab_of_row, how, mc)})
     bc = baseline_cells if baseline_cells is not None else cells       # colour baseline's training cells
     btr = np.flatnonzero(bc["split"] == "train")
     colour = ColourBaseline().fit(bc["crops"][btr], bc["label"][btr])
@@ -136,8 +207,12 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
         res["colour_baseline_trained_on"] = "training cells of another crop source (baseline_cells)"
     res["cnn"] = {"cells": _block(y, P, rows, classes, split_type, n_boot)}
     res["colour_baseline"] = {"cells": _block(y, Pc, rows, classes, split_type, n_boot)}
-    u, yi, Pi = image_level(P, rows, lab_of_row)
-    _, _, Pci = image_level(Pc, rows, lab_of_row)
+    if len(te):
+        res["cnn"]["cells_tta"] = {str(t): {"accuracy": float((Pt[t].argmax(1) == y).mean())} for t in Pt}
+    res["field_rule"] = {k: v for k, v in rule.items()}
+    res["field_rule_ablation"] = rule_table
+    u, yi, Pi = image_level(P_field, rows, lab_of_row, how)
+    _, _, Pci = image_level(Pc, rows, lab_of_row, how)
     res["cnn"]["images"] = _block(yi, Pi, u, classes, split_type, n_boot, groups=False)
     res["colour_baseline"]["images"] = _block(yi, Pci, u, classes, split_type, n_boot, groups=False)
     n_img = len(test_rows)
@@ -162,9 +237,10 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
             crops_s, idx_s, tgt = sw
             ys, rs = cells["label"][idx_s], cells["row"][idx_s]
             Ps = clf.predict_crops(crops_s)
+            Psf = Ps if rule["tta"] is None else clf.predict_crops(crops_s, tta=rule["tta"])
             Pcs = colour.predict_proba(crops_s, C)
-            us, ysi, Psi = image_level(Ps, rs, lab_of_row)
-            _, _, Pcsi = image_level(Pcs, rs, lab_of_row)
+            us, ysi, Psi = image_level(Psf, rs, lab_of_row, how)
+            _, _, Pcsi = image_level(Pcs, rs, lab_of_row, how)
             res["stain_swap"] = {
                 "method": "Reinhard LAB mean/std transfer of each held-out field to the mean of another "
                           "stain group's training fields (cycling through the other groups)",
@@ -194,6 +270,11 @@ def headline(res: dict) -> dict:
     h["cnn_cells_balanced_accuracy"] = round(res["cnn"]["cells"].get("balanced_accuracy", float("nan")), 4)
     h["cnn_cells_roc_auc_macro"] = round(res["cnn"]["cells"].get("roc_auc_macro", float("nan")), 4)
     h["cnn_cells_ece"] = round(res["cnn"]["cells"].get("ece", float("nan")), 4)
+    if "field_rule" in res:
+        h["images_rule"] = f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} " \
+                           "over all detected cells (selected on the validation split)" \
+            if "selected_on" in res["field_rule"] else \
+            f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} over all detected cells"
     if "stain_swap" in res:
         s = res["stain_swap"]
         for k in ("cnn", "colour_baseline"):
@@ -226,6 +307,8 @@ def _write(res, out: Path, classes, y, P, yi, Pi, clf, update_card, log):
     if update_card and cp and Path(cp).parent.resolve() == out.resolve():
         import yaml
         card = yaml.safe_load(Path(cp).read_text())
+        if "field_rule" in res:
+            card["inference"] = dict(res["field_rule"])
         card["metrics"] = h
         with atomic_path(cp) as tmp:
             Path(tmp).write_text(yaml.safe_dump(card, sort_keys=False))

@@ -25,7 +25,7 @@ import numpy as np
 from .config import dump_config
 from .metrics import macro_f1
 
-__all__ = ["train_classifier", "seed_everything", "build_card"]
+__all__ = ["train_classifier", "seed_everything", "build_card", "weights_digest"]
 
 
 def _print(*a):
@@ -53,6 +53,40 @@ def _dist():
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def weights_digest(module) -> str:
+    """sha256 of a module's state (names, shapes, values): equal on every DDP rank after training."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _shard(batches: list, rank: int, world: int) -> list:
+    """This rank's share of an epoch's batches; every rank gets the same number of steps (DDP needs it):
+    the list is padded with its first batches up to a multiple of ``world``."""
+    if world <= 1 or not batches:
+        return batches
+    pad = (-len(batches)) % world
+    full = batches + batches[:pad] if pad <= len(batches) else batches * (1 + pad // len(batches))
+    full = full[: len(batches) + pad]
+    return full[rank::world]
+
+
+def _broadcast(obj, world: int):
+    """Rank 0's value of ``obj`` on every rank (DDP); ``obj`` unchanged when not distributed."""
+    if world <= 1:
+        return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _class_weights(y: np.ndarray, C: int) -> np.ndarray:
@@ -126,8 +160,8 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     st = device_settings(device)
     seed_everything(int(tr["seed"]))
     run = Path(out_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
+    if rank == 0:                     # only rank 0 writes the run directory
+        run.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run / "config.yaml")
     t0 = time.perf_counter()
     report: dict = {}
@@ -247,26 +281,33 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
 
     # ---------------------------------------------------------------- phase 2: top stages
     t3 = time.perf_counter()
-    params = [p for p in top.parameters()]
+    for p_ in trunk.parameters():     # the trunk is frozen (its features are cached); DDP must not wait for it
+        p_.requires_grad_(False)
+    params = [p for p in top.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=p2["lr"], weight_decay=p2["weight_decay"])
     if p2_opt is not None:
         opt.load_state_dict(p2_opt)
     model = top
-    if world > 1:
+    if world > 1:                     # DDP broadcasts rank 0's weights, then averages gradients every step
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(top, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(enabled=bool(st["amp"]))
     rng = np.random.default_rng(int(tr["seed"]) + 2)
     n_seen = 0
+    sched = p2.get("schedule", "constant")
+    if sched not in ("constant", "cosine"):
+        raise ValueError(f"config: train.phase2.schedule must be constant | cosine, got {sched!r}")
     for ep in range(p2_start, int(p2["epochs"])):
+        if sched == "cosine":         # per-epoch cosine decay from lr towards 0 over the planned epochs
+            for g in opt.param_groups:
+                g["lr"] = float(p2["lr"]) * 0.5 * (1 + np.cos(np.pi * ep / max(1, int(p2["epochs"]))))
         top.train()
         for m in top.modules():       # keep BatchNorm statistics frozen (small batches, small data)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
         view = rng.integers(0, V, size=len(tri))
         batches = _batches(len(tri), p2["batch_size"], rng, ytr, tr["balance"], C)
-        if world > 1:
-            batches = batches[rank::world]
+        batches = _shard(batches, rank, world)
         from tqdm import tqdm
         tot = 0.0
         for b in tqdm(batches, desc=f"phase 2 epoch {ep}", unit="batch", mininterval=10, leave=False):
@@ -285,8 +326,9 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
         with torch.inference_mode():
             pv = np.concatenate([top(torch.from_numpy(fva[i:i + 256].astype(np.float32)).to(device)).float().cpu().numpy()
                                  for i in range(0, len(fva), 256)]) if len(fva) else np.zeros((0, C))
-        f1 = macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0
-        history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1})
+        f1 = _broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, world)   # one decision for all ranks
+        history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1,
+                        "lr": float(opt.param_groups[0]["lr"])})
         log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
         if f1 > p2_best:
             p2_best, p2_bad = f1, 0
@@ -299,7 +341,18 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
         if p2_bad >= int(p2["patience"]):
             break
     net.load_state_dict(p2_state)
+    for p_ in trunk.parameters():
+        p_.requires_grad_(True)
     timings["phase2_s"] = round(time.perf_counter() - t3, 1)
+    if world > 1:
+        import torch.distributed as dist
+        digest = weights_digest(net)
+        log(f"[train] rank {rank}/{world} weights sha256 {digest}")
+        every = [None] * world
+        dist.all_gather_object(every, digest)
+        if len(set(every)) != 1:
+            raise RuntimeError(f"DDP ranks ended with different weights: {every}")
+        timings["ddp"] = {"world_size": world, "backend": dist.get_backend(), "ranks_agree_on_weights": True}
     if resume:
         timings["resumed"] = True
     if n_seen:
