@@ -86,12 +86,14 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
     df, classes = read_datasets(cfg, report)
     spec = spec_from_config(cfg)
     only = bool(cfg["data"].get("only_cached"))
-    cells = build_cell_set(df, spec, make_finder(cfg, device), max_cells_per_image=cfg["data"]["max_cells_per_image"],
+    finder = make_finder(cfg, device)
+    cells = build_cell_set(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"],
                            only_cached=only)
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)
     cells["split"] = df["split"].to_numpy()[cells["row"]]
     if report is not None:
+        report["finder"] = getattr(finder, "name", str(cfg["data"]["finder"]))   # detector: name, weights sha, thresholds
         nc = cells["n_cells"]
         report["cells"] = int(len(cells["row"]))
         report["images_without_cells"] = int(((nc == 0) & cells["found"]).sum())
