@@ -9,7 +9,13 @@ Steps
 3. :class:`~leukcore.tiling.TileGrid` over the region at the working resolution;
    halo larger than the biggest white cell.
 4. Skip empty: a purple (nucleated-cell) colour measure on a ~2 um/px level marks
-   candidate tiles; only tiles near candidates are run.
+   candidate *blocks* (:data:`WINDOW_BLOCK` working px) within a cell radius of a
+   candidate pixel; only tiles holding a marked block are run, and inside a tile the
+   network runs only on sub-windows: the marked blocks' bounding boxes (merged while
+   merging does not cost pixels) grown by the tile halo and clipped to the tile's read
+   box.  A cell is kept when its centroid lies in the tile's core *and* in a marked
+   block, so the cells found do not depend on the tiling nor on how the windows were
+   cut (a tile whose windows would cover most of it runs whole, same rule).
 5. Batches of tiles: a reader thread prepares the next batch while the network
    runs on the current one (on CPU a batch goes through the network in pieces of at
    most :data:`MAX_FORWARD_PX` pixels, so peak memory stays flat); per tile stardist NMS, the ownership rule keeps
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -31,10 +38,10 @@ import numpy as np
 
 from ..progress import emit, is_cancelled
 from ..results import CellTable
-from ..tiling import TileGrid, dedupe_points
+from ..tiling import Tile, TileGrid, dedupe_points
 from .postprocess import instances_from_maps, polygon_centroid
 
-__all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan"]
+__all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan", "tile_windows"]
 
 #: colour-measure threshold (white-balanced min(B-G, R-G)-style purple measure) for candidate pixels
 SKIP_THRESH = 18.0
@@ -42,6 +49,11 @@ SKIP_THRESH = 18.0
 SKIP_MPP = 2.0
 #: most working pixels per forward pass (memory bound: a 1152 px tile needs ~0.8 GB on CPU)
 MAX_FORWARD_PX = {"cpu": 1.4e6, "cuda": 64e6}
+#: edge (working px) of the candidate blocks; sub-windows are unions of blocks (a divisor of the tile edge
+#: is used when the tile is not a multiple of it)
+WINDOW_BLOCK = 32
+#: a tile whose sub-windows would read more than this share of its read box runs whole
+WINDOW_MAX_SHARE = 0.75
 
 
 @dataclass
@@ -60,6 +72,15 @@ class DetectionPlan:
     working_mpp: float
     region: tuple
     timings: dict = field(default_factory=dict)
+    #: bool (rows, cols) map of candidate blocks over the working grid (None: no skipping)
+    blocks: Optional[np.ndarray] = None
+    #: block edge in working px (divides ``grid.tile``)
+    block: int = 0
+    #: run sub-windows around candidate blocks inside a tile (else whole tiles)
+    windows: bool = True
+    #: margin (working px) read around a sub-window's core: a cell radius plus the network's
+    #: receptive-field radius (0: the grid halo)
+    window_halo: int = 0
 
     def to_level0(self, pts: np.ndarray) -> np.ndarray:
         """Working-grid (y, x) -> level-0 (y, x) (pixel-centre convention)."""
@@ -118,12 +139,23 @@ def _check_region(region, shape):
     return (y0, x0, y1, x1)
 
 
-def _candidate_tiles(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH) -> np.ndarray:
-    """Bool per tile: a nucleated-cell colour signal lies within a cell radius of its core."""
+def _block_edge(tile: int) -> int:
+    """Candidate-block edge: the largest divisor of ``tile`` among WINDOW_BLOCK, /2, /4... (>= 1)."""
+    b = WINDOW_BLOCK
+    while b > 1 and tile % b:
+        b //= 2
+    return max(1, b)
+
+
+def _candidate_blocks(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH) -> np.ndarray:
+    """Bool (rows, cols) map over the working grid in blocks of ``plan.block`` px: a nucleated-cell
+    colour signal lies within a cell radius of the block (Chebyshev distance, as for whole tiles)."""
     from skimage.measure import block_reduce
 
     grid = plan.grid
-    run = np.zeros(len(grid), bool)
+    B = plan.block
+    nby, nbx = int(math.ceil(grid.shape[0] / B)), int(math.ceil(grid.shape[1] / B))
+    blocks = np.zeros((nby, nbx), bool)
     want = SKIP_MPP / slide.mpp                       # level-0 px per candidate px
     lvl = slide.best_level_for_downsample(max(want, 1.0))
     lds = slide.downsamples[lvl]
@@ -153,15 +185,155 @@ def _candidate_tiles(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH) ->
             wy = (Y - plan.origin[0]) / plan.ds
             wx = (X - plan.origin[1]) / plan.ds
             half = k * lds / plan.ds / 2 + rad
-            t = grid.tile
-            r0 = np.clip(np.floor((wy - half) / t).astype(int), 0, grid.n_rows - 1)
-            r1 = np.clip(np.floor((wy + half) / t).astype(int), 0, grid.n_rows - 1)
-            c0 = np.clip(np.floor((wx - half) / t).astype(int), 0, grid.n_cols - 1)
-            c1 = np.clip(np.floor((wx + half) / t).astype(int), 0, grid.n_cols - 1)
-            for a0, a1, b0, b1 in set(zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist())):
-                for r in range(a0, a1 + 1):
-                    run[r * grid.n_cols + b0:r * grid.n_cols + b1 + 1] = True
-    return run
+            r0 = np.clip(np.floor((wy - half) / B).astype(np.int64), 0, nby - 1)
+            r1 = np.clip(np.floor((wy + half) / B).astype(np.int64), 0, nby - 1)
+            c0 = np.clip(np.floor((wx - half) / B).astype(np.int64), 0, nbx - 1)
+            c1 = np.clip(np.floor((wx + half) / B).astype(np.int64), 0, nbx - 1)
+            key = np.unique(np.stack([r0, c0, r1 - r0, c1 - c0], 1), axis=0)
+            r0, c0, er, ec = key.T
+            for dr in range(int(er.max()) + 1):
+                for dc in range(int(ec.max()) + 1):
+                    sel = (er >= dr) & (ec >= dc)
+                    blocks[r0[sel] + dr, c0[sel] + dc] = True
+    return blocks
+
+
+def _tiles_from_blocks(grid: TileGrid, blocks: np.ndarray, B: int) -> np.ndarray:
+    """Bool per tile: its core holds a marked block."""
+    tb = grid.tile // B
+    pad = np.zeros((grid.n_rows * tb, grid.n_cols * tb), bool)
+    pad[:blocks.shape[0], :blocks.shape[1]] = blocks
+    return pad.reshape(grid.n_rows, tb, grid.n_cols, tb).any(axis=(1, 3)).ravel()
+
+
+def _candidate_tiles(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH) -> np.ndarray:
+    """Bool per tile: a nucleated-cell colour signal lies within a cell radius of its core."""
+    if not plan.block:
+        plan.block = _block_edge(plan.grid.tile)
+    return _tiles_from_blocks(plan.grid, _candidate_blocks(plan, slide, thresh), plan.block)
+
+
+_RF_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def receptive_radius(detector, size: int = 128) -> Optional[int]:
+    """Receptive-field radius of the detector's network in working px, measured (cached per detector).
+
+    One input pixel of a random tile is changed; the radius is the farthest output pixel whose
+    probability or distances move by more than float rounding.  ``None`` when the change reaches
+    the probe's border (not a local network) or the detector cannot be probed.
+    """
+    try:
+        return _RF_CACHE[detector]
+    except (KeyError, TypeError):
+        pass
+    m = max(1, int(getattr(detector, "multiple", 1)))
+    size = int(math.ceil(size / m) * m)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 1.0, (2, size, size, 3)).astype(np.float32)
+    c = size // 2
+    x2 = x.copy()
+    x2[:, c, c, :] = np.where(x2[:, c, c, :] > 0.65, x2[:, c, c, :] - 0.3, x2[:, c, c, :] + 0.3)
+    try:
+        p0, d0 = detector.predict_maps(x)
+        p1, d1 = detector.predict_maps(x2)
+    except Exception:                                   # noqa: BLE001 - any detector without a plain forward
+        return None
+    dp = np.abs(np.asarray(p1, np.float64) - p0) / (np.abs(p0).max() + 1e-12)
+    dd = (np.abs(np.asarray(d1, np.float64) - d0) / (np.abs(d0).max() + 1e-12)).max(-1)
+    ys, xs = np.nonzero((np.maximum(dp, dd) > 1e-4).any(0))
+    if len(ys) == 0:
+        r = 0
+    else:
+        r = int(max(np.abs(ys - c).max(), np.abs(xs - c).max()))
+    out = None if r >= c - 2 * m else r
+    try:
+        _RF_CACHE[detector] = out
+    except TypeError:
+        pass
+    return out
+
+
+def _window_halo(detector, grid: TileGrid, halo_px: float) -> int:
+    """Sub-window margin: half the largest cell + the receptive-field radius (+ 4 px), at most the grid halo."""
+    r = receptive_radius(detector)
+    if r is None:
+        return grid.halo
+    m = grid.multiple
+    return int(min(grid.halo, math.ceil((halo_px / 2 + r + 4) / m) * m))
+
+
+def _area(box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _union(a, b) -> tuple:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def tile_windows(plan: DetectionPlan, tile: Tile) -> list:
+    """Sub-windows of a tile to run the network on, as :class:`~leukcore.tiling.Tile` objects.
+
+    Each window's core is a union of marked candidate blocks inside the tile's core (window
+    cores are disjoint); its read box is the core grown by ``plan.window_halo`` (half the
+    largest cell + the network's measured receptive-field radius, so every output pixel that
+    can touch an owned cell is computed from the same input pixels as in the whole tile) and
+    clipped to the tile's read box (sizes and origins stay multiples of the network's ``multiple``).  Without
+    a block map (no skipping, or ``windows=False``), or when the windows would read more than
+    :data:`WINDOW_MAX_SHARE` of the tile, the tile itself is the one window.
+    """
+    if plan.blocks is None or not plan.windows:
+        return [tile]
+    grid, B = plan.grid, plan.block
+    tb = grid.tile // B
+    sub = plan.blocks[tile.row * tb:(tile.row + 1) * tb, tile.col * tb:(tile.col + 1) * tb]
+    if not sub.any():
+        return []
+    from scipy import ndimage as ndi
+
+    h = plan.window_halo or grid.halo
+    cy0, cx0, cy1, cx1 = tile.core
+    ry1, rx1 = tile.read[2], tile.read[3]
+
+    def read_of(core):
+        return (core[0] - h, core[1] - h, ry1 if core[2] >= cy1 else core[2] + h,
+                rx1 if core[3] >= cx1 else core[3] + h)
+
+    lab, n = ndi.label(sub, structure=np.ones((3, 3), int))
+    cores = []
+    for sl in ndi.find_objects(lab):
+        cores.append((cy0 + sl[0].start * B, cx0 + sl[1].start * B,
+                      min(cy0 + sl[0].stop * B, cy1), min(cx0 + sl[1].stop * B, cx1)))
+    # merge windows whose cores overlap, or whose union reads no more pixels than the two apart
+    changed = True
+    while changed and len(cores) > 1:
+        changed = False
+        for i in range(len(cores)):
+            for j in range(i + 1, len(cores)):
+                a, b = cores[i], cores[j]
+                u = _union(a, b)
+                overlap = a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+                if overlap or _area(read_of(u)) <= _area(read_of(a)) + _area(read_of(b)):
+                    cores[i] = u
+                    del cores[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    wins = [Tile(index=tile.index, row=tile.row, col=tile.col, core=c, read=read_of(c)) for c in cores]
+    if sum(_area(w.read) for w in wins) > WINDOW_MAX_SHARE * _area(tile.read):
+        return [tile]
+    return wins
+
+
+def _in_marked_block(plan: DetectionPlan, pts_w: np.ndarray) -> np.ndarray:
+    """Bool per working-grid point: it lies in a marked candidate block (True when not skipping)."""
+    if plan.blocks is None or not plan.windows:
+        return np.ones(len(pts_w), bool)
+    B = plan.block
+    r = np.clip(np.floor(pts_w[:, 0] / B).astype(np.int64), 0, plan.blocks.shape[0] - 1)
+    c = np.clip(np.floor(pts_w[:, 1] / B).astype(np.int64), 0, plan.blocks.shape[1] - 1)
+    return plan.blocks[r, c]
 
 
 def _slide_background(slide) -> np.ndarray:
@@ -174,8 +346,12 @@ def _slide_background(slide) -> np.ndarray:
 
 
 def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_empty: bool = True,
-                   mpp: Optional[float] = None) -> DetectionPlan:
-    """Decide pixel size, working level, tile grid and which tiles to run (no network yet)."""
+                   mpp: Optional[float] = None, windows: bool = True) -> DetectionPlan:
+    """Decide pixel size, working level, tile grid, candidate blocks and which tiles to run (no network yet).
+
+    ``windows`` (with ``skip_empty``): inside a tile run the network only on sub-windows around
+    the candidate blocks (:func:`tile_windows`); ``False`` runs every candidate tile whole.
+    """
     t0 = time.perf_counter()
     slide, mpp_info = _resolve_mpp(slide, mpp)
     if min(slide.shape) <= 0:
@@ -201,9 +377,13 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
     bg = _slide_background(slide)
     plan = DetectionPlan(slide=slide, level=lvl, scale=scale, ds=ds, origin=(reg[0], reg[1]), grid=grid,
                          run=np.ones(len(grid), bool), bg=bg, mpp_info=mpp_info,
-                         working_mpp=float(ds * slide.mpp), region=reg)
+                         working_mpp=float(ds * slide.mpp), region=reg, block=_block_edge(grid.tile),
+                         windows=bool(windows))
     if skip_empty:
-        plan.run = _candidate_tiles(plan, slide)
+        if windows:
+            plan.window_halo = _window_halo(detector, grid, halo_px)
+        plan.blocks = _candidate_blocks(plan, slide)
+        plan.run = _tiles_from_blocks(grid, plan.blocks, plan.block)
     plan.timings["plan_s"] = time.perf_counter() - t0
     return plan
 
@@ -239,9 +419,22 @@ def _read_tile(plan: DetectionPlan, read_box) -> np.ndarray:
 
 
 def _read_batch(plan: DetectionPlan, tiles) -> list:
+    """Per tile: list of (window, normalised pixels); one read of the windows' bounding box per tile."""
     from .data import normalize_image
 
-    return [normalize_image(_read_tile(plan, t.read), plan.bg) for t in tiles]
+    out = []
+    for t in tiles:
+        wins = tile_windows(plan, t)
+        if not wins:
+            out.append([])
+            continue
+        box = wins[0].read
+        for w in wins[1:]:
+            box = _union(box, w.read)
+        a = normalize_image(_read_tile(plan, box), plan.bg)
+        out.append([(w, a[w.read[0] - box[0]:w.read[2] - box[0], w.read[1] - box[1]:w.read[3] - box[1]])
+                    for w in wins])
+    return out
 
 
 def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nms_thresh):
@@ -262,15 +455,16 @@ def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nm
 def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int = 4, region=None,
                 skip_empty: bool = True, progress=None, cancel=None, device: str = "auto",
                 mpp: Optional[float] = None, prob_thresh: Optional[float] = None,
-                nms_thresh: Optional[float] = None, plan: Optional[DetectionPlan] = None
-                ) -> Iterator[CellTable]:
+                nms_thresh: Optional[float] = None, plan: Optional[DetectionPlan] = None,
+                windows: bool = True) -> Iterator[CellTable]:
     """Detect cells batch by batch; yields one :class:`CellTable` per finished batch of tiles.
 
     Parameters are those of :func:`detect_cells`.  Chunks carry provisional ids;
     the caller assigns final ids (``CellTable.concat(...).sorted()``).  A
     cancelled run yields a last (possibly empty) chunk with ``meta["partial"] = True``.
     Every chunk's meta holds ``mpp``, ``mpp_source``, ``detector``, ``n_tiles``,
-    ``tiles_run`` and ``working_mpp``.
+    ``tiles_run`` and ``working_mpp``, and the running totals ``windows_run`` (network
+    inputs) and ``px_run`` (working pixels through the network).
     """
     from .model import Detector
 
@@ -280,7 +474,8 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
         detector = Detector.load(detector or "wbc-stardist", device=device)
     slide = _as_slide(slide, mpp)
     if plan is None:
-        plan = plan_detection(slide, detector, tile_size=tile_size, region=region, skip_empty=skip_empty, mpp=mpp)
+        plan = plan_detection(slide, detector, tile_size=tile_size, region=region, skip_empty=skip_empty, mpp=mpp,
+                              windows=windows)
     pt = detector.prob_thresh if prob_thresh is None else float(prob_thresh)
     nt = detector.nms_thresh if nms_thresh is None else float(nms_thresh)
     tiles = [t for t in plan.grid if plan.run[t.index]]
@@ -290,15 +485,17 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
             "detector": detector.info(), "n_tiles": len(plan.grid), "tiles_run": total,
             "tile_size": plan.grid.tile, "halo": plan.grid.halo, "working_mpp": plan.working_mpp,
             "level": plan.level, "region": list(plan.region), "skip_empty": bool(skip_empty),
-            "shape": list(plan.slide.shape), "slide": plan.slide.path}
+            "shape": list(plan.slide.shape), "slide": plan.slide.path,
+            "windows": bool(plan.windows and plan.blocks is not None), "block": plan.block}
     # seam safety net: working-grid centres of cells already emitted near a core edge
     dedupe_r = 0.25 * detector.max_cell_um / plan.working_mpp
     seam_pts = np.zeros((0, 2))
     seam_sc = np.zeros(0)
-    done = n_cells = 0
+    done = n_cells = n_windows = px_run = 0
     emit(progress, "detect", 0, total, cells=0, message=f"{total} of {len(plan.grid)} tiles to run")
     if not batches:
-        yield CellTable.from_detections(np.zeros((0, 2)), [], np.zeros(0), plan.slide.mpp, meta)
+        yield CellTable.from_detections(np.zeros((0, 2)), [], np.zeros(0), plan.slide.mpp,
+                                        {**meta, "windows_run": 0, "px_run": 0})
         return
     dev_type = getattr(getattr(detector, "device", None), "type", "cpu")
     budget = MAX_FORWARD_PX.get(dev_type, MAX_FORWARD_PX["cpu"])
@@ -308,52 +505,67 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
         for bi, batch in enumerate(batches):
             if is_cancelled(cancel):
                 yield CellTable.from_detections(np.zeros((0, 2)), [], np.zeros(0), plan.slide.mpp,
-                                                {**meta, "partial": True, "tiles_done": done})
+                                                {**meta, "partial": True, "tiles_done": done,
+                                                 "windows_run": n_windows, "px_run": px_run})
                 return
             arrays = fut.result()
             if bi + 1 < len(batches):
                 fut = ex.submit(_read_batch, plan, batches[bi + 1])
             cents, polys, scores = [], [], []
-            # tiles of one shape go through the network together
+            # windows of one shape (from any tile of the batch) go through the network together
             shapes: dict = {}
-            for t, a in zip(batch, arrays):
-                shapes.setdefault(a.shape, []).append((t, a))
+            for t, wins in zip(batch, arrays):
+                for w, a in wins:
+                    shapes.setdefault(a.shape, []).append((w, a))
+                    n_windows += 1
+                    px_run += a.shape[0] * a.shape[1]
             subgroups = []
             for group in shapes.values():
                 # pixel budget per forward pass keeps peak memory flat (CPU: ~1 large tile at a time;
                 # the output alone is n_rays floats per pixel)
                 per = max(1, int(budget // (group[0][1].shape[0] * group[0][1].shape[1])))
                 subgroups += [group[i:i + per] for i in range(0, len(group), per)]
+            found: dict = {}
             for group in subgroups:
                 prob, dist = detector.predict_maps(np.stack([a for _, a in group]))
-                for j, (t, _) in enumerate(group):
-                    res = _tile_cells(plan, detector, t, prob[j], dist[j], pt, nt)
-                    if res is None:
-                        continue
-                    c0, p0, s0, cw = res
-                    # safety net: drop cells that duplicate an already emitted seam cell
-                    near = _near_core_edge(cw, t, dedupe_r * 2)
-                    keep = np.ones(len(c0), bool)
-                    if len(seam_pts) and near.any():
-                        from scipy.spatial import cKDTree
-                        d, _ = cKDTree(seam_pts).query(cw[near], k=1)
-                        keep[np.nonzero(near)[0][d < dedupe_r]] = False
-                    # and within the tile itself (NMS already did this; cheap to be sure)
-                    kk = dedupe_points(cw, s0, dedupe_r)
-                    mask = np.zeros(len(c0), bool)
-                    mask[kk] = True
-                    keep &= mask
-                    if near.any():
-                        seam_pts = np.concatenate([seam_pts, cw[near & keep]])
-                        seam_sc = np.concatenate([seam_sc, s0[near & keep]])
-                    cents.append(c0[keep])
-                    polys.extend(list(p0[keep]))
-                    scores.append(s0[keep])
+                for j, (w, _) in enumerate(group):
+                    res = _tile_cells(plan, detector, w, prob[j], dist[j], pt, nt)
+                    if res is not None:
+                        found.setdefault(w.index, []).append(res)
+            for t in batch:
+                parts = found.get(t.index)
+                if not parts:
+                    continue
+                c0 = np.concatenate([r[0] for r in parts])
+                p0 = np.concatenate([r[1] for r in parts])
+                s0 = np.concatenate([r[2] for r in parts])
+                cw = np.concatenate([r[3] for r in parts])
+                # skipping: only cells centred in a candidate block (independent of tiling and windows)
+                keep = _in_marked_block(plan, cw)
+                # safety net: drop cells that duplicate an already emitted seam cell
+                near = _near_core_edge(cw, t, dedupe_r * 2)
+                if len(seam_pts) and near.any():
+                    from scipy.spatial import cKDTree
+                    d, _ = cKDTree(seam_pts).query(cw[near], k=1)
+                    keep[np.nonzero(near)[0][d < dedupe_r]] = False
+                # and within the tile itself (NMS already did this; cheap to be sure)
+                kk = dedupe_points(cw, s0, dedupe_r)
+                mask = np.zeros(len(c0), bool)
+                mask[kk] = True
+                keep &= mask
+                if near.any():
+                    seam_pts = np.concatenate([seam_pts, cw[near & keep]])
+                    seam_sc = np.concatenate([seam_sc, s0[near & keep]])
+                cents.append(c0[keep])
+                polys.extend(list(p0[keep]))
+                scores.append(s0[keep])
             done += len(batch)
             c = np.concatenate(cents) if cents else np.zeros((0, 2))
             s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
             n_cells += len(s)
-            chunk = CellTable.from_detections(c, polys, s, plan.slide.mpp, {**meta, "tiles_done": done})
+            chunk = CellTable.from_detections(c, polys, s, plan.slide.mpp,
+                                              {**meta, "tiles_done": done, "windows_run": n_windows,
+                                               "px_run": px_run})
             emit(progress, "detect", done, total, cells=n_cells, message=f"tile {done}/{total}",
                  data={"chunk": chunk})
             yield chunk
@@ -370,7 +582,7 @@ def _near_core_edge(points_w: np.ndarray, tile, margin: float) -> np.ndarray:
 def detect_cells(slide, detector=None, *, tile_size: int = 1024, batch_size: int = 4, region=None,
                  skip_empty: bool = True, progress=None, cancel=None, device: str = "auto",
                  mpp: Optional[float] = None, prob_thresh: Optional[float] = None,
-                 nms_thresh: Optional[float] = None) -> CellTable:
+                 nms_thresh: Optional[float] = None, windows: bool = True) -> CellTable:
     """Find every white blood cell of a slide (or region) as a star-convex polygon.
 
     Parameters
@@ -397,6 +609,10 @@ def detect_cells(slide, detector=None, *, tile_size: int = 1024, batch_size: int
     mpp : float, optional
         Override the slide's pixel size; without one and without metadata it is
         estimated from the red cells (estimate and spread in ``meta["mpp_estimate"]``).
+    windows : bool
+        With ``skip_empty``: inside each tile run the network only on sub-windows around the
+        candidate blocks (fewer pixels on sparse slides, same cells); ``False`` runs candidate
+        tiles whole and keeps every cell of their cores.
 
     Returns
     -------
@@ -409,7 +625,7 @@ def detect_cells(slide, detector=None, *, tile_size: int = 1024, batch_size: int
     partial = False
     for ch in iter_detect(slide, detector, tile_size=tile_size, batch_size=batch_size, region=region,
                           skip_empty=skip_empty, progress=progress, cancel=cancel, device=device, mpp=mpp,
-                          prob_thresh=prob_thresh, nms_thresh=nms_thresh):
+                          prob_thresh=prob_thresh, nms_thresh=nms_thresh, windows=windows):
         partial = partial or bool(ch.meta.get("partial"))
         chunks.append(ch)
     meta = dict(chunks[-1].meta) if chunks else {}
