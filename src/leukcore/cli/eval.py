@@ -23,6 +23,8 @@ def register(sub):
     p.add_argument("--field-rule", choices=["card", "select"], default="card",
                    help="how a field's cells make its label: the card's inference rule (default) or re-select "
                         "TTA x aggregation on the validation split")
+    p.add_argument("--tta", nargs="+", choices=["none", "flip", "d4"], default=None,
+                   help="with --field-rule select: the TTA modes to choose from (default: the config's eval.tta)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")
@@ -46,7 +48,9 @@ def run(args) -> int:
     out = Path(args.out) if args.out else None
     res = evaluate_model(card, cfg, out, stain_swap=args.stain_swap, n_boot=args.n_boot, device=args.device,
                          backend=args.backend, update_card=False, log=lambda *a: None,
-                         field_rule=args.field_rule)
+                         field_rule=args.field_rule,
+                         tta_modes=tuple(None if t == "none" else t for t in args.tta) if args.tta
+                         else tuple(cfg["eval"].get("tta") or (None,)))
     if args.json:
         print(json.dumps(res, indent=1, default=float))
         return 0

@@ -29,6 +29,7 @@ Example (YAML)::
       phase1: {epochs: 40, lr: 0.002, batch_size: 256, weight_decay: 0.0001, patience: 8}
       phase2: {epochs: 4, lr: 0.0003, batch_size: 64, weight_decay: 0.0001, patience: 2, finetune_stages: 2,
                schedule: constant}              # constant | cosine (per-epoch decay to 0 over epochs)
+    eval: {stain_swap: true, n_boot: 1000, tta: [null, flip]}   # field rule chosen on val among these TTA modes
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "classes": None,
     "data": {"datasets": [], "finder": "detector", "detector": "wbc-stardist", "test_frac": 0.2,
              "val_frac": 0.15, "seed": 0, "holdout_sources": [], "max_cells_per_image": 30,
+             "max_train_cells_per_image": None,
              "exclude_pbc_classes": [], "max_images_per_class": None,
              "only_cached": False},
     "model": {"architecture": "tf_efficientnet_lite0", "imagenet": "auto",
@@ -65,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
               "phase1": {"epochs": 40, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4, "patience": 8},
               "phase2": {"epochs": 4, "lr": 3e-4, "batch_size": 64, "weight_decay": 1e-4, "patience": 2,
                          "finetune_stages": 2, "schedule": "constant"}},
-    "eval": {"stain_swap": True, "n_boot": 1000},
+    "eval": {"stain_swap": True, "n_boot": 1000, "tta": [None, "flip"]},
 }
 
 

@@ -383,5 +383,6 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     if evaluate:
         from .evaluate import evaluate_model
         evaluate_model(run / "model.yaml", cfg, out_dir=run, stain_swap=cfg["eval"].get("stain_swap", True),
-                       n_boot=cfg["eval"].get("n_boot", 1000), prepared=(df, classes, spec, cells), log=log)
+                       n_boot=cfg["eval"].get("n_boot", 1000), prepared=(df, classes, spec, cells), log=log,
+                       tta_modes=tuple(cfg["eval"].get("tta") or (None,)))
     return run

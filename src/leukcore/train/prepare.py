@@ -79,6 +79,24 @@ def make_finder(cfg: dict, device="cpu"):
     return centre_finder
 
 
+def cap_train_cells(cells: dict, cap: int, seed: int = 0) -> dict:
+    """Keep at most ``cap`` cells of each **training** image (a seeded random choice among its cells);
+    validation and test keep all (a field is evaluated from all its detected cells).  ``n_cells`` still
+    counts every detected cell."""
+    keep = np.ones(len(cells["row"]), bool)
+    tr = np.flatnonzero(cells["split"] == "train")
+    if len(tr):
+        perm = tr[np.random.default_rng(seed).permutation(len(tr))]
+        perm = perm[np.argsort(cells["row"][perm], kind="stable")]      # grouped by image, random within
+        rows = cells["row"][perm]
+        first = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+        rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+        keep[perm[rank >= cap]] = False
+    n = len(keep)
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == n and k not in ("n_cells", "found") else v)
+            for k, v in cells.items()}
+
+
 def prepare(cfg: dict, device="cpu", report: dict | None = None):
     """``(df, classes, spec, cells)`` where ``cells`` adds ``label`` (class index), ``split`` and ``field`` per crop."""
     from .cells import build_cell_set
@@ -92,6 +110,9 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)
     cells["split"] = df["split"].to_numpy()[cells["row"]]
+    cap = cfg["data"].get("max_train_cells_per_image")
+    if cap is not None and len(cells["row"]):
+        cells = cap_train_cells(cells, int(cap), seed=int(cfg["data"].get("seed", 0)))
     if report is not None:
         report["finder"] = getattr(finder, "name", str(cfg["data"]["finder"]))   # detector: name, weights sha, thresholds
         nc = cells["n_cells"]
