@@ -75,7 +75,8 @@ def bench_model(name, batches, threads, compile_=True):
     rows = []
     backends = {}
     backends["eager"] = lambda x: net(torch.from_numpy(x))
-    net_cl = clf_t.network.to(memory_format=torch.channels_last)
+    import copy
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)     # a copy: eager keeps contiguous weights
     backends["channels_last"] = lambda x: net_cl(torch.from_numpy(x).to(memory_format=torch.channels_last))
     if compile_:
         try:
@@ -87,13 +88,21 @@ def bench_model(name, batches, threads, compile_=True):
         rows.append({"model": name, "backend": "torch.compile", "error": "skipped (--no-compile)"})
     try:
         clf_o = Classifier.load(name, device="cpu", backend="onnx")
-        backends["onnxruntime"] = lambda x: clf_o.logits(x)
+        from leukcore.classify.onnx_backend import OnnxRunner
+        ort1 = OnnxRunner(clf_o._onnx.path, threads=threads)      # same thread count as torch
+        backends["onnxruntime"] = lambda x: ort1(x)
     except Exception as e:  # pragma: no cover
         rows.append({"model": name, "backend": "onnxruntime", "error": str(e)[:200]})
+    compile_s = {}
     for bname, fn in backends.items():
         for bs in batches:
             x = x_all[:bs]
             try:
+                if bname == "torch.compile":            # first call at this batch size compiles (inductor, CPU)
+                    t0 = time.perf_counter()
+                    with torch.inference_mode():
+                        fn(x)
+                    compile_s[bs] = round(time.perf_counter() - t0, 1)
                 with torch.inference_mode():
                     out = np.asarray(fn(x_all[:16]))
                     same = None
@@ -102,10 +111,14 @@ def bench_model(name, batches, threads, compile_=True):
                     same = bool((out.argmax(1) == ref.argmax(1)).all() and np.allclose(out, ref, atol=1e-3))
                     t = _timeit(lambda: fn(x))
             except Exception as e:
-                rows.append({"model": name, "backend": bname, "batch": bs, "error": str(e).splitlines()[0][:200]})
+                msg = (str(e).splitlines() or [type(e).__name__])[0][:300]
+                rows.append({"model": name, "backend": bname, "batch": bs, "error": f"{type(e).__name__}: {msg}"})
                 continue
-            rows.append({"model": name, "backend": bname, "batch": bs, "crops_per_s": round(bs / t, 1),
-                         "gflops_per_s": round(flops * bs / t / 1e9, 2), "same_predictions_as_eager": same})
+            row = {"model": name, "backend": bname, "batch": bs, "crops_per_s": round(bs / t, 1),
+                   "gflops_per_s": round(flops * bs / t / 1e9, 2), "same_predictions_as_eager": same}
+            if bname == "torch.compile":
+                row["first_call_s"] = compile_s.get(bs)
+            rows.append(row)
     # end to end: preprocess + the auto backend through predict_crops
     clf_a = Classifier.load(name, device="cpu", backend="auto")
     t = _timeit(lambda: clf_a.predict_crops(crops[:64]))
@@ -195,7 +208,8 @@ def main(argv=None):
                 print(f"{m['model']:12} {r['backend']:44} {r.get('batch', ''):>5} error: {r['error'][:60]}")
             else:
                 print(f"{m['model']:12} {r['backend']:44} {r['batch']:>5} {r['crops_per_s']:>9} "
-                      f"{r.get('gflops_per_s', ''):>8} {r.get('same_predictions_as_eager', '')}")
+                      f"{r.get('gflops_per_s', ''):>8} {r.get('same_predictions_as_eager', '')}"
+                      + (f"  (first call {r['first_call_s']} s)" if r.get("first_call_s") is not None else ""))
     print("training (images/s):", json.dumps(res["training"]))
     print(f"wrote {out}")
 

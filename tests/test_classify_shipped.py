@@ -27,6 +27,10 @@ def test_card_facts_and_size(name):
     finder = card["training"]["config"]["data"]["finder"]
     if finder == "detector":
         assert "detector" in card["training"]["cells"]             # crops from the project's detector
+        assert card["training"]["data"]["finder"].startswith("detector:wbc-stardist:")   # which detector weights
+        from leukcore.classify.fields import field_rule
+        rule = field_rule(card)                                    # a valid field rule, chosen on val
+        assert "validation" in card["inference"]["selected_on"] and rule["field_aggregation"]
     else:                                                          # any other crop source is declared
         assert finder in card["training"]["cells"] and any(finder in n for n in card.get("notes", []))
     for k in ("cnn_cells_accuracy", "colour_baseline_cells_accuracy", "stain_swap_cnn_images_accuracy"):
@@ -61,6 +65,10 @@ def test_classify_cli_on_real_held_out_fields():
                           "--json", "--mpp", "0.535"], capture_output=True, text=True, check=True)
     recs = [json.loads(line) for line in out.stdout.strip().splitlines()]
     assert [r["path"] for r in recs] == list(test["path"])
-    assert all(r["rule"] == "mean-over-cells" and r["n_cells"] >= 1 for r in recs)
+    from leukcore.classify.fields import field_rule
+    fr = field_rule(load_card("all-4class"))
+    rule = {"mean_prob": "mean-over-cells", "mean_log_prob": "mean-log-prob-over-cells"}[fr["field_aggregation"]]
+    rule += f"+tta-{fr['tta']}" if fr["tta"] else ""
+    assert all(r["rule"] == rule and r["n_cells"] >= 1 for r in recs)              # the card's field rule
     correct = sum(r["label"] == lab for r, lab in zip(recs, test["label"]))
     assert correct >= 6                                                 # held-out fields, 4 classes
