@@ -75,6 +75,29 @@ def test_cli_detect_writes_cells_csv(tmp_path):
     assert (out / "cells.parquet").exists() and (out / "detect_meta.json").exists()
 
 
+def test_cli_detect_labels_image_matches_the_table(tmp_path):
+    """--labels writes an OME-NGFF label pyramid aligned with level 0: each cell's centroid pixel holds its id."""
+    import zarr
+
+    from leukcore.cli import main
+
+    out = tmp_path / "out"
+    img = SAMPLE / "bccd" / "BloodImage_00005.jpg"
+    rc = main(["detect", str(img), "-o", str(out), "--mpp", "0.092", "--device", "cpu", "--quiet", "--labels"])
+    assert rc == 0
+    with open(out / "cells.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    root = zarr.open_group(str(out / "labels.ome.zarr"), mode="r")
+    lab0 = np.asarray(root["0"])
+    assert lab0.shape[-2:] == (480, 640)
+    lab0 = lab0.reshape(480, 640)
+    for r in rows:
+        y, x = int(round(float(r["centroid_y"]))), int(round(float(r["centroid_x"])))
+        assert lab0[y, x] == int(r["cell_id"])
+    assert set(np.unique(lab0)) == {0} | {int(r["cell_id"]) for r in rows}
+
+
 def test_cli_detect_bad_file(tmp_path, capsys):
     from leukcore.cli import main
 

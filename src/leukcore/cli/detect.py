@@ -1,4 +1,5 @@
-"""``leuk detect SLIDE -o OUT``: find white blood cells, write OUT/cells.csv (+ cells.parquet, meta)."""
+"""``leuk detect SLIDE -o OUT``: find white blood cells, write OUT/cells.csv (+ cells.parquet, meta,
+optionally the label image OUT/labels.ome.zarr)."""
 
 
 def register(sub):
@@ -17,6 +18,9 @@ def register(sub):
     p.add_argument("--no-skip", action="store_true", help="run the network on every tile (no empty-tile skipping)")
     p.add_argument("--region", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), default=None,
                    help="only this level-0 region")
+    p.add_argument("--labels", action="store_true",
+                   help="also write OUT/labels.ome.zarr: the cell-id label image (OME-NGFF pyramid aligned with "
+                        "level 0), rasterised from the polygons chunk by chunk, never whole in memory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,12 +54,17 @@ def run(args):
         table = detect_cells(slide, det, tile_size=args.tile_size, batch_size=args.batch_size,
                              region=tuple(args.region) if args.region else None, skip_empty=not args.no_skip,
                              progress=progress, device=args.device)
+        shape, mpp = tuple(slide.shape[:2]), slide.mpp
     if bar is not None:
         bar.close()
     table.meta["slide"] = str(args.slide)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "cells.csv")
     table.to_parquet(out / "cells.parquet")
+    if args.labels:
+        from ..export.labels import write_labels_zarr
+
+        write_labels_zarr(table, shape, out / "labels.ome.zarr", mpp=mpp or table.meta.get("mpp"))
     with atomic_path(out / "detect_meta.json") as tmp:
         Path(tmp).write_text(json.dumps(table.meta, default=_json_default, indent=2))
     m = table.meta
