@@ -5,7 +5,9 @@ import json
 
 
 def register(sub):
-    p = sub.add_parser("models", help="list shipped models with their cards' key facts")
+    p = sub.add_parser("models", help="list shipped models with their cards' key facts",
+                       description="List the models known by name: those in the folders of $LEUK_MODEL_PATH "
+                                   "(searched first) and the shipped ones, with their cards' key facts.")
     p.add_argument("--json", action="store_true", help="one JSON object per model and line")
     p.add_argument("--task", default=None, choices=["detection", "classification"])
     p.set_defaults(func=run)
@@ -20,6 +22,7 @@ def facts(card: dict) -> dict:
             "classes": card.get("classes"), "input": {k: inp.get(k) for k in ("size", "crop_um", "mode", "mpp", "patch")
                                                       if inp.get(k) is not None},
             "weights_mb": round(card.get("weights", {}).get("bytes", 0) / 1e6, 2),
+            "card": card.get("_card_path"),
             "split_type": m.get("split_type"),
             "metrics": {k: v for k, v in m.items() if not isinstance(v, (list, dict))}}
 
@@ -37,6 +40,7 @@ def run(args) -> int:
             print(json.dumps(f, default=str))
             continue
         print(f"{f['name']}  ({f['task']}, v{f['version']}, {f['architecture']}, {f['weights_mb']} MB)")
+        print(f"    card: {f['card']}")
         if f["classes"]:
             print(f"    classes: {', '.join(f['classes'])}")
         if f["input"]:

@@ -18,7 +18,10 @@ Each shipped model is two files in ``leukcore/models/weights/``:
         training: {data: ..., split: ..., command: ...}
         metrics: {...}             # every number with its split type
 
-A user model is the same pair anywhere on disk: pass the ``.yaml`` path.
+A user model is the same pair anywhere on disk: pass the ``.yaml`` path, or put the pair in a
+folder named by the ``LEUK_MODEL_PATH`` environment variable (several folders separated by
+``os.pathsep``) and use its name like a shipped one.  Those folders are searched before the
+shipped weights, so a user model of the same name takes precedence.
 """
 from __future__ import annotations
 
@@ -27,10 +30,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelError", "WEIGHTS_DIR", "list_models", "load_card", "load_state_dict",
-           "save_model", "sha256_file", "card_path"]
+__all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_models", "load_card",
+           "load_state_dict", "save_model", "sha256_file", "card_path"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: environment variable naming extra model folders (searched before the shipped weights)
+MODEL_PATH_ENV = "LEUK_MODEL_PATH"
+
+
+def model_dirs() -> list[Path]:
+    """Folders searched for models by name: ``$LEUK_MODEL_PATH`` entries, then the shipped weights."""
+    extra = [Path(d).expanduser() for d in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if d.strip()]
+    return [d for d in extra if d.is_dir()] + [WEIGHTS_DIR]
 
 
 class ModelError(Exception):
@@ -48,9 +59,16 @@ def sha256_file(path: str | os.PathLike) -> str:
 def list_models(task: str | None = None) -> list[str]:
     """Names of the shipped models (optionally only ``task`` = detection/classification)."""
     out = []
-    for p in sorted(WEIGHTS_DIR.glob("*.yaml")):
-        if task is None or load_card(p).get("task") == task:
-            out.append(p.stem)
+    for d in model_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            if p.stem in out:
+                continue
+            try:
+                card = load_card(p)
+            except ModelError:
+                continue                      # not a model card: ignore stray yaml files
+            if card.get("task") and (task is None or card.get("task") == task):
+                out.append(p.stem)
     return out
 
 
@@ -60,11 +78,14 @@ def card_path(name_or_path: str | os.PathLike) -> Path:
         return p
     if p.is_dir() and (p / "model.yaml").exists():
         return p / "model.yaml"
-    cand = WEIGHTS_DIR / f"{name_or_path}.yaml"
-    if cand.exists():
-        return cand
-    raise ModelError(f"unknown model {str(name_or_path)!r}: not a shipped model "
-                     f"({', '.join(list_models()) or 'none shipped'}) and not a model card .yaml file")
+    for d in model_dirs():
+        cand = d / f"{name_or_path}.yaml"
+        if cand.exists():
+            return cand
+    raise ModelError(f"unknown model {str(name_or_path)!r}: not a known model "
+                     f"({', '.join(list_models()) or 'none found'}; folders searched: shipped weights"
+                     f"{' and $' + MODEL_PATH_ENV if os.environ.get(MODEL_PATH_ENV) else ''}) "
+                     f"and not a model card .yaml file")
 
 
 def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
