@@ -99,7 +99,7 @@ def _bccd_voc(xml: Path) -> dict:
     return out
 
 
-def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH) -> dict:
+def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance: bool = True) -> dict:
     """Real patches from every BCCD field (MIT), rescaled to ``mpp``.
 
     ``background``: ``patch``-px squares with no white cell: away (2 um) from every WBC box and
@@ -107,6 +107,9 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH) -> dict:
     ~2-3 um, stay in, as on a real slide).  ``wbc``: one crop per annotated WBC (box + 2 um),
     only where no other WBC box reaches into the crop; ``centre`` = box centre in the crop.
     ``rbc_area_fraction``: share of background-patch pixels darker than the glass (Otsu on green).
+    ``white_balance``: every field is first scaled channel-wise so that its glass colour
+    (:func:`~leukcore.detect.data.background_color`) becomes the median glass colour of all fields,
+    as one slide scanned with one white balance would be (else each field keeps its own cast).
     """
     from PIL import Image
     from scipy import ndimage as ndi
@@ -122,11 +125,18 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH) -> dict:
     files = sorted((root / "JPEGImages").glob("*.jpg"))
     if not files:
         raise FileNotFoundError(f"{root / 'JPEGImages'}: no BCCD fields (set LEUK_DATA)")
+    fields = []
     for f in files:
         with Image.open(f) as im:
             im = im.convert("RGB")
             H0, W0 = im.height, im.width
-            a = np.asarray(im.resize((max(1, round(W0 * s)), max(1, round(H0 * s))), Image.Resampling.LANCZOS))
+            fields.append(np.asarray(im.resize((max(1, round(W0 * s)), max(1, round(H0 * s))),
+                                               Image.Resampling.LANCZOS)))
+    glass = np.stack([background_color(a) for a in fields])
+    common = np.median(glass, axis=0)
+    for f, a, g in zip(files, fields, glass):
+        if white_balance:
+            a = np.clip(a.astype(np.float32) * (common / g) + 0.5, 0, 255).astype(np.uint8)
         h, w = a.shape[:2]
         ann = _bccd_voc(root / "Annotations" / (f.stem + ".xml"))
         boxes = [tuple(v * s for v in b) for b in ann["WBC"]]
@@ -161,7 +171,8 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH) -> dict:
             wbcs.append({"pix": a[y0:y1, x0:x1].copy(), "centre": ((b[0] + b[2]) / 2 - y0, (b[1] + b[3]) / 2 - x0),
                          "box": (b[0] - y0, b[1] - x0, b[2] - y0, b[3] - x0), "file": f.name})
     return {"background": bgs, "wbc": wbcs, "rbc_area_fraction": float(np.mean(fg)), "mpp": mpp,
-            "n_fields": len(files), "field_scale": s}
+            "n_fields": len(files), "field_scale": s, "glass_rgb": [round(float(v), 1) for v in common],
+            "white_balance": bool(white_balance)}
 
 
 def _dihedral(a: np.ndarray, op: int) -> np.ndarray:
@@ -220,14 +231,14 @@ def _dihedral_point(cy, cx, h, w, op):
     return y, x
 
 
-def smear(size: int, factor: float = 1.0, seed: int = 0) -> Path:
+def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = True) -> Path:
     """A smear-like slide of ``size`` px square at 0.5 um/px: real red-cell carpet + real WBCs at a stated density.
 
     Density: the background's red cells per mm^2 (its RBC area fraction / the area of a 7.5 um
     disc) divided by :data:`NORMAL_RBC_PER_WBC`, times ``factor`` (1 = normal blood, 10 = ALL).
     Writes ``<slide>.smear.json`` (density, sources, WBC centres in level-0 px).
     """
-    tag = "normal" if factor == 1 else f"x{factor:g}"
+    tag = ("normal" if factor == 1 else f"x{factor:g}") + ("" if white_balance else "_rawcolour")
     out = WORK / f"smear_{size}_{tag}.ome.tif"
     meta_path = Path(str(out) + ".smear.json")
     if out.exists() and meta_path.exists():
@@ -237,7 +248,7 @@ def smear(size: int, factor: float = 1.0, seed: int = 0) -> Path:
 
     WORK.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    lib = bccd_library()
+    lib = bccd_library(white_balance=white_balance)
     rng = np.random.default_rng(seed)
     P = SMEAR_PATCH
     size = int(math.ceil(size / P) * P)
@@ -293,6 +304,9 @@ def smear(size: int, factor: float = 1.0, seed: int = 0) -> Path:
             "background_source": f"{len(lib['background'])} BCCD patches of {P} px ({P * SMEAR_MPP:g} um) from "
                                  f"{lib['n_fields']} fields, no WBC box within 2 um, no purple blob > 10 um^2",
             "wbc_source": f"{len(lib['wbc'])} BCCD WBC crops (box + 2 um), one WBC each",
+            "white_balance": (f"every field scaled to the median glass colour {lib['glass_rgb']} (one slide, "
+                              "one scanner white balance)" if white_balance else
+                              "none (each BCCD field keeps its own colour cast)"),
             "rbc_area_fraction": round(lib["rbc_area_fraction"], 4),
             "rbc_per_mm2": round(rbc_per_mm2, 0),
             "rbc_per_wbc_normal": NORMAL_RBC_PER_WBC,
@@ -455,7 +469,7 @@ def throughput(a):
     from leukcore.io import open_slide
 
     if a.kind == "smear":
-        path = smear(a.size, factor=a.factor, seed=a.seed)
+        path = smear(a.size, factor=a.factor, seed=a.seed, white_balance=not a.raw_colour)
         sm = json.loads(Path(str(path) + ".smear.json").read_text())
     else:
         path = mosaic(a.size, mpp=a.mpp)
@@ -526,8 +540,11 @@ def throughput(a):
             rows["fast_whole_slide"] = round(n_m / max(len(gt), 1), 4)
             rows["placed"] = int(len(gt))
         out["recall_vs_placed_wbc"] = rows
-    name = a.out or ("bench_detect_throughput.json" if a.kind == "smear" and a.factor == 1
-                     else f"bench_detect_throughput_{a.kind}{'' if a.kind != 'smear' else f'_x{a.factor:g}'}.json")
+    if a.kind == "smear":
+        tag = ("" if a.factor == 1 else f"_x{a.factor:g}") + ("_rawcolour" if a.raw_colour else "")
+        name = a.out or ("bench_detect_throughput.json" if not tag else f"bench_detect_throughput_smear{tag}.json")
+    else:
+        name = a.out or f"bench_detect_throughput_dense{'' if a.mpp == 0.25 else f'_{a.mpp:g}'}.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2))
     print(f"slide {H}x{W} px ({total_mp:.0f} MP) at {mpp} um/px" +
           (f", {sm['density_wbc_per_mm2']} WBC/mm^2 ({sm['n_wbc']} placed)" if sm else ""))
@@ -583,6 +600,8 @@ def main(argv=None):
                     help="throughput slide: smear-like (0.5 um/px, stated WBC density) or the dense field mosaic")
     ap.add_argument("--factor", type=float, default=1.0, help="smear: WBC density x this (1 normal, 10 ALL)")
     ap.add_argument("--mpp", type=float, default=0.25, help="dense mosaic: level-0 pixel size")
+    ap.add_argument("--raw-colour", action="store_true",
+                    help="smear: keep each source field's colour cast (no common white balance)")
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--no-tiles", action="store_true", help="throughput: skip the tile-level-skip reference")
     ap.add_argument("--out", default=None, help="throughput: JSON file name under benchmarks/results")
