@@ -1,23 +1,24 @@
 """Whole-slide detection: seam exactness, throughput vs. the naive full path, peak memory.
 
-Slides are mosaics of real smear fields (four-class CC BY 4.0 + BCCD MIT, from
-``$LEUK_DATA``) written as pyramidal OME-TIFF at 0.25 um/px with the project's own
-writer (:func:`leukcore.sample.build_mosaic` -> :func:`leukcore.io.write_slide`).
-
 ``seams``
-    One mosaic (default 6,000 px square); ``detect_cells`` with tile sizes 512, 1024,
-    2048 (working px).  Same cells?  (count, max centroid distance after one-to-one
-    nearest matching, level-0 px).
+    One mosaic of real four-class (CC BY 4.0) + BCCD (MIT) fields at 0.25 um/px (default
+    6,000 px square, :func:`leukcore.sample.build_mosaic` -> :func:`leukcore.io.write_slide`);
+    ``detect_cells`` with tile sizes 512, 1024, 2048 (working px).  Same cells?  (count, max
+    centroid distance after one-to-one nearest matching, level-0 px).
 ``throughput``
-    A >= 20,000 px square mosaic.  Fast path = ``detect_cells`` defaults (working
-    resolution 0.5 um/px chosen from the pyramid, empty tiles skipped), end to end
-    (plan + read + network + NMS), on the whole slide.  Full path = the same network on
-    every tile at level 0 (no skipping, no working-resolution choice); it is run on a
-    sub-region and extrapolated per pixel to the whole slide (stated in the JSON).
-    In the same sub-region the fast path is compared to the full path (relative recall:
-    share of full-path cells with a fast-path cell within 4 um) and to a third reference,
-    every tile at the working resolution without skipping (the recall cost of skipping alone).
-    Peak RSS of each run is measured in a fresh subprocess.
+    ``--kind smear`` (default): a smear-like slide (>= 20,000 px square, 0.5 um/px = the
+    network's pixel size, so the level-0 reference is fair) written by ``write_slide``: a carpet
+    of real BCCD red-cell patches without white cells, with real BCCD WBC crops at a stated
+    density (red cells per mm^2 of the carpet / 700, x ``--factor``; see :func:`smear`).
+    ``--kind dense``: the packed four-class + BCCD field mosaic (0.25 um/px), the worst case.
+    Fast path = ``detect_cells`` defaults (candidate blocks + sub-windows), end to end (open +
+    plan + read + network + NMS), on the whole slide (``--no-whole``: extrapolated from the
+    sub-regions) and on ``--n-sub`` random ``--sub`` px sub-regions (seed ``--seed``).  Full
+    path = the same network on every level-0 tile (no skipping, no working-resolution choice),
+    on the same sub-regions, extrapolated per level-0 pixel to the whole slide.  Relative recall:
+    share of full-path cells in the sub-regions with a fast-path cell within 4 um.  Smear slides
+    also report recall against the placed WBC centres (6 um).  ``tiles`` = tile-level skipping
+    only (``windows=False``).  Each run is a fresh process (its own peak RSS).
 ``memory``
     Peak RSS on 20,000 and 60,000 px slides (a repeated real tile): the full plan
     (candidate search over the whole slide) and N vs 4N batches, then cancelled.
@@ -25,7 +26,9 @@ writer (:func:`leukcore.sample.build_mosaic` -> :func:`leukcore.io.write_slide`)
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py seams [--size 6000]
-    nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py throughput [--size 20000] [--sub 3072]
+    nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py throughput --size 20000 --n-sub 12 --no-tiles
+    nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py throughput --size 20000 --factor 10 --n-sub 6 --no-whole
+    nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py throughput --kind dense --size 20000 --n-sub 2 --no-whole
     nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py memory [--batches 5]
 
 The development machine has 2 shared CPU cores, torch uses 1 thread here: absolute
