@@ -401,7 +401,9 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None) -> list[TrainItem]
         files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
         if not files:
             continue
-        m_src = folder_mpp(files[:40])
+        # pixel size from 40 fields spread over the folder (the first 40 by name can be
+        # an unrepresentative run of one magnification)
+        m_src = folder_mpp(files[::max(1, len(files) // 40)][:40])
         n = 0
         for f in files:
             if _val_split([TrainItem(None, None, "four-class", Path(f).name)])[1]:
