@@ -169,3 +169,33 @@ def test_windows_keep_progress_cancel_and_partial():
     assert [e.done for e in events] == sorted(e.done for e in events)
     assert events[0].total == t.meta["tiles_run"]
     assert 0 < t.meta["windows_run"]
+
+
+def test_predict_in_strips_equals_one_pass(det, sample):
+    """A window over the pixel budget is computed in strips with a receptive-field margin: same maps."""
+    from leukcore.detect.data import normalize_image
+    from leukcore.detect.predict import predict_in_strips
+
+    with open_slide(sample) as s:
+        x = normalize_image(s.read_region(1, 100, 100, 384, 256))
+    p_ref, d_ref = det.predict_maps(x[None])
+    calls = []
+    real = det.predict_maps
+
+    class Counting:                                  # same network, records each forward's height
+        multiple = det.multiple
+
+        def predict_maps(self, b):
+            calls.append(b.shape[1])
+            return real(b)
+
+    c = Counting()
+    from leukcore.detect import predict as pr
+    pr._RF_CACHE[c] = receptive_radius(det)
+    p, d = predict_in_strips(c, x, budget=256 * 160)
+    assert len(calls) >= 3 and max(calls) * 256 <= 256 * 160       # several strips, each within budget
+    np.testing.assert_allclose(p, p_ref, atol=1e-4)
+    np.testing.assert_allclose(d, d_ref, atol=1e-3, rtol=1e-4)
+    calls.clear()
+    predict_in_strips(c, x, budget=384 * 256)                       # within budget: one pass
+    assert calls == [384]

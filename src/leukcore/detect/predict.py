@@ -41,7 +41,8 @@ from ..results import CellTable
 from ..tiling import Tile, TileGrid, dedupe_points
 from .postprocess import instances_from_maps, polygon_centroid
 
-__all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan", "tile_windows"]
+__all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan", "tile_windows",
+           "predict_in_strips"]
 
 #: colour-measure threshold (white-balanced min(B-G, R-G)-style purple measure) for candidate pixels
 SKIP_THRESH = 18.0
@@ -261,6 +262,36 @@ def receptive_radius(detector, size: int = 128) -> Optional[int]:
     except TypeError:
         pass
     return out
+
+
+def predict_in_strips(detector, a: np.ndarray, budget: float):
+    """Maps of one window, computed in horizontal strips of at most ``budget`` pixels when it is larger.
+
+    Each strip is read with a margin of the network's measured receptive-field radius (rounded up to
+    the network's ``multiple``, so the pooling grid stays aligned) and only its centre rows are kept:
+    the stitched maps equal the whole window's up to float rounding, while the network's activations
+    (~100 floats per pixel) never exceed the budget.  Returns ``(prob (1, H, W), dist (1, H, W, R))``.
+    """
+    H, W = a.shape[:2]
+    r = receptive_radius(detector) if H * W > budget else None
+    if r is None:
+        return detector.predict_maps(a[None])
+    m = max(1, int(getattr(detector, "multiple", 1)))
+    margin = int(math.ceil((r + 1) / m) * m)
+    h = (int(budget // W) - 2 * margin) // m * m
+    if h < max(m, margin):                           # too narrow a budget for this width: one pass
+        return detector.predict_maps(a[None])
+    prob = dist = None
+    for y0 in range(0, H, h):
+        y1 = min(H, y0 + h)
+        r0, r1 = max(0, y0 - margin), min(H, y1 + margin)
+        p, d = detector.predict_maps(a[None, r0:r1])
+        if prob is None:
+            prob = np.empty((1, H, W), p.dtype)
+            dist = np.empty((1, H, W, d.shape[-1]), d.dtype)
+        prob[0, y0:y1] = p[0, y0 - r0:y1 - r0]
+        dist[0, y0:y1] = d[0, y0 - r0:y1 - r0]
+    return prob, dist
 
 
 def _window_halo(detector, grid: TileGrid, halo_px: float) -> int:
@@ -536,7 +567,10 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
                 subgroups += [group[i:i + per] for i in range(0, len(group), per)]
             found: dict = {}
             for group in subgroups:
-                prob, dist = detector.predict_maps(np.stack([a for _, a in group]))
+                if len(group) == 1:
+                    prob, dist = predict_in_strips(detector, group[0][1], budget)
+                else:
+                    prob, dist = detector.predict_maps(np.stack([a for _, a in group]))
                 for j, (w, _) in enumerate(group):
                     res = _tile_cells(plan, detector, w, prob[j], dist[j], pt, nt)
                     if res is not None:
