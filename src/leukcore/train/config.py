@@ -93,6 +93,10 @@ def resolve_config(cfg: dict) -> dict:
             raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
     if out["data"]["finder"] not in ("detector", "segmented", "centre"):
         raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")
+    if out["train"]["phase2"].get("schedule", "constant") not in ("constant", "cosine"):
+        raise ValueError("config: train.phase2.schedule must be constant | cosine")
+    if out["data"].get("max_train_cells_per_image") is not None and int(out["data"]["max_train_cells_per_image"]) < 1:
+        raise ValueError("config: data.max_train_cells_per_image must be >= 1 (or null)")
     if out["train"]["balance"] not in ("loss", "sampler", "none"):
         raise ValueError("config: train.balance must be loss | sampler | none")
     return out
