@@ -214,3 +214,21 @@ def test_disk_buffered_levels_match_in_memory(tmp_path, monkeypatch):
         exp = (img[:950, :1270].reshape(475, 2, 635, 2, 3).astype(np.uint16).sum((1, 3)) + 2) // 4
         np.testing.assert_array_equal(b.levels[1].compute(), exp.astype(np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.ome.tif", "mem.ome.tif"]
+
+
+@pytest.mark.slow
+def test_write_and_read_under_a_distributed_client(tmp_path):
+    """A dask.distributed Client becomes dask's default scheduler: write_slide's band store and
+    Slide reads must still run locally (they wrote/returned uninitialised pixels before the fix)."""
+    distributed = pytest.importorskip("distributed")
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (600, 700, 3), dtype=np.uint8)
+    lazy = da.from_array(img, chunks=(128, 128, 3))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        p = write_slide(tmp_path / "c.ome.tif", lazy, mpp=0.5, tile=256)
+        with open_slide(p) as s:
+            np.testing.assert_array_equal(s.read_region(0, 0, 0, 600, 700), img)
+            assert s.thumbnail(350).shape[:2] == (300, 350)
+            np.testing.assert_array_equal(s.read_region(1, 0, 0, 300, 350), s.thumbnail(350))

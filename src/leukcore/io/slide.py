@@ -17,6 +17,9 @@ __all__ = ["Slide", "PAD_VALUE"]
 
 #: value used for pixels of a region that lie outside the slide (bright background)
 PAD_VALUE = 255
+#: dask scheduler for reads inside a process (a dask.distributed Client, once created, becomes the
+#: default scheduler; region reads must not be shipped to its workers)
+LOCAL_SCHEDULER = "threads"
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Slide:
                 block = reader[y0:y1, x0:x1]
             else:
                 block = arr[y0:y1, x0:x1]
-                block = block.compute() if hasattr(block, "compute") else block
+                # local threads, never a dask.distributed Client that may be the default
+                block = block.compute(scheduler=LOCAL_SCHEDULER) if hasattr(block, "compute") else block
             out[y0 - y:y1 - y, x0 - x:x1 - x] = np.asarray(block)
         return out
 
@@ -119,7 +123,7 @@ class Slide:
         a = self.levels[lvl]
         step = max(1, int(math.ceil(max(a.shape[0], a.shape[1]) / max_size)))
         sub = a[::step, ::step]
-        return np.asarray(sub.compute() if hasattr(sub, "compute") else sub)
+        return np.asarray(sub.compute(scheduler=LOCAL_SCHEDULER) if hasattr(sub, "compute") else sub)
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:

@@ -139,10 +139,12 @@ def _compute(block):
         import dask.array as da
 
         out = np.empty(block.shape, block.dtype)
-        da.store(block, out, lock=False)
+        # local threads: under a dask.distributed Client (the default scheduler once one exists) the
+        # store would run in worker processes and leave ``out`` unwritten
+        da.store(block, out, lock=False, scheduler="threads")
         return out
     if hasattr(block, "compute"):
-        return np.asarray(block.compute())
+        return np.asarray(block.compute(scheduler="threads"))
     return np.asarray(block)
 
 
