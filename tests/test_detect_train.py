@@ -141,3 +141,26 @@ def test_tune_thresholds_picks_the_smallest_cell_that_drops_debris():
     assert by_mc[4.0]["precision"] == pytest.approx(2 / 3) and by_mc[5.0]["precision"] == pytest.approx(2 / 3)
     assert by_mc[6.0] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert res["best"]["min_cell_um"] == 6.0
+
+
+def test_near_tied_candidates_are_ordered_by_global_pixel():
+    """Float rounding that flips two near-equal candidates must not change the kept one when the
+    maps' global origin is given (seam exactness); without it, NMS follows the rounding."""
+    yy, xx = np.mgrid[:64, :64]
+    lab = (np.hypot(yy - 32, xx - 32) < 12).astype(np.int32)
+    prob, dist, _ = make_targets(lab, 16)
+    prob = prob * 0.9
+    a, b = (30, 30), (34, 35)                     # two non-adjacent candidates of one object
+    pa, pb = prob.copy(), prob.copy()
+    pa[a], pa[b] = 0.95, 0.95 + 1e-7              # tile A's rounding favours b ...
+    pb[a], pb[b] = 0.95 + 1e-7, 0.95              # ... tile B's favours a
+    kw = dict(prob_thresh=0.5, nms_thresh=0.3)
+    ka = instances_from_maps(pa, dist, **kw)[0]
+    kb = instances_from_maps(pb, dist, **kw)[0]
+    assert len(ka) == len(kb) == 1 and tuple(ka[0]) != tuple(kb[0])
+    # with the origin: the same global pixel wins in both, for any origin
+    for origin in ((0, 0), (512, 1028), (7, 3)):
+        ka = instances_from_maps(pa, dist, origin=origin, **kw)
+        kb = instances_from_maps(pb, dist, origin=origin, **kw)
+        assert len(ka[0]) == len(kb[0]) == 1 and tuple(ka[0][0]) == tuple(kb[0][0])
+        assert abs(float(ka[1][0]) - 0.95) < 2.0 ** -12

@@ -38,9 +38,25 @@ def polygon_centroid(poly: np.ndarray) -> np.ndarray:
     return np.array([cy, cx])
 
 
+#: with a global ``origin``, probabilities are compared at this resolution; equal ones are ordered by a
+#: fixed hash of the global pixel, so float rounding that differs between tile shapes cannot change
+#: which candidate NMS keeps (seam exactness)
+PROB_QUANTUM = 2.0 ** -12
+
+
+def _tie_break(prob: np.ndarray, origin) -> np.ndarray:
+    """Quantise ``prob`` to :data:`PROB_QUANTUM` and add a per-global-pixel offset below half a quantum."""
+    H, W = prob.shape
+    gy = (np.arange(H, dtype=np.int64) + int(origin[0]))[:, None]
+    gx = (np.arange(W, dtype=np.int64) + int(origin[1]))[None, :]
+    h = ((gy * 73856093) ^ (gx * 19349663)) % 4096
+    q = np.floor(prob.astype(np.float64) / PROB_QUANTUM) * PROB_QUANTUM
+    return (q + h * (0.5 * PROB_QUANTUM / 4096)).astype(np.float32)
+
+
 def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: float = 0.5,
                         nms_thresh: float = 0.4, min_area: float = 0.0, border: int = 0,
-                        local_max: bool = True):
+                        local_max: bool = True, origin=None):
     """Run stardist's non-maximum suppression on one tile's maps.
 
     Parameters
@@ -55,6 +71,10 @@ def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: floa
         Drop polygons smaller than this (pixels of the maps).
     local_max : bool
         Use only 3x3 local maxima of ``prob`` as NMS candidates (much faster, same objects).
+    origin : (int, int), optional
+        Global (y, x) of the maps' first pixel.  When given, probabilities are quantised to
+        :data:`PROB_QUANTUM` and ties ordered by the global pixel, so overlapping tiles of any shape
+        keep the same candidate for an object (scores move by less than one quantum).
 
     Returns
     -------
@@ -67,6 +87,8 @@ def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: floa
 
     prob = np.ascontiguousarray(prob, dtype=np.float32)
     dist = np.ascontiguousarray(dist, dtype=np.float32)
+    if origin is not None:
+        prob = _tie_break(prob, origin)
     n_rays = dist.shape[-1]
     if not (prob > prob_thresh).any():
         return np.zeros((0, 2), int), np.zeros(0, np.float32), np.zeros((0, n_rays, 2), np.float32)

@@ -479,12 +479,17 @@ def _read_batch(plan: DetectionPlan, tiles) -> list:
 
 def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nms_thresh):
     """Cells owned by one tile: (level-0 centroids, level-0 polygons, scores, working centres)."""
+    ry0, rx0 = tile.read[0], tile.read[1]
     pts, scores, polys = instances_from_maps(prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh,
-                                             min_area=detector.min_area_px)
+                                             min_area=detector.min_area_px, origin=(ry0, rx0))
     if len(pts) == 0:
         return None
-    ry0, rx0 = tile.read[0], tile.read[1]
     centres = np.stack([polygon_centroid(p) for p in polys]) + (ry0, rx0)
+    # near-duplicates (two NMS survivors of one cell) are resolved over everything the tile sees,
+    # halo included, by score: a neighbouring tile sees the same pair and decides alike, so the
+    # result does not depend on which side of a core edge each one's centroid falls
+    kept = dedupe_points(centres, scores, 0.25 * detector.max_cell_um / plan.working_mpp)
+    pts, scores, polys, centres = pts[kept], scores[kept], polys[kept], centres[kept]
     own = tile.owns(centres)
     if not own.any():
         return None
