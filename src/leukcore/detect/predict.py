@@ -216,13 +216,6 @@ def _tiles_from_blocks(grid: TileGrid, blocks: np.ndarray, B: int) -> np.ndarray
     return pad.reshape(grid.n_rows, tb, grid.n_cols, tb).any(axis=(1, 3)).ravel()
 
 
-def _candidate_tiles(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH) -> np.ndarray:
-    """Bool per tile: a nucleated-cell colour signal lies within a cell radius of its core."""
-    if not plan.block:
-        plan.block = _block_edge(plan.grid.tile)
-    return _tiles_from_blocks(plan.grid, _candidate_blocks(plan, slide, thresh), plan.block)
-
-
 _RF_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -477,7 +470,12 @@ def _read_batch(plan: DetectionPlan, tiles) -> list:
     return out
 
 
-def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nms_thresh):
+def _dedupe_radius(detector, plan: DetectionPlan) -> float:
+    """Working-px distance under which two detections are one cell (12.5 % of the largest cell)."""
+    return 0.25 * detector.max_cell_um / plan.working_mpp
+
+
+def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nms_thresh, dedupe_r):
     """Cells owned by one tile: (level-0 centroids, level-0 polygons, scores, working centres)."""
     ry0, rx0 = tile.read[0], tile.read[1]
     pts, scores, polys = instances_from_maps(prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh,
@@ -488,7 +486,7 @@ def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nm
     # near-duplicates (two NMS survivors of one cell) are resolved over everything the tile sees,
     # halo included, by score: a neighbouring tile sees the same pair and decides alike, so the
     # result does not depend on which side of a core edge each one's centroid falls
-    kept = dedupe_points(centres, scores, 0.25 * detector.max_cell_um / plan.working_mpp)
+    kept = dedupe_points(centres, scores, dedupe_r)
     pts, scores, polys, centres = pts[kept], scores[kept], polys[kept], centres[kept]
     own = tile.owns(centres)
     if not own.any():
@@ -533,9 +531,8 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
             "shape": list(plan.slide.shape), "slide": plan.slide.path,
             "windows": bool(plan.windows and plan.blocks is not None), "block": plan.block}
     # seam safety net: working-grid centres of cells already emitted near a core edge
-    dedupe_r = 0.25 * detector.max_cell_um / plan.working_mpp
+    dedupe_r = _dedupe_radius(detector, plan)
     seam_pts = np.zeros((0, 2))
-    seam_sc = np.zeros(0)
     done = n_cells = n_windows = px_run = 0
     emit(progress, "detect", 0, total, cells=0, message=f"{total} of {len(plan.grid)} tiles to run")
     if not batches:
@@ -577,7 +574,7 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
                 else:
                     prob, dist = detector.predict_maps(np.stack([a for _, a in group]))
                 for j, (w, _) in enumerate(group):
-                    res = _tile_cells(plan, detector, w, prob[j], dist[j], pt, nt)
+                    res = _tile_cells(plan, detector, w, prob[j], dist[j], pt, nt, dedupe_r)
                     if res is not None:
                         found.setdefault(w.index, []).append(res)
             for t in batch:
@@ -603,7 +600,6 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
                 keep &= mask
                 if near.any():
                     seam_pts = np.concatenate([seam_pts, cw[near & keep]])
-                    seam_sc = np.concatenate([seam_sc, s0[near & keep]])
                 cents.append(c0[keep])
                 polys.extend(list(p0[keep]))
                 scores.append(s0[keep])
