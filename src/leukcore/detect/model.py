@@ -13,6 +13,11 @@ __all__ = ["Detector", "DEFAULT_DETECTOR"]
 DEFAULT_DETECTOR = "wbc-stardist"
 
 
+def disc_area_px(diameter_um: float, mpp: float) -> float:
+    """Area in pixels (of size ``mpp`` um) of a disc ``diameter_um`` across: the smallest polygon kept."""
+    return float(np.pi * (diameter_um / 2 / mpp) ** 2)
+
+
 @dataclass
 class Detector:
     """A WBC detector ready for tiled prediction.
@@ -112,8 +117,7 @@ class Detector:
     @property
     def min_area_px(self) -> float:
         """Smallest polygon kept, in working pixels (cells < ~4 um across are debris)."""
-        um = float(self.card.get("input", {}).get("min_cell_um", 4.0))
-        return float(np.pi * (um / 2 / self.mpp) ** 2)
+        return disc_area_px(float(self.card.get("input", {}).get("min_cell_um", 4.0)), self.mpp)
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.card.get("version"), "mpp": self.mpp,

@@ -170,6 +170,7 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
     ``("boxes", (N, 4))`` or ``("labels", (H, W))``.
     """
     from .data import normalize_image
+    from .model import disc_area_px
     from .postprocess import instances_from_maps
 
     maps = {}
@@ -184,7 +185,7 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
             maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
     table = []
     for pt, nt, mc in itertools.product(probs, nmss, min_cells):
-        min_area = float(np.pi * (mc / 2 / det.mpp) ** 2)
+        min_area = disc_area_px(mc, det.mpp)
         f1s = {}
         for name, lst in maps.items():
             tp = npred = ngt = 0
@@ -280,14 +281,16 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
     return net, history
 
 
+def _is_val_name(name: str, frac: float = 0.1) -> bool:
+    """The four-class validation rule: a field is held out when its file name hashes below ``frac``."""
+    return (zlib.crc32(name.encode()) % 1000) < frac * 1000
+
+
 def _val_split(items: Sequence[TrainItem], frac: float = 0.1):
     """Deterministic image-level split of four-class items by name hash (others all train)."""
     tr, va = [], []
     for it in items:
-        if it.source == "four-class" and (zlib.crc32(it.name.encode()) % 1000) < frac * 1000:
-            va.append(it)
-        else:
-            tr.append(it)
+        (va if it.source == "four-class" and _is_val_name(it.name, frac) else tr).append(it)
     return tr, va
 
 
@@ -406,7 +409,7 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None) -> list[TrainItem]
         m_src = folder_mpp(files[::max(1, len(files) // 40)][:40])
         n = 0
         for f in files:
-            if _val_split([TrainItem(None, None, "four-class", Path(f).name)])[1]:
+            if _is_val_name(Path(f).name):
                 it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
                                      use_colour=(cls == "Pro"))
                 if it is not None:
@@ -445,6 +448,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
 
     say = log or (lambda s: None)
     card = dict(load_card(card_path))
+    state = load_state_dict(card)                    # checks the weights' sha256
     det = Detector.load(card_path, device=device)
     mpp = float(mpp or det.mpp)
     jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
@@ -455,7 +459,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     card.pop("weights", None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cpath = save_model(load_state_dict(load_card(card_path)), card, out_dir, card["name"])
+    cpath = save_model(state, card, out_dir, card["name"])
     (out_dir / "tuning.json").write_text(json.dumps(tuned, default=float))
     say(f"wrote {cpath}")
     return cpath
