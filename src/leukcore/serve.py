@@ -79,29 +79,15 @@ def default_predictor(device: str = "auto") -> Callable[[Any, str], dict]:
     lock = threading.Lock()
 
     def predict(image, model: str) -> dict:
-        # same rule as ``leuk classify`` (fields: detect cells, mean probability over cells;
+        # same function as ``leuk classify`` (fields: detect cells, the card's field rule;
         # crops: whole image), so the demo and the command line always agree
-        import os
-        import tempfile
-
-        from PIL import Image
-
         from .classify import Classifier
         from .cli.classify import classify_image
 
         with lock:
             if model not in cache:
                 cache[model] = Classifier.load(model, device=device)
-            clf = cache[model]
-            fd, tmp = tempfile.mkstemp(suffix=".png")
-            os.close(fd)
-            try:
-                Image.fromarray(image).save(tmp)
-                rec = classify_image(tmp, clf, device=device)
-            finally:
-                os.unlink(tmp)
-        rec.pop("path", None)
-        return rec
+            return classify_image(image, cache[model], device=device)
 
     return predict
 

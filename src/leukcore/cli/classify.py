@@ -69,16 +69,22 @@ def _detector(name, device):
     return _DETECTORS[key]
 
 
-def classify_image(path: str, clf, *, kind: str = "auto", mpp: Optional[float] = None,
+def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None,
                    detector="wbc-stardist", device: str = "auto") -> dict:
-    """Classify one image file by the rule in this module's doc; returns the JSON record."""
+    """Classify one image by the rule in this module's doc; returns the JSON record.
+
+    ``path``: an image file, or an already decoded ``(Y, X, 3)`` uint8 array (the web demo's
+    upload; its record then has no ``path``).
+    """
     from ..classify import extract_crops
     from ..classify.crops import resize_rgb
     from ..io.slide import Slide
     from ..train.cells import load_image
 
-    img = load_image(path)
-    rec = {"path": str(path)}
+    if isinstance(path, np.ndarray):
+        img, rec = path, {}
+    else:
+        img, rec = load_image(path), {"path": str(path)}
     if kind in ("auto", "field"):
         table, m, src = find_cells(img, mpp, detector, device)
         if len(table):
