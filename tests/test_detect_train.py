@@ -164,3 +164,51 @@ def test_near_tied_candidates_are_ordered_by_global_pixel():
         kb = instances_from_maps(pb, dist, origin=origin, **kw)
         assert len(ka[0]) == len(kb[0]) == 1 and tuple(ka[0][0]) == tuple(kb[0][0])
         assert abs(float(ka[1][0]) - 0.95) < 2.0 ** -12
+
+
+def _pbc_folder_image(path, n_nuclei: int, seed: int):
+    """A 120 px PBC-like image: pink background, ``n_nuclei`` purple nuclei (one centred), own noise."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:120, :120]
+    img = np.empty((120, 120, 3), np.uint8)
+    img[:] = (232, 222, 226)
+    img[np.random.default_rng(seed).random((120, 120)) < 0.01] = (228, 218, 222)   # no two files alike
+    centres = [(60, 60), (18, 20)][:n_nuclei]
+    for cy, cx in centres:
+        img[np.hypot(yy - cy, xx - cx) < 13] = (95, 45, 150)
+    Image.fromarray(img).save(path)
+
+
+def test_pbc_heldout_items_are_exactly_the_images_training_never_drew(tmp_path, monkeypatch):
+    """Training draws PBC images in a seeded order, skipping unusable ones (a second nucleus in
+    view), until it has enough.  The held-out replay must start right after the last image that
+    training examined: with unusable images among the first draws, a naive ``order[n:]`` would hand
+    back a training image."""
+    import leukcore.detect.data as D
+
+    monkeypatch.setattr(D, "folder_mpp", lambda files, n=40: 0.5)   # no red cells in these images
+    for cls in D.PBC_WBC + ["platelet"]:
+        d = tmp_path / "pbc" / cls
+        d.mkdir(parents=True)
+        for k in range(12):
+            # every other white-cell image has a second nucleus in view: unusable; platelets are all usable
+            _pbc_folder_image(d / f"{cls}_{k:02d}.jpg", 1 if (cls == "platelet" or k % 2 == 0) else 2,
+                              seed=100 * len(cls) + k)
+    (tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main").mkdir(parents=True)
+    for s in ("train", "val", "test"):
+        (tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main" / f"{s}.txt").write_text("")
+
+    items, _ = D.load_training_items(tmp_path, 0.5, n_pbc=2, n_platelet=3, seed=3)
+    trained = {it.name for it in items}
+    assert len(items) == 6 * 2 + 3
+    held = D.pbc_heldout_items(tmp_path, 0.5, per_class=10, n_pbc=2, n_platelet=3, seed=3)
+    names = {it.name for it in held}
+    assert not names & trained
+    by_src = {}
+    for it in held:
+        by_src.setdefault(it.source, []).append(it)
+    # 6 usable white-cell images per class, 2 trained on; 12 platelet images, 3 trained on
+    assert len(by_src["pbc"]) == 6 * 4 and len(by_src["pbc-platelet"]) == 9
+    assert all(set(np.unique(it.labels)) == {0, 1} for it in by_src["pbc"])
+    assert all(not it.labels.any() for it in by_src["pbc-platelet"])

@@ -33,7 +33,8 @@ from typing import Iterator, Optional
 import numpy as np
 
 __all__ = ["default_data_dir", "TrainItem", "load_training_items", "folder_mpp", "background_color",
-           "normalize_image", "bccd_boxes", "bccd_split", "resize_to_mpp", "purple_measure"]
+           "normalize_image", "bccd_boxes", "bccd_split", "resize_to_mpp", "purple_measure",
+           "pbc_heldout_items"]
 
 PBC_WBC = ["basophil", "eosinophil", "ig", "lymphocyte", "monocyte", "neutrophil"]
 FOUR_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -287,6 +288,61 @@ def dedup(files) -> list:
     return out
 
 
+def _fourclass_draws(files, rng):
+    """The two random draws ``load_training_items`` makes per four-class folder (pixel-size sample, order)."""
+    return rng.permutation(files)[:40], rng.permutation(len(files))
+
+
+def _pbc_walk(files, order, n: int, m_src: float, mpp: float, negative: bool, start: int = 0):
+    """Items from ``files`` taken in ``order`` from ``start`` until ``n`` are usable.
+
+    Returns the items and the position in ``order`` after the last file examined, so that a
+    caller can tell which files the training run never looked at (:func:`pbc_heldout_items`).
+    """
+    out, k = [], start
+    while k < len(order) and len(out) < n:
+        it = _pbc_item(files[order[k]], m_src, mpp, negative=negative)
+        k += 1
+        if it is not None:
+            out.append(it)
+    return out, k
+
+
+def pbc_heldout_items(data_dir, mpp: float = 0.5, *, per_class: int = 60, n_pbc: int = 60,
+                      n_platelet: int = 40, seed: int = 0, log=None) -> list[TrainItem]:
+    """PBC images a detector trained by :func:`load_training_items` (same caps, same seed) never saw.
+
+    The training run draws its PBC images in a seeded random order and stops once it has enough;
+    this replays exactly those draws (every four-class and PBC draw, in order) and takes the next
+    ``per_class`` usable images of each class after the training run's stopping point.  White-cell
+    images keep their one centred-cell mask (images with a second nucleated cell in view are
+    skipped, as in training); ``platelet`` images are negatives (all background), so every
+    detection on them counts as a false positive.  Validation of split cells (two detections
+    on one cell) and of platelets / debris, the two error kinds the BCCD boxes cannot measure
+    (their validation split has one false positive at the shipped thresholds).
+    """
+    data_dir = Path(data_dir)
+    rng = np.random.default_rng(seed)
+    say = log or (lambda *a: None)
+    for cls in FOUR_CLASSES:                       # advance the generator exactly as training did
+        files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
+        if files:
+            _fourclass_draws(files, rng)
+    out: list[TrainItem] = []
+    for cls in PBC_WBC + ["platelet"]:
+        files = dedup((data_dir / "pbc" / cls).glob("*.jpg"))
+        if not files:
+            continue
+        neg = cls == "platelet"
+        m_src = folder_mpp(files[:30])
+        order = rng.permutation(len(files))
+        _, stop = _pbc_walk(files, order, n_platelet if neg else n_pbc, m_src, mpp, neg, start=0)
+        held, _ = _pbc_walk(files, order, per_class, m_src, mpp, neg, start=stop)
+        out += held
+        say(f"pbc {cls}: {len(held)} held-out images (training stopped at {stop} of {len(files)})")
+    return out
+
+
 def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n_pbc: int = 60,
                         n_platelet: int = 40, bccd_splits=("train",), seed: int = 0,
                         log=None) -> tuple[list[TrainItem], dict]:
@@ -304,8 +360,9 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
         files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
         if not files:
             continue
-        m_src = folder_mpp(rng.permutation(files)[:40])
-        picked = [files[i] for i in rng.permutation(len(files))]
+        mpp_files, order = _fourclass_draws(files, rng)
+        m_src = folder_mpp(mpp_files)
+        picked = [files[i] for i in order]
         n_ok = 0
         for f in picked:
             if n_ok >= n_fourclass:
@@ -340,14 +397,9 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
             continue
         neg = cls == "platelet"
         m_src = folder_mpp(files[:30])
-        n_ok = 0
-        for j in rng.permutation(len(files)):
-            if n_ok >= (n_platelet if neg else n_pbc):
-                break
-            it = _pbc_item(files[j], m_src, mpp, negative=neg)
-            if it is not None:
-                items.append(it)
-                n_ok += 1
+        got, _ = _pbc_walk(files, rng.permutation(len(files)), n_platelet if neg else n_pbc, m_src, mpp, neg)
+        items += got
+        n_ok = len(got)
         info["sources"][f"pbc/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok, "negative": neg}
         say(f"pbc {cls}: {n_ok} images at estimated {m_src:.3f} um/px")
     return items, info

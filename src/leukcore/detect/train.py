@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import TrainItem, background_color, normalize_image
+from .data import TrainItem, background_color, normalize_image, pbc_heldout_items
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
            "train_network", "tune_thresholds", "retune_detector", "validation_sets",
@@ -342,7 +342,9 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     }
     det = Detector.from_network(net, card, device=device)
     bccd_mpp = info["sources"].get("bccd", {}).get("mpp_estimated")
-    val_sets = validation_sets(data_dir, mpp, bccd_mpp, val_items)
+    val_sets = validation_sets(data_dir, mpp, bccd_mpp, val_items,
+                               pbc_heldout_items(data_dir, mpp, n_pbc=n_pbc, n_platelet=n_platelet, seed=seed,
+                                                 log=say))
     tuned = _apply_tuning(card, det, val_sets, say)
     n_params = int(sum(p.numel() for p in net.parameters()))
     card["training"] = {
@@ -369,11 +371,17 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
 
 # ------------------------------------------------------------------ validation
 VAL_SPLIT_NOTE = ("BCCD ImageSets/Main/val.txt (image-level) + four-class fields held out by name hash "
-                  "(image-level; no patient IDs, optimistic)")
+                  "(image-level; no patient IDs, optimistic) + PBC images the training run never drew "
+                  "(60 per white-cell class and 60 platelet images; image-level, healthy donors)")
 
 
-def validation_sets(data_dir, mpp: float, bccd_mpp: Optional[float], fourclass_items: Sequence[TrainItem]) -> dict:
-    """Threshold-tuning sets: BCCD ``val`` fields with WBC boxes, and held-out four-class fields.
+def validation_sets(data_dir, mpp: float, bccd_mpp: Optional[float], fourclass_items: Sequence[TrainItem],
+                    pbc_items: Sequence[TrainItem] = ()) -> dict:
+    """Threshold-tuning sets: BCCD ``val`` fields with WBC boxes, held-out four-class fields, held-out PBC.
+
+    The PBC set (:func:`~leukcore.detect.data.pbc_heldout_items`) is what measures split cells
+    and platelet / debris detections: one labelled centred cell per white-cell image, platelet
+    images all background.
 
     Returns ``name -> [(image at working mpp, ("boxes", (N, 4)) | ("labels", (H, W))), ...]``.
     """
@@ -391,6 +399,8 @@ def validation_sets(data_dir, mpp: float, bccd_mpp: Optional[float], fourclass_i
         val_sets["bccd-val"] = pairs
     if fourclass_items:
         val_sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in fourclass_items]
+    if pbc_items:
+        val_sets["pbc-val"] = [(it.image, ("labels", it.labels)) for it in pbc_items]
     return val_sets
 
 
@@ -436,7 +446,7 @@ def _apply_tuning(card: dict, det, val_sets: dict, say) -> Optional[dict]:
 
 
 def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None, device: str = "auto",
-                    log: Optional[Callable[[str], None]] = print) -> Path:
+                    pbc: bool = True, log: Optional[Callable[[str], None]] = print) -> Path:
     """Re-tune a trained detector's thresholds (probability, NMS, smallest cell) on the validation sets.
 
     Writes a copy of the model (same weights, new card) to ``out_dir`` and returns its card path.
@@ -453,7 +463,9 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     mpp = float(mpp or det.mpp)
     jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
     bccd_mpp = folder_mpp(jpgs[:40]) if jpgs else None
-    val_sets = validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=say))
+    val_sets = validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=say),
+                               pbc_heldout_items(data_dir, mpp, seed=int(card.get("training", {}).get("seed", 0)),
+                                                 log=say) if pbc else ())
     card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
     tuned = _apply_tuning(card, det, val_sets, say)
     card.pop("weights", None)
