@@ -450,7 +450,9 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     """Re-tune a trained detector's thresholds (probability, NMS, smallest cell) on the validation sets.
 
     Writes a copy of the model (same weights, new card) to ``out_dir`` and returns its card path.
-    Test-set metrics in the card are dropped: they belong to the old thresholds.
+    Test-set metrics in the card are dropped: they belong to the old thresholds.  ``pbc`` adds the
+    held-out PBC images (:func:`~leukcore.detect.data.pbc_heldout_items`, replayed with the card's
+    training seed and the default caps, which the shipped model was trained with).
     """
     from ..models.registry import load_card, load_state_dict, save_model
     from .data import bccd_split, folder_mpp
