@@ -445,14 +445,23 @@ def _apply_tuning(card: dict, det, val_sets: dict, say) -> Optional[dict]:
     return tuned
 
 
+def _training_draws(card: dict) -> dict:
+    """Seed and PBC caps of the run that trained ``card`` (what :func:`pbc_heldout_items` replays)."""
+    tr = card.get("training", {})
+    src = tr.get("data", {})
+    wbc = [v.get("images", 0) for k, v in src.items() if k.startswith("pbc/") and not v.get("negative")]
+    neg = [v.get("images", 0) for k, v in src.items() if k.startswith("pbc/") and v.get("negative")]
+    return {"seed": int(tr.get("seed", 0)), "n_pbc": max(wbc, default=60), "n_platelet": max(neg, default=40)}
+
+
 def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None, device: str = "auto",
                     pbc: bool = True, log: Optional[Callable[[str], None]] = print) -> Path:
     """Re-tune a trained detector's thresholds (probability, NMS, smallest cell) on the validation sets.
 
     Writes a copy of the model (same weights, new card) to ``out_dir`` and returns its card path.
     Test-set metrics in the card are dropped: they belong to the old thresholds.  ``pbc`` adds the
-    held-out PBC images (:func:`~leukcore.detect.data.pbc_heldout_items`, replayed with the card's
-    training seed and the default caps, which the shipped model was trained with).
+    held-out PBC images (:func:`~leukcore.detect.data.pbc_heldout_items`, replayed with the seed and
+    per-class image counts the card records for its training run).
     """
     from ..models.registry import load_card, load_state_dict, save_model
     from .data import bccd_split, folder_mpp
@@ -466,8 +475,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
     bccd_mpp = folder_mpp(jpgs[:40]) if jpgs else None
     val_sets = validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=say),
-                               pbc_heldout_items(data_dir, mpp, seed=int(card.get("training", {}).get("seed", 0)),
-                                                 log=say) if pbc else ())
+                               pbc_heldout_items(data_dir, mpp, log=say, **_training_draws(card)) if pbc else ())
     card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
     tuned = _apply_tuning(card, det, val_sets, say)
     card.pop("weights", None)
