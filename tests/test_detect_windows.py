@@ -125,7 +125,7 @@ def test_windows_find_same_cells_as_whole_tiles(det, sample):
     in_block = _in_marked_block(plan, (cw - np.array(region[:2]) + 0.5) / plan.ds - 0.5)
     ref = cw[in_block]
     got = win.df[["centroid_y", "centroid_x"]].to_numpy()
-    assert len(ref) > 20
+    assert len(ref) >= 12          # 17 cells with wbc-stardist v3 (22 with v2)
     assert len(got) == len(ref)
     d, _ = _match(got, ref)
     assert np.quantile(d, 0.99) < 0.01 and d.max() < 6.0      # level-0 px (0.25 um/px)
