@@ -288,9 +288,24 @@ def dedup(files) -> list:
     return out
 
 
-def _fourclass_draws(files, rng):
-    """The two random draws ``load_training_items`` makes per four-class folder (pixel-size sample, order)."""
-    return rng.permutation(files)[:40], rng.permutation(len(files))
+def _fourclass_folders(data_dir: Path, rng):
+    """Per four-class folder: ``(cls, files, pixel-size sample, order)``, drawing from ``rng``.
+
+    The one place the training run's four-class draws are made, so that
+    :func:`pbc_heldout_items` can replay them exactly.
+    """
+    for cls in FOUR_CLASSES:
+        files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
+        if files:
+            yield cls, files, rng.permutation(files)[:40], rng.permutation(len(files))
+
+
+def _pbc_folders(data_dir: Path, rng):
+    """Per PBC folder: ``(cls, files, negative, pixel size, order)``, drawing the order from ``rng``."""
+    for cls in PBC_WBC + ["platelet"]:
+        files = dedup((data_dir / "pbc" / cls).glob("*.jpg"))
+        if files:
+            yield cls, files, cls == "platelet", folder_mpp(files[:30]), rng.permutation(len(files))
 
 
 def _pbc_walk(files, order, n: int, m_src: float, mpp: float, negative: bool, start: int = 0):
@@ -324,18 +339,10 @@ def pbc_heldout_items(data_dir, mpp: float = 0.5, *, per_class: int = 60, n_pbc:
     data_dir = Path(data_dir)
     rng = np.random.default_rng(seed)
     say = log or (lambda *a: None)
-    for cls in FOUR_CLASSES:                       # advance the generator exactly as training did
-        files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
-        if files:
-            _fourclass_draws(files, rng)
+    for _ in _fourclass_folders(data_dir, rng):     # advance the generator exactly as training did
+        pass
     out: list[TrainItem] = []
-    for cls in PBC_WBC + ["platelet"]:
-        files = dedup((data_dir / "pbc" / cls).glob("*.jpg"))
-        if not files:
-            continue
-        neg = cls == "platelet"
-        m_src = folder_mpp(files[:30])
-        order = rng.permutation(len(files))
+    for cls, files, neg, m_src, order in _pbc_folders(data_dir, rng):
         _, stop = _pbc_walk(files, order, n_platelet if neg else n_pbc, m_src, mpp, neg, start=0)
         held, _ = _pbc_walk(files, order, per_class, m_src, mpp, neg, start=stop)
         out += held
@@ -356,11 +363,7 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
     info: dict = {"mpp": mpp, "sources": {}}
     say = log or (lambda *a: None)
 
-    for cls in FOUR_CLASSES:
-        files = dedup((data_dir / "all4class" / "Original" / cls).glob("*.jpg"))
-        if not files:
-            continue
-        mpp_files, order = _fourclass_draws(files, rng)
+    for cls, files, mpp_files, order in _fourclass_folders(data_dir, rng):
         m_src = folder_mpp(mpp_files)
         picked = [files[i] for i in order]
         n_ok = 0
@@ -391,13 +394,8 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
         info["sources"]["bccd"] = {"mpp_estimated": round(m_src, 4), "images": n_ok, "splits": list(bccd_splits)}
         say(f"bccd: {n_ok} images at estimated {m_src:.3f} um/px")
 
-    for cls in PBC_WBC + ["platelet"]:
-        files = dedup((data_dir / "pbc" / cls).glob("*.jpg"))
-        if not files:
-            continue
-        neg = cls == "platelet"
-        m_src = folder_mpp(files[:30])
-        got, _ = _pbc_walk(files, rng.permutation(len(files)), n_platelet if neg else n_pbc, m_src, mpp, neg)
+    for cls, files, neg, m_src, order in _pbc_folders(data_dir, rng):
+        got, _ = _pbc_walk(files, order, n_platelet if neg else n_pbc, m_src, mpp, neg)
         items += got
         n_ok = len(got)
         info["sources"][f"pbc/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok, "negative": neg}
