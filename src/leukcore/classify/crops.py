@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..io.slide import LOCAL_SCHEDULER
 from .geometry import CropSpec
 
 __all__ = ["extract_crops", "crops_from_array", "resize_rgb", "spec_of"]
@@ -102,7 +103,7 @@ def extract_crops(slide, table, classifier_or_spec, masks: Optional[bool] = None
     lvl = slide.levels[level]
     cached = None
     if int(lvl.shape[0]) * int(lvl.shape[1]) <= _MATERIALISE_PIXELS and len(idx) > 4:
-        cached = np.asarray(lvl.compute(scheduler="threads") if hasattr(lvl, "compute") else lvl)
+        cached = np.asarray(lvl.compute(scheduler=LOCAL_SCHEDULER) if hasattr(lvl, "compute") else lvl)
     cy = df["centroid_y"].to_numpy(np.float64)[idx] / d
     cx = df["centroid_x"].to_numpy(np.float64)[idx] / d
     polys = df["polygon"].to_numpy()[idx] if (use_mask and "polygon" in df) else None

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .._version import __version__
+from .slide import LOCAL_SCHEDULER
 
 __all__ = ["write_slide", "pyramid_shapes", "TIFF_COMPRESSIONS", "ZARR_COMPRESSIONS"]
 
@@ -141,10 +142,10 @@ def _compute(block):
         out = np.empty(block.shape, block.dtype)
         # local threads: under a dask.distributed Client (the default scheduler once one exists) the
         # store would run in worker processes and leave ``out`` unwritten
-        da.store(block, out, lock=False, scheduler="threads")
+        da.store(block, out, lock=False, scheduler=LOCAL_SCHEDULER)
         return out
     if hasattr(block, "compute"):
-        return np.asarray(block.compute(scheduler="threads"))
+        return np.asarray(block.compute(scheduler=LOCAL_SCHEDULER))
     return np.asarray(block)
 
 
