@@ -14,6 +14,7 @@ and, after evaluation, ``metrics.json`` and plots.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -300,7 +301,8 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     for ep in range(p2_start, int(p2["epochs"])):
         if sched == "cosine":         # per-epoch cosine decay from lr towards 0 over the planned epochs
             for g in opt.param_groups:
-                g["lr"] = float(float(p2["lr"]) * 0.5 * (1 + np.cos(np.pi * ep / max(1, int(p2["epochs"])))))  # a plain float: checkpoints load with weights_only
+                # math.cos keeps it a plain float: checkpoints then load with weights_only
+                g["lr"] = float(p2["lr"]) * 0.5 * (1 + math.cos(math.pi * ep / max(1, int(p2["epochs"]))))
         top.train()
         for m in top.modules():       # keep BatchNorm statistics frozen (small batches, small data)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
