@@ -212,3 +212,38 @@ def test_pbc_heldout_items_are_exactly_the_images_training_never_drew(tmp_path, 
     assert len(by_src["pbc"]) == 6 * 4 and len(by_src["pbc-platelet"]) == 9
     assert all(set(np.unique(it.labels)) == {0, 1} for it in by_src["pbc"])
     assert all(not it.labels.any() for it in by_src["pbc-platelet"])
+
+
+def test_train_detector_rejects_an_unknown_source_before_reading_data(tmp_path):
+    from leukcore.detect.train import train_detector
+
+    with pytest.raises(ValueError, match="unknown training source.*'pbc-platelets'"):
+        train_detector(tmp_path / "no-data", tmp_path / "run", source_weights={"pbc-platelets": 0.2}, log=None)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad", ["pbc-platelet", "pbc-platelet=x", "bccd=-1"])
+def test_cli_source_weight_needs_source_equals_nonnegative_number(tmp_path, bad, capsys):
+    from leukcore.cli import main
+
+    with pytest.raises(SystemExit, match="--source-weight wants SOURCE=W"):
+        main(["train-detector", "--data", str(tmp_path), "-o", str(tmp_path / "run"), "--source-weight", bad])
+
+
+def test_recorded_train_command_parses_back_to_the_same_recipe():
+    """The card's ``training.command`` must reproduce the run: parse it with the real CLI parser."""
+    import argparse
+    import shlex
+
+    from leukcore.cli.train_detector import register
+    from leukcore.detect.train import DEFAULT_SOURCE_WEIGHTS, _train_command
+
+    sw = {**DEFAULT_SOURCE_WEIGHTS, "pbc-platelet": 0.15, "pbc": 0.3}
+    cmd = _train_command("DATA", "RUN", 35.0, 0, 1e-3, sw, "card.yaml")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(shlex.split(cmd)[1:])
+    assert args.lr == 1e-3 and args.minutes == 35.0 and args.seed == 0 and args.init_from == "card.yaml"
+    got = dict(kv.split("=") for kv in args.source_weight)
+    assert {k: float(v) for k, v in got.items()} == {"pbc-platelet": 0.15, "pbc": 0.3}
+    assert _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None).endswith("--seed 0")

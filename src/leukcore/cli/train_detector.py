@@ -16,6 +16,10 @@ def register(sub):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--n-fourclass", type=int, default=300, help="four-class fields per class")
     p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the cosine schedule (default 3e-3)")
+    p.add_argument("--source-weight", action="append", default=[], metavar="SOURCE=W",
+                   help="share of a training source in each batch (repeatable); sources: four-class (0.5), "
+                        "bccd (0.25), pbc (0.2), pbc-platelet (0.05, the platelet negatives)")
     p.add_argument("--retune", default=None, metavar="CARD",
                    help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
                         "validation splits and write a copy with the new card to RUN_DIR")
@@ -28,6 +32,16 @@ def run(args):
     from ..detect.train import train_detector
 
     data = args.data or default_data_dir()
+    weights = {}
+    for kv in args.source_weight:
+        k, sep, v = kv.partition("=")
+        try:
+            w = float(v)
+        except ValueError:
+            w = -1.0
+        if not sep or w < 0:
+            raise SystemExit(f"leuk train-detector: --source-weight wants SOURCE=W with W >= 0, got {kv!r}")
+        weights[k.strip()] = w
     if args.retune:
         from ..detect.train import retune_detector
 
@@ -36,6 +50,6 @@ def run(args):
         return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
                           device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
-                          seed=args.seed, init_from=args.init_from)
+                          seed=args.seed, init_from=args.init_from, lr=args.lr, source_weights=weights)
     print(f"model card: {path}")
     return 0

@@ -23,6 +23,8 @@ __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_de
            "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
+#: share of each training source in a batch (each source's images share its weight equally)
+DEFAULT_SOURCE_WEIGHTS = {"four-class": 0.5, "bccd": 0.25, "pbc": 0.2, "pbc-platelet": 0.05}
 
 
 # ----------------------------------------------------------------- augmentation
@@ -298,8 +300,20 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    batch: int = 8, size: int = 128, device: str = "auto", threads: Optional[int] = 1,
                    n_fourclass: int = 300, n_pbc: int = 60, n_platelet: int = 40, seed: int = 0,
                    name: str = "wbc-stardist", log: Optional[Callable[[str], None]] = print,
-                   init_from: Optional[str] = None) -> Path:
+                   init_from: Optional[str] = None, lr: float = 3e-3,
+                   source_weights: Optional[dict] = None) -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
+
+    Parameters
+    ----------
+    init_from : str, optional
+        Model card to start from (fine-tuning).  With the same ``seed`` and image caps the
+        training draws are the same, so the held-out PBC validation set stays the same.
+    lr : float
+        Peak learning rate of the cosine schedule.
+    source_weights : dict, optional
+        Share of each source in a batch (``four-class``, ``bccd``, ``pbc``, ``pbc-platelet``);
+        missing keys keep :data:`DEFAULT_SOURCE_WEIGHTS`.
 
     Returns the card path in ``out_dir``.
     """
@@ -311,6 +325,10 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     from .data import load_training_items
     from .model import Detector
 
+    sw = {**DEFAULT_SOURCE_WEIGHTS, **(source_weights or {})}
+    unknown = sorted(set(sw) - set(DEFAULT_SOURCE_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown training source(s) {unknown}; known: {sorted(DEFAULT_SOURCE_WEIGHTS)}")
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +346,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         init_state = load_state_dict(c0)
     net, hist = train_network(train_items, arch=arch, steps=steps, minutes=minutes, batch=batch, size=size,
                               device=device, seed=seed, threads=threads, log=say, init_state=init_state,
-                              source_weights={"four-class": 0.5, "bccd": 0.25, "pbc": 0.2, "pbc-platelet": 0.05})
+                              lr=lr, source_weights=sw)
     card = {
         "name": name, "task": "detection", "version": 1,
         "description": "White-blood-cell (nucleus + cytoplasm) detector for Romanowsky-stained peripheral "
@@ -359,14 +377,29 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "steps": len(hist), "batch": batch, "patch": size, "minutes": round((time.time() - t_start) / 60, 1),
         "final_loss": float(np.mean([h["loss"] for h in hist[-50:]])) if hist else None,
         "device": str(det.device), "torch": str(torch.__version__), "machine": platform.machine(),
-        "params": n_params, "seed": seed,
-        "command": f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes}",
+        "params": n_params, "seed": seed, "lr": lr, "source_weights": sw,
+        **({"init_from": f"{c0['name']} v{c0.get('version', 1)} (weights sha256 "
+                         f"{c0.get('weights', {}).get('sha256', '?')[:12]})"} if init_from else {}),
+        "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from),
     }
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
                                                        default=float))
     say(f"wrote {cpath} ({(time.time() - t_start) / 60:.1f} min)")
     return cpath
+
+
+def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from) -> str:
+    """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
+    cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
+    if lr != 3e-3:
+        cmd += f" --lr {lr:g}"
+    for k, v in sw.items():
+        if v != DEFAULT_SOURCE_WEIGHTS[k]:
+            cmd += f" --source-weight {k}={v:g}"
+    if init_from:
+        cmd += f" --init-from {init_from}"
+    return cmd
 
 
 # ------------------------------------------------------------------ validation
