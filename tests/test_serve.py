@@ -36,10 +36,10 @@ def _png(h=32, w=48):
     return buf.getvalue()
 
 
-def _post(url, data, ctype="application/octet-stream"):
+def _post(url, data, ctype="application/octet-stream", timeout=10):
     req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": ctype})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -93,7 +93,7 @@ def test_real_model_predicts_a_pbc_cell():
     t.start()
     try:
         st, body = _post(f"http://127.0.0.1:{srv.server_address[1]}/predict?model=all-binary",
-                         cells[-1].read_bytes())
+                         cells[-1].read_bytes(), timeout=180)   # the first request loads both models
     finally:
         srv.shutdown()
         srv.server_close()

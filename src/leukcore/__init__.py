@@ -13,6 +13,8 @@ classify_cells
     Crop classification with timm backbones (:mod:`leukcore.classify`).
 analyze_slide
     Detection + classification + summary (:mod:`leukcore.pipeline`).
+classify_image
+    One field or single-cell image, detected and classified (:mod:`leukcore.field`).
 CellTable
     The one per-cell results table (:mod:`leukcore.results`).
 """
@@ -24,7 +26,7 @@ from ._version import __version__
 
 _SUBMODULES = {
     "io", "tiling", "detect", "classify", "models", "train", "export", "results",
-    "pipeline", "batch", "progress", "device", "sample", "cli", "testing", "mpp",
+    "pipeline", "field", "batch", "progress", "device", "sample", "cli", "testing", "mpp",
 }
 
 # public name -> submodule that defines it
@@ -40,6 +42,7 @@ _ATTRS = {
     "detect_cells": "detect",
     "classify_cells": "classify",
     "analyze_slide": "pipeline",
+    "classify_image": "field",
     "run_batch": "batch",
     "resolve_device": "device",
 }

@@ -82,7 +82,7 @@ def default_predictor(device: str = "auto") -> Callable[[Any, str], dict]:
         # same function as ``leuk classify`` (fields: detect cells, the card's field rule;
         # crops: whole image), so the demo and the command line always agree
         from .classify import Classifier
-        from .classify.image import classify_image
+        from .field import classify_image
 
         with lock:
             if model not in cache:

@@ -6,18 +6,17 @@ Public API (imported lazily so ``import leukcore.classify`` stays light)::
     extract_crops(slide, table, classifier_or_spec, masks=None)
     classify_cells(slide, table, classifier, batch_size=64, progress=None, cancel=None)
     gradcam(classifier, crops, target=None)
-    classify_image(path_or_array, classifier, kind="auto", mpp=None)   # one field or cell crop
 """
 from __future__ import annotations
 
 import importlib
 
 __all__ = ["Classifier", "CropSpec", "extract_crops", "crops_from_array", "classify_cells", "gradcam",
-           "preprocess", "classify_image"]
+           "preprocess"]
 
 _WHERE = {
     "Classifier": ".model", "CropSpec": ".geometry", "extract_crops": ".crops", "crops_from_array": ".crops",
-    "classify_cells": ".infer", "gradcam": ".cam", "preprocess": ".inputs", "classify_image": ".image",
+    "classify_cells": ".infer", "gradcam": ".cam", "preprocess": ".inputs",
 }
 
 

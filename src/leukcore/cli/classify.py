@@ -12,7 +12,7 @@ Rule for an image (``--kind auto``, the default):
 
 ``--kind cell`` forces rule 3 (centre crop of the model's crop size when ``--mpp`` is given);
 ``--kind field`` forces rule 2 (an image with no detected cell gets ``label: null``).
-The rule is :func:`leukcore.classify.image.classify_image` (the web demo uses it too).
+The rule is :func:`leukcore.field.classify_image` (the web demo uses it too).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def register(sub):
 
 def run(args) -> int:
     from ..classify import Classifier
-    from ..classify.image import classify_image
+    from ..field import classify_image
 
     clf = Classifier.load(args.model, device=args.device, backend=args.backend)
     rc = 0

@@ -32,7 +32,7 @@ def run(args) -> int:
     from ..io.slide import Slide
     from ..results import atomic_path
     from ..train.cells import load_image
-    from ..classify.image import _square, find_cells
+    from ..field import _square, find_cells
 
     clf = Classifier.load(args.model, device=args.device, backend="torch")
     out = Path(args.out)

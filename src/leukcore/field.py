@@ -1,4 +1,6 @@
-"""Classify one image (a field or a single-cell crop): the rule behind ``leuk classify`` and the web demo.
+"""One image at a time (a field or a single-cell crop), detected and classified: the rule behind
+``leuk classify``, ``leuk explain`` and the web demo.  Like :mod:`leukcore.pipeline` (whole slides),
+this is where detection and classification meet.
 
 Rule for an image (``kind="auto"``, the default):
 
@@ -24,18 +26,18 @@ __all__ = ["classify_image", "find_cells"]
 
 def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto"):
     """``(table, mpp, mpp_source)`` of the white cells of an in-memory image (empty table if no mpp)."""
-    from ..io.slide import Slide
-    from ..results import CellTable
+    from .io.slide import Slide
+    from .results import CellTable
 
     source = "user" if mpp else None
     if not mpp:
         try:
-            from ..mpp import estimate_mpp
+            from .mpp import estimate_mpp
             mpp = float(estimate_mpp(image).mpp)
             source = "estimated"
         except Exception:
             return CellTable(), None, None
-    from ..detect import Detector, detect_cells
+    from .detect import Detector, detect_cells
     det = detector if not isinstance(detector, str) else _detector(detector, device)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
@@ -45,7 +47,7 @@ _DETECTORS: dict = {}
 
 
 def _detector(name, device):
-    from ..detect import Detector
+    from .detect import Detector
     key = (name, device)
     if key not in _DETECTORS:
         _DETECTORS[key] = Detector.load(name, device=device)
@@ -59,10 +61,10 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     ``path``: an image file, or an already decoded ``(Y, X, 3)`` uint8 array (the web demo's
     upload; its record then has no ``path``).
     """
-    from .crops import extract_crops
-    from .crops import resize_rgb
-    from ..io.slide import Slide
-    from ..train.cells import load_image
+    from .classify.crops import extract_crops
+    from .classify.crops import resize_rgb
+    from .io.slide import Slide
+    from .train.cells import load_image
 
     if isinstance(path, np.ndarray):
         img, rec = path, {}
@@ -72,7 +74,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
         table, m, src = find_cells(img, mpp, detector, device)
         if len(table):
             slide = Slide.from_array(np.ascontiguousarray(img), mpp=m)
-            from .fields import aggregate_cells, field_rule
+            from .classify.fields import aggregate_cells, field_rule
             fr = field_rule(clf.card)
             probs = clf.predict_crops(extract_crops(slide, table, clf), tta=fr["tta"])
             p = aggregate_cells(probs, fr["field_aggregation"])
