@@ -247,3 +247,5 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     got = dict(kv.split("=") for kv in args.source_weight)
     assert {k: float(v) for k, v in got.items()} == {"pbc-platelet": 0.15, "pbc": 0.3}
     assert _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None).endswith("--seed 0")
+    wide = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, [24, 48, 96])
+    assert parser.parse_args(shlex.split(wide)[1:]).channels == [24, 48, 96]

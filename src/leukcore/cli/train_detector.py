@@ -16,6 +16,8 @@ def register(sub):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--n-fourclass", type=int, default=300, help="four-class fields per class")
     p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
+    p.add_argument("--channels", type=int, nargs="+", default=None, metavar="C",
+                   help="U-Net channels per level (default 16 32 64; ignored with --init-from)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the cosine schedule (default 3e-3)")
     p.add_argument("--source-weight", action="append", default=[], metavar="SOURCE=W",
                    help="share of a training source in each batch (repeatable); sources: four-class (0.5), "
@@ -50,6 +52,7 @@ def run(args):
         return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
                           device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
-                          seed=args.seed, init_from=args.init_from, lr=args.lr, source_weights=weights)
+                          seed=args.seed, init_from=args.init_from, lr=args.lr, source_weights=weights,
+                          channels=args.channels)
     print(f"model card: {path}")
     return 0

@@ -301,7 +301,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    n_fourclass: int = 300, n_pbc: int = 60, n_platelet: int = 40, seed: int = 0,
                    name: str = "wbc-stardist", log: Optional[Callable[[str], None]] = print,
                    init_from: Optional[str] = None, lr: float = 3e-3,
-                   source_weights: Optional[dict] = None) -> Path:
+                   source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None) -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
 
     Parameters
@@ -314,6 +314,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     source_weights : dict, optional
         Share of each source in a batch (``four-class``, ``bccd``, ``pbc``, ``pbc-platelet``);
         missing keys keep :data:`DEFAULT_SOURCE_WEIGHTS`.
+    channels : sequence of int, optional
+        U-Net channels per level (default ``DEFAULT_ARCH["channels"]``); ignored with ``init_from``.
 
     Returns the card path in ``out_dir``.
     """
@@ -339,6 +341,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     say(f"{len(train_items)} training images, {len(val_items)} four-class validation images "
         f"({(time.time() - t_start) / 60:.1f} min to build)")
     arch = dict(DEFAULT_ARCH)
+    if channels:
+        arch["channels"] = [int(c) for c in channels]
     init_state = None
     if init_from:
         c0 = load_card(init_from)
@@ -380,7 +384,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "params": n_params, "seed": seed, "lr": lr, "source_weights": sw,
         **({"init_from": f"{c0['name']} v{c0.get('version', 1)} (weights sha256 "
                          f"{c0.get('weights', {}).get('sha256', '?')[:12]})"} if init_from else {}),
-        "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from),
+        "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from,
+                                  None if init_from else arch["channels"]),
     }
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
@@ -389,7 +394,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     return cpath
 
 
-def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from) -> str:
+def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None) -> str:
     """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
     cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
     if lr != 3e-3:
@@ -397,6 +402,8 @@ def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from) -> str:
     for k, v in sw.items():
         if v != DEFAULT_SOURCE_WEIGHTS[k]:
             cmd += f" --source-weight {k}={v:g}"
+    if channels and list(channels) != list(DEFAULT_ARCH["channels"]):
+        cmd += " --channels " + " ".join(str(c) for c in channels)
     if init_from:
         cmd += f" --init-from {init_from}"
     return cmd
