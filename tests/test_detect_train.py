@@ -249,3 +249,26 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     assert _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None).endswith("--seed 0")
     wide = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, [24, 48, 96])
     assert parser.parse_args(shlex.split(wide)[1:]).channels == [24, 48, 96]
+
+
+def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
+    """``leuk train-detector`` and a later ``--retune`` of its card must build the same tuning sets:
+    the same PBC replay (seed and caps read back from the card) and every four-class validation field."""
+    import leukcore.detect.data as D
+    import leukcore.detect.train as T
+
+    calls = []
+    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None: calls.append((mpp, draws)) or {})
+
+    def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log):
+        rng = np.random.default_rng(seed)
+        img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+        info = {"sources": {f"pbc/{c}": {"images": n_pbc, "negative": False} for c in D.PBC_WBC}}
+        info["sources"]["pbc/platelet"] = {"images": n_platelet, "negative": True}
+        return [TrainItem(img, np.zeros((64, 64), np.int32), "pbc", "x.jpg")], info
+
+    monkeypatch.setattr(D, "load_training_items", fake_items)
+    card = T.train_detector(tmp_path, tmp_path / "run", steps=2, minutes=None, batch=2, size=32, device="cpu",
+                            n_pbc=7, n_platelet=5, seed=11, channels=[8, 16], log=None)
+    T.retune_detector(card, tmp_path, tmp_path / "retuned", device="cpu", log=None)
+    assert calls == [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5})] * 2

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import TrainItem, background_color, normalize_image, pbc_heldout_items
+from .data import TrainItem, background_color, normalize_image
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
            "train_network", "tune_thresholds", "retune_detector", "validation_sets",
@@ -338,7 +338,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     items, info = load_training_items(data_dir, mpp, n_fourclass=n_fourclass, n_pbc=n_pbc,
                                       n_platelet=n_platelet, seed=seed, log=say)
     train_items, val_items = _val_split(items)
-    say(f"{len(train_items)} training images, {len(val_items)} four-class validation images "
+    say(f"{len(train_items)} training images ({len(val_items)} drawn four-class fields are validation fields, "
+        f"left out; tuning uses every validation field) "
         f"({(time.time() - t_start) / 60:.1f} min to build)")
     arch = dict(DEFAULT_ARCH)
     if channels:
@@ -363,10 +364,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "thresholds": {"prob": 0.5, "nms": 0.4},
     }
     det = Detector.from_network(net, card, device=device)
-    bccd_mpp = info["sources"].get("bccd", {}).get("mpp_estimated")
-    val_sets = validation_sets(data_dir, mpp, bccd_mpp, val_items,
-                               pbc_heldout_items(data_dir, mpp, n_pbc=n_pbc, n_platelet=n_platelet, seed=seed,
-                                                 log=say))
+    val_sets = tuning_sets(data_dir, mpp, {"seed": seed, "n_pbc": n_pbc, "n_platelet": n_platelet}, log=say)
     tuned = _apply_tuning(card, det, val_sets, say)
     n_params = int(sum(p.numel() for p in net.parameters()))
     card["training"] = {
@@ -470,6 +468,22 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None) -> list[TrainItem]
     return out
 
 
+def tuning_sets(data_dir, mpp: float, draws: Optional[dict], log=None) -> dict:
+    """The three threshold-tuning sets, built the same way after training and by ``--retune``.
+
+    BCCD ``val`` fields at the BCCD train folder's pixel size, every four-class name-hash
+    validation field (:func:`fourclass_val_items`, not only those among a run's per-class
+    draws), and, when ``draws`` (``seed``, ``n_pbc``, ``n_platelet`` of the training run) is
+    given, the PBC images that run never drew.
+    """
+    from .data import bccd_split, folder_mpp, pbc_heldout_items
+
+    jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
+    bccd_mpp = folder_mpp(jpgs[:40]) if jpgs else None
+    return validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=log),
+                           pbc_heldout_items(data_dir, mpp, log=log, **draws) if draws else ())
+
+
 def _apply_tuning(card: dict, det, val_sets: dict, say) -> Optional[dict]:
     """Tune thresholds on ``val_sets`` and write them (and the validation metrics) into ``card``."""
     tuned = tune_thresholds(det, val_sets) if val_sets else None
@@ -504,7 +518,6 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     per-class image counts the card records for its training run).
     """
     from ..models.registry import load_card, load_state_dict, save_model
-    from .data import bccd_split, folder_mpp
     from .model import Detector
 
     say = log or (lambda s: None)
@@ -512,10 +525,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     state = load_state_dict(card)                    # checks the weights' sha256
     det = Detector.load(card_path, device=device)
     mpp = float(mpp or det.mpp)
-    jpgs = [Path(data_dir) / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_split(data_dir, "train")]
-    bccd_mpp = folder_mpp(jpgs[:40]) if jpgs else None
-    val_sets = validation_sets(data_dir, mpp, bccd_mpp, fourclass_val_items(data_dir, mpp, log=say),
-                               pbc_heldout_items(data_dir, mpp, log=say, **_training_draws(card)) if pbc else ())
+    val_sets = tuning_sets(data_dir, mpp, _training_draws(card) if pbc else None, log=say)
     card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
     tuned = _apply_tuning(card, det, val_sets, say)
     card.pop("weights", None)
