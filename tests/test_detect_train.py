@@ -258,7 +258,7 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
     import leukcore.detect.train as T
 
     calls = []
-    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None: calls.append((mpp, draws)) or {})
+    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None, **kw: calls.append((mpp, draws)) or {})
 
     def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log):
         rng = np.random.default_rng(seed)
@@ -272,3 +272,18 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
                             n_pbc=7, n_platelet=5, seed=11, channels=[8, 16], log=None)
     T.retune_detector(card, tmp_path, tmp_path / "retuned", device="cpu", log=None)
     assert calls == [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5})] * 2
+
+
+def test_ignore_fragments_marks_small_instances_neither_found_nor_false():
+    from leukcore.detect.train import ignore_fragments
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[2:12, 2:12] = 1            # 100 px: a cell
+    lab[20:23, 20:23] = 2          # 9 px: a fragment
+    lab[30:35, 30:35] = -1         # already ignore
+    out = ignore_fragments(lab, 50)
+    assert set(np.unique(out).tolist()) == {-1, 0, 1} and (out[20:23, 20:23] == -1).all()
+    assert (lab[20:23, 20:23] == 2).all()          # input untouched
+    # a detection on the fragment is not counted; one on the cell is a true positive
+    assert match_points_to_labels(np.array([[21, 21], [5, 5]]), out) == (1, 1, 1)
+    assert match_points_to_labels(np.array([[21, 21], [5, 5]]), lab) == (2, 2, 2)

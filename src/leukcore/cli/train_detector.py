@@ -25,6 +25,9 @@ def register(sub):
     p.add_argument("--retune", default=None, metavar="CARD",
                    help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
                         "validation splits and write a copy with the new card to RUN_DIR")
+    p.add_argument("--val-ignore-below", type=float, default=None, metavar="UM",
+                   help="with --retune: four-class validation instances smaller than a disc UM microns across "
+                        "(fragments of the derived masks) count neither as cells nor as false positives")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -47,7 +50,8 @@ def run(args):
     if args.retune:
         from ..detect.train import retune_detector
 
-        path = retune_detector(args.retune, data, args.out, device=args.device)
+        path = retune_detector(args.retune, data, args.out, device=args.device,
+                               val_ignore_below_um=args.val_ignore_below)
         print(f"model card: {path}")
         return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
