@@ -2,9 +2,10 @@
 ``leuk classify``, ``leuk explain`` and the web demo.  Like :mod:`leukcore.pipeline` (whole slides),
 this is where detection and classification meet.
 
-Rule for an image (``kind="auto"``, the default):
+Rule for an image (kind ``auto``, the default):
 
-1. the pixel size is ``mpp``, else estimated from the red cells (:func:`leukcore.mpp.estimate_mpp`);
+1. the pixel size is the one given (``mpp``), else estimated from the red cells
+   (``leukcore.mpp.estimate_mpp``);
 2. with a pixel size, the detector finds the white cells and each is classified from its crop;
    the image's label comes from **all** its cells by the model card's field rule (``inference``:
    test-time augmentation and ``mean_prob`` / ``mean_log_prob`` aggregation, chosen on the
@@ -12,8 +13,8 @@ Rule for an image (``kind="auto"``, the default):
 3. when no pixel size can be found or no cell is detected, the image is taken as one cell crop
    (C-NMC / PBC style) and classified whole, resized to the model's input (``rule: whole-image``).
 
-``kind="cell"`` forces rule 3 (centre crop of the model's crop size when ``mpp`` is given);
-``kind="field"`` forces rule 2 (an image with no detected cell gets ``label: None``).
+Kind ``cell`` forces rule 3 (centre crop of the model's crop size when a pixel size is given);
+kind ``field`` forces rule 2 (an image with no detected cell gets no label: ``null`` in JSON).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
             source = "estimated"
         except Exception:
             return CellTable(), None, None
-    from .detect import Detector, detect_cells
+    from .detect import detect_cells
     det = detector if not isinstance(detector, str) else _detector(detector, device)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
@@ -61,8 +62,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     ``path``: an image file, or an already decoded ``(Y, X, 3)`` uint8 array (the web demo's
     upload; its record then has no ``path``).
     """
-    from .classify.crops import extract_crops
-    from .classify.crops import resize_rgb
+    from .classify.crops import extract_crops, resize_rgb
     from .io.slide import Slide
     from .train.cells import load_image
 

@@ -1,18 +1,8 @@
 """``leuk classify IMAGE... --model NAME [--json]``: class and probabilities per image.
 
-Rule for an image (``--kind auto``, the default):
-
-1. the pixel size is ``--mpp``, else estimated from the red cells (``leukcore.mpp.estimate_mpp``);
-2. with a pixel size, the detector finds the white cells and each is classified from its crop;
-   the image's label comes from **all** its cells by the model card's field rule (``inference``:
-   test-time augmentation and ``mean_prob`` / ``mean_log_prob`` aggregation, chosen on the
-   validation split; default: mean probability without TTA); ``n_cells`` is reported;
-3. when no pixel size can be found or no cell is detected, the image is taken as one cell crop
-   (C-NMC / PBC style) and classified whole, resized to the model's input (``rule: whole-image``).
-
-``--kind cell`` forces rule 3 (centre crop of the model's crop size when ``--mpp`` is given);
-``--kind field`` forces rule 2 (an image with no detected cell gets ``label: null``).
-The rule is :func:`leukcore.field.classify_image` (the web demo uses it too).
+The rule (detect the white cells and classify each, else take the image as one cell crop) is
+:func:`leukcore.field.classify_image`'s; its module doc, shown by ``leuk classify --help``,
+states it once for the library, the web demo and this command.
 """
 from __future__ import annotations
 
@@ -21,8 +11,11 @@ import sys
 
 
 def register(sub):
+    from .. import field
+
+    rule = field.__doc__.split("\n\n", 1)[1] if field.__doc__ else ""
     p = sub.add_parser("classify", help="classify single images, fields or cell crops",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       description=rule + "\nThe kind is --kind, the pixel size --mpp.",
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF)")
     p.add_argument("--model", default="all-binary", help="all-binary | all-4class | model card .yaml | run dir")
