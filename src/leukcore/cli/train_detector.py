@@ -18,7 +18,7 @@ def register(sub):
     p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
     p.add_argument("--channels", type=int, nargs="+", default=None, metavar="C",
                    help="U-Net channels per level (default 16 32 64; ignored with --init-from)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the cosine schedule (default 3e-3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the cosine schedule (default 3e-3)")
     p.add_argument("--source-weight", action="append", default=[], metavar="SOURCE=W",
                    help="share of a training source in each batch (repeatable); sources: four-class (0.5), "
                         "bccd (0.25), pbc (0.2), pbc-platelet (0.05, the platelet negatives)")
@@ -34,7 +34,7 @@ def register(sub):
 
 def run(args):
     from ..detect.data import default_data_dir
-    from ..detect.train import train_detector
+    from ..detect.train import DEFAULT_LR, train_detector
 
     data = args.data or default_data_dir()
     weights = {}
@@ -56,7 +56,7 @@ def run(args):
         return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
                           device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
-                          seed=args.seed, init_from=args.init_from, lr=args.lr, source_weights=weights,
-                          channels=args.channels)
+                          seed=args.seed, init_from=args.init_from, source_weights=weights, channels=args.channels,
+                          lr=DEFAULT_LR if args.lr is None else args.lr)
     print(f"model card: {path}")
     return 0

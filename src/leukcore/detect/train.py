@@ -23,6 +23,8 @@ __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_de
            "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
+#: peak learning rate of the cosine schedule
+DEFAULT_LR = 3e-3
 #: share of each training source in a batch (each source's images share its weight equally)
 DEFAULT_SOURCE_WEIGHTS = {"four-class": 0.5, "bccd": 0.25, "pbc": 0.2, "pbc-platelet": 0.05}
 
@@ -214,7 +216,7 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
 
 # -------------------------------------------------------------------- training
 def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, steps: int = 1000,
-                  minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = 3e-3,
+                  minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = DEFAULT_LR,
                   device: str = "auto", seed: int = 0, threads: Optional[int] = None,
                   source_weights: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
                   init_state: Optional[dict] = None):
@@ -300,7 +302,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    batch: int = 8, size: int = 128, device: str = "auto", threads: Optional[int] = 1,
                    n_fourclass: int = 300, n_pbc: int = 60, n_platelet: int = 40, seed: int = 0,
                    name: str = "wbc-stardist", log: Optional[Callable[[str], None]] = print,
-                   init_from: Optional[str] = None, lr: float = 3e-3,
+                   init_from: Optional[str] = None, lr: float = DEFAULT_LR,
                    source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None) -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
 
@@ -395,7 +397,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
 def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None) -> str:
     """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
     cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
-    if lr != 3e-3:
+    if lr != DEFAULT_LR:
         cmd += f" --lr {lr:g}"
     for k, v in sw.items():
         if v != DEFAULT_SOURCE_WEIGHTS[k]:
