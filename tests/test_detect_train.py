@@ -141,6 +141,30 @@ def test_tune_thresholds_picks_the_smallest_cell_that_drops_debris():
     assert by_mc[4.0]["precision"] == pytest.approx(2 / 3) and by_mc[5.0]["precision"] == pytest.approx(2 / 3)
     assert by_mc[6.0] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert res["best"]["min_cell_um"] == 6.0
+    assert res["per_image"] == {"v": [[2, 2, 2]]}         # the best point's counts, image by image
+
+
+def test_compare_tunings_paired_bootstrap():
+    """A model that is better on every image wins every resample; a model against itself is a tie;
+    tunings on different validation images cannot be paired."""
+    from leukcore.detect.train import compare_tunings
+
+    rng = np.random.default_rng(0)
+    n = 40
+    worse = {"s": [[8, 10, 10]] * n, "t": [[1, 1, 1]] * 20}
+    better = {"s": [[9, 10, 10]] * n, "t": [[1, 1, 1]] * 20}
+    r = compare_tunings({"per_image": better}, {"per_image": worse}, n_boot=200)
+    assert r["diff"] == pytest.approx((0.9 - 0.8) / 2) and r["p_a_better"] == 1.0 and r["ci95"][0] > 0
+    noisy = {"s": [[int(v), 10, 10] for v in rng.integers(7, 11, n)], "t": worse["t"]}
+    same = compare_tunings({"per_image": noisy}, {"per_image": noisy}, n_boot=200)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0] and same["p_a_better"] == 0.0
+    # one image differs: the interval must straddle zero-ish and be narrower than the whole range
+    one = {"s": [list(r) for r in noisy["s"]], "t": worse["t"]}
+    one["s"][0][0] = max(0, one["s"][0][0] - 1)
+    r1 = compare_tunings({"per_image": noisy}, {"per_image": one}, n_boot=200)
+    assert r1["diff"] > 0 and r1["ci95"][0] >= 0 and r1["p_a_better"] < 1.0
+    with pytest.raises(ValueError, match="same validation sets"):
+        compare_tunings({"per_image": better}, {"per_image": {"s": better["s"][:-1], "t": better["t"]}})
 
 
 def test_near_tied_candidates_are_ordered_by_global_pixel():
@@ -249,6 +273,12 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     assert _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None).endswith("--seed 0")
     wide = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, [24, 48, 96])
     assert parser.parse_args(shlex.split(wide)[1:]).channels == [24, 48, 96]
+    clean = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, None, 7.0)
+    assert parser.parse_args(shlex.split(clean)[1:]).train_ignore_below == 7.0
+    assert parser.parse_args(shlex.split(wide)[1:]).train_ignore_below is None
+    assert parser.parse_args(shlex.split(wide)[1:]).val_ignore_below is None      # the default rule
+    counted = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, None, None, 0)
+    assert parser.parse_args(shlex.split(counted)[1:]).val_ignore_below == 0
 
 
 def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
@@ -258,9 +288,11 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
     import leukcore.detect.train as T
 
     calls = []
-    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None, **kw: calls.append((mpp, draws)) or {})
+    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None, ignore_below_um=None:
+                        calls.append((mpp, draws, ignore_below_um)) or {})
 
-    def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log):
+    def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log, fourclass_ignore_below_um=None):
+        calls.append(("ignore", fourclass_ignore_below_um))
         rng = np.random.default_rng(seed)
         img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
         info = {"sources": {f"pbc/{c}": {"images": n_pbc, "negative": False} for c in D.PBC_WBC}}
@@ -269,9 +301,13 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
 
     monkeypatch.setattr(D, "load_training_items", fake_items)
     card = T.train_detector(tmp_path, tmp_path / "run", steps=2, minutes=None, batch=2, size=32, device="cpu",
-                            n_pbc=7, n_platelet=5, seed=11, channels=[8, 16], log=None)
+                            n_pbc=7, n_platelet=5, seed=11, channels=[8, 16], log=None, train_ignore_below_um=7)
+    assert calls[-1] == (0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, T.VAL_IGNORE_BELOW_UM)
     T.retune_detector(card, tmp_path, tmp_path / "retuned", device="cpu", log=None)
-    assert calls == [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5})] * 2
+    assert calls == [("ignore", 7)] + [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, 7.0)] * 2
+    import yaml
+    tr = yaml.safe_load(card.read_text())["training"]
+    assert tr["fourclass_ignore_below_um"] == 7.0 and tr["command"].endswith("--train-ignore-below 7")
 
 
 def test_ignore_fragments_marks_small_instances_neither_found_nor_false():

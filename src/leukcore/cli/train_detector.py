@@ -26,15 +26,20 @@ def register(sub):
                    help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
                         "validation splits and write a copy with the new card to RUN_DIR")
     p.add_argument("--val-ignore-below", type=float, default=None, metavar="UM",
-                   help="with --retune: four-class validation instances smaller than a disc UM microns across "
-                        "(fragments of the derived masks) count neither as cells nor as false positives")
+                   help="when tuning thresholds (after training, or --retune): four-class validation instances "
+                        "smaller than a disc UM microns across "
+                        "(fragments of the derived masks) count neither as cells nor as false positives "
+                        "(default 7, the smallest white cell; 0 counts every instance)")
+    p.add_argument("--train-ignore-below", type=float, default=None, metavar="UM",
+                   help="four-class training instances smaller than a disc UM microns across (fragments of the "
+                        "derived masks) are ignored instead of learnt as cells")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args):
     from ..detect.data import default_data_dir
-    from ..detect.train import DEFAULT_LR, train_detector
+    from ..detect.train import DEFAULT_LR, VAL_IGNORE_BELOW_UM, train_detector
 
     data = args.data or default_data_dir()
     weights = {}
@@ -47,16 +52,17 @@ def run(args):
         if not sep or w < 0:
             raise SystemExit(f"leuk train-detector: --source-weight wants SOURCE=W with W >= 0, got {kv!r}")
         weights[k.strip()] = w
+    val_ignore = VAL_IGNORE_BELOW_UM if args.val_ignore_below is None else args.val_ignore_below
     if args.retune:
         from ..detect.train import retune_detector
 
-        path = retune_detector(args.retune, data, args.out, device=args.device,
-                               val_ignore_below_um=args.val_ignore_below)
+        path = retune_detector(args.retune, data, args.out, device=args.device, val_ignore_below_um=val_ignore)
         print(f"model card: {path}")
         return 0
     path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
                           device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
                           seed=args.seed, init_from=args.init_from, source_weights=weights, channels=args.channels,
-                          lr=DEFAULT_LR if args.lr is None else args.lr)
+                          lr=DEFAULT_LR if args.lr is None else args.lr,
+                          train_ignore_below_um=args.train_ignore_below, val_ignore_below_um=val_ignore)
     print(f"model card: {path}")
     return 0

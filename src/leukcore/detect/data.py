@@ -277,6 +277,17 @@ def _fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = Fa
     return TrainItem(img_w, lab, "four-class", Path(orig).name)
 
 
+def ignore_fragments(labels: np.ndarray, min_area_px: float) -> np.ndarray:
+    """Mark instances smaller than ``min_area_px`` as *ignore* (-1): neither a cell to find nor a
+    false positive when detected.  Existing ignore pixels stay ignore; a copy is returned."""
+    lab = np.array(labels, copy=True)
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    small = ids[counts < min_area_px]
+    if len(small):
+        lab[np.isin(lab, small)] = -1
+    return lab
+
+
 def dedup(files) -> list:
     """Drop byte-identical files (keep the first by name)."""
     seen, out = set(), []
@@ -352,8 +363,13 @@ def pbc_heldout_items(data_dir, mpp: float = 0.5, *, per_class: int = 60, n_pbc:
 
 def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n_pbc: int = 60,
                         n_platelet: int = 40, bccd_splits=("train",), seed: int = 0,
-                        log=None) -> tuple[list[TrainItem], dict]:
+                        log=None, fourclass_ignore_below_um: Optional[float] = None
+                        ) -> tuple[list[TrainItem], dict]:
     """Build the training items (per-class caps keep it quick on CPU).
+
+    ``fourclass_ignore_below_um``: four-class derived-mask instances smaller than a disc this many
+    microns across become *ignore* (:func:`ignore_fragments`) rather than cells to learn; the
+    draws are the same either way.
 
     Returns the items and a dict describing sources and their estimated pixel sizes.
     """
@@ -373,6 +389,10 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
             it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
                                  use_colour=(cls == "Pro"))
             if it is not None:
+                if fourclass_ignore_below_um:
+                    it = TrainItem(it.image, ignore_fragments(it.labels, np.pi * (fourclass_ignore_below_um
+                                                                                  / 2 / mpp) ** 2),
+                                   it.source, it.name)
                 items.append(it)
                 n_ok += 1
         info["sources"][f"four-class/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok,

@@ -18,6 +18,45 @@ def disc_area_px(diameter_um: float, mpp: float) -> float:
     return float(np.pi * (diameter_um / 2 / mpp) ** 2)
 
 
+#: test-time augmentations in the order :attr:`Detector.tta` takes them: (transpose, flip rows, flip columns)
+_DIHEDRAL = ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1))
+TTA_CHOICES = (1, 2, 4, 8)
+
+
+def _transform(x, t: int, v: int, h: int):
+    """Transpose (if ``t``), then flip rows (``v``) and columns (``h``) of NCHW ``x``."""
+    if t:
+        x = x.transpose(2, 3)
+    dims = [d for d, on in ((2, v), (3, h)) if on]
+    return x.flip(dims) if dims else x
+
+
+def _untransform(y, t: int, v: int, h: int):
+    """Inverse of :func:`_transform` on the spatial axes of NCHW ``y``."""
+    dims = [d for d, on in ((2, v), (3, h)) if on]
+    if dims:
+        y = y.flip(dims)
+    return y.transpose(2, 3) if t else y
+
+
+def _untransform_rays(d, t: int, v: int, h: int):
+    """Inverse of :func:`_transform` on NCHW ray distances: the spatial axes, then the ray order.
+
+    stardist's ray k points at angle 2 pi k / n (dy = sin, dx = cos); undoing a column flip maps
+    ray k to n/2 - k, a row flip to -k, a transpose to n/4 - k (checked against ``star_dist``
+    in ``tests/test_detect_model.py``)."""
+    import torch
+
+    n = d.shape[1]
+    k = torch.arange(n, device=d.device)
+    for on, flip_dims, perm in ((h, [3], (n // 2 - k) % n), (v, [2], (-k) % n)):
+        if on:
+            d = d.flip(flip_dims)[:, perm]
+    if t:
+        d = d.transpose(2, 3)[:, (n // 4 - k) % n]
+    return d
+
+
 @dataclass
 class Detector:
     """A WBC detector ready for tiled prediction.
@@ -35,6 +74,9 @@ class Detector:
     card: dict
     device: Any
     settings: dict = field(default_factory=dict)
+    #: test-time augmentation: average the maps over this many of the 8 flips / transposes of
+    #: each tile (1 = none, 2 = + left-right flip, 4 = all flips, 8 = flips and transposes)
+    tta: int = 1
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -140,6 +182,10 @@ class Detector:
         """
         import torch
 
+        if self.tta not in TTA_CHOICES:
+            raise ValueError(f"tta must be one of {TTA_CHOICES}, got {self.tta!r}")
+        if self.tta > 1 and self.n_rays % 4:
+            raise ValueError(f"tta needs a number of rays divisible by 4, the model has {self.n_rays}")
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
         if self.settings.get("pin_memory"):
             x = x.pin_memory()
@@ -147,13 +193,21 @@ class Detector:
         if self.settings.get("channels_last"):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self.settings.get("amp"):
-                with torch.autocast(self.device.type, dtype=torch.float16):
-                    logit, dist = self.net(x)
-            else:
-                logit, dist = self.net(x)
-            prob = torch.sigmoid(logit.float())[:, 0]
-            dist = dist.float().permute(0, 2, 3, 1)
+            prob = dist = None
+            for t, v, h in _DIHEDRAL[:self.tta]:
+                xt = _transform(x, t, v, h)
+                if self.settings.get("amp"):
+                    with torch.autocast(self.device.type, dtype=torch.float16):
+                        logit, d = self.net(xt)
+                else:
+                    logit, d = self.net(xt)
+                p = torch.sigmoid(logit.float())
+                p, d = _untransform(p, t, v, h), _untransform_rays(d.float(), t, v, h)
+                prob, dist = (p, d) if prob is None else (prob + p, dist + d)
+            if self.tta > 1:
+                prob, dist = prob / self.tta, dist / self.tta
+            prob = prob[:, 0]
+            dist = dist.permute(0, 2, 3, 1)
         return prob.cpu().numpy(), dist.cpu().numpy()
 
     def predict_image(self, image: np.ndarray, *, bg=None, prob_thresh: Optional[float] = None,

@@ -16,10 +16,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import TrainItem, background_color, normalize_image
+from .data import TrainItem, background_color, ignore_fragments, normalize_image  # noqa: F401 (re-export)
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
-           "train_network", "tune_thresholds", "retune_detector", "validation_sets",
+           "train_network", "tune_thresholds", "compare_tunings", "retune_detector", "validation_sets",
            "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
@@ -27,6 +27,11 @@ DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64],
 DEFAULT_LR = 3e-3
 #: share of each training source in a batch (each source's images share its weight equally)
 DEFAULT_SOURCE_WEIGHTS = {"four-class": 0.5, "bccd": 0.25, "pbc": 0.2, "pbc-platelet": 0.05}
+#: four-class validation instances smaller than a disc this many microns across (the smallest white
+#: cell) are *ignore* when tuning: the derived masks split cells into fragments (13 % of their
+#: instances), which no white-cell detector should report; detections on them are not false
+#: positives either (COCO's treatment of objects outside the evaluated size range)
+VAL_IGNORE_BELOW_UM = 7.0
 
 
 # ----------------------------------------------------------------- augmentation
@@ -162,6 +167,15 @@ def match_points_to_labels(points: np.ndarray, lab: np.ndarray) -> tuple[int, in
     return tp, n_pred, len(gt)
 
 
+def _f1_of_counts(c: np.ndarray) -> dict:
+    """Precision / recall / F1 of summed per-image ``(tp, n_pred, n_gt)`` rows."""
+    tp, npred, ngt = np.asarray(c, dtype=np.int64).reshape(-1, 3).sum(axis=0)
+    prec = tp / npred if npred else 0.0
+    rec = tp / ngt if ngt else 0.0
+    return {"precision": float(prec), "recall": float(rec),
+            "f1": float(2 * prec * rec / (prec + rec)) if prec + rec else 0.0}
+
+
 def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(0.3, 0.4, 0.5),
                     min_cells=(4.0, 5.0, 6.0, 7.0)) -> dict:
     """Grid-search probability / NMS thresholds and the smallest cell kept for the best mean F1.
@@ -172,10 +186,15 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
 
     ``val_sets``: name -> list of (image at working mpp, target) where target is
     ``("boxes", (N, 4))`` or ``("labels", (H, W))``.
+
+    Returns ``{"best": ..., "grid": [...], "per_image": {set: [[tp, n_pred, n_gt], ...]}}``;
+    ``per_image`` holds the best grid point's counts, image by image, in ``val_sets`` order
+    (what :func:`compare_tunings` resamples).
     """
     from .data import normalize_image
     from .model import disc_area_px
     from .postprocess import instances_from_maps
+    from ..results import polygon_area
 
     maps = {}
     for name, pairs in val_sets.items():
@@ -187,34 +206,60 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
             x = np.pad(normalize_image(img), ((0, Hp - H), (0, Wp - W), (0, 0)), constant_values=1.0)
             p, d = det.predict_maps(x[None])
             maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
+    # NMS once per (prob, nms); the smallest-cell bound only filters its output by area
+    counts = {}                          # (prob, nms, min_cell) -> set -> per-image rows
+    for pt, nt in itertools.product(probs, nmss):
+        for name, lst in maps.items():
+            for p, d, (kind, t) in lst:
+                pts, sc, polys = instances_from_maps(p, d, prob_thresh=pt, nms_thresh=nt)
+                areas = np.array([polygon_area(q) for q in polys], dtype=np.float64)
+                for mc in min_cells:
+                    keep = areas >= disc_area_px(mc, det.mpp)
+                    if kind == "boxes":
+                        row = (match_points_to_boxes(pts[keep], sc[keep], t), int(keep.sum()), len(t))
+                    else:
+                        row = match_points_to_labels(pts[keep], t)
+                    counts.setdefault((pt, nt, mc), {}).setdefault(name, []).append(row)
     table = []
     for pt, nt, mc in itertools.product(probs, nmss, min_cells):
-        min_area = disc_area_px(mc, det.mpp)
-        f1s = {}
-        for name, lst in maps.items():
-            tp = npred = ngt = 0
-            for p, d, (kind, t) in lst:
-                pts, sc, _ = instances_from_maps(p, d, prob_thresh=pt, nms_thresh=nt, min_area=min_area)
-                if kind == "boxes":
-                    tp += match_points_to_boxes(pts, sc, t)
-                    npred += len(pts)
-                    ngt += len(t)
-                else:
-                    a, b, c = match_points_to_labels(pts, t)
-                    tp += a
-                    npred += b
-                    ngt += c
-            prec = tp / npred if npred else 0.0
-            rec = tp / ngt if ngt else 0.0
-            f1s[name] = {"precision": prec, "recall": rec,
-                         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+        f1s = {name: _f1_of_counts(rows) for name, rows in counts[(pt, nt, mc)].items()}
         table.append({"prob": pt, "nms": nt, "min_cell_um": mc, "sets": f1s,
                       "mean_f1": float(np.mean([v["f1"] for v in f1s.values()]))})
     best = max(table, key=lambda r: r["mean_f1"])
-    return {"best": best, "grid": table}
+    per_image = {k: [list(map(int, r)) for r in v]
+                 for k, v in counts[(best["prob"], best["nms"], best["min_cell_um"])].items()}
+    return {"best": best, "grid": table, "per_image": per_image}
 
 
-# -------------------------------------------------------------------- training
+def compare_tunings(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired bootstrap of the mean validation F1 of two tunings (:func:`tune_thresholds` results).
+
+    Images are resampled within each set, the same draw for both models, so the interval is that
+    of the difference itself.  Both must come from the same validation images in the same order.
+
+    Returns ``{"diff": A - B, "ci95": [lo, hi], "p_a_better": share of resamples where A wins}``.
+    """
+    pa, pb = a["per_image"], b["per_image"]
+    if sorted(pa) != sorted(pb) or any(len(pa[k]) != len(pb[k]) for k in pa):
+        raise ValueError("the two tunings were not made on the same validation sets: "
+                         f"{ {k: len(v) for k, v in pa.items()} } vs { {k: len(v) for k, v in pb.items()} }")
+    A = {k: np.asarray(v, dtype=np.int64).reshape(-1, 3) for k, v in pa.items()}
+    B = {k: np.asarray(v, dtype=np.int64).reshape(-1, 3) for k, v in pb.items()}
+
+    def mean_f1(X, idx):
+        return float(np.mean([_f1_of_counts(X[k][idx[k]])["f1"] for k in X]))
+
+    whole = {k: np.arange(len(v)) for k, v in A.items()}
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = {k: rng.integers(0, len(v), len(v)) for k, v in A.items()}
+        diffs[i] = mean_f1(A, idx) - mean_f1(B, idx)
+    return {"diff": mean_f1(A, whole) - mean_f1(B, whole),
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+            "p_a_better": float(np.mean(diffs > 0)), "n_boot": n_boot}
+
+
 def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, steps: int = 1000,
                   minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = DEFAULT_LR,
                   device: str = "auto", seed: int = 0, threads: Optional[int] = None,
@@ -303,7 +348,9 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    n_fourclass: int = 300, n_pbc: int = 60, n_platelet: int = 40, seed: int = 0,
                    name: str = "wbc-stardist", log: Optional[Callable[[str], None]] = print,
                    init_from: Optional[str] = None, lr: float = DEFAULT_LR,
-                   source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None) -> Path:
+                   source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None,
+                   train_ignore_below_um: Optional[float] = None,
+                   val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM) -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
 
     Parameters
@@ -318,6 +365,12 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         missing keys keep :data:`DEFAULT_SOURCE_WEIGHTS`.
     channels : sequence of int, optional
         U-Net channels per level (default ``DEFAULT_ARCH["channels"]``); ignored with ``init_from``.
+    train_ignore_below_um : float, optional
+        Four-class training instances smaller than a disc this many microns across (fragments of
+        the derived masks) are *ignore* instead of cells (see
+        :func:`~leukcore.detect.data.load_training_items`).
+    val_ignore_below_um : float, optional
+        The same for the four-class fields thresholds are tuned on (:func:`fourclass_val_items`).
 
     Returns the card path in ``out_dir``.
     """
@@ -338,7 +391,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda s: None)
     items, info = load_training_items(data_dir, mpp, n_fourclass=n_fourclass, n_pbc=n_pbc,
-                                      n_platelet=n_platelet, seed=seed, log=say)
+                                      n_platelet=n_platelet, seed=seed, log=say,
+                                      fourclass_ignore_below_um=train_ignore_below_um)
     train_items, val_items = _val_split(items)
     say(f"{len(train_items)} training images ({len(val_items)} drawn four-class fields are validation fields, "
         f"left out; tuning uses every validation field) "
@@ -366,8 +420,9 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "thresholds": {"prob": 0.5, "nms": 0.4},
     }
     det = Detector.from_network(net, card, device=device)
-    val_sets = tuning_sets(data_dir, mpp, {"seed": seed, "n_pbc": n_pbc, "n_platelet": n_platelet}, log=say)
-    tuned = _apply_tuning(card, det, val_sets, say)
+    val_sets = tuning_sets(data_dir, mpp, {"seed": seed, "n_pbc": n_pbc, "n_platelet": n_platelet}, log=say,
+                           ignore_below_um=val_ignore_below_um)
+    tuned = _apply_tuning(card, det, val_sets, say, val_ignore_below_um)
     n_params = int(sum(p.numel() for p in net.parameters()))
     card["training"] = {
         "data": info["sources"],
@@ -382,10 +437,12 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "final_loss": float(np.mean([h["loss"] for h in hist[-50:]])) if hist else None,
         "device": str(det.device), "torch": str(torch.__version__), "machine": platform.machine(),
         "params": n_params, "seed": seed, "lr": lr, "source_weights": sw,
+        **({"fourclass_ignore_below_um": float(train_ignore_below_um)} if train_ignore_below_um else {}),
         **({"init_from": f"{c0['name']} v{c0.get('version', 1)} (weights sha256 "
                          f"{c0.get('weights', {}).get('sha256', '?')[:12]})"} if init_from else {}),
         "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from,
-                                  None if init_from else arch["channels"]),
+                                  None if init_from else arch["channels"], train_ignore_below_um,
+                                  val_ignore_below_um),
     }
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
@@ -394,7 +451,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     return cpath
 
 
-def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None) -> str:
+def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None,
+                   train_ignore_below_um=None, val_ignore_below_um=VAL_IGNORE_BELOW_UM) -> str:
     """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
     cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
     if lr != DEFAULT_LR:
@@ -406,6 +464,10 @@ def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels
         cmd += " --channels " + " ".join(str(c) for c in channels)
     if init_from:
         cmd += f" --init-from {init_from}"
+    if train_ignore_below_um:
+        cmd += f" --train-ignore-below {float(train_ignore_below_um):g}"
+    if (val_ignore_below_um or 0) != VAL_IGNORE_BELOW_UM:
+        cmd += f" --val-ignore-below {float(val_ignore_below_um or 0):g}"
     return cmd
 
 
@@ -444,25 +506,14 @@ def validation_sets(data_dir, mpp: float, bccd_mpp: Optional[float], fourclass_i
     return val_sets
 
 
-def ignore_fragments(labels: np.ndarray, min_area_px: float) -> np.ndarray:
-    """Mark instances smaller than ``min_area_px`` as *ignore* (-1): neither a cell to find nor a
-    false positive when detected.  Existing ignore pixels stay ignore; a copy is returned."""
-    lab = np.array(labels, copy=True)
-    ids, counts = np.unique(lab[lab > 0], return_counts=True)
-    small = ids[counts < min_area_px]
-    if len(small):
-        lab[np.isin(lab, small)] = -1
-    return lab
-
-
 def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
-                        ignore_below_um: Optional[float] = None) -> list[TrainItem]:
+                        ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM) -> list[TrainItem]:
     """Every four-class field of the name-hash validation split (never trained on), with derived masks.
 
     ``ignore_below_um``: derived-mask instances smaller than a disc this many microns across
     become *ignore* (:func:`ignore_fragments`).  The derived masks hold fragments (13 % of the
     instances are smaller than a 7 um disc, the smallest white cell), which otherwise count as
-    cells to find.  Default: none ignored (what the shipped thresholds were tuned with).
+    cells to find.  Default :data:`VAL_IGNORE_BELOW_UM`; ``None`` or 0 counts every instance.
     """
     from .data import FOUR_CLASSES, _fourclass_item, dedup, folder_mpp
     from .model import disc_area_px
@@ -493,7 +544,7 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
 
 
 def tuning_sets(data_dir, mpp: float, draws: Optional[dict], log=None,
-                ignore_below_um: Optional[float] = None) -> dict:
+                ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM) -> dict:
     """The three threshold-tuning sets, built the same way after training and by ``--retune``.
 
     BCCD ``val`` fields at the BCCD train folder's pixel size, every four-class name-hash
@@ -510,13 +561,15 @@ def tuning_sets(data_dir, mpp: float, draws: Optional[dict], log=None,
                            pbc_heldout_items(data_dir, mpp, log=log, **draws) if draws else ())
 
 
-def _apply_tuning(card: dict, det, val_sets: dict, say) -> Optional[dict]:
+def _apply_tuning(card: dict, det, val_sets: dict, say, ignore_below_um: Optional[float] = None) -> Optional[dict]:
     """Tune thresholds on ``val_sets`` and write them (and the validation metrics) into ``card``."""
     tuned = tune_thresholds(det, val_sets) if val_sets else None
     if tuned:
         b = tuned["best"]
         card["thresholds"] = {"prob": b["prob"], "nms": b["nms"], "min_cell_um": b["min_cell_um"],
                               "tuned_on": sorted(val_sets), "split": VAL_SPLIT_NOTE}
+        if ignore_below_um:
+            card["thresholds"]["four_class_val_ignore_below_um"] = float(ignore_below_um)
         card.setdefault("input", {})["min_cell_um"] = b["min_cell_um"]
         say(f"tuned thresholds: prob {b['prob']} nms {b['nms']} min cell {b['min_cell_um']} um "
             f"-> {json.dumps(b['sets'])}")
@@ -535,7 +588,7 @@ def _training_draws(card: dict) -> dict:
 
 
 def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None, device: str = "auto",
-                    pbc: bool = True, val_ignore_below_um: Optional[float] = None,
+                    pbc: bool = True, val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM,
                     log: Optional[Callable[[str], None]] = print) -> Path:
     """Re-tune a trained detector's thresholds (probability, NMS, smallest cell) on the validation sets.
 
@@ -556,9 +609,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     val_sets = tuning_sets(data_dir, mpp, _training_draws(card) if pbc else None, log=say,
                            ignore_below_um=val_ignore_below_um)
     card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
-    tuned = _apply_tuning(card, det, val_sets, say)
-    if val_ignore_below_um:
-        card["thresholds"]["four_class_val_ignore_below_um"] = float(val_ignore_below_um)
+    tuned = _apply_tuning(card, det, val_sets, say, val_ignore_below_um)
     card.pop("weights", None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
