@@ -79,3 +79,35 @@ def test_bad_tta(tiny):
             tiny.predict_maps(np.zeros((1, 16, 16, 3), np.float32))
     finally:
         tiny.tta = 1
+
+
+def test_tta_keeps_seams_exact_with_the_shipped_model():
+    """Averaging flipped tiles must not make the cells depend on the tiling: a 2 x 2 mosaic of
+    bundled four-class fields gives the same cells with small and large tiles."""
+    from pathlib import Path
+
+    from scipy.spatial import cKDTree
+
+    from leukcore.detect import detect_cells
+    from leukcore.detect.data import read_rgb
+    from leukcore.io import Slide
+    from leukcore.models.registry import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "wbc-stardist.yaml").exists():
+        pytest.skip("wbc-stardist weights not shipped")
+    sample = Path(__file__).resolve().parents[1] / "src" / "leukcore" / "data" / "sample" / "all4class"
+    fields = [read_rgb(f) for f in sorted(sample.glob("*/*.jpg"))[:4]]
+    h = min(f.shape[0] for f in fields)
+    w = min(f.shape[1] for f in fields)
+    top = np.concatenate([fields[0][:h, :w], fields[1][:h, :w]], axis=1)
+    bottom = np.concatenate([fields[2][:h, :w], fields[3][:h, :w]], axis=1)
+    slide = Slide.from_array(np.concatenate([top, bottom], axis=0), mpp=0.53)
+    det = Detector.load("wbc-stardist", device="cpu")
+    det.tta = 8
+    small = detect_cells(slide, det, tile_size=128, skip_empty=False)
+    large = detect_cells(slide, det, tile_size=1024, skip_empty=False)
+    assert len(small) >= 8 and len(small) == len(large)
+    a = small.df[["centroid_y", "centroid_x"]].to_numpy()
+    d, _ = cKDTree(large.df[["centroid_y", "centroid_x"]].to_numpy()).query(a)
+    assert d.max() < 1.0
+    assert small.meta["detector"]["tta"] == 8            # recorded with the results

@@ -163,7 +163,8 @@ class Detector:
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.card.get("version"), "mpp": self.mpp,
-                "prob_thresh": self.prob_thresh, "nms_thresh": self.nms_thresh, "device": str(self.device)}
+                "prob_thresh": self.prob_thresh, "nms_thresh": self.nms_thresh, "device": str(self.device),
+                "tta": self.tta}
 
     # ------------------------------------------------------------ inference
     def predict_maps(self, batch: np.ndarray):
