@@ -260,6 +260,7 @@ def compare_tunings(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict
             "p_a_better": float(np.mean(diffs > 0)), "n_boot": n_boot}
 
 
+# -------------------------------------------------------------------- training
 def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, steps: int = 1000,
                   minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = DEFAULT_LR,
                   device: str = "auto", seed: int = 0, threads: Optional[int] = None,
