@@ -53,24 +53,15 @@ def prf(tp, npred, ngt):
 
 def bench_bccd(det, data, limit=None):
     from leukcore.detect import detect_cells, plan_detection
-    from leukcore.detect.data import bccd_boxes, bccd_split, folder_mpp, read_rgb
+    from leukcore.detect.data import bccd_boxes, bccd_class_errors, bccd_split, folder_mpp, read_rgb
     from leukcore.detect.train import match_points_to_boxes
     from leukcore.io import Slide
     from leukcore.mpp import MppError
 
     ids = bccd_split(data, "test")[:limit]
     jpg = lambda i: data / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg"
-    # class-label errors: a "Platelets" box as large as a white cell (at least the 1st percentile of
-    # the training split's WBC boxes; the largest other platelet box in the dataset is 3.5x smaller)
-    # is a white cell boxed under the wrong class; rule from the annotations alone, never the detections
-    train_areas = [(b[2] - b[0]) * (b[3] - b[1]) for i in bccd_split(data, "train") for b in bccd_boxes(data, i)]
-    wbc_sized = float(np.percentile(train_areas, 1)) if train_areas else np.inf
-    relabelled = {}
-    for i in ids:
-        pl = bccd_boxes(data, i, "Platelets")
-        big = pl[(pl[:, 2] - pl[:, 0]) * (pl[:, 3] - pl[:, 1]) >= wbc_sized]
-        if len(big):
-            relabelled[i] = big
+    # class-label errors: "Platelets" boxes as large as a white cell (rule from the annotations alone)
+    relabelled = bccd_class_errors(data, ids)
     fmpp = folder_mpp([jpg(i) for i in bccd_split(data, "train")[:40]])
     rows = {}
     skip_hit = skip_n = 0
@@ -113,8 +104,7 @@ def bench_bccd(det, data, limit=None):
                                                  "dropped_fields": n_unannotated,
                                                  "detections_on_dropped": fp_unannotated}
         rows[mode + "_class_corrected"] = {**prf(tp_c, npred, ngt_c), "images": len(ids),
-                                           "relabelled_platelet_boxes": {k: v.tolist() for k, v in relabelled.items()},
-                                           "wbc_sized_px2": round(wbc_sized)}
+                                           "relabelled_platelet_boxes": {k: v.tolist() for k, v in relabelled.items()}}
     return {"split": "BCCD ImageSets/Main/test.txt (image-level, held out)", "folder_mpp": round(fmpp, 4),
             "by_mpp": rows, "skip_recall": round(skip_hit / max(skip_n, 1), 4), "skip_n": skip_n,
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -323,3 +323,46 @@ def test_ignore_fragments_marks_small_instances_neither_found_nor_false():
     # a detection on the fragment is not counted; one on the cell is a true positive
     assert match_points_to_labels(np.array([[21, 21], [5, 5]]), out) == (1, 1, 1)
     assert match_points_to_labels(np.array([[21, 21], [5, 5]]), lab) == (2, 2, 2)
+
+
+def _voc(path, objects):
+    body = "".join(f"<object><name>{n}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+                   f"<ymax>{y1}</ymax></bndbox></object>" for n, (y0, x0, y1, x1) in objects)
+    path.write_text(f"<annotation>{body}</annotation>")
+
+
+def test_bccd_class_errors_flags_only_white_cell_sized_platelet_boxes(tmp_path):
+    """A Platelets box as large as the training split's WBC boxes is a white cell under the wrong class;
+    ordinary platelet boxes, and images without one, are left alone."""
+    from leukcore.detect.data import bccd_class_errors
+
+    ann = tmp_path / "bccd" / "BCCD" / "Annotations"
+    ann.mkdir(parents=True)
+    sets = tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main"
+    sets.mkdir(parents=True)
+    train = [f"t{k}" for k in range(20)]
+    for k, i in enumerate(train):                     # WBC boxes 100-139 px square
+        _voc(ann / f"{i}.xml", [("WBC", (0, 0, 100 + 2 * k, 100 + 2 * k)), ("Platelets", (0, 0, 30, 30))])
+    (sets / "train.txt").write_text("\n".join(train))
+    _voc(ann / "a.xml", [("RBC", (0, 0, 90, 90)), ("Platelets", (10, 10, 150, 130)), ("Platelets", (0, 0, 40, 40))])
+    _voc(ann / "b.xml", [("WBC", (0, 0, 120, 120)), ("Platelets", (0, 0, 60, 60))])
+    got = bccd_class_errors(tmp_path, ["a", "b"])
+    assert list(got) == ["a"] and got["a"].tolist() == [[10, 10, 150, 130]]
+
+
+def _data():
+    from leukcore.detect.data import default_data_dir
+    return default_data_dir()
+
+
+DATA = _data()
+
+
+@pytest.mark.skipif(not (DATA / "bccd" / "BCCD").exists(), reason="real data not available")
+def test_bccd_class_errors_on_the_public_set():
+    from leukcore.detect.data import bccd_class_errors, bccd_split
+
+    ids = [i for s in ("train", "val", "test") for i in bccd_split(DATA, s)]
+    got = bccd_class_errors(DATA, ids)
+    assert sorted(got) == ["BloodImage_00133", "BloodImage_00135"]
+    assert got["BloodImage_00135"].tolist() == [[345, 42, 480, 185]]

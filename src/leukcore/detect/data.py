@@ -167,6 +167,27 @@ def bccd_boxes(data_dir, image_id: str, kind: str = "WBC") -> np.ndarray:
     return np.asarray(out, dtype=np.int64).reshape(-1, 4)
 
 
+def bccd_class_errors(data_dir, image_ids) -> dict:
+    """``Platelets`` boxes of white-cell size in the given BCCD images: white cells boxed under the wrong class.
+
+    A platelet box counts as a white cell when its area reaches the 1st percentile of the training
+    split's WBC boxes (10,252 px2; the largest other platelet box in the dataset is 5,530 px2).  The
+    rule reads the annotations only.  Returns ``{image_id: (N, 4) boxes (y0, x0, y1, x1)}`` for the
+    images that have any (in the public set: BloodImage_00133, train, and 00135, test).
+    """
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for i in bccd_split(data_dir, "train") for b in bccd_boxes(data_dir, i)]
+    if not areas:
+        return {}
+    wbc_sized = float(np.percentile(areas, 1))
+    out = {}
+    for i in image_ids:
+        pl = bccd_boxes(data_dir, i, "Platelets")
+        big = pl[(pl[:, 2] - pl[:, 0]) * (pl[:, 3] - pl[:, 1]) >= wbc_sized]
+        if len(big):
+            out[i] = big
+    return out
+
+
 def _bccd_item(data_dir, image_id: str, mpp_src: float, mpp: float) -> Optional[TrainItem]:
     from skimage.draw import ellipse
     from skimage.morphology import convex_hull_image
