@@ -411,8 +411,9 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
                                  use_colour=(cls == "Pro"))
             if it is not None:
                 if fourclass_ignore_below_um:
-                    it = TrainItem(it.image, ignore_fragments(it.labels, np.pi * (fourclass_ignore_below_um
-                                                                                  / 2 / mpp) ** 2),
+                    from .model import disc_area_px
+
+                    it = TrainItem(it.image, ignore_fragments(it.labels, disc_area_px(fourclass_ignore_below_um, mpp)),
                                    it.source, it.name)
                 items.append(it)
                 n_ok += 1

@@ -44,7 +44,7 @@ def _untransform_rays(d, t: int, v: int, h: int):
 
     stardist's ray k points at angle 2 pi k / n (dy = sin, dx = cos); undoing a column flip maps
     ray k to n/2 - k, a row flip to -k, a transpose to n/4 - k (checked against ``star_dist``
-    in ``tests/test_detect_model.py``)."""
+    in ``tests/test_detect_tta.py``)."""
     import torch
 
     n = d.shape[1]
