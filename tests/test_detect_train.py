@@ -311,7 +311,7 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
 
 
 def test_ignore_fragments_marks_small_instances_neither_found_nor_false():
-    from leukcore.detect.train import ignore_fragments
+    from leukcore.detect.data import ignore_fragments
 
     lab = np.zeros((40, 40), np.int32)
     lab[2:12, 2:12] = 1            # 100 px: a cell

@@ -266,12 +266,15 @@ def _ignore_irregular(lab: np.ndarray, min_solidity: float = 0.8) -> np.ndarray:
     return out
 
 
-def _fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = False) -> Optional[TrainItem]:
+def _fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = False,
+                    ignore_below_um: Optional[float] = None) -> Optional[TrainItem]:
     """One four-class field: authors' ``Segmented`` mask, or (``use_colour``) a purple/magenta colour mask.
 
     The colour mask (``min(B - G, R - G) > 20`` after white balance) is used for ``Pro``,
     whose ``Segmented`` images are mostly empty or miss the pale cells.
-    The burned-in scale bar (lower-right corner) is marked ignore (-1).
+    The burned-in scale bar (lower-right corner) is marked ignore (-1), and with
+    ``ignore_below_um`` so are instances smaller than a disc that many microns across
+    (:func:`ignore_fragments`).
     """
     img = read_rgb(orig)
     if use_colour:
@@ -295,6 +298,10 @@ def _fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = Fa
     lab = _ignore_irregular(lab)
     h, w = lab.shape
     lab[int(0.86 * h):, int(0.74 * w):] = -1
+    if ignore_below_um:
+        from .model import disc_area_px
+
+        lab = ignore_fragments(lab, disc_area_px(ignore_below_um, mpp))
     return TrainItem(img_w, lab, "four-class", Path(orig).name)
 
 
@@ -408,13 +415,8 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
             if n_ok >= n_fourclass:
                 break
             it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
-                                 use_colour=(cls == "Pro"))
+                                 use_colour=(cls == "Pro"), ignore_below_um=fourclass_ignore_below_um)
             if it is not None:
-                if fourclass_ignore_below_um:
-                    from .model import disc_area_px
-
-                    it = TrainItem(it.image, ignore_fragments(it.labels, disc_area_px(fourclass_ignore_below_um, mpp)),
-                                   it.source, it.name)
                 items.append(it)
                 n_ok += 1
         info["sources"][f"four-class/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok,

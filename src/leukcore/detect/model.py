@@ -49,11 +49,10 @@ def _untransform_rays(d, t: int, v: int, h: int):
 
     n = d.shape[1]
     k = torch.arange(n, device=d.device)
-    for on, flip_dims, perm in ((h, [3], (n // 2 - k) % n), (v, [2], (-k) % n)):
+    d = _untransform(d, t, v, h)
+    for on, perm in ((h, (n // 2 - k) % n), (v, (-k) % n), (t, (n // 4 - k) % n)):
         if on:
-            d = d.flip(flip_dims)[:, perm]
-    if t:
-        d = d.transpose(2, 3)[:, (n // 4 - k) % n]
+            d = d[:, perm]
     return d
 
 

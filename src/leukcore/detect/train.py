@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import TrainItem, background_color, ignore_fragments, normalize_image  # noqa: F401 (re-export)
+from .data import TrainItem, background_color, normalize_image
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
            "train_network", "tune_thresholds", "compare_tunings", "retune_detector", "validation_sets",
@@ -512,12 +512,11 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
     """Every four-class field of the name-hash validation split (never trained on), with derived masks.
 
     ``ignore_below_um``: derived-mask instances smaller than a disc this many microns across
-    become *ignore* (:func:`ignore_fragments`).  The derived masks hold fragments (13 % of the
+    become *ignore* (:func:`~leukcore.detect.data.ignore_fragments`).  The derived masks hold fragments (13 % of the
     instances are smaller than a 7 um disc, the smallest white cell), which otherwise count as
     cells to find.  Default :data:`VAL_IGNORE_BELOW_UM`; ``None`` or 0 counts every instance.
     """
     from .data import FOUR_CLASSES, _fourclass_item, dedup, folder_mpp
-    from .model import disc_area_px
 
     data_dir = Path(data_dir)
     out = []
@@ -532,11 +531,8 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
         for f in files:
             if _is_val_name(Path(f).name):
                 it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
-                                     use_colour=(cls == "Pro"))
+                                     use_colour=(cls == "Pro"), ignore_below_um=ignore_below_um)
                 if it is not None:
-                    if ignore_below_um:
-                        it = TrainItem(it.image, ignore_fragments(it.labels, disc_area_px(ignore_below_um, mpp)),
-                                       it.source, it.name)
                     out.append(it)
                     n += 1
         if log:
