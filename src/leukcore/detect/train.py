@@ -20,7 +20,7 @@ from .data import TrainItem, background_color, normalize_image
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
            "train_network", "tune_thresholds", "compare_tunings", "retune_detector", "validation_sets",
-           "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH"]
+           "match_points_to_boxes", "match_points_to_labels", "DEFAULT_ARCH", "restained_sets"]
 
 DEFAULT_ARCH = {"type": "stardist-unet", "n_rays": 32, "channels": [16, 32, 64], "head_channels": 32}
 #: peak learning rate of the cosine schedule
@@ -54,15 +54,28 @@ def _stain_jitter(img: np.ndarray, rng) -> np.ndarray:
     return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2):
+#: augmentation recipes: ``mild`` (v1-v3: scale +-20 %, HED/HSV jitter) and ``strong`` (v4: scale
+#: 0.6-1.67x log-uniform, region-wise Romanowsky re-colouring, glass tints, uneven light, JPEG;
+#: :mod:`leukcore.detect.augment`)
+AUGMENTATIONS = ("mild", "strong")
+
+
+def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2,
+            strength: str = "mild"):
     """Random scale (+-``scale``), crop/pad to ``size``, flips, 90-degree turns, stain jitter, blur.
+
+    ``strength="strong"`` draws the scale log-uniformly in [0.6, 1.67] and re-colours the patch
+    region by region (:func:`leukcore.detect.augment.romanowsky_jitter`), then blur / noise / JPEG.
 
     Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
     """
     from scipy import ndimage as ndi
     from skimage.transform import resize
 
-    f = rng.uniform(1 - scale, 1 + scale)
+    if strength not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {strength!r}; known: {AUGMENTATIONS}")
+    strong = strength == "strong"
+    f = float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
     h, w = img.shape[:2]
     nh, nw = max(8, int(round(h * f))), max(8, int(round(w * f)))
     img = np.clip(resize(img, (nh, nw, 3), order=1, preserve_range=True, anti_aliasing=f < 1) + 0.5,
@@ -84,6 +97,10 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
     out_i, out_l = np.rot90(out_i, k), np.rot90(out_l, k)
     if rng.random() < 0.5:
         out_i, out_l = out_i[:, ::-1], out_l[:, ::-1]
+    if strong:
+        from .augment import degrade, romanowsky_jitter
+        out_i = romanowsky_jitter(np.ascontiguousarray(out_i), np.ascontiguousarray(out_l), rng)
+        return np.ascontiguousarray(degrade(out_i, rng)), np.ascontiguousarray(out_l)
     out_i = _stain_jitter(np.ascontiguousarray(out_i), rng)
     if rng.random() < 0.3:
         s = rng.uniform(0.3, 1.2)
@@ -109,11 +126,12 @@ def make_targets(lab: np.ndarray, n_rays: int):
     return prob, dist, weight
 
 
-def sample_batch(items: Sequence[TrainItem], weights: np.ndarray, rng, batch: int, size: int, n_rays: int):
+def sample_batch(items: Sequence[TrainItem], weights: np.ndarray, rng, batch: int, size: int, n_rays: int,
+                 strength: str = "mild"):
     xs, ps, ds, ws = [], [], [], []
     idx = rng.choice(len(items), size=batch, p=weights)
     for i in idx:
-        img, lab = augment(items[i].image, items[i].labels, rng, size=size)
+        img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
         p, d, w = make_targets(lab, n_rays)
         xs.append(normalize_image(img))
         ps.append(p)
@@ -176,9 +194,38 @@ def _f1_of_counts(c: np.ndarray) -> dict:
             "f1": float(2 * prec * rec / (prec + rec)) if prec + rec else 0.0}
 
 
+def restained_sets(val_sets: dict) -> dict:
+    """Re-stained copies of validation sets (``<name>-restained``), one deterministic stain per image.
+
+    Image ``i`` gets red-cell hue ``i`` of :data:`~leukcore.detect.augment.RBC_PALETTE`, glass tint
+    ``i // 2`` and white-cell gain ``i // 3`` (cycling), so every set spans every stain; targets are
+    unchanged.  Thresholds chosen by the worst set then hold on stains no source shows.
+    """
+    from .augment import GLASS_TINTS, RBC_PALETTE, WBC_GAINS, restain
+
+    rbcs, glasses, gains = list(RBC_PALETTE), list(GLASS_TINTS), list(WBC_GAINS)
+    out = {}
+    for name, pairs in val_sets.items():
+        rows = []
+        for i, (img, tgt) in enumerate(pairs):
+            lab = tgt[1] if tgt[0] == "labels" else None
+            rows.append((restain(img, rbcs[i % len(rbcs)], glasses[(i // 2) % len(glasses)],
+                                 gains[(i // 3) % len(gains)], lab=lab), tgt))
+        out[f"{name}-restained"] = rows
+    return out
+
+
+#: how tuning ranks grid points: ``mean`` F1 over the sets (v1-v3) or the ``worst`` set's F1
+#: (v4: a model must hold on every source and stain, ties broken by the mean)
+TUNING_OBJECTIVES = ("mean", "worst")
+
+
 def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(0.3, 0.4, 0.5),
-                    min_cells=(4.0, 5.0, 6.0, 7.0)) -> dict:
-    """Grid-search probability / NMS thresholds and the smallest cell kept for the best mean F1.
+                    min_cells=(4.0, 5.0, 6.0, 7.0), objective: str = "mean") -> dict:
+    """Grid-search probability / NMS thresholds and the smallest cell kept for the best F1.
+
+    ``objective``: ``"mean"`` ranks grid points by the mean F1 over the sets, ``"worst"`` by the
+    lowest set F1 (then the mean).
 
     ``min_cells`` are diameters in microns: polygons smaller than a disc of that diameter are
     dropped (the smallest white cells, small lymphocytes, are about 7 um across; platelet clumps
@@ -224,8 +271,12 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
     for pt, nt, mc in itertools.product(probs, nmss, min_cells):
         f1s = {name: _f1_of_counts(rows) for name, rows in counts[(pt, nt, mc)].items()}
         table.append({"prob": pt, "nms": nt, "min_cell_um": mc, "sets": f1s,
-                      "mean_f1": float(np.mean([v["f1"] for v in f1s.values()]))})
-    best = max(table, key=lambda r: r["mean_f1"])
+                      "mean_f1": float(np.mean([v["f1"] for v in f1s.values()])),
+                      "worst_f1": float(min(v["f1"] for v in f1s.values()))})
+    if objective not in TUNING_OBJECTIVES:
+        raise ValueError(f"unknown tuning objective {objective!r}; known: {TUNING_OBJECTIVES}")
+    key = (lambda r: r["mean_f1"]) if objective == "mean" else (lambda r: (r["worst_f1"], r["mean_f1"]))
+    best = max(table, key=key)
     per_image = {k: [list(map(int, r)) for r in v]
                  for k, v in counts[(best["prob"], best["nms"], best["min_cell_um"])].items()}
     return {"best": best, "grid": table, "per_image": per_image}
@@ -265,7 +316,7 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
                   minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = DEFAULT_LR,
                   device: str = "auto", seed: int = 0, threads: Optional[int] = None,
                   source_weights: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
-                  init_state: Optional[dict] = None):
+                  init_state: Optional[dict] = None, augmentation: str = "mild"):
     """Train a :class:`StarDistUNet` on ``items``; stops after ``steps`` or ``minutes``.
 
     Returns ``(net, history)``.
@@ -308,7 +359,7 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
         frac = min(1.0, max(step / max(total, 1), elapsed / minutes if minutes else 0.0))
         for g in opt.param_groups:
             g["lr"] = lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x, p, d, wt = sample_batch(items, w, rng, batch, size, arch["n_rays"])
+        x, p, d, wt = sample_batch(items, w, rng, batch, size, arch["n_rays"], strength=augmentation)
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
         with torch.autocast(dev.type, dtype=torch.float16, enabled=bool(settings["amp"])):
             logit, dist = net(x)
@@ -351,7 +402,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    init_from: Optional[str] = None, lr: float = DEFAULT_LR,
                    source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None,
                    train_ignore_below_um: Optional[float] = None,
-                   val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM) -> Path:
+                   val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM,
+                   augmentation: str = "mild") -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
 
     Parameters
@@ -408,7 +460,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         init_state = load_state_dict(c0)
     net, hist = train_network(train_items, arch=arch, steps=steps, minutes=minutes, batch=batch, size=size,
                               device=device, seed=seed, threads=threads, log=say, init_state=init_state,
-                              lr=lr, source_weights=sw)
+                              lr=lr, source_weights=sw, augmentation=augmentation)
     card = {
         "name": name, "task": "detection", "version": 1,
         "description": "White-blood-cell (nucleus + cytoplasm) detector for Romanowsky-stained peripheral "
@@ -423,7 +475,11 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     det = Detector.from_network(net, card, device=device)
     val_sets = tuning_sets(data_dir, mpp, {"seed": seed, "n_pbc": n_pbc, "n_platelet": n_platelet}, log=say,
                            ignore_below_um=val_ignore_below_um)
-    tuned = _apply_tuning(card, det, val_sets, say, val_ignore_below_um)
+    objective = "mean"
+    if augmentation == "strong":
+        val_sets.update(restained_sets(val_sets))
+        objective = "worst"
+    tuned = _apply_tuning(card, det, val_sets, say, val_ignore_below_um, objective)
     n_params = int(sum(p.numel() for p in net.parameters()))
     card["training"] = {
         "data": info["sources"],
@@ -433,7 +489,14 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         "masks": "derived: four-class Segmented (authors' colour threshold) -> watershed instances "
                  "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
                  "PBC centred-cell colour mask; platelet images as negatives",
-        "augmentation": "scale +-20%, crop/pad, flips, 90-degree rotations, HED + HSV stain jitter, blur, noise",
+        "augmentation": ("scale +-20%, crop/pad, flips, 90-degree rotations, HED + HSV stain jitter, blur, noise"
+                         if augmentation == "mild" else
+                         "strong: scale 0.6-1.67x (log-uniform), crop/pad, flips, 90-degree rotations, "
+                         "region-wise Romanowsky re-colouring in optical density (red cells and debris to "
+                         "pale pink / pink-red / deep red / orange / brown / grey-blue / violet-grey, white "
+                         "cells blue to magenta, pale to dark), glass tints (green, yellow, blue, warm), "
+                         "uneven illumination, HED / hue / saturation / gamma jitter, defocus blur, noise, "
+                         "JPEG q25-90"),
         "steps": len(hist), "batch": batch, "patch": size, "minutes": round((time.time() - t_start) / 60, 1),
         "final_loss": float(np.mean([h["loss"] for h in hist[-50:]])) if hist else None,
         "device": str(det.device), "torch": str(torch.__version__), "machine": platform.machine(),
@@ -443,7 +506,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                          f"{c0.get('weights', {}).get('sha256', '?')[:12]})"} if init_from else {}),
         "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from,
                                   None if init_from else arch["channels"], train_ignore_below_um,
-                                  val_ignore_below_um),
+                                  val_ignore_below_um, augmentation),
     }
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
@@ -453,7 +516,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
 
 
 def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None,
-                   train_ignore_below_um=None, val_ignore_below_um=VAL_IGNORE_BELOW_UM) -> str:
+                   train_ignore_below_um=None, val_ignore_below_um=VAL_IGNORE_BELOW_UM,
+                   augmentation="mild") -> str:
     """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
     cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
     if lr != DEFAULT_LR:
@@ -469,6 +533,8 @@ def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels
         cmd += f" --train-ignore-below {float(train_ignore_below_um):g}"
     if (val_ignore_below_um or 0) != VAL_IGNORE_BELOW_UM:
         cmd += f" --val-ignore-below {float(val_ignore_below_um or 0):g}"
+    if augmentation != "mild":
+        cmd += f" --augment {augmentation}"
     return cmd
 
 
@@ -558,13 +624,14 @@ def tuning_sets(data_dir, mpp: float, draws: Optional[dict], log=None,
                            pbc_heldout_items(data_dir, mpp, log=log, **draws) if draws else ())
 
 
-def _apply_tuning(card: dict, det, val_sets: dict, say, ignore_below_um: Optional[float] = None) -> Optional[dict]:
+def _apply_tuning(card: dict, det, val_sets: dict, say, ignore_below_um: Optional[float] = None,
+                  objective: str = "mean") -> Optional[dict]:
     """Tune thresholds on ``val_sets`` and write them (and the validation metrics) into ``card``."""
-    tuned = tune_thresholds(det, val_sets) if val_sets else None
+    tuned = tune_thresholds(det, val_sets, objective=objective) if val_sets else None
     if tuned:
         b = tuned["best"]
         card["thresholds"] = {"prob": b["prob"], "nms": b["nms"], "min_cell_um": b["min_cell_um"],
-                              "tuned_on": sorted(val_sets), "split": VAL_SPLIT_NOTE}
+                              "tuned_on": sorted(val_sets), "split": VAL_SPLIT_NOTE, "objective": objective}
         if ignore_below_um:
             card["thresholds"]["four_class_val_ignore_below_um"] = float(ignore_below_um)
         card.setdefault("input", {})["min_cell_um"] = b["min_cell_um"]
