@@ -11,9 +11,15 @@ paths, and analyses every slide on a dask cluster:
 * one task per slide (:func:`process_slide`); each worker process loads the
   models once and keeps them in a module-level cache (:data:`_MODELS`);
 * **resumable**: a slide whose folder is complete (``summary.json`` written last,
-  see :func:`leukcore.export.summary.is_complete`) is skipped, so re-running a
-  crashed or interrupted batch picks up where it stopped; a worker process that
-  dies mid-slide has its task rescheduled by dask on another worker;
+  see :func:`leukcore.export.summary.is_complete`) **and** whose recorded
+  fingerprint (:mod:`leukcore.provenance`: the input file's size, mtime and
+  content samples, every setting, each model's card and weights hashes) equals
+  the one this run would record is skipped; any difference redoes the slide and
+  says why (``redo (settings changed: model)``).  So re-running a crashed or
+  interrupted batch picks up where it stopped, and a rerun with other models or
+  settings, or a replaced file, never returns the old results.  The old
+  ``summary.json`` of every slide to redo is removed before any work; a worker
+  process that dies mid-slide has its task rescheduled by dask on another worker;
 * one slide's failure is caught inside its task and recorded in ``errors.json``
   (message and traceback); the others go on;
 * a progress callback per finished slide (``as_completed``), and a final
@@ -154,10 +160,14 @@ def _model_key(m) -> str:
 def _models(settings: dict):
     from .pipeline import load_classifier, load_detector
 
-    key = (_model_key(settings.get("detector")), _model_key(settings.get("classifier")), str(settings.get("device")))
+    trust = bool(settings.get("trust_unverified"))
+    key = (_model_key(settings.get("detector")), _model_key(settings.get("classifier")), str(settings.get("device")),
+           trust)
     if key not in _MODELS:
-        det = load_detector(settings.get("detector", "wbc-stardist"), device=settings.get("device", "auto"))
-        clf = load_classifier(settings.get("classifier", "all-binary"), device=settings.get("device", "auto"))
+        det = load_detector(settings.get("detector", "wbc-stardist"), device=settings.get("device", "auto"),
+                            trust_unverified=trust)
+        clf = load_classifier(settings.get("classifier", "all-binary"), device=settings.get("device", "auto"),
+                              trust_unverified=trust)
         _MODELS[key] = (det, clf)
     return _MODELS[key]
 
@@ -171,11 +181,13 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
         A batch-summary row: ``status`` is ``"done"`` or ``"error"`` (with ``error`` and ``traceback``).
     """
     from .export.summary import summary_row
+    from .provenance import invalidate
 
     t0 = time.perf_counter()
     row: dict[str, Any] = {"slide": Path(out_dir).name, "source": str(source), "out_dir": str(out_dir),
                            "worker_pid": os.getpid()}
     try:
+        invalidate(out_dir)          # before any work: a failure never leaves an old complete summary
         if not _THREADS_SET[0] and settings.get("threads"):
             import torch
 
@@ -193,7 +205,8 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
             res = analyze_slide(source, det, clf, device=settings.get("device", "auto"), mpp=settings.get("mpp"),
                                 batch_size=settings.get("batch_size"),
                                 review_threshold=settings.get("review_threshold", 0.6),
-                                tile_size=settings.get("tile_size", 1024), out_dir=out_dir)
+                                tile_size=settings.get("tile_size", 1024), out_dir=out_dir,
+                                trust_unverified=bool(settings.get("trust_unverified")))
         row.update(summary_row(res.summary))
         row["slide"] = Path(out_dir).name
         row["status"] = "done"
@@ -218,12 +231,57 @@ class BatchResult(dict):
         return self["errors"]
 
 
-def _skipped_row(source: Path, out: Path) -> dict:
-    from .export.summary import read_summary, summary_row
+def _skipped_row(source: Path, out: Path, summary: dict) -> dict:
+    from .export.summary import summary_row
 
-    row = summary_row(read_summary(out))
-    row.update(slide=out.name, source=str(source), out_dir=str(out), status="skipped", worker_pid=None)
+    row = summary_row(summary)
+    row.update(slide=out.name, source=str(source), out_dir=str(out), status="skipped", worker_pid=None,
+               resume="skipped (complete)")
     return row
+
+
+def current_models(detector, classifier, trust_unverified: bool = False) -> dict:
+    """The model records a run with these models would write (cards read and hashed, networks not loaded).
+
+    Raises
+    ------
+    leukcore.models.ModelError
+        Unknown model, or a card whose weights have no sha256 without ``trust_unverified``.
+    """
+    from .models.registry import ModelError
+    from .provenance import model_fingerprint
+
+    out = {}
+    for role, m in (("detector", detector), ("classifier", classifier)):
+        rec = model_fingerprint(m)
+        if rec is not None and rec.get("weights_verified") is False and not trust_unverified:
+            raise ModelError(f"{rec.get('card_path')}: model card gives no sha256 for its weights, so they "
+                             f"cannot be verified; add weights.sha256 or pass trust_unverified=True "
+                             f"(--trust-unverified)")
+        out[role] = rec
+    return out
+
+
+def resume_decision(source: Path, out: Path, settings: dict, models: dict, resume: bool = True) -> tuple[bool, str]:
+    """``(skip, why)`` for one slide: skip only a complete folder whose fingerprint matches this run's."""
+    from .export.summary import SUMMARY_NAME, is_complete, read_summary
+    from .provenance import compare, describe, fingerprint, input_fingerprint
+
+    if not out.exists():
+        return False, "new"
+    if not (out / SUMMARY_NAME).exists():
+        return False, "redo (no summary.json: unfinished)"
+    if not resume:
+        return False, "redo (--no-resume)"
+    if not is_complete(out, str(source)):
+        return False, "redo (incomplete or another source)"
+    try:
+        recorded = read_summary(out).get("provenance")
+    except ValueError:
+        return False, "redo (unreadable summary.json)"
+    current = fingerprint(input_fingerprint(source), settings, models["detector"], models["classifier"])
+    reasons = compare(recorded, current)
+    return (False, f"redo ({describe(reasons)})") if reasons else (True, "skipped (complete)")
 
 
 def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> dict:
@@ -231,8 +289,8 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
 
     from .results import atomic_path
 
-    fixed = ["slide", "status", "source", "out_dir", "cells", "blast_percent", "review", "mpp", "mpp_source",
-             "detector", "classifier", "seconds", "worker_pid", "error"]
+    fixed = ["slide", "status", "resume", "source", "out_dir", "cells", "blast_percent", "review", "mpp",
+             "mpp_source", "detector", "classifier", "seconds", "worker_pid", "error"]
     df = pd.DataFrame(sorted(rows, key=lambda r: r["slide"])).drop(columns=["traceback", "partial"], errors="ignore")
     extra = sorted(c for c in df.columns if c not in fixed)
     df = df.reindex(columns=[c for c in fixed] + extra)
@@ -251,7 +309,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
               mpp: Optional[float] = None, batch_size: Optional[int] = None, review_threshold: float = 0.6,
               tile_size: int = 1024, threads_per_worker: int = 1, resume: bool = True,
               progress: Optional[Callable] = None, cancel=None,
-              on_submitted: Optional[Callable] = None) -> BatchResult:
+              on_submitted: Optional[Callable] = None, trust_unverified: bool = False) -> BatchResult:
     """Analyse many slides on dask.distributed; returns per-slide rows and writes the batch files.
 
     Parameters
@@ -272,13 +330,19 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
     threads_per_worker : int
         Threads per worker process (also ``torch.set_num_threads`` in the worker).
     resume : bool
-        Skip slides whose output folder is complete (default True).
+        Skip slides whose output folder is complete and was computed from the same input, settings
+        and models (the ``provenance`` fingerprint in its ``summary.json``; default True).  Each row's
+        ``resume`` says what was decided and why (``new``, ``skipped (complete)``,
+        ``redo (settings changed: model)``, ...).
     progress : callable, optional
-        :class:`~leukcore.progress.ProgressEvent` per finished slide (stage ``"batch"``).
+        :class:`~leukcore.progress.ProgressEvent` per finished slide (stage ``"batch"``); the first
+        event's ``data["plan"]`` maps each slide name to its ``resume`` decision.
     cancel : CancelToken, optional
         Stops waiting and cancels unfinished tasks (finished slides stay finished).
     on_submitted : callable, optional
         Called with the dask client once the tasks are submitted (used by the fault test).
+    trust_unverified : bool
+        Load model cards whose weights have no sha256 (refused by default).
 
     Returns
     -------
@@ -295,21 +359,30 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         raise ValueError(f"workers must be >= 1, got {workers}")
     settings = {"detector": _model_arg(detector), "classifier": _model_arg(classifier),
                 "device": device, "mpp": mpp, "batch_size": batch_size, "review_threshold": review_threshold,
-                "tile_size": tile_size, "threads": int(threads_per_worker)}
+                "tile_size": tile_size, "threads": int(threads_per_worker),
+                "trust_unverified": bool(trust_unverified)}
 
-    from .export.summary import is_complete
+    from .export.summary import read_summary
+    from .provenance import analysis_settings, invalidate
 
+    models = current_models(settings["detector"], settings["classifier"], trust_unverified)
+    fp_settings = analysis_settings(mpp=mpp, review_threshold=review_threshold, tile_size=tile_size,
+                                    batch_size=batch_size, device=device)
     rows: list[dict] = []
     todo: list[tuple[Path, Path]] = []
+    plan: dict[str, str] = {}
     for src, name in zip(srcs, names):
         d = out / name
-        if resume and is_complete(d, str(src)):
-            rows.append(_skipped_row(src, d))
+        skip, why = resume_decision(src, d, fp_settings, models, resume)
+        plan[name] = why
+        if skip:
+            rows.append(_skipped_row(src, d, read_summary(d)))
         else:
+            invalidate(d)            # before any work: a killed run never leaves the old complete summary
             todo.append((src, d))
     total = len(srcs)
     done = len(rows)
-    emit(progress, "batch", done, total, message=f"{done} already complete")
+    emit(progress, "batch", done, total, message=f"{done} already complete", data={"plan": plan})
 
     own_client = own_cluster = None
     if todo:
@@ -342,6 +415,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
                 except Exception as e:  # the task itself died (e.g. worker killed too often)
                     row = {"slide": d.name, "source": str(src), "out_dir": str(d), "status": "error",
                            "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+                row["resume"] = plan[d.name]
                 rows.append(row)
                 done += 1
                 emit(progress, "batch", done, total, cells=int(row.get("cells") or 0),

@@ -17,9 +17,14 @@ and where it came from, stage timings and the pipeline efficiency).
     cells.parquet  cells.csv  cells.geojson  labels.ome.zarr  overlay.png  summary.json
 
 each atomically, ``summary.json`` last: it is the completion marker
-(:func:`leukcore.export.summary.is_complete`).  A cancelled run writes nothing;
-a failed write leaves no ``summary.json``.  Timings live only in
+(:func:`leukcore.export.summary.is_complete`).  A run into a folder first removes
+the folder's old ``summary.json`` (before any work), so a cancelled, failed or
+killed run never leaves a previous run's marker behind.  Timings live only in
 ``summary.json``, so the cell files are byte-identical between runs.
+
+``summary["provenance"]`` (:mod:`leukcore.provenance`) fingerprints the input
+file (size, mtime, bounded content hashes), every setting and each model (card
+path, card sha256, weights sha256); ``leuk batch`` resumes only on an exact match.
 """
 from __future__ import annotations
 
@@ -79,32 +84,53 @@ class AnalysisResult:
 
 
 # ---------------------------------------------------------------- models
-def load_detector(detector="wbc-stardist", device="auto"):
-    """A loaded detector from a name / card path, or ``detector`` itself if already loaded."""
+def _card(name_or_card, trust_unverified: bool):
+    if isinstance(name_or_card, dict):
+        return name_or_card
+    from .models.registry import load_card
+
+    return load_card(name_or_card, trust_unverified=trust_unverified)
+
+
+def load_detector(detector="wbc-stardist", device="auto", trust_unverified: bool = False):
+    """A loaded detector from a name / card path, or ``detector`` itself if already loaded.
+
+    ``trust_unverified``: load a card whose weights have no sha256 (refused otherwise).
+    """
     if detector is None or hasattr(detector, "card"):
         return detector
     from .detect import Detector
 
-    return Detector.load(detector, device=device)
+    return Detector.load(_card(detector, trust_unverified), device=device)
 
 
-def load_classifier(classifier="all-binary", device="auto"):
-    """A loaded classifier from a name / card path, or ``classifier`` itself if already loaded."""
+def load_classifier(classifier="all-binary", device="auto", trust_unverified: bool = False):
+    """A loaded classifier from a name / card path, or ``classifier`` itself if already loaded.
+
+    ``trust_unverified``: load a card whose weights have no sha256 (refused otherwise).
+    """
     if classifier is None or hasattr(classifier, "predict_crops"):
         return classifier
     from .classify import Classifier
 
-    return Classifier.load(classifier, device=device)
+    return Classifier.load(_card(classifier, trust_unverified), device=device)
 
 
 def model_info(model) -> Optional[dict]:
-    """Name, version, weights sha256 and task of a loaded model (from its card)."""
+    """What the summary records about a loaded model: name, version, task, weights sha256 (as read),
+    card file name, card path, card sha256, origin (shipped / user), whether the weights were verified
+    against the card, classes (:func:`leukcore.provenance.model_record`)."""
     if model is None:
         return None
-    card = dict(getattr(model, "card", None) or {})
-    w = card.get("weights") or {}
-    return {"name": card.get("name"), "version": card.get("version"), "task": card.get("task"),
-            "sha256": w.get("sha256"), "card": Path(str(card["_card_path"])).name if card.get("_card_path") else None}
+    from .provenance import model_record
+
+    return model_record(dict(getattr(model, "card", None) or {}))
+
+
+def _table_model_info(info: Optional[dict]) -> Optional[dict]:
+    """The model block of the cell table's metadata: no absolute path, so the cell files stay
+    byte-identical wherever the package is installed."""
+    return None if info is None else {k: v for k, v in info.items() if k != "card_path"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -154,7 +180,7 @@ def _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, r
         "slide": Path(str(slide.path)).name if slide.path else None,
         "shape": [int(s) for s in slide.shape],
         "mpp": mpp_info["value"], "mpp_source": mpp_info["source"],
-        "detector": det_info, "classifier": clf_info,
+        "detector": _table_model_info(det_info), "classifier": _table_model_info(clf_info),
         "classes": list(classes), "review_threshold": float(review_threshold),
         "region": list(region) if region is not None else None,
         "partial": bool(partial), "leukcore_version": __version__,
@@ -168,7 +194,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
                   batch_size: Optional[int] = None, review_threshold: float = 0.6,
                   tile_size: int = 1024, detect_batch_size: Optional[int] = None,
                   queue_size: int = 4, overlap: bool = True,
-                  out_dir: Optional[str | os.PathLike] = None) -> AnalysisResult:
+                  out_dir: Optional[str | os.PathLike] = None,
+                  trust_unverified: bool = False) -> AnalysisResult:
     """Find and classify every white cell of a slide.
 
     Parameters
@@ -206,7 +233,11 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         Run the stages concurrently (default); ``False`` runs detection to the end first
         (used by the benchmark to time the stages alone).
     out_dir : path-like, optional
-        When given and the run completed, :func:`write_outputs` writes the folder.
+        When given and the run completed, :func:`write_outputs` writes the folder.  Its old
+        ``summary.json`` is removed first, before any work, so a failed or cancelled run never
+        leaves a previous run's completion marker there.
+    trust_unverified : bool
+        Load model cards whose weights have no sha256 (refused by default: they cannot be verified).
 
     Returns
     -------
@@ -221,12 +252,23 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     """
     from .device import resolve_device
 
+    from . import provenance
+
     t_start = time.perf_counter()
+    if out_dir is not None:
+        provenance.invalidate(out_dir)
     timings: dict[str, float] = {}
     prog = _Progress(progress)
     dev = resolve_device(device)
     dev_name = str(dev)
+    settings = provenance.analysis_settings(mpp=mpp, region=region, review_threshold=review_threshold,
+                                            tile_size=tile_size, batch_size=batch_size,
+                                            detect_batch_size=detect_batch_size, device=device)
 
+    t = time.perf_counter()
+    src_path = slide_or_path if isinstance(slide_or_path, (str, os.PathLike)) else getattr(slide_or_path, "path", None)
+    input_fp = provenance.input_fingerprint(src_path)
+    timings["fingerprint_s"] = time.perf_counter() - t
     t = time.perf_counter()
     slide, opened = _open(slide_or_path, mpp)
     timings["open_s"] = time.perf_counter() - t
@@ -236,8 +278,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         timings["mpp_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        det = load_detector(detector, device=dev_name)
-        clf = load_classifier(classifier, device=dev_name)
+        det = load_detector(detector, device=dev_name, trust_unverified=trust_unverified)
+        clf = load_classifier(classifier, device=dev_name, trust_unverified=trust_unverified)
         timings["load_s"] = time.perf_counter() - t
         if det is None:
             raise ValueError("a detector is required")
@@ -266,6 +308,7 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         timings["efficiency"] = (timings["pipeline_s"] / slower) if slower > 0 else None
         summary = build_summary(table, slide, mpp_info, det_info, clf_info, dev_name, region, partial,
                                 review_threshold, bs, tile_size, timings)
+        summary["provenance"] = provenance.fingerprint(input_fp, settings, det_info, clf_info)
         result = AnalysisResult(table, summary)
         if out_dir is not None and not partial:
             write_outputs(result, out_dir, slide=slide, progress=prog, cancel=cancel)

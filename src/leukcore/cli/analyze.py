@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import sys
 
+TRUST_HELP = ("load a model card whose weights have no sha256 (refused otherwise: such weights cannot be "
+              "verified); only for files you trust")
+
 
 def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | path to a model card .yaml"):
     p.add_argument("--model", default="all-binary", help=model_help + " (default all-binary)")
@@ -14,6 +17,7 @@ def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | p
     p.add_argument("--review-threshold", type=float, default=0.6,
                    help="cells with confidence below this are flagged for review (default 0.6)")
     p.add_argument("--tile-size", type=int, default=1024, help="detection tile size in working pixels")
+    p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
 
 
 def register(sub):
@@ -91,7 +95,8 @@ def run(args):
         res = analyze_slide(args.slide, detector=args.detector, classifier=args.model, device=args.device,
                             mpp=args.mpp, region=tuple(args.region) if args.region else None, progress=bar,
                             batch_size=args.batch_size, review_threshold=args.review_threshold,
-                            tile_size=args.tile_size, out_dir=args.out)
+                            tile_size=args.tile_size, out_dir=args.out,
+                            trust_unverified=args.trust_unverified)
     finally:
         bar.close()
     print_result(res)

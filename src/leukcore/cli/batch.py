@@ -10,16 +10,19 @@ def register(sub):
     p = sub.add_parser("batch", help="analyse many slides (a folder or a list file) on dask.distributed",
                        description="Analyse every slide of SOURCE (a folder, searched recursively, or a text "
                                    "file with one path per line) into OUT/<slide>/. Runs on a local cluster of "
-                                   "worker processes, or on an existing dask scheduler. Resumable: slides with "
-                                   "complete outputs are skipped. Failures go to OUT/errors.json; one row per "
-                                   "slide in OUT/batch_summary.csv.")
+                                   "worker processes, or on an existing dask scheduler. Resumable: a slide is "
+                                   "skipped only when its outputs are complete and were computed from the same "
+                                   "file (size, mtime, content samples), settings and models (card and weights "
+                                   "hashes); otherwise it is redone and the reason printed. Failures go to "
+                                   "OUT/errors.json; one row per slide in OUT/batch_summary.csv.")
     p.add_argument("source", help="folder of slides (recursive) or a list file")
     p.add_argument("-o", "--out", required=True, help="output root folder")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default 1)")
     g.add_argument("--scheduler", default=None, help="address of an existing dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--threads-per-worker", type=int, default=1, help="threads per worker process (default 1)")
-    p.add_argument("--no-resume", action="store_true", help="re-analyse slides even if their outputs are complete")
+    p.add_argument("--no-resume", action="store_true",
+                   help="re-analyse slides even if their outputs are complete and current")
     add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
@@ -35,6 +38,11 @@ def run(args):
 
     def progress(ev):
         nonlocal bar
+        plan = (ev.data or {}).get("plan") if ev.data else None
+        if plan:
+            for name, why in sorted(plan.items()):
+                if why.startswith("redo"):
+                    print(f"{name}: {why}", file=sys.stderr)
         if args.quiet:
             return
         if bar is None:
@@ -48,7 +56,8 @@ def run(args):
                         detector=args.detector, classifier=args.model, device=args.device, mpp=args.mpp,
                         batch_size=args.batch_size, review_threshold=args.review_threshold,
                         tile_size=args.tile_size, threads_per_worker=args.threads_per_worker,
-                        resume=not args.no_resume, progress=progress)
+                        resume=not args.no_resume, progress=progress,
+                        trust_unverified=args.trust_unverified)
     finally:
         if bar is not None:
             bar.close()

@@ -12,6 +12,7 @@ import sys
 
 def register(sub):
     from .. import field
+    from .analyze import TRUST_HELP
 
     rule = field.__doc__.split("\n\n", 1)[1] if field.__doc__ else ""
     p = sub.add_parser("classify", help="classify single images, fields or cell crops",
@@ -26,6 +27,7 @@ def register(sub):
     p.add_argument("--detector", default="wbc-stardist", help="detector model for fields")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="inference backend")
+    p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     p.set_defaults(func=run)
 
@@ -33,12 +35,19 @@ def register(sub):
 def run(args) -> int:
     from ..classify import Classifier
     from ..field import classify_image
+    from ..models.registry import load_card
 
-    clf = Classifier.load(args.model, device=args.device, backend=args.backend)
+    trust = args.trust_unverified
+    clf = Classifier.load(load_card(args.model, trust_unverified=trust), device=args.device, backend=args.backend)
+    detector = args.detector
+    if args.kind != "cell" and trust:     # the detector's card is held to the same rule
+        from ..pipeline import load_detector
+
+        detector = load_detector(args.detector, device=args.device, trust_unverified=True)
     rc = 0
     for path in args.images:
         try:
-            rec = classify_image(path, clf, kind=args.kind, mpp=args.mpp, detector=args.detector, device=args.device)
+            rec = classify_image(path, clf, kind=args.kind, mpp=args.mpp, detector=detector, device=args.device)
         except (ValueError, FileNotFoundError) as e:
             print(f"leuk classify: error: {e}", file=sys.stderr)
             rc = 2

@@ -3,6 +3,8 @@ optionally the label image OUT/labels.ome.zarr)."""
 
 
 def register(sub):
+    from .analyze import TRUST_HELP
+
     p = sub.add_parser("detect", help="find white blood cells in a slide or field image",
                        description="Detect white blood cells (StarDist method) in a whole slide or a single "
                                    "field image; writes OUT/cells.csv (centroid_y, centroid_x in level-0 "
@@ -21,6 +23,7 @@ def register(sub):
     p.add_argument("--labels", action="store_true",
                    help="also write OUT/labels.ome.zarr: the cell-id label image (OME-NGFF pyramid aligned with "
                         "level 0), rasterised from the polygons chunk by chunk, never whole in memory")
+    p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -35,7 +38,9 @@ def run(args):
     from ..results import atomic_path, _json_default
 
     out = Path(args.out)
-    det = Detector.load(args.model, device=args.device)
+    from ..models.registry import load_card
+
+    det = Detector.load(load_card(args.model, trust_unverified=args.trust_unverified), device=args.device)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

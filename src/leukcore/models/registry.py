@@ -22,13 +22,20 @@ A user model is the same pair anywhere on disk: pass the ``.yaml`` path, or put 
 folder named by the ``LEUK_MODEL_PATH`` environment variable (several folders separated by
 ``os.pathsep``) and use its name like a shipped one.  Those folders are searched before the
 shipped weights, so a user model of the same name takes precedence.
+
+Provenance: :func:`load_card` records the card's path (``_card_path``) and the sha256 of the card
+file's bytes (``_card_sha256``); :func:`load_state_dict` records the sha256 of the weights as read
+(``_weights_sha256``).  A card whose ``weights`` carry no ``sha256`` is refused unless it was loaded
+with ``trust_unverified=True`` (``--trust-unverified`` on the command line): its weights could be
+anything.  :func:`save_model` always writes the hash.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+from ..provenance import sha256_bytes, sha256_file
 
 __all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_models", "load_card",
            "load_state_dict", "save_model", "sha256_file", "card_path"]
@@ -46,14 +53,6 @@ def model_dirs() -> list[Path]:
 
 class ModelError(Exception):
     """A model card or weights file is missing, malformed or fails its hash check."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_models(task: str | None = None) -> list[str]:
@@ -88,33 +87,54 @@ def card_path(name_or_path: str | os.PathLike) -> Path:
                      f"and not a model card .yaml file")
 
 
-def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """Read a model card (shipped name, card path, or run directory holding ``model.yaml``)."""
+def load_card(name_or_path: str | os.PathLike, *, trust_unverified: bool = False) -> dict[str, Any]:
+    """Read a model card (shipped name, card path, or run directory holding ``model.yaml``).
+
+    The card's path and the sha256 of its bytes are recorded (``_card_path``, ``_card_sha256``).
+    ``trust_unverified=True`` lets :func:`load_state_dict` load weights the card gives no sha256 for.
+    """
     import yaml
 
     p = card_path(name_or_path)
     try:
-        card = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+        card = yaml.safe_load(raw.decode("utf-8"))
     except Exception as e:
         raise ModelError(f"{p}: cannot parse model card: {e}") from None
     if not isinstance(card, dict) or "weights" not in card or "task" not in card:
         raise ModelError(f"{p}: model card lacks 'task' or 'weights'")
     card["_card_path"] = str(p)
+    card["_card_sha256"] = sha256_bytes(raw)
+    if trust_unverified:
+        card["_trust_unverified"] = True
     return card
 
 
-def load_state_dict(card: dict[str, Any], verify: bool = True) -> dict:
-    """Load the card's weights with safetensors (no pickled code), checking the sha256."""
+def load_state_dict(card: dict[str, Any], verify: bool = True, *, trust_unverified: bool | None = None) -> dict:
+    """Load the card's weights with safetensors (no pickled code), checking the sha256.
+
+    Raises :class:`ModelError` when the file's sha256 differs from the card's, and when the card
+    gives none (the weights cannot be verified) unless ``trust_unverified`` (default: the flag
+    :func:`load_card` recorded) or ``verify=False``.  Records ``card["_weights_sha256"]``.
+    """
     from safetensors.torch import load_file
 
     wfile = Path(card["_card_path"]).parent / card["weights"]["file"]
     if not wfile.exists():
         raise ModelError(f"{wfile}: weights file missing for model {card.get('name')!r}")
+    got = sha256_file(wfile)
+    card["_weights_sha256"] = got
+    if trust_unverified is None:
+        trust_unverified = bool(card.get("_trust_unverified"))
     if verify and card["weights"].get("sha256"):
-        got = sha256_file(wfile)
         if got != card["weights"]["sha256"]:
             raise ModelError(f"{wfile}: sha256 {got[:12]}... does not match the model card "
                              f"({card['weights']['sha256'][:12]}...); the file is corrupt or was replaced")
+    elif verify and not trust_unverified:
+        raise ModelError(f"{card['_card_path']}: model card gives no sha256 for its weights "
+                         f"({wfile.name}), so they cannot be verified; add weights.sha256 "
+                         f"(leukcore.models.save_model writes it) or, if you trust the file, pass "
+                         f"trust_unverified=True (--trust-unverified)")
     try:
         return load_file(str(wfile))
     except Exception as e:

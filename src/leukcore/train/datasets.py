@@ -25,7 +25,6 @@ conflicts (the same image under two labels).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -60,11 +59,10 @@ def data_root() -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 (hex) of a whole file (:func:`leukcore.provenance.sha256_file`)."""
+    from ..provenance import sha256_file
+
+    return sha256_file(path)
 
 
 def _images(folder: Path) -> list[Path]:
