@@ -80,14 +80,31 @@ def _tiled(tmp_path, name="t.ome.tif"):
     return p
 
 
-def test_truncated_tiff_is_corrupt_at_open(tmp_path):
+def test_truncated_tiff_is_damaged_at_open_and_refused_at_read(tmp_path):
+    from leukcore.io import MissingTileError
+
     p = _tiled(tmp_path)
     data = p.read_bytes()
     q = tmp_path / "trunc.ome.tif"
     q.write_bytes(data[: len(data) // 3])
-    with pytest.raises(CorruptSlideError) as e:
-        open_slide(q)
-    _assert_names(e, q)
+    s = open_slide(q)  # the index is readable: opening records the damage (cheaply, no pixel read)
+    assert s.damaged and s.missing and any("missing" in w or "no pixel data" in w for w in s.warnings)
+    assert "past the end of the file" in s.missing[0]["reason"] or "table" in s.missing[0]["reason"]
+    assert s.info()["integrity"]["ok"] is False
+    with pytest.raises(MissingTileError) as e:
+        s.levels[0].compute()
+    _assert_names(e, q, "no pixel data", "level")
+    assert isinstance(e.value, CorruptSlideError) and len(e.value.box) == 4
+    with pytest.raises(MissingTileError):
+        s.check_missing()
+    # skip policy: missing tiles read as background and are recorded
+    k = s.with_missing_policy("skip")
+    a = k.levels[0].compute()
+    m = s.missing[0]
+    y0, x0, y1, x1 = m["box"]
+    assert (a[y0:y1, x0:x1] == 255).all()
+    assert len(k.skipped_regions()) == len(s.missing)
+    s.close()
 
 
 @pytest.mark.timeout(60)

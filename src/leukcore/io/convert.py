@@ -23,7 +23,10 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["to_rgb8", "check_layout", "SUPPORTED_CHANNELS"]
+__all__ = ["to_rgb8", "check_layout", "value_range_rule", "SUPPORTED_CHANNELS", "TWELVE_BIT_MAX"]
+
+#: uint16 (or wider) data whose maximum is at most this is taken as 12-bit
+TWELVE_BIT_MAX = 4095
 
 SUPPORTED_CHANNELS = (1, 2, 3, 4)
 
@@ -39,9 +42,14 @@ def check_layout(n_channels: int, dtype) -> Optional[str]:
     return None
 
 
-def _scale_to_u8(a: np.ndarray) -> np.ndarray:
-    """Scale one array of any supported dtype to uint8 by the fixed dtype rule."""
+def _scale_to_u8(a: np.ndarray, scale_max: Optional[float] = None) -> np.ndarray:
+    """Scale one array of any supported dtype to uint8 by the fixed dtype rule (or by ``scale_max``:
+    ``v * 255 / scale_max``, clipped; decided once per slide, e.g. 4095 for 12-bit data in uint16)."""
     kind = a.dtype.kind
+    if scale_max is not None and kind in "uif":
+        f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=float(scale_max), neginf=0.0)
+        f = np.clip(f, 0.0, float(scale_max)) * np.float32(255.0 / float(scale_max))
+        return (f + 0.5).astype(np.uint8)
     if a.dtype == np.uint8:
         return a
     if kind == "b":
@@ -61,7 +69,7 @@ def _alpha01(alpha: np.ndarray) -> np.ndarray:
 
 
 def to_rgb8(block: np.ndarray, *, min_is_white: bool = False,
-            colormap: Optional[np.ndarray] = None) -> np.ndarray:
+            colormap: Optional[np.ndarray] = None, scale_max: Optional[float] = None) -> np.ndarray:
     """Convert a ``(Y, X)`` or ``(Y, X, C)`` block to ``(Y, X, 3)`` uint8 by the module rules.
 
     Parameters
@@ -72,6 +80,9 @@ def to_rgb8(block: np.ndarray, *, min_is_white: bool = False,
         Invert grey values first (TIFF photometric MINISWHITE).
     colormap : ndarray, optional
         ``(3, N)`` palette (TIFF colormap, any integer dtype); ``block`` holds indices.
+    scale_max : float, optional
+        Value that maps to 255 instead of the dtype rule (12-bit data in uint16: 4095; float data
+        stored as 0..255: 255); chosen once per slide at open (:func:`value_range_rule`).
     """
     a = np.asarray(block)
     if colormap is not None:
@@ -91,18 +102,42 @@ def to_rgb8(block: np.ndarray, *, min_is_white: bool = False,
         elif grey.dtype.kind == "b":
             inv = ~grey
         else:
-            inv = 1.0 - grey
+            inv = (float(scale_max) if scale_max else 1.0) - grey
         a = np.concatenate([inv[..., None].astype(a.dtype), a[..., 1:]], axis=2)
     if c == 3:
-        out = _scale_to_u8(a)
+        out = _scale_to_u8(a, scale_max)
     elif c == 1:
-        out = np.repeat(_scale_to_u8(a), 3, axis=2)
+        out = np.repeat(_scale_to_u8(a, scale_max), 3, axis=2)
     elif c in (2, 4):
-        col = _scale_to_u8(a[..., :-1]).astype(np.float32)
+        col = _scale_to_u8(a[..., :-1], scale_max).astype(np.float32)
         if c == 2:
             col = np.repeat(col, 3, axis=2)
-        al = _alpha01(a[..., -1])[..., None]
+        al = (_scale_to_u8(a[..., -1], scale_max).astype(np.float32) / 255.0)[..., None]
         out = (col * al + 255.0 * (1.0 - al) + 0.5).astype(np.uint8)
     else:
         raise ValueError(f"unsupported number of channels: {c}")
     return np.ascontiguousarray(out)
+
+
+def value_range_rule(dtype, vmax: Optional[float]) -> tuple[Optional[float], Optional[str]]:
+    """``(scale_max, warning)`` for a slide of ``dtype`` whose sampled maximum is ``vmax``.
+
+    * integers wider than 8 bits whose maximum is <= 4095 -> 12-bit data (``scale_max`` 4095);
+    * float data with a maximum above 1 -> 0..255 (max <= 255), 0..65535 (max <= 65535) or 0..max;
+    * otherwise ``(None, None)``: the dtype rule of the module doc applies.
+    """
+    dtype = np.dtype(dtype)
+    if vmax is None or not np.isfinite(vmax) or vmax <= 0:
+        return None, None
+    if dtype.kind in "ui" and dtype.itemsize > 1:
+        if vmax <= TWELVE_BIT_MAX and np.iinfo(dtype).max > TWELVE_BIT_MAX:
+            return float(TWELVE_BIT_MAX), (f"{dtype} pixel values are all <= {TWELVE_BIT_MAX} (max {vmax:g}): "
+                                           "taken as 12-bit data and scaled by 255/4095")
+        return None, None
+    if dtype.kind == "f" and vmax > 1.0 + 1e-6:
+        for top, name in ((255.0, "0..255"), (65535.0, "0..65535")):
+            if vmax <= top + 0.5:
+                return top, (f"float pixels exceed 1.0 (max {vmax:g}): taken as {name} "
+                             f"and scaled by 255/{top:g} instead of as 0..1")
+        return float(vmax), f"float pixels exceed 65535 (max {vmax:g}): scaled by 255/{vmax:g}"
+    return None, None

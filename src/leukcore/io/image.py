@@ -14,9 +14,10 @@ from typing import Optional
 
 import numpy as np
 
-from .convert import check_layout
+from .convert import check_layout, value_range_rule
 from .errors import CorruptSlideError, EmptySlideError, SlideTooLargeError, UnsupportedFormatError
 from .lazy import LevelReader, Source, as_dask, file_token
+from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
 
 __all__ = ["open_image", "PIL_FORMATS"]
@@ -123,8 +124,10 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         fmt, (w, h), mode, info, n_frames = _header(path)
     except UnidentifiedImageError as e:
         raise UnsupportedFormatError(path, "unknown image format (not TIFF, OME-Zarr, PNG, JPEG or BMP)") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise CorruptSlideError(path, f"corrupt or truncated image header: {e}") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # OSError, SyntaxError, ValueError, struct.error, ... from a damaged header
+        raise CorruptSlideError(path, f"corrupt or truncated image header: {type(e).__name__}: {e}") from e
     if w == 0 or h == 0:
         raise EmptySlideError(path, f"zero-sized image ({w} x {h})")
     limit = min(max_pixels, max_decode_pixels)
@@ -146,12 +149,16 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     while max(levels[-1].shape[:2]) > 2048 and min(levels[-1].shape[:2]) >= 2:
         levels.append(downsample2(levels[-1]))
         downs.append(downs[-1] * 2)
+    warns: list = []
+    reader.warnings = warns
     mpp, origin = _pil_mpp(info)
+    mpp, origin = plausible_metadata_mpp(mpp, origin, warns, path)
     meta = {"image_format": fmt, "mode": mode, "mpp_origin": origin, "computed_levels": len(levels) > 1,
             "native_chunks": [[h, w]]}
     return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
                  path=path, format=PIL_FORMATS.get(fmt, fmt.lower() if fmt else "image"), vendor=None,
-                 metadata=meta, _closer=source.close, _readers=[reader])
+                 metadata=meta, warnings=warns, _closer=source.close,
+                 _readers=[reader] + [None] * (len(levels) - 1))
 
 
 class _ImageReader(LevelReader):
@@ -166,4 +173,17 @@ class _ImageReader(LevelReader):
             raise CorruptSlideError(self.path, f"cannot decode image: {type(e).__name__}: {e}") from e
         a = arr.array
         self.axes = "YXC" if a.ndim == 3 else "YX"
+        if not self._range_done:
+            self._range_done = True
+            if a.dtype != np.uint8 and a.dtype.kind in "uif":
+                b = a[..., :-1] if (a.ndim == 3 and a.shape[2] in (2, 4)) else a
+                b = b[np.isfinite(b)] if b.dtype.kind == "f" else b
+                scale_max, w = value_range_rule(a.dtype, float(b.max()) if b.size else None)
+                if scale_max is not None:
+                    self.convert = {**self.convert, "scale_max": scale_max}
+                    if self.warnings is not None:
+                        self.warnings.append(w)
         return super()._read(ys, xs)
+
+    _range_done = False
+    warnings: Optional[list] = None

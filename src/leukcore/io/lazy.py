@@ -18,9 +18,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .convert import to_rgb8
-from .errors import CorruptSlideError, SlideError
+from .errors import CorruptSlideError, MissingTileError, NonFinitePixelsError, SlideError
 
-__all__ = ["LevelReader", "Source", "as_dask", "choose_chunks", "file_token", "level_downsample"]
+__all__ = ["LevelReader", "Source", "as_dask", "choose_chunks", "file_token", "level_downsample",
+           "integrity_of_readers"]
 
 
 class Source:
@@ -103,6 +104,17 @@ class LevelReader:
         self.convert = convert or {}
         #: number of native reads (used by laziness tests)
         self.n_reads = 0
+        #: level-0 px per px of this level (for level-0 boxes in errors and records)
+        self.downsample = 1.0
+        #: stored tile / chunk edge (y, x) and the tiles known at open to hold no pixel data:
+        #: ``{(tile_row, tile_col): reason}``
+        self.tile: Optional[tuple] = None
+        self.missing: dict = {}
+        #: ``"raise"`` (default): reading a missing tile or non-finite pixels raises
+        #: :class:`MissingTileError`; ``"skip"``: they read as background (255) and are recorded
+        self.policy = "raise"
+        #: shared list of ``(level, y0, x0, y1, x1, reason)`` level-0 boxes skipped under ``"skip"``
+        self.skipped: Optional[list] = None
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -142,7 +154,40 @@ class LevelReader:
             out = out[0]
         return out
 
-    def _read(self, ys: slice, xs: slice) -> np.ndarray:
+    # ------------------------------------------------------------ integrity
+    def level0_box(self, y0, x0, y1, x1) -> list:
+        d = float(self.downsample or 1.0)
+        return [int(round(y0 * d)), int(round(x0 * d)), int(round(y1 * d)), int(round(x1 * d))]
+
+    def tile_box(self, ty: int, tx: int) -> tuple:
+        """Level pixels ``(y0, x0, y1, x1)`` of stored tile ``(ty, tx)``."""
+        th, tw = self.tile
+        return (ty * th, tx * tw, min(self.shape[0], (ty + 1) * th), min(self.shape[1], (tx + 1) * tw))
+
+    def _missing_in(self, y0, y1, x0, x1) -> list:
+        if not self.missing or not self.tile:
+            return []
+        th, tw = self.tile
+        return [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1) for tx in range(x0 // tw, (x1 - 1) // tw + 1)
+                if (ty, tx) in self.missing]
+
+    def _missing_error(self, tiles) -> MissingTileError:
+        ty, tx = tiles[0]
+        y0, x0, y1, x1 = self.tile_box(ty, tx)
+        box = self.level0_box(y0, x0, y1, x1)
+        return MissingTileError(
+            self.path, f"level {self.level} tile (row {ty}, col {tx}) = level-0 box y {box[0]}:{box[2]}, "
+            f"x {box[1]}:{box[3]} has no pixel data ({self.missing[(ty, tx)]}); {len(self.missing)} tile(s) of "
+            f"level {self.level} are missing (skip_missing=True / --skip-missing analyses the rest)",
+            level=self.level, box=box)
+
+    def _record(self, y0, x0, y1, x1, reason):
+        if self.skipped is not None:
+            self.skipped.append((self.level, *self.level0_box(y0, x0, y1, x1), reason))
+
+    # ------------------------------------------------------------ reading
+    def raw(self, ys: slice, xs: slice) -> np.ndarray:
+        """Stored values of a window as ``(Y, X[, C])`` (no conversion, no integrity checks)."""
         idx, order = [], []
         for ax in self.axes:
             if ax == "Y":
@@ -156,15 +201,23 @@ class LevelReader:
                 order.append("C")
             else:
                 idx.append(0)
+        arr = self.getter(self.source.get())
+        block = np.asarray(arr[tuple(idx)])
+        if "C" in order:
+            return np.moveaxis(block, [order.index("Y"), order.index("X"), order.index("C")], [0, 1, 2])
+        return np.moveaxis(block, [order.index("Y"), order.index("X")], [0, 1])
+
+    def _read(self, ys: slice, xs: slice) -> np.ndarray:
+        tiles = self._missing_in(ys.start, ys.stop, xs.start, xs.stop)
+        if tiles:
+            if self.policy != "skip":
+                raise self._missing_error(tiles)
+            return self._read_skipping(ys, xs, tiles)
         try:
-            arr = self.getter(self.source.get())
-            block = np.asarray(arr[tuple(idx)])
+            block = self.raw(ys, xs)
             self.n_reads += 1
-            if "C" in order:
-                block = np.moveaxis(block, [order.index("Y"), order.index("X"), order.index("C")], [0, 1, 2])
-            else:
-                block = np.moveaxis(block, [order.index("Y"), order.index("X")], [0, 1])
-            return to_rgb8(block, **self.convert)
+            bad = self._nonfinite(block)
+            out = to_rgb8(block, **self.convert)
         except SlideError:
             raise
         except MemoryError:
@@ -173,6 +226,82 @@ class LevelReader:
             raise CorruptSlideError(
                 self.path, f"cannot read pixels of level {self.level} "
                 f"(rows {ys.start}:{ys.stop}, cols {xs.start}:{xs.stop}): {type(e).__name__}: {e}") from e
+        if bad is not None:
+            out = self._handle_nonfinite(out, bad, ys, xs)
+        return out
+
+    @staticmethod
+    def _nonfinite(block) -> Optional[np.ndarray]:
+        if block.dtype.kind != "f":
+            return None
+        fin = np.isfinite(block)
+        if fin.all():
+            return None
+        return ~fin.all(axis=2) if fin.ndim == 3 else ~fin
+
+    def _handle_nonfinite(self, out, bad, ys, xs):
+        rows, cols = np.nonzero(bad)
+        # window pixel -> level pixel (steps included)
+        ly0, ly1 = ys.start + rows.min() * ys.step, ys.start + rows.max() * ys.step + 1
+        lx0, lx1 = xs.start + cols.min() * xs.step, xs.start + cols.max() * xs.step + 1
+        if self.policy != "skip":
+            box = self.level0_box(ly0, lx0, ly1, lx1)
+            raise NonFinitePixelsError(
+                self.path, f"{int(bad.sum())} NaN / infinite pixel(s) in level {self.level}, level-0 box "
+                f"y {box[0]}:{box[2]}, x {box[1]}:{box[3]} (not real pixel values; skip_missing=True / "
+                "--skip-missing analyses the rest)", level=self.level, box=box)
+        out = out.copy()
+        out[bad] = 255
+        self._record(ly0, lx0, ly1, lx1, "NaN / infinite pixels")
+        return out
+
+    def _read_skipping(self, ys: slice, xs: slice, tiles) -> np.ndarray:
+        """Read a window holding missing tiles: present tiles one by one, missing ones as background."""
+        y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+        full = np.full((y1 - y0, x1 - x0, 3), 255, np.uint8)
+        th, tw = self.tile
+        miss = set(tiles)
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                a0, b0, a1, b1 = self.tile_box(ty, tx)
+                a0, b0, a1, b1 = max(a0, y0), max(b0, x0), min(a1, y1), min(b1, x1)
+                if (ty, tx) in miss:
+                    self._record(*self.tile_box(ty, tx), self.missing[(ty, tx)])
+                    continue
+                full[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = self._read(slice(a0, a1, 1), slice(b0, b1, 1))
+        return full[::ys.step, ::xs.step]
+
+    def sample_max(self, max_pixels: int = 4_000_000) -> Optional[float]:
+        """Largest finite stored value over the whole level when it is small, else over up to 16 stored
+        tiles spread over it (used at open to decide 12-bit / float ranges; missing tiles are left out;
+        not counted in ``n_reads``)."""
+        H, W = self.shape[:2]
+        if H * W <= max_pixels or not self.tile:
+            boxes = [(0, 0, H, W)] if H * W <= max_pixels else [
+                (H // 2 - 512, W // 2 - 512, H // 2 + 512, W // 2 + 512)]
+        else:
+            th, tw = self.tile
+            ny, nx = -(-H // th), -(-W // tw)
+            rows = sorted(set(np.linspace(0, ny - 1, 4).round().astype(int)))
+            cols = sorted(set(np.linspace(0, nx - 1, 4).round().astype(int)))
+            boxes = [self.tile_box(r, c) for r in rows for c in cols if (r, c) not in self.missing]
+        vmax = None
+        for y0, x0, y1, x1 in boxes:
+            y0, x0 = max(0, y0), max(0, x0)
+            y1, x1 = min(H, y1), min(W, x1)
+            if y1 <= y0 or x1 <= x0 or self._missing_in(y0, y1, x0, x1):
+                continue
+            try:
+                b = self.raw(slice(y0, y1, 1), slice(x0, x1, 1))
+            except Exception:  # unreadable here: reported when read for real
+                continue
+            if b.ndim == 3 and b.shape[2] in (2, 4):
+                b = b[..., :-1]  # alpha does not decide the range
+            b = b[np.isfinite(b)] if b.dtype.kind == "f" else b
+            if b.size:
+                m = float(b.max())
+                vmax = m if vmax is None else max(vmax, m)
+        return vmax
 
 
 def choose_chunks(native, shape_yx, target: int = 1024):
@@ -212,3 +341,21 @@ def level_downsample(shape0, shape) -> float:
     r = 0.5 * (shape0[0] / max(1, shape[0]) + shape0[1] / max(1, shape[1]))
     n = round(r)
     return float(n) if n >= 1 and abs(r - n) <= 0.01 * r else float(r)
+
+
+def integrity_of_readers(readers, warnings: list) -> list:
+    """The slide's ``missing`` list from its level readers' missing tiles (one warning line per level)."""
+    out = []
+    for r in readers:
+        if r is None or not r.missing:
+            continue
+        for (ty, tx), why in sorted(r.missing.items()):
+            out.append({"level": r.level, "tile": [int(ty), int(tx)],
+                        "box": r.level0_box(*r.tile_box(ty, tx)), "reason": why})
+        first = next(iter(sorted(r.missing.items())))
+        th, tw = r.tile
+        n_all = -(-r.shape[0] // th) * -(-r.shape[1] // tw)
+        warnings.append(f"level {r.level}: {len(r.missing)} of {n_all} stored tiles have no pixel data "
+                        f"(first: row {first[0][0]}, col {first[0][1]}: {first[1]}); reading them raises "
+                        "MissingTileError")
+    return out

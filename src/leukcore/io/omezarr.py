@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .convert import check_layout
+import numpy as np
+
+from .convert import check_layout, value_range_rule
 from .errors import (CorruptSlideError, EmptySlideError, SlideNotFoundError, SlideTooLargeError,
                      UnsupportedFormatError, UnsupportedLayoutError)
-from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, level_downsample
+from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integrity_of_readers, level_downsample
+from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
 
 __all__ = ["open_omezarr", "is_zarr_dir"]
@@ -99,11 +102,76 @@ def _guess_axes(path, shape) -> str:
                                  "without OME-Zarr axes metadata")
 
 
+def _missing_chunks(root: str, subpath: Optional[str], key: Optional[str], arr, axes: str) -> tuple:
+    """``(tile (ty, tx), {(row, col): reason})``: stored chunks (shards) of a level whose file is absent.
+
+    Lists the array's directory once (no pixel is read).  A chunk whose every channel chunk is present
+    counts as present."""
+    d = os.path.join(root, *(p for p in (subpath, key) if p))
+    if not os.path.isdir(d):
+        return None, {}
+    md = arr.metadata
+    try:
+        grid = tuple(int(v) for v in (md.chunk_grid.chunk_shape if hasattr(md, "chunk_grid") else md.chunks))
+        encode = md.encode_chunk_key
+    except Exception:  # pragma: no cover - unusual chunk grid: no check
+        return None, {}
+    present = set()
+    for dirpath, _, files in os.walk(d):
+        rel = os.path.relpath(dirpath, d)
+        for f in files:
+            present.add(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
+    yi, xi = axes.index("Y"), axes.index("X")
+    counts = [-(-int(n) // g) for n, g in zip(arr.shape, grid)]
+    missing: dict = {}
+    for idx in np.ndindex(*counts):
+        k = encode(tuple(int(v) for v in idx))
+        if k not in present:
+            missing.setdefault((idx[yi], idx[xi]), f"chunk file '{k}' is missing (would read as the fill value)")
+    return (grid[yi], grid[xi]), missing
+
+
+def _check_scales(path, entries, scales) -> None:
+    """Each level's ``scale`` must match its array shape relative to level 0 (1 px + 1 % tolerance)."""
+    key0, arr0, axes0 = entries[0]
+    s0 = scales[0] if scales else None
+    if not s0:
+        return
+    for (key, arr, axes), sc in zip(entries[1:], scales[1:]):
+        if not sc or len(sc) != len(s0) or len(sc) != arr.ndim:
+            continue
+        for ax in ("Y", "X"):
+            j = axes.index(ax)
+            j0 = axes0.index(ax)
+            try:
+                ds = float(sc[j]) / float(s0[j0])
+            except (TypeError, ValueError, ZeroDivisionError):
+                raise CorruptSlideError(path, f"multiscales scale {sc} of dataset '{key}' is not a number") from None
+            if not (ds > 0 and np.isfinite(ds)):
+                raise CorruptSlideError(path, f"multiscales scale {sc} of dataset '{key}' is not positive")
+            expected = arr0.shape[j0] / ds
+            if abs(arr.shape[j] - expected) > 1 + 0.01 * expected:
+                raise CorruptSlideError(
+                    path, f"multiscales metadata inconsistent with the arrays: dataset '{key}' has scale "
+                    f"{sc} (downsample {ds:g} of dataset '{key0}') but its {ax.lower()} size is {arr.shape[j]}, "
+                    f"not ~{expected:.0f}")
+
+
 def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     """Open an OME-Zarr image (directory) as a lazy :class:`Slide`."""
+    from .errors import SlideError
+
+    try:
+        return _open_omezarr(str(path), max_pixels=max_pixels, max_decode_pixels=max_decode_pixels)
+    except (SlideError, MemoryError):
+        raise
+    except Exception as e:  # malformed metadata of any kind
+        raise CorruptSlideError(path, f"unreadable OME-Zarr metadata: {type(e).__name__}: {e}") from e
+
+
+def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     import zarr
 
-    path = str(path)
     try:
         node = zarr.open(path, mode="r")
     except FileNotFoundError as e:
@@ -168,6 +236,8 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     if H * W > max_pixels:
         raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
                                  f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
+    _check_scales(path, entries, scales)
+    warns: list = []
     source = Source(_open_node, (path, subpath), None, obj=node)
     token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
                        else os.path.join(path, ".zattrs"))
@@ -190,6 +260,12 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
             downs.append(float(scales[i][xi]) / float(scales[0][xi]))
         else:
             downs.append(level_downsample((H, W), (lh, lw)) if i else 1.0)
+        reader.downsample = downs[-1]
+        tile, miss = _missing_chunks(path, subpath, key, arr, axes)
+        if tile:
+            reader.tile, reader.missing = tile, miss
+        if i == 0 and miss and len(miss) >= -(-lh // tile[0]) * -(-lw // tile[1]):
+            raise CorruptSlideError(path, f"no chunk of level 0 holds pixel data ({next(iter(miss.values()))})")
     if len(levels) == 1:
         while max(levels[-1].shape[:2]) > 2048 and min(levels[-1].shape[:2]) >= 2:
             levels.append(downsample2(levels[-1]))
@@ -201,8 +277,22 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         xi = axes0.index("X")
         f = UNIT_TO_UM.get(str(unit).strip().lower()) if unit else None
         if f is not None and len(scales[0]) > xi:
-            mpp = _valid_mpp(float(scales[0][xi]) * f)
+            try:
+                mpp = _valid_mpp(float(scales[0][xi]) * f)
+            except (TypeError, ValueError):
+                warns.append(f"multiscales scale {scales[0]} is not numeric: pixel size unknown")
+                mpp = None
             origin = "ome-zarr:scale" if mpp else None
+        elif unit and f is None:
+            warns.append(f"axis x unit {unit!r} is not a length unit: pixel size unknown")
+    mpp, origin = plausible_metadata_mpp(mpp, origin, warns, path)
+    missing = integrity_of_readers(readers, warns)
+    if arr0.dtype != np.uint8:
+        scale_max, w = value_range_rule(arr0.dtype, readers[-1].sample_max())
+        if scale_max is not None:
+            for r in readers:
+                r.convert = {**r.convert, "scale_max": scale_max}
+            warns.append(w)
     zf = getattr(getattr(arr0, "metadata", None), "zarr_format", None)
     meta = {"ngff_version": version, "zarr_format": zf, "axes": axes0, "dtype": str(arr0.dtype),
             "mpp_origin": origin, "computed_levels": len(entries) == 1 and len(levels) > 1, "native_chunks": native_chunks}
@@ -214,4 +304,5 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     except Exception:  # pragma: no cover
         pass
     return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=fmt, vendor=None, metadata=meta, _closer=source.close)
+                 path=path, format=fmt, vendor=None, metadata=meta, warnings=warns, missing=missing,
+                 _closer=source.close, _readers=readers + [None] * (len(levels) - len(readers)))

@@ -6,11 +6,13 @@ or an image Pillow can read (PNG, JPEG, BMP, ...).  Opening reads metadata only.
 """
 from __future__ import annotations
 
-import math
+import errno
 import os
+import stat
 from typing import Optional
 
-from .errors import SlideNotFoundError
+from .errors import SlideNotFoundError, UnsupportedFormatError
+from .mppcheck import check_user_mpp
 from .slide import Slide
 
 __all__ = ["open_slide", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_DECODE_PIXELS", "max_pixels_default",
@@ -48,6 +50,31 @@ def max_decode_pixels_default() -> float:
     return _env_float("LEUK_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS)
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def stat_slide_path(p: str) -> os.stat_result:
+    """``os.stat`` of a slide path, refusing anything but a regular file or a directory **before** it
+    is opened (a FIFO or a device would block a reader forever).
+
+    Raises :class:`SlideNotFoundError` (missing, dangling or looping symlink, no permission to
+    look) or :class:`UnsupportedFormatError` (FIFO, device, socket)."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        why = "dangling symbolic link" if os.path.islink(p) else "no such file or directory"
+        raise SlideNotFoundError(p, why) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SlideNotFoundError(p, "symbolic link loop (too many levels of symbolic links)") from None
+        raise SlideNotFoundError(p, f"cannot access: {e.strerror or e}") from None
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return st
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+    raise UnsupportedFormatError(p, f"is {kind}, not a slide file (refused without reading it)")
+
+
 def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float] = None,
                max_decode_pixels: Optional[float] = None) -> Slide:
     """Open a slide or image lazily.
@@ -60,7 +87,7 @@ def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float]
         image (PNG, JPEG, BMP).
     mpp : float, optional
         Level-0 pixel size in microns; overrides the file's metadata
-        (``mpp_source == "user"``).  Without it ``mpp`` comes from metadata
+        (``mpp_source == "user"``); must lie in 0.05..10 µm/px (``ValueError`` otherwise).  Without it ``mpp`` comes from metadata
         (``"metadata"``) or is ``None``.
     max_pixels : float, optional
         Refuse slides whose declared level-0 size exceeds this many pixels
@@ -85,18 +112,12 @@ def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float]
     if isinstance(path, Slide):
         return path if mpp is None else path.with_mpp(mpp, "user")
     if mpp is not None:
-        try:
-            mpp = float(mpp)
-        except (TypeError, ValueError):
-            raise ValueError(f"mpp must be a positive number, got {mpp!r}") from None
-        if not (math.isfinite(mpp) and mpp > 0):
-            raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+        mpp = check_user_mpp(mpp)
     max_pixels = float(max_pixels) if max_pixels is not None else max_pixels_default()
     max_decode = float(max_decode_pixels) if max_decode_pixels is not None else max_decode_pixels_default()
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise SlideNotFoundError(p, "no such file or directory")
-    if os.path.isdir(p):
+    st = stat_slide_path(p)
+    if stat.S_ISDIR(st.st_mode):
         from .omezarr import is_zarr_dir, open_omezarr
 
         if not is_zarr_dir(p):
@@ -104,10 +125,16 @@ def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float]
         slide = open_omezarr(p, max_pixels=max_pixels, max_decode_pixels=max_decode)
     else:
         try:
-            with open(p, "rb") as f:
+            # O_NONBLOCK: never wait on a FIFO that appeared after the check above
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise UnsupportedFormatError(p, "not a regular file")
                 head = f.read(16)
+        except PermissionError as e:
+            raise SlideNotFoundError(p, f"cannot read file: permission denied ({e.strerror})") from None
         except OSError as e:
-            raise SlideNotFoundError(p, f"cannot read file: {e.strerror or e}") from e
+            raise SlideNotFoundError(p, f"cannot read file: {e.strerror or e}") from None
         if len(head) == 0:
             from .errors import EmptySlideError
             raise EmptySlideError(p, "empty file (0 bytes)")

@@ -45,6 +45,14 @@ class Slide:
         Scanner vendor when known.
     metadata : dict
         Extra format metadata (free form, JSON-serialisable).
+    warnings : list of str
+        Integrity warnings found at open (or at the first decode of a plain image): missing tiles,
+        tifffile warnings, ignored implausible pixel sizes, 12-bit / float-range rescaling...
+        Shown by ``leuk info`` and copied into the analysis summary.
+    missing : list of dict
+        Stored tiles / chunks known at open to hold no pixel data: ``{"level", "tile": [row, col],
+        "box": [y0, x0, y1, x1] (level-0 px), "reason"}``.  Reading them raises
+        :class:`~leukcore.io.errors.MissingTileError` (see :meth:`with_missing_policy`).
     """
 
     levels: list
@@ -55,10 +63,14 @@ class Slide:
     format: str = "array"
     vendor: Optional[str] = None
     metadata: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
     _closer: Optional[Callable[[], Any]] = field(default=None, repr=False)
     #: per level, an array-like reading the stored level directly (``None`` for computed levels);
     #: lets :meth:`read_region` fetch exactly the native tiles under a window, bypassing dask
     _readers: Optional[list] = field(default=None, repr=False)
+    #: boxes recorded by the readers of a :meth:`with_missing_policy` copy
+    _skip_record: Optional[list] = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- basics
     @property
@@ -88,7 +100,81 @@ class Slide:
         """A copy with the level-0 pixel size overridden."""
         if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
             raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+        if mpp is not None and source == "user":
+            from .mppcheck import check_user_mpp
+            check_user_mpp(mpp)
         return replace(self, mpp=None if mpp is None else float(mpp), mpp_source=None if mpp is None else source)
+
+    # -------------------------------------------------------------- integrity
+    @property
+    def damaged(self) -> bool:
+        """True when some stored tiles / chunks are known to hold no pixel data."""
+        return bool(self.missing)
+
+    def missing_in(self, region=None) -> list:
+        """The :attr:`missing` entries whose level-0 box meets ``region`` (``(y0, x0, y1, x1)``, default all)."""
+        if region is None:
+            return list(self.missing)
+        y0, x0, y1, x1 = (float(v) for v in region)
+        return [m for m in self.missing
+                if m["box"][0] < y1 and m["box"][2] > y0 and m["box"][1] < x1 and m["box"][3] > x0]
+
+    def check_missing(self, region=None) -> None:
+        """Raise :class:`~leukcore.io.errors.MissingTileError` for the first missing tile in ``region``."""
+        from .errors import MissingTileError
+
+        miss = self.missing_in(region)
+        if miss:
+            m = miss[0]
+            b = m["box"]
+            raise MissingTileError(
+                self.path, f"{len(miss)} stored tile(s) have no pixel data, first: level {m['level']} tile "
+                f"(row {m['tile'][0]}, col {m['tile'][1]}) = level-0 box y {b[0]}:{b[2]}, x {b[1]}:{b[3]} "
+                f"({m['reason']}); pass skip_missing=True / --skip-missing to analyse the rest",
+                level=m["level"], box=b)
+
+    def with_missing_policy(self, policy: str = "skip") -> "Slide":
+        """A copy whose reads treat missing tiles and NaN / infinite pixels by ``policy``.
+
+        ``"raise"`` (the default of every opened slide): reading them raises
+        :class:`~leukcore.io.errors.MissingTileError`.  ``"skip"``: they read as background (255) and
+        each skipped box is recorded (:meth:`skipped_regions`).
+        """
+        import copy
+
+        if policy not in ("raise", "skip"):
+            raise ValueError(f"policy must be 'raise' or 'skip', got {policy!r}")
+        if not self._readers:
+            return replace(self)
+        record: list = []
+        readers, levels = [], []
+        for i, lv in enumerate(self.levels):
+            r = self._readers[i] if i < len(self._readers) else None
+            if r is not None:
+                r = copy.copy(r)
+                r.policy, r.skipped = policy, record
+                from .lazy import as_dask
+
+                levels.append(as_dask(r, lv.chunksize[:2], f"{lv.name}-{policy}-{id(record):x}"))
+            elif i == 0:  # pragma: no cover - a stored level 0 always has a reader
+                levels.append(lv)
+            else:
+                levels.append(downsample2(levels[-1]))
+            readers.append(r)
+        return replace(self, levels=levels, _readers=readers, _skip_record=record)
+
+    def skipped_regions(self) -> list:
+        """Level-0 boxes read as background under the ``"skip"`` policy (deduplicated), plus every
+        tile known missing at open: ``[{"level", "box", "reason"}]``."""
+        seen, out = set(), []
+        rec = self._skip_record or []
+        items = [(m["level"], *m["box"], m["reason"]) for m in self.missing] + list(rec)
+        for lv, y0, x0, y1, x1, reason in items:
+            k = (lv, y0, x0, y1, x1)
+            if k not in seen:
+                seen.add(k)
+                out.append({"level": int(lv), "box": [int(y0), int(x0), int(y1), int(x1)], "reason": reason})
+        return out
 
     # ----------------------------------------------------------------- pixels
     def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -146,7 +232,8 @@ class Slide:
         OME-Zarr directory), ``shape`` (level-0 height, width), ``mpp``, ``mpp_source``,
         ``levels`` (``level``, ``shape``, ``downsample``, ``mpp``, ``chunks`` = dask chunk,
         ``native_chunks`` = stored tile/strip/chunk when known, ``computed`` = made lazily
-        from the level above rather than stored) and ``metadata`` (format details).
+        from the level above rather than stored), ``metadata`` (format details), ``warnings``
+        (:attr:`warnings`) and ``integrity`` (``ok``, ``missing_tiles`` count, first 20 ``missing``).
         """
         native = self.metadata.get("native_chunks") or []
         n_stored = len(native) if native else self.n_levels
@@ -160,6 +247,7 @@ class Slide:
                 "computed": i >= n_stored,
             })
         meta = {k: v for k, v in self.metadata.items() if k != "native_chunks" and _jsonable(v)}
+        miss = self.missing
         return {
             "path": self.path,
             "format": self.format,
@@ -170,6 +258,9 @@ class Slide:
             "mpp_source": self.mpp_source,
             "levels": levels,
             "metadata": meta,
+            "warnings": [str(w) for w in self.warnings],
+            "integrity": {"ok": not miss, "missing_tiles": len(miss),
+                          "missing": [{k: m[k] for k in ("level", "tile", "box", "reason")} for m in miss[:20]]},
         }
 
     # ------------------------------------------------------------ construction

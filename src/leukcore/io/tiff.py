@@ -8,17 +8,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import struct
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
 
-from .convert import check_layout
-from .errors import (CorruptSlideError, EmptySlideError, SlideTooLargeError, UnsupportedFormatError,
-                     UnsupportedLayoutError)
-from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, level_downsample
+from .convert import check_layout, value_range_rule
+from .errors import (CorruptSlideError, EmptySlideError, SlideError, SlideTooLargeError,
+                     UnsupportedFormatError, UnsupportedLayoutError)
+from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integrity_of_readers, level_downsample
+from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
 
 __all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM"]
@@ -106,13 +106,15 @@ class _LevelGetter:
         return z[str(self.level)] if self.multiscale else z
 
 
-def _ome_mpp(tif) -> tuple[Optional[float], Optional[str]]:
+def _ome_mpp(tif, warnings: Optional[list] = None) -> tuple[Optional[float], Optional[str]]:
     xml = tif.ome_metadata
     if not xml:
         return None, None
     try:
         root = ET.fromstring(xml)
-    except ET.ParseError:
+    except ET.ParseError as e:
+        if warnings is not None:
+            warnings.append(f"OME-XML metadata is not valid XML ({e}): ignored, pixel size from TIFF tags")
         return None, None
     for el in root.iter():
         if el.tag.endswith("}Pixels") or el.tag == "Pixels":
@@ -122,8 +124,16 @@ def _ome_mpp(tif) -> tuple[Optional[float], Optional[str]]:
             unit = (el.get("PhysicalSizeXUnit") or "µm").strip().lower()
             f = UNIT_TO_UM.get(unit)
             if f is None:
+                if warnings is not None:
+                    warnings.append(f"OME PhysicalSizeXUnit={unit!r} is not a length unit: pixel size unknown")
                 return None, None
-            mpp = _valid_mpp(float(v) * f)
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                if warnings is not None:
+                    warnings.append(f"OME PhysicalSizeX={v!r} is not a number: pixel size unknown")
+                return None, None
+            mpp = _valid_mpp(fv * f)
             return mpp, ("ome:PhysicalSizeX" if mpp else None)
     return None, None
 
@@ -205,20 +215,46 @@ def _map_axes(path, axes: str, shape) -> str:
     return "".join(out)
 
 
-def _check_truncation(path, pages) -> None:
-    """Raise CorruptSlideError when a page's data extends past the end of the file."""
-    size = os.path.getsize(path)
-    for p in pages:
-        try:
-            offs, counts = p.dataoffsets, p.databytecounts
-        except Exception:
-            continue
-        if not offs:
-            continue
-        end = max((o + c) for o, c in zip(offs, counts) if c) if any(counts) else 0
-        if end > size:
-            raise CorruptSlideError(path, f"truncated file: image data extends to byte {end} "
-                                    f"but the file has {size} bytes")
+def _missing_segments(page, lshape, fsize: int, is_ndpi: bool = False) -> tuple[Optional[tuple], dict]:
+    """``(tile (th, tw), {(row, col): reason})`` of a level page's stored tiles / strips that hold no
+    pixel data: byte count 0, offset 0, data past the end of the file, or absent from a short
+    (truncated / unreadable) offset table.  Reads only the page's offset and byte-count tables."""
+    try:
+        chunks, chunked = tuple(page.chunks), tuple(page.chunked)
+        offs = np.asarray(page.dataoffsets, dtype=np.float64)
+        counts = np.asarray(page.databytecounts, dtype=np.float64)
+    except Exception:  # pragma: no cover - tifffile without chunk info
+        return None, {}
+    separate = int(getattr(page, "planarconfig", 1)) == 2 and len(chunked) >= 3
+    if separate:
+        planes, ny, nx = int(chunked[0]), int(chunked[1]), int(chunked[2])
+        sp = chunks if len(chunks) == 2 else chunks[1:3]
+        tile = (int(sp[0]), int(sp[1]))
+    else:
+        planes, ny, nx = 1, int(chunked[0]), int(chunked[1]) if len(chunked) > 1 else 1
+        tile = (int(chunks[0]), int(chunks[1]) if len(chunks) > 1 else int(lshape[1]))
+    expected = planes * ny * nx
+    n = min(len(offs), len(counts))
+    if is_ndpi and n < expected:  # NDPI: tifffile splits one JPEG strip into virtual tiles
+        return None, {}
+    missing: dict = {}
+    if n < expected:
+        why = "absent from the tile offset table (truncated or unreadable table)"
+        for k in range(n, expected):
+            kk = k % (ny * nx)
+            missing.setdefault((kk // nx, kk % nx), why)
+    o, c = offs[:min(n, expected)], counts[:min(n, expected)]
+    bad = (c <= 0) | (o <= 0) | (o + c > fsize)
+    for k in np.nonzero(bad)[0]:
+        kk = int(k) % (ny * nx)
+        if c[k] <= 0:
+            why = "byte count 0"
+        elif o[k] <= 0:
+            why = "data offset 0"
+        else:
+            why = f"data at bytes {int(o[k])}..{int(o[k] + c[k])} past the end of the file ({fsize} bytes)"
+        missing.setdefault((kk // nx, kk % nx), why)
+    return tile, missing
 
 
 def open_tiff(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
@@ -235,10 +271,18 @@ def open_tiff(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         if "not a TIFF" in msg or "invalid TIFF" in msg:
             raise UnsupportedFormatError(path, f"not a readable TIFF file ({msg})") from e
         raise CorruptSlideError(path, f"corrupt TIFF: {msg}") from e
-    except (OSError, ValueError, IndexError, KeyError, struct.error) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # struct.error, ZeroDivisionError (width 0), ... from a damaged header
         raise CorruptSlideError(path, f"corrupt or truncated TIFF: {type(e).__name__}: {e}") from e
     try:
         return _build(tif, series, path, warnings_, max_pixels, max_decode_pixels)
+    except (SlideError, MemoryError):
+        tif.close()
+        raise
+    except Exception as e:
+        tif.close()
+        raise CorruptSlideError(path, f"corrupt TIFF metadata: {type(e).__name__}: {e}") from e
     except BaseException:
         tif.close()
         raise
@@ -278,17 +322,19 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     if H * W > max_pixels:
         raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
                                  f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
-    # integrity: data past end of file -> truncated
-    all_pages = [lv.pages[0] for lv in levels if lv.pages]
-    _check_truncation(path, [p for p in all_pages if hasattr(p, "dataoffsets")])
+    slide_warnings = [f"tifffile: {w}" for w in dict.fromkeys(warnings_)][:10]
+    if len(set(warnings_)) > 10:
+        slide_warnings.append(f"tifffile: ... {len(set(warnings_)) - 10} more warnings")
 
     mpp, origin = None, None
     if tif.is_ome:
-        mpp, origin = _ome_mpp(tif)
+        mpp, origin = _ome_mpp(tif, slide_warnings)
     if mpp is None and tif.is_svs:
         mpp, origin = _svs_mpp(page0)
     if mpp is None:
         mpp, origin = _resolution_mpp(tif, page0)
+    mpp, origin = plausible_metadata_mpp(mpp, origin, slide_warnings, path)
+    fsize = os.path.getsize(path)
 
     import zarr
 
@@ -316,10 +362,20 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
         native_chunks.append([int(ny), int(nx)])
         reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
                              convert=convert)
+        ds = level_downsample((H, W), (lh, lw)) if i else 1.0
+        reader.downsample = ds
+        if lv.pages and hasattr(lv.pages[0], "dataoffsets"):
+            tile, miss = _missing_segments(lv.pages[0], (lh, lw), fsize, bool(tif.is_ndpi))
+            if tile:
+                reader.tile, reader.missing = tile, miss
+        if i == 0 and reader.missing and len(reader.missing) >= -(-lh // reader.tile[0]) * -(-lw // reader.tile[1]):
+            why = next(iter(reader.missing.values()))
+            raise CorruptSlideError(path, f"no tile of level 0 holds pixel data ({why})"
+                                    + (f"; {slide_warnings[0]}" if slide_warnings else ""))
         chunks = choose_chunks((ny, nx), (lh, lw))
         readers.append(reader)
         dlevels.append(as_dask(reader, chunks, f"leuk-tiff-{token}-{i}"))
-        downs.append(level_downsample((H, W), (lh, lw)) if i else 1.0)
+        downs.append(ds)
     # non-pyramidal large image: lazily computed lower levels
     if len(dlevels) == 1:
         while max(dlevels[-1].shape[:2]) > 2048 and min(dlevels[-1].shape[:2]) >= 2:
@@ -331,10 +387,16 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
             "compression": _compression_name(page0)}
     if tif.is_ome and tif.ome_metadata:
         meta["ome_description"] = _ome_description(tif.ome_metadata)
-    if warnings_:
-        meta["warnings"] = warnings_[:5]
+    missing = integrity_of_readers(readers, slide_warnings)
+    if series.dtype != np.uint8 and "colormap" not in convert:
+        scale_max, w = value_range_rule(series.dtype, readers[-1].sample_max())
+        if scale_max is not None:
+            for r in readers:
+                r.convert = {**r.convert, "scale_max": scale_max}
+            slide_warnings.append(w)
     return Slide(levels=dlevels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=fmt, vendor=vendor, metadata=meta, _closer=source.close, _readers=readers)
+                 path=path, format=fmt, vendor=vendor, metadata=meta, warnings=slide_warnings, missing=missing,
+                 _closer=source.close, _readers=readers)
 
 
 def _ome_description(xml: str) -> Optional[str]:

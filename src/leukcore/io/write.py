@@ -301,6 +301,7 @@ def _write_ome_zarr(tmp, pyr: _Pyramid, shapes, tile, compression, mpp, descript
     for i, (h, w) in enumerate(shapes):
         arr = root.create_array(str(i), shape=(3, h, w), chunks=(3, tile, tile), dtype="uint8",
                                 fill_value=255, dimension_names=("c", "y", "x") if zarr_format == 3 else None,
+                                config={"write_empty_chunks": True},  # every chunk stored: absent = missing
                                 **codecs)
         for r0, b in pyr.bands(i):
             arr[:, r0:r0 + b.shape[0], :] = np.moveaxis(b, 2, 0)
