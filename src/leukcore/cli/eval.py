@@ -27,6 +27,13 @@ def register(sub):
                    help="with --field-rule select: the TTA modes to choose from (default: the config's eval.tta)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--cross-source", action="store_true",
+                   help="instead: run the model as `leuk classify` does (no --mpp) on every other source: Zheng 2018 "
+                        "normal cells (evaluation only), PBC normal cells per type, held-out four-class fields as "
+                        "they are and re-stained; blast-call rates, accuracy and ECE per source")
+    p.add_argument("--data", default=None, help="with --cross-source: data folder (default $LEUK_DATA or ../shared/data)")
+    p.add_argument("--n-per-type", type=int, default=None, help="with --cross-source: images per cell type")
+    p.add_argument("--n-fields", type=int, default=None, help="with --cross-source: held-out four-class fields")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=run)
@@ -37,6 +44,8 @@ def run(args) -> int:
     from ..train.config import load_config, resolve_config
     from ..train.evaluate import evaluate_model, headline
 
+    if args.cross_source:
+        return _cross_source(args)
     card = load_card(args.model)
     if args.config:
         cfg = load_config(args.config)
@@ -74,4 +83,24 @@ def run(args) -> int:
               f"colour {h['pbc_false_positive_rate_colour_baseline']:.4f}")
     if out:
         print(f"metrics and plots in {out}", file=sys.stderr)
+    return 0
+
+
+def _cross_source(args) -> int:
+    from ..train.config import load_config
+    from ..train.crosssource import cross_source_eval, format_table
+    from ..train.datasets import data_root
+
+    res = cross_source_eval(args.model, Path(args.data) if args.data else data_root(),
+                            cfg=load_config(args.config) if args.config else None, n_per_type=args.n_per_type,
+                            n_fields=args.n_fields, device=args.device,
+                            log=lambda s: print(s, file=sys.stderr))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cross_source.json").write_text(json.dumps(res, indent=1, default=float))
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items()}, indent=1, default=float))
+    else:
+        print(format_table(res))
     return 0

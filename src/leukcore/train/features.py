@@ -18,7 +18,7 @@ import numpy as np
 from ..classify.geometry import CropSpec
 from ..classify.inputs import preprocess
 
-__all__ = ["split_network", "trunk_features", "augment_crops", "pooled_features", "TopModel"]
+__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "pooled_features", "TopModel"]
 
 
 def _check(net):
@@ -68,19 +68,74 @@ def TopModel(net, k):
 
 
 def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[dict] = None) -> np.ndarray:
-    """Random flips / 90-degree rotations, optionally HED stain jitter, per crop (uint8 in, uint8 out)."""
+    """Random flips / 90-degree rotations, optionally HED stain jitter, per crop (uint8 in, uint8 out).
+
+    ``stain["quality"]`` (a dict, see :func:`degrade_crop`) adds zoom, resolution loss, JPEG, blur and
+    noise: what separates labs' cameras more than their cells do.
+    """
     from .stain import hed_jitter
 
     out = np.empty_like(crops)
+    quality = (stain or {}).get("quality")
     for i, c in enumerate(crops):
         c = np.rot90(c, int(rng.integers(4)))
         if rng.random() < 0.5:
             c = c[:, ::-1]
-        if stain:
+        if stain and stain.get("hed_sigma"):
             c = hed_jitter(np.ascontiguousarray(c), rng, sigma=stain.get("hed_sigma", 0.05),
                            bias=stain.get("hed_bias", 0.05))
+        if quality is not None:
+            c = degrade_crop(np.ascontiguousarray(c), rng, **quality)
         out[i] = c
     return out
+
+
+def degrade_crop(c: np.ndarray, rng: np.random.Generator, *, zoom=(0.8, 1.25), p_res: float = 0.6,
+                 res=(24, 72), p_jpeg: float = 0.4, jpeg=(30, 90), p_blur: float = 0.3, blur=(0.3, 1.5),
+                 p_noise: float = 0.3, noise=(1.0, 6.0)) -> np.ndarray:
+    """One crop through another lab's optics: zoom (pixel-size error), lower resolution, JPEG, blur, noise.
+
+    ``zoom``: the crop is magnified by a factor drawn in this range (the pixel size misjudged by it);
+    ``res``: with probability ``p_res`` the crop is resampled to this many pixels and back, so sharp
+    high-magnification cells (PBC, CellaVision) also appear as a low-resolution camera shows them,
+    and image quality cannot tell one source's class from another's.  uint8 in, uint8 out.
+    """
+    import io
+
+    from PIL import Image
+    from scipy import ndimage as ndi
+
+    S = c.shape[0]
+    im = Image.fromarray(c)
+    z = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1])))) if zoom else 1.0
+    if z > 1.0:
+        s = max(8, int(round(S / z)))
+        o = (S - s) // 2
+        im = im.crop((o, o, o + s, o + s)).resize((S, S), Image.BILINEAR)
+    elif z < 1.0:
+        s = max(8, int(round(S * z)))
+        border = np.median(np.concatenate([c[0], c[-1], c[:, 0], c[:, -1]]), axis=0).astype(np.uint8)
+        canvas = Image.new("RGB", (S, S), tuple(int(v) for v in border))
+        canvas.paste(im.resize((s, s), Image.BILINEAR), ((S - s) // 2, (S - s) // 2))
+        im = canvas
+    low = rng.random() < p_res
+    if low:
+        r = int(rng.integers(res[0], res[1] + 1))
+        im = im.resize((r, r), Image.BILINEAR, reducing_gap=None)
+    if rng.random() < p_jpeg:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(jpeg[0], jpeg[1] + 1)))
+        buf.seek(0)
+        im = Image.open(buf).convert("RGB")
+    if low:
+        im = im.resize((S, S), Image.BILINEAR)
+    x = np.asarray(im).astype(np.float32)
+    if rng.random() < p_blur:
+        sg = rng.uniform(*blur)
+        x = ndi.gaussian_filter(x, (sg, sg, 0))
+    if rng.random() < p_noise:
+        x = x + rng.normal(0, rng.uniform(*noise), x.shape)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def _onnx_runner(trunk, size: int):
