@@ -74,7 +74,10 @@ def test_finds_and_classifies_real_cells(run):
     from leukcore.results import BLAST_CLASSES
 
     n_blast = sum(v for k, v in s["counts"].items() if k in BLAST_CLASSES)
-    assert s["blast_percent"] == pytest.approx(100 * n_blast / len(t), abs=1e-3)
+    assert s["blast_percent_all_cells"] == pytest.approx(100 * n_blast / len(t), abs=1e-3)
+    confident = t.df[~t.df["review"]]
+    if len(confident):
+        assert s["blast_percent"] == pytest.approx(100 * confident["label"].isin(BLAST_CLASSES).mean(), abs=1e-3)
     assert s["review"] == int(t.df["review"].sum())
     assert s["models"]["detector"]["name"] == "wbc-stardist" and s["models"]["detector"]["sha256"]
     assert s["models"]["classifier"]["name"] == _classifier() and s["models"]["classifier"]["version"] is not None

@@ -48,11 +48,23 @@ def test_classification_counts_and_blasts():
     t.set_classification(probs, ["ALL", "normal"], review_threshold=0.6)
     assert list(t.df.label) == ["ALL", "normal", "ALL"]
     assert t.counts() == {"ALL": 2, "normal": 1}
-    assert t.blast_fraction() == pytest.approx(2 / 3)
     assert list(t.df.review) == [False, False, True]
+    # the blast percentage is over confidently classified cells: the review cell is neither
+    assert t.confident_counts() == {"ALL": 1, "normal": 1}
+    assert t.blast_fraction() == pytest.approx(1 / 2)
+    assert t.blast_fraction(confident_only=False) == pytest.approx(2 / 3)
     s = t.summary()
-    assert s["blast_percent"] == pytest.approx(66.667, abs=1e-3)
-    assert s["review"] == 1
+    assert s["blast_percent"] == pytest.approx(50.0)
+    assert s["blast_percent_all_cells"] == pytest.approx(66.667, abs=1e-3)
+    assert s["review"] == 1 and s["confident_counts"] == {"ALL": 1, "normal": 1}
+
+
+def test_all_cells_in_review_give_no_blast_percentage():
+    t = _table()
+    t.set_classification(np.tile([0.55, 0.45], (3, 1)), ["ALL", "normal"], review_threshold=0.6)
+    assert t.df.review.all() and t.blast_fraction() is None
+    s = t.summary()
+    assert s["blast_percent"] is None and s["review"] == 3 and s["blast_percent_all_cells"] == 100.0
 
 
 def test_counts_list_every_class_even_zero():

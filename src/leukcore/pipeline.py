@@ -195,7 +195,7 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
                   tile_size: int = 1024, detect_batch_size: Optional[int] = None,
                   queue_size: int = 4, overlap: bool = True,
                   out_dir: Optional[str | os.PathLike] = None,
-                  trust_unverified: bool = False) -> AnalysisResult:
+                  trust_unverified: bool = False, skip_missing: bool = False) -> AnalysisResult:
     """Find and classify every white cell of a slide.
 
     Parameters
@@ -238,6 +238,12 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         leaves a previous run's completion marker there.
     trust_unverified : bool
         Load model cards whose weights have no sha256 (refused by default: they cannot be verified).
+    skip_missing : bool
+        Pixels that are not in the file (missing TIFF tiles / zarr chunks, NaN) stop the run with
+        :class:`~leukcore.io.MissingTileError` naming the file and the box (default).  ``True``
+        analyses the rest: those regions read as background, and ``summary["missing"]`` records
+        them (``count``, ``boxes``) with ``complete: false``.  ``summary["warnings"]`` always holds
+        the slide's integrity warnings (:mod:`leukcore.io.integrity`).
 
     Returns
     -------
@@ -273,6 +279,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     slide, opened = _open(slide_or_path, mpp)
     timings["open_s"] = time.perf_counter() - t
     try:
+        from .io.integrity import apply_missing_policy, integrity_summary
+        slide = apply_missing_policy(slide, skip_missing, region)
         t = time.perf_counter()
         slide, mpp_info = _resolve_mpp(slide)
         timings["mpp_s"] = time.perf_counter() - t
@@ -309,6 +317,7 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         summary = build_summary(table, slide, mpp_info, det_info, clf_info, dev_name, region, partial,
                                 review_threshold, bs, tile_size, timings)
         summary["provenance"] = provenance.fingerprint(input_fp, settings, det_info, clf_info)
+        summary.update(integrity_summary(slide, skip_missing))
         result = AnalysisResult(table, summary)
         if out_dir is not None and not partial:
             write_outputs(result, out_dir, slide=slide, progress=prog, cancel=cancel)
@@ -492,10 +501,10 @@ def build_summary(table: CellTable, slide, mpp_info, det_info, clf_info, device,
     if table.is_classified:
         s["classes"] = table.classes
         s["percent"] = {k: (round(100.0 * v / n, 3) if n else None) for k, v in counts.items()}
-        blast = [c for c in table.classes if c in BLAST_CLASSES]
-        s["blast_classes"] = blast
-        s["blast_percent"] = (round(100.0 * sum(counts[c] for c in blast) / n, 3) if n else None)
-        s["review"] = int(table.df["review"].sum()) if n else 0
+        s["blast_classes"] = [c for c in table.classes if c in BLAST_CLASSES]
+        ts = table.summary()             # the one owner of blast percentage and review numbers
+        for k in ("blast_percent", "blast_percent_all_cells", "blast_percent_basis", "review", "confident_counts"):
+            s[k] = ts.get(k)
         s["mean_confidence"] = round(float(table.df["confidence"].mean()), 4) if n else None
     return s
 
@@ -587,7 +596,7 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike, *, slide=N
             slide.close()
     s = result.summary
     s["outputs"] = {k: v.name for k, v in paths.items()}
-    s["complete"] = True
+    s["complete"] = not (s.get("missing") or {}).get("count")  # skipped regions: never complete
     s.setdefault("timings", {})["write_s"] = round(time.perf_counter() - t0, 4)
     paths["summary"] = out / SUMMARY_NAME
     write_summary(s, paths["summary"])

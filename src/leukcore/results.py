@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "CellTable", "DETECTION_COLUMNS", "CLASS_COLORS", "BLAST_CLASSES",
+    "CellTable", "DETECTION_COLUMNS", "CLASS_COLORS", "BLAST_CLASSES", "blast_percent",
     "class_color", "atomic_path", "polygon_area",
 ]
 
@@ -72,6 +72,21 @@ def class_color(name: str) -> tuple[int, int, int]:
         return CLASS_COLORS[name]
     h = sum(ord(c) for c in str(name))
     return _FALLBACK[h % len(_FALLBACK)]
+
+
+def blast_percent(labels, review=None, *, fraction: bool = False) -> float | None:
+    """Percentage (or ``fraction``) of cells in a blast class among those not in ``review``.
+
+    The one rule behind the summary, the CLI, the overlay and napari: cells flagged for review are
+    left out of both numerator and denominator.  None when no cell is left.
+    """
+    lab = np.asarray(list(labels), dtype=object)
+    if review is not None:
+        lab = lab[~np.asarray(list(review), dtype=bool)]
+    if not len(lab):
+        return None
+    f = float(np.isin(lab.astype(str), list(BLAST_CLASSES)).mean())
+    return f if fraction else 100.0 * f
 
 
 def polygon_area(poly: np.ndarray) -> float:
@@ -255,18 +270,35 @@ class CellTable:
         vc = self.df["label"].value_counts()
         return {c: int(vc.get(c, 0)) for c in self.classes}
 
-    def blast_fraction(self) -> float | None:
-        """Fraction of cells in a blast / ALL class (None before classification or with no cells)."""
-        if not self.is_classified or len(self) == 0:
-            return None
-        return float(self.df["label"].isin(BLAST_CLASSES).mean())
+    def confident_counts(self) -> dict[str, int]:
+        """Cells per class among the confidently classified ones (``review`` False)."""
+        if not self.is_classified:
+            return {"cells": len(self)}
+        ok = ~self.df["review"].astype(bool) if "review" in self.df else np.ones(len(self), bool)
+        vc = self.df.loc[ok, "label"].value_counts()
+        return {c: int(vc.get(c, 0)) for c in self.classes}
+
+    def blast_fraction(self, confident_only: bool = True) -> float | None:
+        """Fraction of cells in a blast / ALL class.
+
+        By default over the **confidently classified** cells: a cell in ``review`` (below the
+        model's calibrated confidence, or unlike its training cells) is never counted as a
+        blast, nor as normal; it waits for a person.  ``confident_only=False``: over every cell.
+        None before classification or with no (confident) cell.
+        """
+        return blast_percent(self.df["label"] if self.is_classified else [],
+                             self.df["review"] if confident_only and "review" in self.df else None,
+                             fraction=True)
 
     def summary(self) -> dict[str, Any]:
         s = {"cells": len(self), "partial": self.partial, "counts": self.counts()}
         if self.is_classified:
-            bf = self.blast_fraction()
+            bf, ba = self.blast_fraction(), self.blast_fraction(confident_only=False)
             s["blast_percent"] = None if bf is None else round(100 * bf, 3)
+            s["blast_percent_all_cells"] = None if ba is None else round(100 * ba, 3)
             s["review"] = int(self.df["review"].sum()) if "review" in self.df else 0
+            s["confident_counts"] = self.confident_counts()
+            s["blast_percent_basis"] = "confidently classified cells (review cells excluded)"
         return s
 
     # ------------------------------------------------------------------ I/O

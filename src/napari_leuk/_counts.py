@@ -33,12 +33,12 @@ def count_rows(labels: Sequence[str], classes: Sequence[str] = ()) -> list[Count
             for k in names]
 
 
-def blast_percent(labels: Sequence[str]) -> Optional[float]:
-    """Percentage of cells in a blast / ALL class (None with no cells)."""
-    labels = list(labels)
-    if not labels:
-        return None
-    return 100.0 * sum(1 for v in labels if str(v) in BLAST_CLASSES) / len(labels)
+def blast_percent(labels: Sequence[str], review: Optional[Sequence[bool]] = None) -> Optional[float]:
+    """Percentage of cells in a blast / ALL class over the cells not in review (None with none);
+    the core's rule (:func:`leukcore.results.blast_percent`)."""
+    from leukcore.results import blast_percent as _core
+
+    return _core(labels, review)
 
 
 def _qt():
@@ -66,13 +66,17 @@ def make_counts_table(parent=None):
             self.total = 0
 
         def update_counts(self, labels: Sequence[str], classes: Sequence[str] = (),
-                          found_so_far: Optional[int] = None) -> None:
+                          found_so_far: Optional[int] = None, review: Optional[Sequence[bool]] = None) -> None:
             self.rows = count_rows(labels, classes)
             self.total = len(list(labels))
-            self.blast = blast_percent(labels)
+            self.blast = blast_percent(labels, review)
+            self.n_review = int(np.sum(np.asarray(list(review), bool))) if review is not None else 0
             extra = [("total", str(self.total), "")]
             if any(r.name in BLAST_CLASSES for r in self.rows) or any(c in BLAST_CLASSES for c in classes):
-                extra.append(("ALL / blast %", "", "-" if self.blast is None else f"{self.blast:.1f}"))
+                extra.append(("ALL / blast % (confident cells)", "",
+                              "-" if self.blast is None else f"{self.blast:.1f}"))
+            if review is not None:
+                extra.append(("left for review", str(self.n_review), ""))
             if found_so_far is not None:
                 extra.append(("found so far", str(found_so_far), ""))
             self.setRowCount(len(self.rows) + len(extra))

@@ -370,8 +370,10 @@ class LeukWidget(QWidget):
         return MODEL_CLASSES.get(self.model_combo.currentText(), [])
 
     def update_counts(self):
-        labels = self.cells_layer.features["label"] if self.cells_layer is not None else []
-        self.counts.update_counts(labels, self._classes())
+        f = self.cells_layer.features if self.cells_layer is not None else None
+        labels = f["label"] if f is not None and "label" in f else []
+        review = f["review"] if f is not None and "review" in f else None
+        self.counts.update_counts(labels, self._classes(), review=review)
 
     def selected_rows(self) -> list:
         if self.cells_layer is None:

@@ -30,6 +30,10 @@ def register(sub):
     add_model_args(p)
     p.add_argument("--region", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), default=None,
                    help="analyse only this level-0 region")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="analyse around pixels that are not in the file (missing tiles / chunks, NaN): they are "
+                        "skipped and listed in summary.json (missing.count, missing.boxes; complete: false) "
+                        "and the exit status is 3; default: stop with an error naming the file and the box")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     p.set_defaults(func=run)
@@ -74,7 +78,8 @@ def print_result(res, out=None):
         pct = s.get("percent", {}).get(k)
         print(f"  {k:>10}: {v}" + (f"  ({pct:.1f} %)" if pct is not None else ""), file=out)
     if s.get("blast_percent") is not None:
-        print(f"blast / ALL: {s['blast_percent']:.1f} %   flagged for review: {s.get('review', 0)}", file=out)
+        print(f"blast / ALL: {s['blast_percent']:.1f} % of confidently classified cells   "
+              f"left for review: {s.get('review', 0)}", file=out)
     m = s.get("mpp", {})
     if m.get("value"):
         print(f"pixel size: {m['value']:.4g} um/px ({m.get('source')})", file=out)
@@ -96,11 +101,18 @@ def run(args):
                             mpp=args.mpp, region=tuple(args.region) if args.region else None, progress=bar,
                             batch_size=args.batch_size, review_threshold=args.review_threshold,
                             tile_size=args.tile_size, out_dir=args.out,
-                            trust_unverified=args.trust_unverified)
+                            trust_unverified=args.trust_unverified, skip_missing=args.skip_missing)
     finally:
         bar.close()
     print_result(res)
     print(f"outputs: {Path(args.out).resolve()}")
     for k, p in res.outputs.items():
         print(f"  {k:>8}: {Path(p).name}")
+    miss = res.summary.get("missing") or {}
+    for w in res.summary.get("warnings") or []:
+        print(f"warning: {w}")
+    if miss.get("count"):
+        print(f"leuk analyze: incomplete: {args.slide}: {miss['count']} region(s) without pixel data were "
+              "skipped (summary.json: missing.boxes, complete: false)", file=sys.stderr)
+        return 3
     return 0

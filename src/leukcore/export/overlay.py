@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..results import CellTable, atomic_path, class_color
+from ..results import BLAST_CLASSES, CellTable, atomic_path, class_color
 
 __all__ = ["render_overlay", "write_overlay"]
 
@@ -80,6 +80,11 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     for name, n in counts.items():
         lines.append((name, f"{name}: {int(n)}" + (f" ({100.0 * n / total:.1f} %)" if total else "")))
     lines.append((None, f"cells: {total}"))
+    if counts is None and table.is_classified and len(table):
+        ts = table.summary()
+        if ts.get("blast_percent") is not None and any(c in BLAST_CLASSES for c in table.classes):
+            lines.append((None, f"blast: {ts['blast_percent']:.1f} % of confident cells"))
+        lines.append((None, f"left for review: {ts.get('review', 0)}"))
     fsize = max(11, min(20, int(round(max(th, tw) / 90))))
     font = _font(fsize)
     probe = ImageDraw.Draw(img)
