@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 DEB_PKGS="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
 libxcb-xkb1 libxcb-randr0 libxcb-shape0 libxcb-cursor0 libxkbcommon-x11-0 libxkbcommon0 libegl1 libgl1 \
-libglib2.0-0 libfontconfig1 libdbus-1-3 libxrender1 libxi6"
+libglib2.0-0 libfontconfig1 libdbus-1-3 libxrender1 libxi6 \
+chromium"  # chromium: the headless browser test of the web demo (tests/test_serve_browser.py)
 missing=""
 for p in $DEB_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
