@@ -15,6 +15,12 @@ Rule for an image (kind ``auto``, the default):
 
 Kind ``cell`` forces rule 3 (centre crop of the model's crop size when a pixel size is given);
 kind ``field`` forces rule 2 (an image with no detected cell gets no label: ``null`` in JSON).
+
+Before any of this, an image is refused (a ``SlideError`` naming the file, before decoding) when a side
+is 0, its aspect ratio exceeds 20:1 or it has more than 5e7 pixels (a whole slide: use ``leuk analyze``),
+and it gets **no label** (``label: null`` with a ``reason`` in the JSON, ``rule: "refused"``) when it
+is blank, black, white or grey (near-uniform) or pixel noise: such an image is not a blood smear and
+holds no cell, and no class is claimed for it.
 """
 from __future__ import annotations
 
@@ -22,7 +28,73 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["classify_image", "find_cells"]
+__all__ = ["classify_image", "find_cells", "load_field", "check_field_geometry", "image_problem",
+           "MAX_FIELD_PIXELS", "MAX_FIELD_ASPECT"]
+
+#: largest image (pixels) classified as one field / crop; bigger ones are slides (``leuk analyze``)
+MAX_FIELD_PIXELS = 5e7
+#: longest / shortest side beyond which an image cannot be a microscope field or a cell crop
+MAX_FIELD_ASPECT = 20.0
+#: an image whose 1st..99th percentile spread is below this in every channel is near-uniform
+UNIFORM_RANGE = 16.0
+#: mean |neighbour difference| / standard deviation above which an image is pixel noise
+NOISE_RATIO = 0.9
+
+
+def check_field_geometry(path, height: int, width: int) -> None:
+    """Refuse sizes that cannot be a field or a cell crop (from the header, before decoding)."""
+    from .io.errors import DegenerateImageError, EmptySlideError, SlideTooLargeError
+
+    H, W = int(height), int(width)
+    if H <= 0 or W <= 0:
+        raise EmptySlideError(path, f"zero-sized image ({W} x {H})")
+    if H * W > MAX_FIELD_PIXELS:
+        raise SlideTooLargeError(path, f"{W} x {H} = {H * W:.3g} px is larger than a field or cell crop "
+                                 f"({MAX_FIELD_PIXELS:.3g} px); analyse whole slides with `leuk analyze`")
+    r = max(H, W) / min(H, W)
+    if r > MAX_FIELD_ASPECT:
+        raise DegenerateImageError(path, f"{W} x {H} px: aspect ratio {r:.0f}:1 exceeds "
+                                   f"{MAX_FIELD_ASPECT:.0f}:1, not a microscope field or cell crop")
+
+
+def load_field(path) -> tuple:
+    """``(rgb uint8 image, warnings)`` of an image file, through :func:`leukcore.io.open_slide` (header
+    checks, special files, missing tiles, conversion rules) and :func:`check_field_geometry`."""
+    from .io import open_slide
+
+    with open_slide(path) as s:
+        H, W = s.shape
+        check_field_geometry(path, H, W)
+        s.check_missing()
+        img = s.read_region(0, 0, 0, H, W)
+        return img, list(s.warnings)
+
+
+def image_problem(img: np.ndarray) -> Optional[str]:
+    """Why an image cannot be a blood-smear field or cell crop (near-uniform, pixel noise), else ``None``."""
+    a = np.asarray(img)
+    if a.size == 0:
+        return "empty image"
+    step = max(1, int(max(a.shape[:2]) // 1024))
+    sub = a[::step, ::step].reshape(-1, a.shape[2] if a.ndim == 3 else 1).astype(np.float32)
+    lo, hi = np.percentile(sub, [1, 99], axis=0)
+    spread = float((hi - lo).max())
+    if spread < UNIFORM_RANGE:
+        mean = sub.mean(axis=0)
+        what = ("black" if mean.max() < 40 else "white" if mean.min() > 215
+                else "grey" if float(mean.max() - mean.min()) < 12 else "one colour")
+        return (f"near-uniform {what} image (pixel values spread {spread:.0f} of 255): "
+                "no cell found, not a blood smear")
+    H, W = a.shape[:2]
+    c = a[max(0, H // 2 - 256):H // 2 + 256, max(0, W // 2 - 256):W // 2 + 256].astype(np.float32)
+    g = c.mean(axis=2) if c.ndim == 3 else c
+    sd = float(g.std())
+    if g.shape[0] > 8 and g.shape[1] > 8 and sd > 0:
+        d = 0.5 * (float(np.abs(np.diff(g, axis=0)).mean()) + float(np.abs(np.diff(g, axis=1)).mean()))
+        if d / sd > NOISE_RATIO:
+            return (f"pixel noise (neighbouring pixels as different as any two: ratio {d / sd:.2f}): "
+                    "no cell found, not a blood smear")
+    return None
 
 
 def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto"):
@@ -64,12 +136,25 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     """
     from .classify.crops import extract_crops, resize_rgb
     from .io.slide import Slide
-    from .train.cells import load_image
 
+    if mpp is not None:
+        from .io.mppcheck import check_user_mpp
+        mpp = check_user_mpp(mpp)
     if isinstance(path, np.ndarray):
         img, rec = path, {}
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected a (Y, X, 3) uint8 image, got shape {img.shape} dtype {img.dtype}")
+        check_field_geometry("image", img.shape[0], img.shape[1])
     else:
-        img, rec = load_image(path), {"path": str(path)}
+        img, warns = load_field(path)
+        rec = {"path": str(path)}
+        if warns:
+            rec["warnings"] = warns
+    why = image_problem(img)
+    if why:
+        rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="refused", reason=why,
+                   n_cells=0, mpp=mpp, mpp_source="user" if mpp else None)
+        return rec
     if kind in ("auto", "field"):
         table, m, src = find_cells(img, mpp, detector, device)
         if len(table):
@@ -87,7 +172,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             return rec
         if kind == "field":
             rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="no-cells", n_cells=0,
-                       mpp=m, mpp_source=src)
+                       reason="no white cell detected", mpp=m, mpp_source=src)
             return rec
     if mpp:
         side = int(round(clf.spec.side_px(mpp)))
@@ -96,17 +181,24 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             0, H // 2 - side // 2, W // 2 - side // 2, side, side)
         crop, rule = resize_rgb(region, clf.spec.size), "centre-crop"
     else:
-        crop, rule = resize_rgb(_square(img), clf.spec.size), "whole-image"
+        crop, rule = _letterbox(img, clf.spec.size), "whole-image"
     p = clf.predict_crops(crop[None])[0]
     rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None)
     return rec
 
 
-def _square(img):
+def _letterbox(img, size: int) -> np.ndarray:
+    """``(size, size, 3)``: the image scaled so its longer side is ``size``, centred on its corner colour
+    (never allocates more than the output: no ``max(H, W)``-sided square)."""
+    from PIL import Image
+
     H, W = img.shape[:2]
-    s = max(H, W)
-    out = np.zeros((s, s, 3), np.uint8)
+    f = size / max(H, W)
+    h, w = max(1, min(size, int(round(H * f)))), max(1, min(size, int(round(W * f))))
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+        (w, h), Image.BOX if f < 1 else Image.BILINEAR))
+    out = np.empty((size, size, 3), np.uint8)
     out[...] = img[0, 0]
-    out[(s - H) // 2:(s - H) // 2 + H, (s - W) // 2:(s - W) // 2 + W] = img
+    out[(size - h) // 2:(size - h) // 2 + h, (size - w) // 2:(size - w) // 2 + w] = small
     return out

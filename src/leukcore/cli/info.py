@@ -2,8 +2,11 @@
 
 Prints the format / vendor, file size, level-0 size, pixel size and where it came
 from, and every pyramid level with its shape, downsample, pixel size and chunking
-(``--json`` prints the same as one JSON object).  Bad input prints one line
-``leuk info: error: <path>: <problem>`` and exits with status 2.
+(``--json`` prints the same as one JSON object), plus the integrity warnings found
+at open (missing tiles, tifffile warnings, ignored pixel sizes, 12-bit / float rescaling).
+Bad input prints one line ``leuk info: error: <path>: <problem>`` and exits with
+status 2; so does a slide whose index shows stored tiles without pixel data (the
+description is still printed first).
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ def register(sub):
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("slide", help="slide or image file (TIFF/OME-TIFF/SVS/NDPI, OME-Zarr directory, PNG/JPEG/BMP)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--check", action="store_true",
+                   help="also read every stored tile of every level, one at a time (slow for big slides): "
+                        "finds tiles that do not decode and NaN pixels")
     p.add_argument("--mpp", type=float, default=None,
                    help="override the level-0 pixel size (microns per pixel)")
     p.set_defaults(func=run)
@@ -60,16 +66,41 @@ def format_info(info: dict) -> str:
         lines.append(f"description: {meta.get('ome_description') or meta.get('description')}")
     if meta.get("attribution"):
         lines.append(f"attribution: {meta['attribution']}")
+    integ = info.get("integrity") or {}
+    if integ and not integ.get("ok", True):
+        lines.append(f"integrity: DAMAGED: {integ.get('missing_tiles')} stored tile(s) without pixel data")
+    for w in info.get("warnings") or []:
+        lines.append(f"warning:   {w}")
     return "\n".join(lines)
 
 
 def run(args) -> int:
     from ..io import open_slide
 
+    import sys
+
+    from ..io.errors import MissingTileError
+
+    from ..io.errors import SlideError
+    from ..io.integrity import verify_pixels
+
     with open_slide(args.slide, mpp=args.mpp) as slide:
+        damage = None
+        try:
+            slide.check_missing()
+            if getattr(args, "check", False):
+                verify_pixels(slide)
+        except MissingTileError as e:
+            damage = e
+        except SlideError as e:  # undecodable tile: nothing more to describe
+            damage = e
         info = slide.info()
     if args.json:
         print(json.dumps(info, indent=1, default=str))
     else:
         print(format_info(info))
+    if damage is not None:
+        sys.stdout.flush()
+        print(f"leuk info: error: {damage}", file=sys.stderr)
+        return 2
     return 0
