@@ -206,7 +206,8 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
                                 batch_size=settings.get("batch_size"),
                                 review_threshold=settings.get("review_threshold", 0.6),
                                 tile_size=settings.get("tile_size", 1024), out_dir=out_dir,
-                                trust_unverified=bool(settings.get("trust_unverified")))
+                                trust_unverified=bool(settings.get("trust_unverified")),
+                                skip_missing=bool(settings.get("skip_missing")))
         row.update(summary_row(res.summary))
         row["slide"] = Path(out_dir).name
         row["status"] = "done"
@@ -309,7 +310,8 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
               mpp: Optional[float] = None, batch_size: Optional[int] = None, review_threshold: float = 0.6,
               tile_size: int = 1024, threads_per_worker: int = 1, resume: bool = True,
               progress: Optional[Callable] = None, cancel=None,
-              on_submitted: Optional[Callable] = None, trust_unverified: bool = False) -> BatchResult:
+              on_submitted: Optional[Callable] = None, trust_unverified: bool = False,
+              skip_missing: bool = False) -> BatchResult:
     """Analyse many slides on dask.distributed; returns per-slide rows and writes the batch files.
 
     Parameters
@@ -343,6 +345,9 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         Called with the dask client once the tasks are submitted (used by the fault test).
     trust_unverified : bool
         Load model cards whose weights have no sha256 (refused by default).
+    skip_missing : bool
+        Passed to :func:`leukcore.pipeline.analyze_slide`: analyse damaged slides around their missing
+        tiles (recorded in their summary, never complete) instead of failing them.
 
     Returns
     -------
@@ -360,7 +365,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
     settings = {"detector": _model_arg(detector), "classifier": _model_arg(classifier),
                 "device": device, "mpp": mpp, "batch_size": batch_size, "review_threshold": review_threshold,
                 "tile_size": tile_size, "threads": int(threads_per_worker),
-                "trust_unverified": bool(trust_unverified)}
+                "trust_unverified": bool(trust_unverified), "skip_missing": bool(skip_missing)}
 
     from .export.summary import read_summary
     from .provenance import analysis_settings, invalidate

@@ -24,6 +24,10 @@ def register(sub):
     p.add_argument("--no-resume", action="store_true",
                    help="re-analyse slides even if their outputs are complete and current")
     add_model_args(p)
+    p.add_argument("--skip-missing", action="store_true",
+                   help="analyse around pixels that are not in the file (missing tiles / chunks, NaN): they are "
+                        "skipped and listed in summary.json (missing.count, missing.boxes; complete: false) "
+                        "; default: stop with an error naming the file and the box")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     p.set_defaults(func=run)
@@ -57,7 +61,7 @@ def run(args):
                         batch_size=args.batch_size, review_threshold=args.review_threshold,
                         tile_size=args.tile_size, threads_per_worker=args.threads_per_worker,
                         resume=not args.no_resume, progress=progress,
-                        trust_unverified=args.trust_unverified)
+                        trust_unverified=args.trust_unverified, skip_missing=args.skip_missing)
     finally:
         if bar is not None:
             bar.close()

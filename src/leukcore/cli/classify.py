@@ -35,6 +35,7 @@ def register(sub):
 def run(args) -> int:
     from ..classify import Classifier
     from ..field import classify_image
+    from ..io.errors import SlideError
     from ..models.registry import load_card
 
     trust = args.trust_unverified
@@ -48,12 +49,17 @@ def run(args) -> int:
     for path in args.images:
         try:
             rec = classify_image(path, clf, kind=args.kind, mpp=args.mpp, detector=detector, device=args.device)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, SlideError) as e:
+            if getattr(args, "debug", False):
+                raise
             print(f"leuk classify: error: {e}", file=sys.stderr)
             rc = 2
             continue
         if args.json:
             print(json.dumps(rec), flush=True)
+        elif rec["label"] is None:
+            print(f"{rec['path']}\tNone\t{rec.get('reason', '')}\t({rec['rule']}, {rec['n_cells']} cell(s))",
+                  flush=True)
         else:
             probs = "  ".join(f"{c}={v:.3f}" for c, v in rec["probabilities"].items() if v is not None)
             print(f"{rec['path']}\t{rec['label']}\t{probs}\t({rec['rule']}, {rec['n_cells']} cell(s))", flush=True)

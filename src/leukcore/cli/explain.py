@@ -28,22 +28,20 @@ def run(args) -> int:
 
     from ..classify import Classifier, extract_crops, gradcam
     from ..classify.cam import overlay
-    from ..classify.crops import resize_rgb
     from ..io.slide import Slide
     from ..results import atomic_path
-    from ..train.cells import load_image
-    from ..field import _square, find_cells
+    from ..field import _letterbox, find_cells, load_field
 
     clf = Classifier.load(args.model, device=args.device, backend="torch")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        img = load_image(path)
+        img, _ = load_field(path)
         table, m, _ = find_cells(img, args.mpp, args.detector, args.device)
         if len(table):
             crops = extract_crops(Slide.from_array(np.ascontiguousarray(img), mpp=m), table, clf)[:args.max_cells]
         else:
-            crops = resize_rgb(_square(img), clf.spec.size)[None]
+            crops = _letterbox(img, clf.spec.size)[None]
         heat = gradcam(clf, crops, target=args.target)
         probs = clf.predict_crops(crops)
         tiles = [np.concatenate([c, overlay(c, h)], axis=0) for c, h in zip(crops, heat)]
