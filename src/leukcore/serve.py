@@ -254,7 +254,7 @@ form.addEventListener('submit', async (e) => {
 """
 _PAGE = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
          "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-         "<title>leuk demo</title><style>" + _STYLE + "</style></head><body>"
+         "<link rel=\"icon\" href=\"data:,\"><title>leuk demo</title><style>" + _STYLE + "</style></head><body>"
          "<h1>leuk: white-cell classifier demo</h1>"
          "<p>Upload a blood-smear field or a single-cell crop (PNG, JPEG, BMP, TIFF, WebP; "
          "at most @MAXMB@ MB and @MAXMPX@ megapixels). Research use only; not a diagnostic device.</p>"
