@@ -204,7 +204,7 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
         with dask.config.set(scheduler="threads"):
             res = analyze_slide(source, det, clf, device=settings.get("device", "auto"), mpp=settings.get("mpp"),
                                 batch_size=settings.get("batch_size"),
-                                review_threshold=settings.get("review_threshold", 0.6),
+                                review_threshold=settings.get("review_threshold"),
                                 tile_size=settings.get("tile_size", 1024), out_dir=out_dir,
                                 trust_unverified=bool(settings.get("trust_unverified")),
                                 skip_missing=bool(settings.get("skip_missing")))
@@ -307,7 +307,7 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
 def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = None,
               scheduler: Optional[str] = None, client=None,
               detector: str = "wbc-stardist", classifier: str = "all-binary", device: str = "auto",
-              mpp: Optional[float] = None, batch_size: Optional[int] = None, review_threshold: float = 0.6,
+              mpp: Optional[float] = None, batch_size: Optional[int] = None, review_threshold: Optional[float] = None,
               tile_size: int = 1024, threads_per_worker: int = 1, resume: bool = True,
               progress: Optional[Callable] = None, cancel=None,
               on_submitted: Optional[Callable] = None, trust_unverified: bool = False,
@@ -372,7 +372,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
 
     models = current_models(settings["detector"], settings["classifier"], trust_unverified)
     fp_settings = analysis_settings(mpp=mpp, review_threshold=review_threshold, tile_size=tile_size,
-                                    batch_size=batch_size, device=device)
+                                    batch_size=batch_size, device=device, skip_missing=skip_missing)
     rows: list[dict] = []
     todo: list[tuple[Path, Path]] = []
     plan: dict[str, str] = {}

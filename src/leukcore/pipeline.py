@@ -41,7 +41,7 @@ import numpy as np
 
 from ._version import __version__
 from .progress import Cancelled, ProgressEvent, emit, is_cancelled
-from .results import BLAST_CLASSES, CellTable
+from .results import BLAST_CLASSES, DEFAULT_REVIEW_THRESHOLD, CellTable
 
 __all__ = ["AnalysisResult", "analyze_slide", "write_outputs", "load_detector", "load_classifier",
            "model_info", "DEFAULT_BATCH_SIZE"]
@@ -191,7 +191,7 @@ def _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, r
 def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary", *,
                   device: str = "auto", mpp: Optional[float] = None, region=None,
                   progress: Optional[Callable[[ProgressEvent], Any]] = None, cancel=None,
-                  batch_size: Optional[int] = None, review_threshold: float = 0.6,
+                  batch_size: Optional[int] = None, review_threshold: Optional[float] = None,
                   tile_size: int = 1024, detect_batch_size: Optional[int] = None,
                   queue_size: int = 4, overlap: bool = True,
                   out_dir: Optional[str | os.PathLike] = None,
@@ -223,8 +223,10 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         ``summary["partial"] = True`` and writes no output files.
     batch_size : int, optional
         Classification batch size (default 32 on CPU, 256 on CUDA).
-    review_threshold : float
-        Cells whose confidence is below this are flagged ``review``.
+    review_threshold : float, optional
+        Cells whose confidence is below this are flagged ``review`` (left out of the blast
+        percentage).  Default: the classifier card's ``review.confidence``, chosen on validation
+        data (:attr:`Classifier.review_threshold`).
     tile_size, detect_batch_size : int
         Passed to the detector.
     queue_size : int
@@ -269,7 +271,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     dev_name = str(dev)
     settings = provenance.analysis_settings(mpp=mpp, region=region, review_threshold=review_threshold,
                                             tile_size=tile_size, batch_size=batch_size,
-                                            detect_batch_size=detect_batch_size, device=device)
+                                            detect_batch_size=detect_batch_size, device=device,
+                                            skip_missing=skip_missing)
 
     t = time.perf_counter()
     src_path = slide_or_path if isinstance(slide_or_path, (str, os.PathLike)) else getattr(slide_or_path, "path", None)
@@ -303,6 +306,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
 
         det_info, clf_info = model_info(det), model_info(clf)
         classes = list(clf.classes) if clf is not None else []
+        if review_threshold is None:     # the classifier card's threshold, chosen on validation data
+            review_threshold = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
         meta = _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, review_threshold)
         table = CellTable.concat(chunks, meta=meta) if chunks else CellTable(None, meta)
         table.meta = meta

@@ -5,7 +5,7 @@
     {"version": 1, "leukcore_version": "0.1.0",
      "input":    {"path", "kind": "file"|"directory", "size", "mtime_ns", "meta_sha256", "sample_sha256", ...},
      "settings": {"mpp", "region", "review_threshold", "tile_size", "batch_size", "detect_batch_size",
-                  "device"},                          # as requested (None = the default)
+                  "device", "skip_missing"},          # as requested (None = the default)
      "models":   {"detector": {...}, "classifier": {...}},   # card path + card sha256 + weights sha256
      "digest":   sha256 of the canonical JSON of the rest}
 
@@ -224,15 +224,15 @@ def model_fingerprint(model) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------ settings + block
-def analysis_settings(*, mpp=None, region=None, review_threshold=0.6, tile_size=1024, batch_size=None,
-                      detect_batch_size=None, device="auto") -> dict:
+def analysis_settings(*, mpp=None, region=None, review_threshold=None, tile_size=1024, batch_size=None,
+                      detect_batch_size=None, device="auto", skip_missing=False) -> dict:
     """Every analysis setting besides the models (recorded in their own block), as requested, JSON-ready."""
     return {"mpp": None if mpp is None else float(mpp),
             "region": None if region is None else [int(v) for v in region],
-            "review_threshold": float(review_threshold), "tile_size": int(tile_size),
+            "review_threshold": None if review_threshold is None else float(review_threshold), "tile_size": int(tile_size),
             "batch_size": None if batch_size is None else int(batch_size),
             "detect_batch_size": None if detect_batch_size is None else int(detect_batch_size),
-            "device": str(device)}
+            "device": str(device), "skip_missing": bool(skip_missing)}
 
 
 def fingerprint(input_fp: Optional[dict], settings: dict, detector: Optional[dict],

@@ -62,6 +62,8 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
 
 #: class names counted as leukemic blasts in summaries
 BLAST_CLASSES = frozenset({"ALL", "Early", "Pre", "Pro"})
+#: confidence below which a cell is left for review when the model card names no threshold
+DEFAULT_REVIEW_THRESHOLD = 0.6
 
 _FALLBACK = [(55, 126, 184), (166, 86, 40), (247, 129, 191), (153, 153, 153), (0, 206, 209)]
 
@@ -250,7 +252,7 @@ class CellTable:
         return [f"prob_{c}" for c in self.classes]
 
     def set_classification(self, probabilities: np.ndarray, classes: Sequence[str],
-                           review_threshold: float = 0.6) -> None:
+                           review_threshold: float = DEFAULT_REVIEW_THRESHOLD) -> None:
         """Attach class probabilities (N, C); sets label, confidence, prob_*, review."""
         probs = np.asarray(probabilities, dtype=np.float32).reshape(len(self), len(classes))
         idx = probs.argmax(axis=1) if len(self) else np.zeros(0, int)

@@ -14,7 +14,7 @@ UNCLASSIFIED = "unclassified"
 
 
 def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=None, cancel=None,
-                   review_threshold: float = 0.6, mpp=None):
+                   review_threshold=None, mpp=None):
     """Classify each cell of ``table`` from its crop; returns a new classified :class:`CellTable`.
 
     Crops are read batch by batch from the lazy slide (only the needed regions).
@@ -52,6 +52,9 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
         done = int(rows[-1]) + 1
         emit(progress, "classify", done, n, cells=n)
     filled = np.where(np.isnan(probs), 0.0, probs)
+    if review_threshold is None:
+        from ..results import DEFAULT_REVIEW_THRESHOLD
+        review_threshold = getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
     out.set_classification(filled, classifier.classes, review_threshold=review_threshold)
     if done < n:
         out.df.loc[done:, "label"] = UNCLASSIFIED

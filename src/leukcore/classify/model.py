@@ -59,6 +59,16 @@ class Classifier:
         if backend == "onnx" or (backend == "auto" and self.device.type == "cpu"):
             self._try_onnx(required=backend == "onnx")
 
+    @property
+    def review_threshold(self) -> float:
+        """Confidence below which a cell is left for review: the card's ``review.confidence``
+        (chosen on validation data when the model was trained), else
+        :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`."""
+        from ..results import DEFAULT_REVIEW_THRESHOLD
+
+        v = (self.card.get("review") or {}).get("confidence")
+        return float(v) if v is not None else DEFAULT_REVIEW_THRESHOLD
+
     # ------------------------------------------------------------------ build
     @classmethod
     def load(cls, name_or_card: Any = "all-binary", device: str = "auto", backend: str = "auto") -> "Classifier":

@@ -14,8 +14,9 @@ def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | p
     p.add_argument("--mpp", type=float, default=None,
                    help="level-0 microns per pixel, overriding the file (estimated from red cells when unknown)")
     p.add_argument("--batch-size", type=int, default=None, help="classification batch size")
-    p.add_argument("--review-threshold", type=float, default=0.6,
-                   help="cells with confidence below this are flagged for review (default 0.6)")
+    p.add_argument("--review-threshold", type=float, default=None,
+                   help="cells with confidence below this are left for review (default: the model card's "
+                        "threshold, chosen on validation data)")
     p.add_argument("--tile-size", type=int, default=1024, help="detection tile size in working pixels")
     p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
 
