@@ -202,7 +202,9 @@ def test_summary_records_provenance(fakes, slide_file, tmp_path):
     pv = json.loads((tmp_path / "o" / "summary.json").read_text())["provenance"]
     assert pv == json.loads(json.dumps(res.summary["provenance"]))
     assert pv["input"]["path"] == str(Path(slide_file).resolve()) and pv["input"]["size"] > 0
-    assert pv["settings"] == P.analysis_settings(tile_size=256, device="cpu")
+    assert set(pv["settings"]) == set(P.analysis_settings())
+    assert pv["settings"]["tile_size"] == 256 and pv["settings"]["device"] == "cpu"
+    assert pv["settings"]["mpp"] is None and pv["settings"]["skip_missing"] is False
     assert pv["models"]["classifier"]["name"] == "fake-clf" and pv["models"]["classifier"]["sha256"] == "1" * 64
     assert len(pv["digest"]) == 64
 
