@@ -82,3 +82,18 @@ def test_tta_d4_is_the_mean_over_the_eight_views_and_rotation_invariant(clf):
         np.ascontiguousarray(crops[:, :, ::-1]))) / 2, atol=1e-5)
     with pytest.raises(ValueError, match="tta"):
         clf.predict_crops(crops, tta="d8")
+
+
+def test_unsure_image_goes_to_review_never_silently_to_a_class():
+    from leukcore.field import REVIEW_LABEL, _review
+
+    class Clf:
+        review_threshold = 0.8
+        classes = ["ALL", "normal"]
+
+    rec = _review({"label": "ALL", "probabilities": {"ALL": 0.7, "normal": 0.3}}, Clf())
+    assert rec["label"] == REVIEW_LABEL and rec["model_label"] == "ALL" and rec["review"] is True
+    rec = _review({"label": "ALL", "probabilities": {"ALL": 0.9, "normal": 0.1}}, Clf())
+    assert rec["label"] == "ALL" and rec["review"] is False and rec["review_threshold"] == 0.8
+    rec = _review({"label": None, "probabilities": {"ALL": None, "normal": None}}, Clf())
+    assert rec["label"] is None and "review" not in rec

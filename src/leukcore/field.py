@@ -169,7 +169,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
                        probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
                        rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
                        cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src)
-            return rec
+            return _review(rec, clf)
         if kind == "field":
             rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="no-cells", n_cells=0,
                        reason="no white cell detected", mpp=m, mpp_source=src)
@@ -185,6 +185,30 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     p = clf.predict_crops(crop[None])[0]
     rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None)
+    return _review(rec, clf)
+
+
+#: the label of an image the model is not sure about (CellaVision's "unidentified")
+REVIEW_LABEL = "review"
+
+
+def _review(rec: dict, clf) -> dict:
+    """Below the card's calibrated confidence the image goes to ``review``, never silently to a class.
+
+    ``model_label`` keeps the model's own call and ``review`` says whether it was held back; the
+    threshold is :attr:`Classifier.review_threshold` (chosen on validation data).
+    """
+    from .results import DEFAULT_REVIEW_THRESHOLD
+
+    probs = [v for v in (rec.get("probabilities") or {}).values() if v is not None]
+    if rec.get("label") is None or not probs:
+        return rec
+    t = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+    rec["model_label"] = rec["label"]
+    rec["review"] = bool(max(probs) < t)
+    rec["review_threshold"] = round(float(t), 4)
+    if rec["review"]:
+        rec["label"] = REVIEW_LABEL
     return rec
 
 
