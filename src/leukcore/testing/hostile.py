@@ -38,7 +38,7 @@ import numpy as np
 
 from ..io import errors as E
 
-__all__ = ["HostileCase", "build_hostile_cases", "tiff_with_tiles", "patch_tiff_tag", "classic_tiff_header"]
+__all__ = ["HostileCase", "CASE_NAMES", "build_hostile_cases", "tiff_with_tiles", "patch_tiff_tag", "classic_tiff_header"]
 
 
 @dataclass
@@ -65,6 +65,30 @@ class HostileCase:
 
     def __str__(self) -> str:  # pytest ids
         return self.name
+
+
+#: every case name :func:`build_hostile_cases` can return, in order (``unreadable_permissions`` only
+#: when not running as root), for parametrising tests before the files exist
+CASE_NAMES = (
+    'field_png', 'field_jpeg', 'field_bmp', 'field_gif_palette', 'png_palette', 'png_rgba', 'png_grey_field',
+    'png_16bit_full', 'png_16bit_12bit', 'jpeg_cmyk', 'png_named_svs', 'jpeg_named_png', 'unicode_name',
+    'tiff_tiled', 'tiff_stripped', 'tiff_palette', 'tiff_miniswhite', 'tiff_grey_alpha', 'tiff_uint16_full',
+    'tiff_float01', 'tiff_72dpi', 'ome_tiff_pyramid', 'ome_zarr_v04', 'ome_zarr_v05', 'bare_zarr',
+    'tiff_uint16_12bit', 'tiff_float_0_255', 'zarr_uint16_12bit', 'ome_physicalsize_abcd', 'ome_mpp_40',
+    'ome_xml_garbage', 'ome_unit_bogus', 'png_black', 'png_white', 'png_grey', 'png_near_uniform', 'png_noise',
+    'png_one_pixel', 'tiff_grey16_uniform', 'png_1x60000', 'png_60000x1', 'png_30x1000_aspect',
+    'png_huge_declared', 'png_huge_field', 'tiff_width0', 'tiff_height0', 'tiff_huge_declared',
+    'zarr_zero_sized', 'tiff_tile_bytecount0', 'tiff_tile_offset_past_eof', 'tiff_tile_offset0',
+    'tiff_strip_bytecount0', 'tiff_truncated_half', 'tiff_truncated_90pct', 'tiff_truncated_in_header',
+    'tiff_60k_cut_in_offset_table', 'tiff_pyramid_level1_tile_missing', 'tiff_float_nan', 'tiff_float_inf',
+    'tiff_float_all_nan', 'zarr_float_nan', 'zarr_missing_chunk_v2', 'zarr_missing_chunk_v3_level1',
+    'zarr_all_chunks_missing', 'zarr_scale_disagrees_with_shape', 'zarr_missing_level', 'zarr_missing_zattrs',
+    'zarr_garbage_zattrs', 'zarr_multiscales_not_a_list', 'zarr_empty_group', 'zarr_4d', 'tiff_cmyk',
+    'tiff_5_channels', 'tiff_4d_stack', 'text_named_tif', 'text_named_png', 'tiff_magic_then_garbage',
+    'zero_byte_png', 'zero_byte_tif', 'png_bad_crc', 'png_truncated', 'jpeg_truncated', 'png_header_only',
+    'plain_directory', 'missing_file', 'symlink_loop', 'symlink_dangling', 'symlink_valid', 'fifo',
+    'char_device', 'unreadable_permissions',
+)
 
 
 # ------------------------------------------------------------------ helpers
@@ -240,7 +264,7 @@ def build_hostile_cases(root, *, include_special: bool = True) -> list[HostileCa
     add("field_gif_palette", _png(root / "field.gif", rgb), "ok", note="palette (GIF)")
     add("png_palette", _palette_png(root / "palette.png", rgb), "ok")
     add("png_rgba", _png(root / "rgba.png", np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])), "ok")
-    add("png_grey", _png(root / "grey_field.png", rgb.mean(axis=2).astype(np.uint8)), "ok")
+    add("png_grey_field", _png(root / "grey_field.png", rgb.mean(axis=2).astype(np.uint8)), "ok")
     add("png_16bit_full", _png16(root / "full16.png", (rgb.astype(np.uint16) * 257)), "ok")
     add("png_16bit_12bit", _png16(root / "twelve.png", (rgb.astype(np.uint16) * 16)), "warn", words=("12-bit",),
         note="12-bit data in a 16-bit PNG: scaled by 255/4095 with a warning (decided at first decode)")
