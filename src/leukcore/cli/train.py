@@ -15,6 +15,10 @@ def register(sub):
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--device", default=None, help="override train.device (auto | cpu | cuda[:N])")
+    p.add_argument("--arch", default=None, metavar="NAME",
+                   help="override model.architecture with any timm architecture (e.g. resnet50, mobilenetv2_100, "
+                        "densenet121); ImageNet weights offline only for tf_efficientnet_lite0/1/2, others start "
+                        "from random weights unless model.imagenet names a local file")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     p.set_defaults(func=run)
 
@@ -30,6 +34,13 @@ def run(args) -> int:
     cfg["_config_path"] = str(args.config)
     if args.device:
         cfg["train"]["device"] = args.device
+    if args.arch:
+        from ..classify.network import build_network
+
+        build_network(args.arch, 2)          # unknown names fail here, before any data is read
+        cfg["model"]["architecture"] = args.arch
+        if not args.arch.startswith("tf_efficientnet_lite") and cfg["model"].get("imagenet") == "auto":
+            cfg["model"]["imagenet"] = "none"
     out = Path(args.out or Path("runs") / cfg["name"])
     cfg_clean = {k: v for k, v in cfg.items() if k != "_config_path"}
     cfg_clean["_config_path"] = cfg["_config_path"]
