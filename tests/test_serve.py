@@ -186,6 +186,28 @@ def test_slow_request_head_and_body_time_out():
             assert st == 408 and "in time" in json.loads(body)["error"]
 
 
+def test_connections_are_capped():
+    with running(max_connections=5) as srv:
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(5)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                st, h, body = parse_response(read_response(s))
+            assert st == 503 and "too many connections" in json.loads(body)["error"]
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.2)
+        assert get_json(srv.url + "/health")[0] == 200
+
+
+def test_unknown_default_model_is_refused_at_start():
+    from leukcore.serve import make_app
+
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        make_app(models=["all-binary"], default_model="nope", predict=fake_predictor())
+
+
 def test_full_queue_answers_503_with_retry_after():
     gate = threading.Event()
     with running(fake_predictor(gate=gate), workers=1, queue=1) as srv:

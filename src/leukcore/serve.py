@@ -439,6 +439,8 @@ def make_app(*, models: Optional[list[str]] = None, default_model: str = "all-bi
         from .models import list_models
         models = list_models("classification")
     models = list(models)
+    if default_model not in models:
+        raise ValueError(f"unknown model {default_model!r}; available: {', '.join(models)}")
     predict = predict or default_predictor(device)
     capacity = limits.workers + limits.queue
     state = {"busy": 0, "pool": None}
