@@ -7,29 +7,14 @@ a probe batch right after export.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["cache_dir", "export_onnx", "OnnxRunner", "onnx_available"]
 
-
-def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-def cache_dir() -> Path:
-    """``$LEUK_CACHE`` or the platform user cache dir (``.../leukcore``)."""
-    env = os.environ.get("LEUK_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-    return Path(user_cache_dir("leukcore"))
+# shared with the detector (leukcore.detect.onnx_backend)
+from ..onnx_cache import cache_dir, onnx_available  # noqa: E402,F401
 
 
 def export_onnx(model, size: int, path: Path) -> Path:

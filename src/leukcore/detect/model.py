@@ -8,9 +8,11 @@ import numpy as np
 
 from .postprocess import instances_from_maps
 
-__all__ = ["Detector", "DEFAULT_DETECTOR"]
+__all__ = ["Detector", "DEFAULT_DETECTOR", "BACKENDS"]
 
 DEFAULT_DETECTOR = "wbc-stardist"
+#: ``"auto"``: ONNX Runtime on CPU when installed and it agrees with torch on a probe tile, else torch
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def disc_area_px(diameter_um: float, mpp: float) -> float:
@@ -56,7 +58,44 @@ def _untransform_rays(d, t: int, v: int, h: int):
     return d
 
 
-@dataclass
+def _transform_np(x: np.ndarray, t: int, v: int, h: int) -> np.ndarray:
+    """:func:`_transform` on NHWC (or NHW) numpy arrays."""
+    if t:
+        x = np.swapaxes(x, 1, 2)
+    if v:
+        x = x[:, ::-1]
+    if h:
+        x = x[:, :, ::-1]
+    return x
+
+
+def _untransform_np(y: np.ndarray, t: int, v: int, h: int) -> np.ndarray:
+    if v:
+        y = y[:, ::-1]
+    if h:
+        y = y[:, :, ::-1]
+    return np.swapaxes(y, 1, 2) if t else y
+
+
+def _untransform_rays_np(d: np.ndarray, t: int, v: int, h: int) -> np.ndarray:
+    """:func:`_untransform_rays` on NHWR numpy distances."""
+    n = d.shape[-1]
+    k = np.arange(n)
+    d = _untransform_np(d, t, v, h)
+    for on, perm in ((h, (n // 2 - k) % n), (v, (-k) % n), (t, (n // 4 - k) % n)):
+        if on:
+            d = d[..., perm]
+    return d
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    if n and torch.get_num_threads() != n:
+        torch.set_num_threads(int(n))
+
+
+@dataclass(eq=False)          # hashable by identity: per-detector caches (receptive field) can key on it
 class Detector:
     """A WBC detector ready for tiled prediction.
 
@@ -76,11 +115,38 @@ class Detector:
     #: test-time augmentation: average the maps over this many of the 8 flips / transposes of
     #: each tile (1 = none, 2 = + left-right flip, 4 = all flips, 8 = flips and transposes)
     tta: int = 1
+    #: ``"torch"`` or ``"onnx"``: the backend actually used (see :meth:`load`)
+    backend: str = "torch"
+    #: CPU threads for the network (ONNX Runtime intra-op threads, torch threads); 0 = every core
+    #: this process may use (``len(os.sched_getaffinity(0))``)
+    threads: int = 0
+    _onnx: Any = field(default=None, repr=False)
+    #: probe comparison of the ONNX export with torch (max differences), when the ONNX backend was tried
+    backend_check: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        from .onnx_backend import default_threads
+
+        self.threads = int(self.threads) if self.threads else default_threads()
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_card: "str | dict" = DEFAULT_DETECTOR, device: str = "auto") -> "Detector":
+    def load(cls, name_or_card: "str | dict" = DEFAULT_DETECTOR, device: str = "auto", backend: str = "auto",
+             threads: Optional[int] = None) -> "Detector":
         """Load a shipped detector by name, a card ``.yaml`` path, or a run directory.
+
+        Parameters
+        ----------
+        device : str
+            ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``.
+        backend : str
+            ``"auto"`` (default): on CPU the network runs in ONNX Runtime (exported once per weights
+            hash into the user cache dir; checked against torch on a probe tile, torch with a warning
+            when it disagrees or onnxruntime is missing); on CUDA torch.  ``"torch"``; ``"onnx"``
+            (raises when the export cannot be made or disagrees).  The one used is ``.backend``.
+        threads : int, optional
+            CPU threads for the network (ONNX Runtime intra-op threads; torch's thread count is set to
+            it whenever torch runs the network).  Default: every core this process may use.
 
         Raises
         ------
@@ -108,11 +174,14 @@ class Detector:
         net.eval().to(dev)
         if settings.get("channels_last"):   # ~1.5x faster convolutions on CPU too
             net = net.to(memory_format=torch.channels_last)
-        return cls(net=net, card=card, device=dev, settings=settings)
+        det = cls(net=net, card=card, device=dev, settings=settings, threads=threads or 0)
+        det._choose_backend(backend)
+        return det
 
     @classmethod
-    def from_network(cls, net, card: dict, device: str = "cpu") -> "Detector":
-        """Wrap an in-memory network (training / tests)."""
+    def from_network(cls, net, card: dict, device: str = "cpu", backend: str = "torch",
+                     threads: Optional[int] = None) -> "Detector":
+        """Wrap an in-memory network (training / tests); ``backend`` as in :meth:`load` (default torch)."""
         from ..device import device_settings, resolve_device
 
         import torch
@@ -122,7 +191,65 @@ class Detector:
         net = net.eval().to(dev)
         if settings.get("channels_last"):
             net = net.to(memory_format=torch.channels_last)
-        return cls(net=net, card=card, device=dev, settings=settings)
+        det = cls(net=net, card=card, device=dev, settings=settings, threads=threads or 0)
+        det._choose_backend(backend)
+        return det
+
+    # ------------------------------------------------------------ backend
+    def _choose_backend(self, backend: str) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.backend, self._onnx = "torch", None
+        if backend == "onnx" or (backend == "auto" and self.device.type == "cpu"):
+            self._try_onnx(required=backend == "onnx")
+
+    def _weights_key(self) -> str:
+        w = self.card.get("weights", {}) if self.card else {}
+        if w.get("sha256"):
+            return str(w["sha256"])[:16]
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in self.net.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _try_onnx(self, required: bool = False) -> None:
+        """Export (once per weights hash) and open the ONNX Runtime session; keep it only if it gives
+        torch's maps on a probe tile (:data:`~leukcore.detect.onnx_backend.PROBE_TOL`)."""
+        import warnings
+
+        from . import onnx_backend as ob
+
+        if not ob.onnx_available():
+            if required:
+                raise RuntimeError("backend='onnx' requested but onnxruntime is not installed")
+            warnings.warn("onnxruntime is not installed; the detector runs in torch", RuntimeWarning, stacklevel=3)
+            return
+        path = ob.detector_onnx_path(self.card, self._weights_key())
+        try:
+            if not path.exists():
+                ob.export_detector_onnx(self.net, path)
+            runner = ob.DetectorOnnxRunner(path, threads=self.threads)
+            x = ob.probe_tiles()
+            diff = ob.max_map_diff(runner(x), self._torch_maps(x))
+            self.backend_check = {**diff, "tol": dict(ob.PROBE_TOL), "export": str(path)}
+            bad = {k: v for k, v in diff.items() if not v <= ob.PROBE_TOL[k]}
+            if bad:
+                raise RuntimeError(f"ONNX export {path} disagrees with torch on the probe tile "
+                                   f"(max differences {bad}, tolerance {ob.PROBE_TOL})")
+            self._onnx = runner
+            self.backend = "onnx"
+        except Exception as e:  # noqa: BLE001 - any export / runtime failure falls back to torch
+            if required:
+                raise
+            warnings.warn(f"ONNX backend unavailable for the detector ({e}); using torch", RuntimeWarning,
+                          stacklevel=3)
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     # ------------------------------------------------------------ properties
     @property
@@ -163,7 +290,7 @@ class Detector:
     def info(self) -> dict:
         return {"name": self.name, "version": self.card.get("version"), "mpp": self.mpp,
                 "prob_thresh": self.prob_thresh, "nms_thresh": self.nms_thresh, "device": str(self.device),
-                "tta": self.tta}
+                "tta": self.tta, "backend": self.backend}
 
     # ------------------------------------------------------------ inference
     def predict_maps(self, batch: np.ndarray):
@@ -180,12 +307,31 @@ class Detector:
         prob : (N, H, W) float32
         dist : (N, H, W, n_rays) float32
         """
-        import torch
-
         if self.tta not in TTA_CHOICES:
             raise ValueError(f"tta must be one of {TTA_CHOICES}, got {self.tta!r}")
         if self.tta > 1 and self.n_rays % 4:
             raise ValueError(f"tta needs a number of rays divisible by 4, the model has {self.n_rays}")
+        if self._onnx is not None:
+            return self._onnx_maps(batch)
+        return self._torch_maps(batch)
+
+    def _onnx_maps(self, batch: np.ndarray):
+        batch = np.asarray(batch, dtype=np.float32)
+        if self.tta == 1:
+            return self._onnx(batch)
+        prob = dist = None
+        for t, v, h in _DIHEDRAL[:self.tta]:
+            p, d = self._onnx(np.ascontiguousarray(_transform_np(batch, t, v, h)))
+            p, d = _untransform_np(p, t, v, h), _untransform_rays_np(d, t, v, h)
+            prob, dist = (p.astype(np.float32), d.astype(np.float32)) if prob is None else (prob + p, dist + d)
+        return prob / self.tta, dist / self.tta
+
+    def _torch_maps(self, batch: np.ndarray):
+        """:meth:`predict_maps` in torch (the reference the ONNX export is checked against)."""
+        import torch
+
+        if self.device.type == "cpu":
+            _set_torch_threads(self.threads)
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
         if self.settings.get("pin_memory"):
             x = x.pin_memory()

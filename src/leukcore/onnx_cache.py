@@ -1,0 +1,29 @@
+"""Shared ONNX Runtime helpers: is it installed, and where exports are cached.
+
+Used by the classifier (:mod:`leukcore.classify.onnx_backend`) and the detector
+(:mod:`leukcore.detect.onnx_backend`), which may not import each other (import contract:
+detection and classification meet only in the pipeline).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir", "onnx_available"]
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def cache_dir() -> Path:
+    """``$LEUK_CACHE`` or the platform user cache dir (``.../leukcore``)."""
+    env = os.environ.get("LEUK_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("leukcore"))
