@@ -186,6 +186,39 @@ def test_slow_request_head_and_body_time_out():
             assert st == 408 and "in time" in json.loads(body)["error"]
 
 
+def test_oversized_request_head_is_a_json_400(server):
+    srv, _ = server
+    st, h, body = raw_request(srv.port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + "a" * 20_000)
+    assert st == 431 and h["content-type"] == "application/json"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:   # the same head in pieces
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        try:
+            for _ in range(20):
+                s.sendall(b"a" * 1000)
+                time.sleep(0.01)
+        except OSError:
+            pass
+        st, h, body = parse_response(read_response(s))
+    assert st == 400 and h["content-type"] == "application/json"
+
+
+def test_a_small_request_does_not_wait_behind_a_big_one():
+    """The audit's 28 s wait: with two workers a small image is answered while a big one still runs."""
+    def predict(image, model):
+        time.sleep(4.0 if image.shape[1] > 100 else 0.0)
+        return {"label": "normal", "probabilities": {"ALL": 0.1, "normal": 0.9}}
+
+    with running(predict, workers=2) as srv:
+        big = threading.Thread(target=post, args=(srv.url + "/predict", png(200, 300)))
+        big.start()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        st, _, _ = post(srv.url + "/predict", png(20, 20))
+        dt = time.perf_counter() - t0
+        assert st == 200 and big.is_alive() and dt < 2.0, dt
+        big.join(30)
+
+
 def test_connections_are_capped():
     with running(max_connections=5) as srv:
         held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(5)]

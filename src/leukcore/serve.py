@@ -25,8 +25,8 @@ cut at ``max_bytes`` whatever ``Content-Length`` says; image dimensions are read
 header and refused before decoding above ``max_pixels``, ``max_side`` or ``max_aspect``; inference
 runs on a pool of ``workers`` threads with at most ``queue`` requests waiting (then ``503``); a
 request head must arrive within ``header_timeout`` s and a body within ``body_timeout`` s
-(slowloris); at most ``max_connections`` connections; headers at most 16 KiB.  The server binds
-loopback by default and answers only requests whose ``Host`` is loopback, the bound host or one
+(slowloris); at most ``max_connections`` connections; a request head at most 16 KiB (else 400 or
+431).  The server binds loopback by default and answers only requests whose ``Host`` is loopback, the bound host or one
 given with ``allow_hosts`` (DNS rebinding); a ``POST`` with an ``Origin`` must be same-origin.
 """
 import html
@@ -325,12 +325,16 @@ _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy
 class _Guard:
     """ASGI middleware: Host allow list (DNS rebinding), same-origin POST, security headers."""
 
-    def __init__(self, app, hosts: Optional[set]):
-        self.app, self.hosts = app, hosts
+    def __init__(self, app, hosts: Optional[set], max_header_bytes: int = 16 * 1024):
+        self.app, self.hosts, self.max_header_bytes = app, hosts, max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if size + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > self.max_header_bytes:
+            # h11 bounds a head arriving in pieces; this bounds one that arrived whole
+            return await _send_json(send, 431, {"error": "request head too large"}, [(b"connection", b"close")])
         headers = {}
         for k, v in scope["headers"]:
             headers.setdefault(k, v.decode("latin-1"))
@@ -586,7 +590,7 @@ def make_app(*, models: Optional[list[str]] = None, default_model: str = "all-bi
                 release()
         return JSONResponse({"model": model, **result})
 
-    return _Guard(app, allowed_hosts(bound_host, limits.allow_hosts))
+    return _Guard(app, allowed_hosts(bound_host, limits.allow_hosts), limits.max_header_bytes)
 
 
 # --------------------------------------------------------------------------- server
