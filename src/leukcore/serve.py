@@ -26,8 +26,9 @@ header and refused before decoding above ``max_pixels``, ``max_side`` or ``max_a
 runs on a pool of ``workers`` threads with at most ``queue`` requests waiting (then ``503``); a
 request head must arrive within ``header_timeout`` s and a body within ``body_timeout`` s
 (slowloris); at most ``max_connections`` connections; a request head at most 16 KiB (else 400 or
-431).  The server binds loopback by default and answers only requests whose ``Host`` is loopback, the bound host or one
-given with ``allow_hosts`` (DNS rebinding); a ``POST`` with an ``Origin`` must be same-origin.
+431).  The server binds loopback by default and answers only requests whose ``Host`` is loopback,
+the bound host or one given with ``allow_hosts`` (DNS rebinding); a ``POST`` with an ``Origin``
+must be same-origin.
 """
 import html
 import io
