@@ -111,7 +111,7 @@ def run(args):
         print(f"  {k:>8}: {Path(p).name}")
     miss = res.summary.get("missing") or {}
     for w in res.summary.get("warnings") or []:
-        print(f"warning: {w}")
+        print(f"warning: {args.slide}: {w}")
     if miss.get("count"):
         print(f"leuk analyze: incomplete: {args.slide}: {miss['count']} region(s) without pixel data were "
               "skipped (summary.json: missing.boxes, complete: false)", file=sys.stderr)
