@@ -4,8 +4,8 @@ this is where detection and classification meet.
 
 Rule for an image (kind ``auto``, the default):
 
-1. the pixel size is the one given (``mpp``), else estimated from the red cells
-   (``leukcore.mpp.estimate_mpp``);
+1. the pixel size is the one given (``mpp``), else estimated (``leukcore.mpp.estimate_mpp``; the
+   record's ``mpp_reliable`` is false, with ``mpp_reason``, when the estimate should not be trusted);
 2. with a pixel size, the detector finds the white cells and each is classified from its crop;
    the image's label comes from **all** its cells by the model card's field rule (``inference``:
    test-time augmentation and ``mean_prob`` / ``mean_log_prob`` aggregation, chosen on the
@@ -19,7 +19,8 @@ kind ``field`` forces rule 2 (an image with no detected cell gets no label: ``nu
 Before any of this, an image is refused (a ``SlideError`` naming the file, before decoding) when a side
 is 0, its aspect ratio exceeds 20:1 or it has more than 5e7 pixels (a whole slide: use ``leuk analyze``),
 and it gets **no label** (``label: null`` with a ``reason`` in the JSON, ``rule: "refused"``) when it
-is blank, black, white or grey (near-uniform) or pixel noise: such an image is not a blood smear and
+is blank, black, white or grey (near-uniform: fewer than 0.2 % of its pixels differ from the median
+colour by more than 16) or pixel noise: such an image is not a blood smear and
 holds no cell, and no class is claimed for it.
 """
 from __future__ import annotations
@@ -35,8 +36,10 @@ __all__ = ["classify_image", "find_cells", "load_field", "check_field_geometry",
 MAX_FIELD_PIXELS = 5e7
 #: longest / shortest side beyond which an image cannot be a microscope field or a cell crop
 MAX_FIELD_ASPECT = 20.0
-#: an image whose 1st..99th percentile spread is below this in every channel is near-uniform
+#: an image where fewer than UNIFORM_FRACTION of the pixels differ from the median colour by more than
+#: UNIFORM_RANGE (any channel) is near-uniform (a small cell on black, 0.5 % of a segmented crop, is not)
 UNIFORM_RANGE = 16.0
+UNIFORM_FRACTION = 0.002
 #: mean |neighbour difference| / standard deviation above which an image is pixel noise
 NOISE_RATIO = 0.9
 
@@ -77,14 +80,13 @@ def image_problem(img: np.ndarray) -> Optional[str]:
         return "empty image"
     step = max(1, int(max(a.shape[:2]) // 1024))
     sub = a[::step, ::step].reshape(-1, a.shape[2] if a.ndim == 3 else 1).astype(np.float32)
-    lo, hi = np.percentile(sub, [1, 99], axis=0)
-    spread = float((hi - lo).max())
-    if spread < UNIFORM_RANGE:
-        mean = sub.mean(axis=0)
-        what = ("black" if mean.max() < 40 else "white" if mean.min() > 215
-                else "grey" if float(mean.max() - mean.min()) < 12 else "one colour")
-        return (f"near-uniform {what} image (pixel values spread {spread:.0f} of 255): "
-                "no cell found, not a blood smear")
+    med = np.median(sub, axis=0)
+    off = float((np.abs(sub - med).max(axis=1) > UNIFORM_RANGE).mean())
+    if off < UNIFORM_FRACTION:
+        what = ("black" if med.max() < 40 else "white" if med.min() > 215
+                else "grey" if float(med.max() - med.min()) < 12 else "one colour")
+        return (f"near-uniform {what} image ({100 * off:.2f} % of pixels differ from the median colour by more "
+                f"than {UNIFORM_RANGE:.0f}): no cell found, not a blood smear")
     H, W = a.shape[:2]
     c = a[max(0, H // 2 - 256):H // 2 + 256, max(0, W // 2 - 256):W // 2 + 256].astype(np.float32)
     g = c.mean(axis=2) if c.ndim == 3 else c
@@ -97,8 +99,12 @@ def image_problem(img: np.ndarray) -> Optional[str]:
     return None
 
 
-def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto"):
-    """``(table, mpp, mpp_source)`` of the white cells of an in-memory image (empty table if no mpp)."""
+def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto",
+               info: Optional[dict] = None):
+    """``(table, mpp, mpp_source)`` of the white cells of an in-memory image (empty table if no mpp).
+
+    ``info`` (a dict, optional) receives ``reliable`` and ``reason`` of an estimated pixel size.
+    """
     from .io.slide import Slide
     from .results import CellTable
 
@@ -106,14 +112,20 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
     if not mpp:
         try:
             from .mpp import estimate_mpp
-            mpp = float(estimate_mpp(image).mpp)
-            source = "estimated"
+            est = estimate_mpp(image)
+            mpp, source = float(est.mpp), "estimated"
+            if info is not None:
+                info.update(reliable=bool(est.reliable), reason=est.reason)
         except Exception:
             return CellTable(), None, None
     from .detect import detect_cells
     det = detector if not isinstance(detector, str) else _detector(detector, device)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
+
+
+def _why(mpp_info: dict) -> dict:
+    return {"mpp_reason": mpp_info["reason"]} if mpp_info.get("reason") else {}
 
 
 _DETECTORS: dict = {}
@@ -156,7 +168,8 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
                    n_cells=0, mpp=mpp, mpp_source="user" if mpp else None)
         return rec
     if kind in ("auto", "field"):
-        table, m, src = find_cells(img, mpp, detector, device)
+        mpp_info = {"reliable": True} if mpp else {}
+        table, m, src = find_cells(img, mpp, detector, device, info=mpp_info)
         if len(table):
             slide = Slide.from_array(np.ascontiguousarray(img), mpp=m)
             from .classify.fields import aggregate_cells, field_rule
@@ -168,11 +181,13 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             rec.update(label=clf.classes[int(p.argmax())],
                        probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
                        rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
-                       cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src)
+                       cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src,
+                       mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
             return _review(rec, clf)
         if kind == "field":
             rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="no-cells", n_cells=0,
-                       reason="no white cell detected", mpp=m, mpp_source=src)
+                       reason="no white cell detected", mpp=m, mpp_source=src,
+                       mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
             return rec
     if mpp:
         side = int(round(clf.spec.side_px(mpp)))
@@ -184,7 +199,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
         crop, rule = _letterbox(img, clf.spec.size), "whole-image"
     p = clf.predict_crops(crop[None])[0]
     rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
-               rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None)
+               rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None, mpp_reliable=True if mpp else None)
     return _review(rec, clf)
 
 
