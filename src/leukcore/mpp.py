@@ -1,12 +1,22 @@
-"""Estimate the pixel size (microns per pixel) of a smear from its red cells.
+"""Estimate the pixel size (microns per pixel) of a smear: two rulers and a reliability verdict.
 
-Fields and many slides carry no pixel size.  Red blood cells are everywhere in
-a peripheral smear and a normal red cell is about 7.5 um across, so the median
-equivalent diameter of isolated, round red cells gives the scale:
-``mpp = 7.5 / median_diameter_px``.
+Fields and many slides carry no pixel size.  :func:`estimate_mpp` is the one entry point; it
+reads two rulers and says whether to trust the answer:
 
-Only clean, isolated, round objects are used (solidity and eccentricity
-filters); clumps, white cells (purple) and platelets (tiny) are rejected.
+``scalenet`` (the default ruler, ``method="auto"``)
+    A small CNN (:mod:`leukcore.mpp_net`, model ``mpp-scalenet``) reads the pixel size from
+    64 px windows, coarse to fine over a pyramid, each window weighted by its own predicted
+    uncertainty.  Trained with continuous scale augmentation on three sources (four-class
+    fields, BCCD, PBC) and strong stain / glass / blur / JPEG augmentation.
+``rbc-diameter`` (``method="rbc"``; the cross-check in ``auto``)
+    A normal red cell is about 7.5 um across, so the dominant mode of the inscribed diameters
+    of the red cells gives ``mpp = 7.5 / median_diameter_px``.  Good on large fields with many
+    clean red cells; scatters on small or crowded fields.
+
+Reliability (``MppEstimate.reliable`` and ``reason``): the estimate is flagged unreliable when
+there are too few cues (few informative windows or red cells), when the windows disagree (spread
+too large), or when a confident red-cell ruler disagrees with the network.  A blank image (nothing
+to measure) raises :class:`MppError`.
 """
 from __future__ import annotations
 
@@ -16,14 +26,28 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["MppEstimate", "estimate_mpp", "RBC_DIAMETER_UM", "MppError"]
+__all__ = ["MppEstimate", "estimate_mpp", "RBC_DIAMETER_UM", "MppError", "METHODS"]
 
 #: reference diameter of a normal red cell (microns)
 RBC_DIAMETER_UM = 7.5
+#: ``method=`` values of :func:`estimate_mpp`
+METHODS = ("auto", "scalenet", "rbc")
+
+# reliability thresholds (log units unless stated); set on the training splits (benchmarks/bench_mpp.py)
+#: fewest informative ScaleNet windows (own sigma < 0.25)
+MIN_INFORMATIVE = 3
+#: largest interquartile range of the window estimates (log units; 0.3 = about +-15 %)
+MAX_WINDOW_SPREAD = 0.3
+#: largest typical window uncertainty (log units)
+MAX_MEDIAN_SIGMA = 0.35
+#: a red-cell estimate this confident (cells, relative IQR) ...
+RBC_CONFIDENT = (15, 0.2)
+#: ... disagreeing by more than this factor makes the answer unreliable
+MAX_RULER_DISAGREEMENT = 1.35
 
 
 class MppError(ValueError):
-    """The pixel size cannot be estimated (too few clean red cells)."""
+    """The pixel size cannot be estimated (nothing to measure: too few clean red cells / cues)."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +59,23 @@ class MppEstimate:
     mpp : float
         Estimated microns per pixel of the input (level 0 for a slide).
     spread : float
-        Relative spread of the estimate: interquartile range of the per-cell
-        diameters divided by their median (0.1 = +-5 % around the median).
+        Relative spread of the estimate: for ``scalenet`` the interquartile range of the window
+        estimates (log units, ~ relative); for ``rbc-diameter`` the IQR of the per-cell diameters
+        divided by their median (0.1 = +-5 % around the median).
     n_cells : int
-        Red cells measured.
+        Red cells measured (the red-cell ruler; 0 when it found none).
     method : str
-        ``"rbc-diameter"``.
+        ``"scalenet"`` or ``"rbc-diameter"``: the ruler that gave ``mpp``.
     diameter_px : float
-        Median red-cell diameter in input pixels.
+        Median red-cell diameter in input pixels (nan without red cells).
+    reliable : bool
+        False when the answer should not be trusted (see ``reason``); pass the pixel size then.
+    reason : str
+        Why it is unreliable ("" when reliable).
+    rbc_mpp, scalenet_mpp : float
+        Each ruler's own answer (nan when it gave none).
+    n_windows : int
+        ScaleNet windows that voted (informative ones, own sigma < 0.25).
     """
 
     mpp: float
@@ -50,6 +83,11 @@ class MppEstimate:
     n_cells: int
     method: str = "rbc-diameter"
     diameter_px: float = math.nan
+    reliable: bool = True
+    reason: str = ""
+    rbc_mpp: float = math.nan
+    scalenet_mpp: float = math.nan
+    n_windows: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,30 +179,61 @@ def _sample_regions(slide, max_regions: int = 6, size: int = 1024):
         yield slide.read_region(0, iy * size, ix * size, size, size)
 
 
+def _is_blank(regions) -> bool:
+    """No structure anywhere: every region's colour distance from its background is tiny."""
+    for r in regions:
+        a = r[:: max(1, r.shape[0] // 256), :: max(1, r.shape[1] // 256)].astype(np.float32)
+        g = a.mean(axis=2)
+        bg = np.median(a[g >= np.percentile(g, 90)], axis=0)
+        if np.percentile(np.sqrt(((a - bg) ** 2).sum(axis=2)), 99) >= 15:
+            return False
+    return True
+
+
+def _rbc_ruler(regions, min_cells, rbc_diameter_um):
+    d = np.concatenate([_rbc_diameters(r) for r in regions]) if regions else np.zeros(0)
+    if len(d) < min_cells:
+        return None
+    med = float(np.median(d))
+    q1, q3 = np.percentile(d, [25, 75])
+    return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}
+
+
 def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float = RBC_DIAMETER_UM,
-                 max_regions: int = 6) -> MppEstimate:
-    """Estimate microns per pixel from the red cells.
+                 max_regions: int = 6, method: str = "auto", model: Optional[str] = None) -> MppEstimate:
+    """Estimate microns per pixel, and whether to trust it.
 
     Parameters
     ----------
     image_or_slide : ndarray (Y, X, 3) uint8 or leukcore.io.Slide
-        A field image or a slide (level 0 is sampled in a few busy regions).
+        A field image or a slide (level 0 is sampled in a few busy regions: bounded reads).
     min_cells : int
-        Fewest clean red cells needed for an answer.
+        Fewest clean red cells for the red-cell ruler.
     rbc_diameter_um : float
         Reference red-cell diameter.
+    max_regions : int
+        Slides: level-0 regions (1024 px) read at most.
+    method : {"auto", "scalenet", "rbc"}
+        ``auto`` (default): the ScaleNet ruler, cross-checked by the red-cell ruler;
+        ``scalenet``: the network only; ``rbc``: the red cells only (the pre-2026-12 estimator).
+    model : str, optional
+        ScaleNet model name or card path (default ``mpp-scalenet``).
 
     Returns
     -------
     MppEstimate
+        With ``reliable`` and ``reason``.
 
     Raises
     ------
     MppError
-        When fewer than ``min_cells`` clean red cells are found.
+        Nothing to measure: a blank image, or (``method="rbc"``) fewer than ``min_cells`` clean
+        red cells.
     ValueError
-        When the input is not an RGB image.
+        When the input is not an RGB image or ``method`` is unknown.
     """
+    if method not in METHODS:
+        raise ValueError(f"estimate_mpp: unknown method {method!r}; known: {', '.join(METHODS)}")
     if hasattr(image_or_slide, "read_region"):
         regions = list(_sample_regions(image_or_slide, max_regions=max_regions))
         name = getattr(image_or_slide, "path", None) or "slide"
@@ -174,11 +243,50 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
             raise ValueError(f"estimate_mpp: expected an RGB (Y, X, 3) image, got shape {img.shape}")
         regions = [img.astype(np.uint8, copy=False)]
         name = "image"
-    d = np.concatenate([_rbc_diameters(r) for r in regions]) if regions else np.zeros(0)
-    if len(d) < min_cells:
-        raise MppError(f"{name}: cannot estimate the pixel size: found {len(d)} clean red cells "
-                       f"(need {min_cells}); pass the pixel size explicitly (mpp=... / --mpp)")
-    med = float(np.median(d))
-    q1, q3 = np.percentile(d, [25, 75])
-    return MppEstimate(mpp=rbc_diameter_um / med, spread=float((q3 - q1) / med), n_cells=int(len(d)),
-                       diameter_px=med)
+    regions = [np.asarray(r)[..., :3].astype(np.uint8, copy=False) for r in regions]
+    ask = "; pass the pixel size explicitly (mpp=... / --mpp)"
+    rbc = _rbc_ruler(regions, min_cells, rbc_diameter_um)
+    if method == "rbc":
+        if rbc is None:
+            n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
+            raise MppError(f"{name}: cannot estimate the pixel size: found {n} clean red cells "
+                           f"(need {min_cells}){ask}")
+        reasons = []
+        if rbc["n"] < RBC_CONFIDENT[0]:
+            reasons.append(f"few red cells ({rbc['n']})")
+        if rbc["spread"] > 0.35:
+            reasons.append(f"red-cell diameters scatter (IQR/median {rbc['spread']:.2f})")
+        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
+                           diameter_px=rbc["d"], reliable=not reasons, reason="; ".join(reasons),
+                           rbc_mpp=rbc["mpp"])
+    if not regions or _is_blank(regions):
+        raise MppError(f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues "
+                       f"to measure{ask}")
+    from .mpp_net import load_scalenet, scalenet_estimate
+
+    net, _ = load_scalenet(model or "mpp-scalenet")
+    sn = scalenet_estimate(regions, net)
+    rbc_mpp = rbc["mpp"] if rbc else math.nan
+    if not math.isfinite(sn["mpp"]):
+        if rbc is None:
+            raise MppError(f"{name}: cannot estimate the pixel size: no window or red cell to measure{ask}")
+        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
+                           diameter_px=rbc["d"], reliable=False, reason="image too small for the network ruler",
+                           rbc_mpp=rbc_mpp)
+    reasons = []
+    if sn["n_informative"] < MIN_INFORMATIVE:
+        reasons.append(f"too few cues ({sn['n_informative']} informative windows)")
+    if sn["spread"] > MAX_WINDOW_SPREAD:
+        reasons.append(f"windows disagree (spread {sn['spread']:.2f})")
+    if sn["median_sigma"] > MAX_MEDIAN_SIGMA:
+        reasons.append(f"uncertain windows (sigma {sn['median_sigma']:.2f})")
+    if rbc is None:
+        reasons.append("no red cells found (is this a blood smear?)")
+    elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
+        ratio = max(rbc["mpp"], sn["mpp"]) / min(rbc["mpp"], sn["mpp"])
+        if ratio > MAX_RULER_DISAGREEMENT:
+            reasons.append(f"red cells disagree ({rbc['mpp']:.3f} vs {sn['mpp']:.3f} um/px)")
+    return MppEstimate(mpp=float(sn["mpp"]), spread=float(sn["spread"]), n_cells=int(rbc["n"]) if rbc else 0,
+                       method="scalenet", diameter_px=float(rbc["d"]) if rbc else math.nan,
+                       reliable=not reasons, reason="; ".join(reasons), rbc_mpp=float(rbc_mpp),
+                       scalenet_mpp=float(sn["mpp"]), n_windows=int(sn["n_informative"]))

@@ -170,7 +170,8 @@ def _resolve_mpp(slide) -> tuple[Any, dict]:
         raise ValueError(f"{slide.path or 'slide'}: pixel size unknown and it could not be estimated "
                          f"from red cells ({e}); pass mpp= (or --mpp)") from None
     slide = slide.with_mpp(est.mpp, "estimated")
-    info.update(value=float(est.mpp), source="estimated", spread=float(est.spread), n_cells=int(est.n_cells))
+    info.update(value=float(est.mpp), source="estimated", spread=float(est.spread), n_cells=int(est.n_cells),
+                method=est.method, reliable=bool(est.reliable), reason=est.reason)
     return slide, info
 
 

@@ -75,7 +75,11 @@ def run(args):
     m = table.meta
     mpp_txt = f"{m.get('mpp'):.3f} um/px ({m.get('mpp_source')})" if m.get("mpp") else "unknown"
     if m.get("mpp_source") == "estimated":
-        mpp_txt += f", spread {m['mpp_estimate']['spread']:.2f} over {m['mpp_estimate']['n_cells']} red cells"
+        e = m["mpp_estimate"]
+        mpp_txt += f", {e.get('method', 'estimated')}, spread {e['spread']:.2f}"
+        if e.get("reliable") is False:
+            print(f"leuk detect: warning: {args.slide}: estimated pixel size {e['value']:.3g} um/px is unreliable "
+                  f"({e.get('reason')}); pass --mpp", file=sys.stderr)
     print(f"{len(table)} cells; pixel size {mpp_txt}; {m.get('tiles_run')}/{m.get('n_tiles')} tiles run "
           f"in {m['timings']['detect_s']:.1f} s -> {out / 'cells.csv'}")
     return 0

@@ -9,7 +9,7 @@ def register(sub):
                        description="List the models known by name: those in the folders of $LEUK_MODEL_PATH "
                                    "(searched first) and the shipped ones, with their cards' key facts.")
     p.add_argument("--json", action="store_true", help="one JSON object per model and line")
-    p.add_argument("--task", default=None, choices=["detection", "classification"])
+    p.add_argument("--task", default=None, choices=["detection", "classification", "pixel-size"])
     p.set_defaults(func=run)
 
 

@@ -129,7 +129,8 @@ def _resolve_mpp(slide, mpp):
         raise ValueError(str(e)) from None
     slide = slide.with_mpp(est.mpp, "estimated")
     return slide, {"value": float(est.mpp), "source": "estimated", "spread": float(est.spread),
-                   "n_cells": int(est.n_cells)}
+                   "n_cells": int(est.n_cells), "method": est.method, "reliable": bool(est.reliable),
+                   "reason": est.reason}
 
 
 def _check_region(region, shape):

@@ -1,0 +1,376 @@
+"""Training data and training loop of the ScaleNet pixel-size reader (:mod:`leukcore.mpp_net`).
+
+Sources (each one pixel size, the folder value from red cells, :data:`SOURCE_MPP`):
+
+* ``four-class`` fields (CC BY 4.0), 0.535 um/px; the burned-in scale bar (lower right) painted
+  over with the local background;
+* ``bccd`` fields (MIT), 0.092 um/px; ``ImageSets/Main/test.txt`` is never trained on;
+* ``pbc`` single-cell images (CC BY 4.0), 0.108 um/px.
+
+Zheng 2018 (GPL) is evaluation only and never read here.  Splits are image-level: a content-hash
+fifth of four-class and PBC is ``test`` (and the bundled sample fields always are), BCCD uses its
+own ``test.txt``.  Duplicates (content hash) are dropped.
+
+Every training window is drawn at a random pixel size, log-uniform over the trained range
+(0.15-0.6 um/px, 85 %) or a wider 0.1-1.2 (15 %, where the source's field of view allows), so
+each source spans a continuous range and the network must read cell sizes; then stain /
+glass / illumination (:func:`leukcore.detect.augment.romanowsky_jitter`), blur, noise and JPEG
+(:func:`leukcore.detect.augment.degrade`), flips and 90-degree turns.
+
+``python -m leukcore.mpp_train --data ../shared/data -o runs/mpp --minutes 10 [--sources four-class,bccd]``
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .mpp_net import TRAIN_RANGE, WINDOW, WORK_MPP, ScaleNet, window_input
+
+__all__ = ["SOURCE_MPP", "SOURCES", "load_source", "sample_window", "augment_window", "train_scalenet"]
+
+#: folder pixel sizes (um/px): medians of the red-cell estimate over each folder
+#: (four-class and PBC: leukcore.train.datasets.ALL4CLASS_MPP / PBC_MPP; BCCD: the training split's)
+SOURCE_MPP = {"four-class": 0.535, "bccd": 0.092, "pbc": 0.108}
+SOURCES = tuple(SOURCE_MPP)
+#: finest pixel size kept in memory for the fine sources (BCCD, PBC are pre-reduced to it)
+BASE_MPP_MIN = 0.11
+WIDE_RANGE = (0.1, 1.2)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _is_test(sha: str) -> bool:
+    return int(sha[:8], 16) % 5 == 0
+
+
+def _sample_names() -> set:
+    from . import sample as _s
+
+    root = Path(_s.__file__).parent / "data" / "sample"
+    return {p.name for p in root.rglob("*.jpg")}
+
+
+def source_files(data, source: str, split: str) -> list:
+    """Deduplicated image paths of one source and split (``train`` or ``test``)."""
+    data = Path(data)
+    if source == "bccd":
+        from .detect.data import bccd_split
+
+        ids = bccd_split(data, "test") if split == "test" else bccd_split(data, "train") + bccd_split(data, "val")
+        files = [data / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in ids]
+        return [f for f in files if f.exists()]
+    if source == "four-class":
+        files = sorted((data / "all4class" / "Original").glob("*/*.jpg"))
+    elif source == "pbc":
+        files = sorted((data / "pbc").glob("*/*.jpg"))
+    elif source == "zheng":
+        if split != "test":
+            raise ValueError("zheng2018 is evaluation only")
+        return sorted((data / "wbc_masks_zheng2018" / "Dataset 1").glob("*.bmp"))
+    else:
+        raise ValueError(f"unknown source {source!r}; known: {SOURCES}")
+    sample = _sample_names()
+    seen, out = set(), []
+    for f in files:
+        h = _sha(f)
+        if h in seen:
+            continue
+        seen.add(h)
+        test = _is_test(h) or f.name in sample
+        if test == (split == "test"):
+            out.append(f)
+    return out
+
+
+def read_source_image(path, source: str) -> np.ndarray:
+    """Decoded RGB field; four-class fields get their scale bar painted over."""
+    if source == "four-class":
+        from PIL import Image
+
+        from .sample import _render_field
+
+        with Image.open(path) as im:
+            h, w = im.size[1], im.size[0]
+        return _render_field(str(path), h, w, True)
+    from .detect.data import read_rgb
+
+    return read_rgb(path)
+
+
+def load_source(data, source: str, split: str = "train", limit: Optional[int] = None,
+                cache_dir: Optional[Path] = None, seed: int = 0):
+    """``(images, mpp)``: decoded images of a source at its base pixel size (fine sources reduced to 0.11)."""
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{source}-{split}-{limit}.pkl"
+        if cache.exists():
+            with open(cache, "rb") as f:
+                return pickle.load(f)
+    files = source_files(data, source, split)
+    if limit and len(files) > limit:
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
+    m = SOURCE_MPP[source]
+    base = max(m, BASE_MPP_MIN)
+    from .mpp_net import _resize
+
+    imgs = [_resize(read_source_image(f, source), m / base) for f in files]
+    out = (imgs, base)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "wb") as f:
+            pickle.dump(out, f)
+    return out
+
+
+def sample_window(img: np.ndarray, base_mpp: float, tgt_mpp: float, rng):
+    """``(window, mpp)``: a random 64 px window of ``img`` resampled from ``base_mpp`` to about
+    ``tgt_mpp`` (random filter); ``mpp`` is the window's exact pixel size (integer crop side)."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    side = WINDOW * tgt_mpp / base_mpp                         # window side in base px
+    s = int(math.ceil(side))
+    s = min(s, h, w)
+    y = int(rng.integers(0, h - s + 1))
+    x = int(rng.integers(0, w - s + 1))
+    crop = Image.fromarray(np.ascontiguousarray(img[y:y + s, x:x + s]))
+    filt = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS,
+            Image.Resampling.BOX][int(rng.integers(4))]
+    if s / WINDOW < 1 and filt == Image.Resampling.BOX:
+        filt = Image.Resampling.BILINEAR
+    out = np.asarray(crop.resize((WINDOW, WINDOW), filt))
+    return out, s * base_mpp / WINDOW
+
+
+def _fast_colour(win: np.ndarray, rng) -> np.ndarray:
+    """Cheap global re-colouring in optical density: a random 3x3 stain mix, density, glass tint, gamma."""
+    od = -np.log((win.astype(np.float32) + 1.0) / 256.0)
+    m = np.diag(rng.uniform(0.6, 1.5, 3)) + rng.uniform(-0.25, 0.25, (3, 3)) * (1 - np.eye(3))
+    od = np.clip(od @ m.astype(np.float32), 0, 6) * rng.uniform(0.7, 1.4)
+    x = np.exp(-od) * rng.uniform(0.8, 1.05, 3).astype(np.float32)
+    x = np.clip(x, 0, 1) ** rng.uniform(0.75, 1.35)
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment_window(win: np.ndarray, rng, p_region: float = 0.35) -> np.ndarray:
+    """Stain / glass / light: region-wise Romanowsky re-colouring (``p_region``) or a cheap global
+    optical-density re-mix; then blur, noise, JPEG, flips and 90-degree turns."""
+    from .detect.augment import degrade, romanowsky_jitter
+    from .detect.data import purple_measure
+
+    u = rng.random()
+    if u < p_region:
+        lab = (purple_measure(win) > 40).astype(np.int32)
+        win = romanowsky_jitter(win, lab, rng)
+    elif u < 0.92:
+        win = _fast_colour(win, rng)
+    if rng.random() < 0.1:
+        g = win.mean(axis=2, keepdims=True)
+        win = np.repeat(g, 3, axis=2).astype(np.uint8)
+    win = degrade(win, rng)
+    if rng.random() < 0.5:
+        win = win[:, ::-1]
+    win = np.rot90(win, int(rng.integers(4)))
+    return np.ascontiguousarray(win)
+
+
+def _draw_target(img_shape, base_mpp: float, native_mpp: float, rng) -> float:
+    fov = min(img_shape[:2]) * base_mpp                         # um
+    hi_fov = fov / WINDOW * 0.98
+    if rng.random() < 0.85:
+        lo, hi = max(TRAIN_RANGE[0], native_mpp / 2.7), min(TRAIN_RANGE[1], hi_fov)
+    else:
+        lo, hi = max(WIDE_RANGE[0], native_mpp / 2.7, base_mpp), min(WIDE_RANGE[1], hi_fov)
+    if hi <= lo:
+        hi = lo * 1.01
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def make_batch(pools: dict, rng, n: int = 64):
+    """``(x, y)``: n windows split evenly over the sources; y = log(mpp / WORK_MPP)."""
+    names = list(pools)
+    wins, ys = [], []
+    for i in range(n):
+        src = names[i % len(names)]
+        imgs, base = pools[src]
+        img = imgs[int(rng.integers(len(imgs)))]
+        tgt = _draw_target(img.shape, base, SOURCE_MPP[src], rng)
+        win, true_mpp = sample_window(img, base, tgt, rng)
+        wins.append(augment_window(win, rng))
+        ys.append(math.log(true_mpp / WORK_MPP))
+    return window_input(np.stack(wins)), np.asarray(ys, np.float32)
+
+
+def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int = 20000, seed: int = 0,
+               limits: Optional[dict] = None, cache_dir=None, log=print) -> Path:
+    """Draw ``n_per_source`` augmented training windows per source once (``.npz``: windows, y, source).
+
+    The windows are drawn as :func:`make_batch` draws them (random pixel size, stain, blur, JPEG);
+    training then adds flips / turns.  One bank serves the shipped and the leave-one-source-out runs.
+    """
+    rng = np.random.default_rng(seed)
+    limits = limits or {"four-class": 1500, "bccd": None, "pbc": 800}
+    wins, ys, srcs = [], [], []
+    for si, src in enumerate(sources):
+        imgs, base = load_source(data, src, "train", limits.get(src), cache_dir=cache_dir, seed=seed)
+        t = time.time()
+        for i in range(n_per_source):
+            img = imgs[int(rng.integers(len(imgs)))]
+            tgt = _draw_target(img.shape, base, SOURCE_MPP[src], rng)
+            win, true_mpp = sample_window(img, base, tgt, rng)
+            wins.append(augment_window(win, rng))
+            ys.append(math.log(true_mpp / WORK_MPP))
+            srcs.append(si)
+        log(f"bank: {src} {n_per_source} windows in {time.time() - t:.0f} s")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, windows=np.stack(wins), y=np.asarray(ys, np.float32), source=np.asarray(srcs, np.int8),
+             sources=np.asarray(list(sources)))
+    return out
+
+
+def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: float = 10.0, seed: int = 0,
+                   batch: int = 64, lr: float = 2e-3, limits: Optional[dict] = None, cache_dir=None,
+                   threads: int = 1, name: str = "mpp-scalenet", bank=None, channels=(12, 24, 48, 96),
+                   init_from=None, log=print) -> Path:
+    """Train on the ``train`` split of ``sources`` for ``minutes`` (wall clock); returns the card path.
+
+    ``bank``: window bank(s) from :func:`build_bank` (a path or a list; windows of ``sources`` only;
+    flips and turns added here) instead of drawing windows on the fly.  ``init_from``: a ScaleNet card
+    to continue from (its architecture is kept).
+    """
+    import torch
+
+    from .models.registry import save_model
+
+    torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    limits = limits or {"four-class": 1500, "bccd": None, "pbc": 800}
+    t0 = time.time()
+    if bank is not None:
+        ws, ys_, ss = [], [], []
+        for b in ([bank] if isinstance(bank, (str, Path)) else bank):
+            z = np.load(b)
+            names = [str(x) for x in z["sources"]]
+            keep = np.isin(np.asarray(names)[z["source"]], list(sources))
+            ws.append(z["windows"][keep])
+            ys_.append(z["y"][keep])
+            ss.extend(np.asarray(names)[z["source"][keep]])
+        bank_w, bank_y, ss = np.concatenate(ws), np.concatenate(ys_), np.asarray(ss)
+        idx = {s: np.flatnonzero(ss == s) for s in sources}
+        counts = {s: int(len(i)) for s, i in idx.items()}
+        log(f"bank {bank}: {counts} windows")
+    else:
+        pools = {s: load_source(data, s, "train", limits.get(s), cache_dir=cache_dir, seed=seed) for s in sources}
+        counts = {s: len(p[0]) for s, p in pools.items()}
+        log(f"loaded {counts} in {time.time() - t0:.0f} s")
+    if init_from is not None:
+        from .mpp_net import load_scalenet
+
+        base_net, base_card = load_scalenet(str(init_from))
+        channels = tuple(base_card["architecture"]["channels"])
+        net = ScaleNet(channels)
+        net.load_state_dict(base_net.state_dict())
+        for p_ in net.parameters():
+            p_.requires_grad_(True)
+    else:
+        net = ScaleNet(tuple(channels))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    budget = minutes * 60.0
+    t1 = time.time()
+    step, hist = 0, []
+    net.train()
+    while True:
+        frac = (time.time() - t1) / budget
+        if frac >= 1.0:
+            break
+        cur = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        for g in opt.param_groups:
+            g["lr"] = cur
+        if bank is not None:
+            sel = np.concatenate([rng.choice(idx[s], batch // len(sources)) for s in sources])
+            w = bank_w[sel]
+            if rng.random() < 0.5:
+                w = w[:, :, ::-1]
+            w = np.rot90(w, int(rng.integers(4)), axes=(1, 2))
+            x, y = window_input(np.ascontiguousarray(w)), bank_y[sel]
+        else:
+            x, y = make_batch(pools, rng, batch)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        mu, lv = net(x)
+        # beta-NLL (Seitzer et al. 2022, beta 0.5): the Gaussian NLL weighted by sigma^(2 beta), detached
+        nll = 0.5 * (lv + (y - mu) ** 2 * torch.exp(-lv))
+        loss = (nll * torch.exp(lv).detach() ** 0.5).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(float((mu - y).abs().mean().detach()))
+        step += 1
+        if step % 100 == 0:
+            log(f"step {step} ({time.time() - t1:.0f} s): mean |log err| {np.mean(hist[-100:]):.3f} lr {cur:.2e}")
+    net.eval()
+    card = {
+        "name": name, "task": "pixel-size", "version": 1,
+        "architecture": {"type": "scalenet", "channels": list(channels), "window": WINDOW,
+                         "output": "mu = log(mpp / work_mpp), log variance"},
+        "input": {"work_mpp": WORK_MPP, "window": WINDOW, "normalization": "per-window channel mean removed, "
+                  "divided by the window's std + 0.02", "train_range_mpp": list(TRAIN_RANGE),
+                  "wide_range_mpp": list(WIDE_RANGE)},
+        "training": {"sources": {s: {"mpp": SOURCE_MPP[s], ("windows" if bank is not None else "images"): counts[s]}
+                                 for s in sources},
+                     "split": "image-level (four-class, PBC: content-hash fifth held out as test, bundled "
+                              "sample fields always test; BCCD: ImageSets/Main/test.txt held out)",
+                     "steps": step, "batch": batch, "minutes": minutes, "seed": seed, "lr": lr,
+                     "command": f"python -m leukcore.mpp_train --data DATA -o RUN --minutes {minutes:g} "
+                                f"--sources {','.join(sources)} --seed {seed}"
+                                + (" --bank BANKS" if bank is not None else "")
+                                + (" --init-from CARD" if init_from is not None else "")},
+    }
+    cpath = save_model(net.state_dict(), card, out_dir, name)
+    Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
+    log(f"saved {cpath} after {step} steps")
+    return cpath
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description="train the ScaleNet pixel-size reader")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--sources", default=",".join(SOURCES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="mpp-scalenet")
+    ap.add_argument("--cache", default=None, help="folder for decoded-image caches")
+    ap.add_argument("--bank", default=None, help="window bank .npz (built with --build-bank N); comma-separated list to train")
+    ap.add_argument("--init-from", default=None, help="ScaleNet card to continue training from")
+    ap.add_argument("--channels", default="12,24,48,96")
+    ap.add_argument("--build-bank", type=int, default=0, metavar="N", help="write N windows per source to --bank")
+    a = ap.parse_args(argv)
+    from .detect.data import default_data_dir
+
+    data = Path(a.data) if a.data else default_data_dir()
+    srcs = [s for s in a.sources.split(",") if s]
+    if a.build_bank:
+        build_bank(data, a.bank, sources=srcs, n_per_source=a.build_bank, seed=a.seed, cache_dir=a.cache,
+                   log=lambda s: print(s, flush=True))
+        return
+    train_scalenet(data, a.out, bank=a.bank.split(",") if a.bank else None, sources=srcs, minutes=a.minutes,
+                   seed=a.seed, name=a.name, cache_dir=a.cache, init_from=a.init_from,
+                   channels=tuple(int(c) for c in a.channels.split(",")), log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    main()
