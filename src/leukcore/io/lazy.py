@@ -291,6 +291,8 @@ class LevelReader:
             y1, x1 = min(H, y1), min(W, x1)
             if y1 <= y0 or x1 <= x0 or self._missing_in(y0, y1, x0, x1):
                 continue
+            if (y1 - y0) * (x1 - x0) > 4 * max_pixels:  # one huge strip: not decoded just to sample
+                continue
             try:
                 b = self.raw(slice(y0, y1, 1), slice(x0, x1, 1))
             except Exception:  # unreadable here: reported when read for real
