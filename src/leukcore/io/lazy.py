@@ -110,6 +110,9 @@ class LevelReader:
         #: ``{(tile_row, tile_col): reason}``
         self.tile: Optional[tuple] = None
         self.missing: dict = {}
+        #: tiles stored empty *by design* (Philips TIFF: byte count 0 = blank background): read as 255,
+        #: never an error, not recorded
+        self.sparse: frozenset = frozenset()
         #: ``"raise"`` (default): reading a missing tile or non-finite pixels raises
         #: :class:`MissingTileError`; ``"skip"``: they read as background (255) and are recorded
         self.policy = "raise"
@@ -165,11 +168,11 @@ class LevelReader:
         return (ty * th, tx * tw, min(self.shape[0], (ty + 1) * th), min(self.shape[1], (tx + 1) * tw))
 
     def _missing_in(self, y0, y1, x0, x1) -> list:
-        if not self.missing or not self.tile:
+        if not (self.missing or self.sparse) or not self.tile:
             return []
         th, tw = self.tile
         return [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1) for tx in range(x0 // tw, (x1 - 1) // tw + 1)
-                if (ty, tx) in self.missing]
+                if (ty, tx) in self.missing or (ty, tx) in self.sparse]
 
     def _missing_error(self, tiles) -> MissingTileError:
         ty, tx = tiles[0]
@@ -210,8 +213,9 @@ class LevelReader:
     def _read(self, ys: slice, xs: slice) -> np.ndarray:
         tiles = self._missing_in(ys.start, ys.stop, xs.start, xs.stop)
         if tiles:
-            if self.policy != "skip":
-                raise self._missing_error(tiles)
+            hard = [t for t in tiles if t in self.missing]
+            if hard and self.policy != "skip":
+                raise self._missing_error(hard)
             return self._read_skipping(ys, xs, tiles)
         try:
             block = self.raw(ys, xs)
@@ -266,7 +270,8 @@ class LevelReader:
                 a0, b0, a1, b1 = self.tile_box(ty, tx)
                 a0, b0, a1, b1 = max(a0, y0), max(b0, x0), min(a1, y1), min(b1, x1)
                 if (ty, tx) in miss:
-                    self._record(*self.tile_box(ty, tx), self.missing[(ty, tx)])
+                    if (ty, tx) in self.missing:
+                        self._record(*self.tile_box(ty, tx), self.missing[(ty, tx)])
                     continue
                 full[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = self._read(slice(a0, a1, 1), slice(b0, b1, 1))
         return full[::ys.step, ::xs.step]

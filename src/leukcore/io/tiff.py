@@ -367,6 +367,12 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
         if lv.pages and hasattr(lv.pages[0], "dataoffsets"):
             tile, miss = _missing_segments(lv.pages[0], (lh, lw), fsize, bool(tif.is_ndpi))
             if tile:
+                if fmt == "philips-tiff":  # Philips stores blank background tiles with byte count 0
+                    reader.sparse = frozenset(k for k, v in miss.items() if v == "byte count 0")
+                    miss = {k: v for k, v in miss.items() if k not in reader.sparse}
+                    if reader.sparse:
+                        slide_warnings.append(f"level {i}: {len(reader.sparse)} sparse tiles (Philips: byte count 0 "
+                                              "= blank background) read as background")
                 reader.tile, reader.missing = tile, miss
         if i == 0 and reader.missing and len(reader.missing) >= -(-lh // reader.tile[0]) * -(-lw // reader.tile[1]):
             why = next(iter(reader.missing.values()))

@@ -75,7 +75,7 @@ CASE_NAMES = (
     'tiff_tiled', 'tiff_stripped', 'tiff_palette', 'tiff_miniswhite', 'tiff_grey_alpha', 'tiff_uint16_full',
     'tiff_float01', 'tiff_72dpi', 'ome_tiff_pyramid', 'ome_zarr_v04', 'ome_zarr_v05', 'bare_zarr',
     'tiff_uint16_12bit', 'tiff_float_0_255', 'zarr_uint16_12bit', 'ome_physicalsize_abcd', 'ome_mpp_40',
-    'ome_xml_garbage', 'ome_unit_bogus', 'png_black', 'png_white', 'png_grey', 'png_near_uniform', 'png_noise',
+    'ome_xml_garbage', 'philips_sparse_tile', 'ome_unit_bogus', 'png_black', 'png_white', 'png_grey', 'png_near_uniform', 'png_noise',
     'png_one_pixel', 'tiff_grey16_uniform', 'png_1x60000', 'png_60000x1', 'png_30x1000_aspect',
     'png_huge_declared', 'png_huge_field', 'tiff_width0', 'tiff_height0', 'tiff_huge_declared',
     'zarr_zero_sized', 'tiff_tile_bytecount0', 'tiff_tile_offset_past_eof', 'tiff_tile_offset0',
@@ -307,6 +307,12 @@ def build_hostile_cases(root, *, include_special: bool = True) -> list[HostileCa
                                              'Schemas/OME/2016-06"><Image><Pixels PhysicalSizeX="0.25"'
                                              '<<<garbage</OME>'), "ok",
         note="broken OME-XML: read as a plain TIFF")
+    p = tiff_with_tiles(root / "philips_sparse.tif", rgb, software="Philips DP v1.0",
+                        description='<?xml version="1.0" encoding="UTF-8" ?><DataObject ObjectType="DPUfsImport">'
+                                    '</DataObject>')
+    patch_tiff_tag(p, "TileByteCounts", 1, 0)
+    add("philips_sparse_tile", p, "warn", words=("sparse",),
+        note="Philips TIFF: byte count 0 is blank background by design, not damage")
     add("ome_unit_bogus", _ome_tiff(root / "unit.ome.tif", rgb, 'PhysicalSizeX="0.25" PhysicalSizeXUnit="parsec"'),
         "warn", words=("unit",))
 
