@@ -199,3 +199,48 @@ def test_predict_in_strips_equals_one_pass(det, sample):
     calls.clear()
     predict_in_strips(c, x, budget=384 * 256)                       # within budget: one pass
     assert calls == [384]
+
+
+# ------------------------------------------------------------------ windows="tight" (per-cell windows)
+def test_tight_windows_geometry_and_margin(det, sample):
+    from leukcore.detect.predict import TIGHT_BLOCK, TIGHT_MARGIN
+
+    with open_slide(sample) as s:
+        exact = plan_detection(s, det, tile_size=256)
+        tight = plan_detection(s, det, tile_size=256, windows="tight")
+    r = receptive_radius(det)
+    assert tight.window_mode == "tight" and exact.window_mode == "exact"
+    assert tight.block == TIGHT_BLOCK
+    assert r + TIGHT_MARGIN <= tight.window_halo < r + TIGHT_MARGIN + tight.grid.multiple
+    assert tight.window_halo < exact.window_halo
+    # fewer candidate pixels (smaller blocks, a nucleus-to-centroid radius instead of half the halo)
+    assert tight.blocks.mean() < exact.blocks.mean()
+    n_win, n_split = _check_windows(tight)
+    assert n_split > 0
+    # tight never runs a tile the exact plan skips
+    assert not (tight.run & ~exact.run).any()
+
+
+def test_tight_windows_same_cells_as_full_path_and_seams(det, sample):
+    """Real sample slide (32 real fields): the tight windows find the full path's cells, for any tile size."""
+    region = (0, 0, 1400, 3000)
+    with open_slide(sample) as s:
+        full = detect_cells(s, det, tile_size=512, skip_empty=False, region=region)
+        res = {ts: detect_cells(s, det, tile_size=ts, windows="tight", region=region) for ts in (256, 512, 1024)}
+    ref = full.df[["centroid_y", "centroid_x"]].to_numpy()
+    assert len(ref) >= 30
+    got = res[512].df[["centroid_y", "centroid_x"]].to_numpy()
+    assert res[512].meta["window_mode"] == "tight"
+    assert res[512].meta["px_run"] < full.meta["px_run"]          # a packed field mosaic: little to skip
+    d, _ = _match(ref, got)
+    assert (d < 1.0).mean() >= 0.97                    # relative recall vs the full path
+    for ts in (256, 1024):
+        other = res[ts].df[["centroid_y", "centroid_x"]].to_numpy()
+        assert len(other) == len(got)
+        d, _ = _match(other, got)
+        assert d.max() < 1e-3                           # seams exact
+
+
+def test_bad_windows_value(det):
+    with pytest.raises(ValueError, match="windows"):
+        plan_detection(Slide.from_array(np.full((64, 64, 3), 230, np.uint8), mpp=det.mpp), det, windows="loose")

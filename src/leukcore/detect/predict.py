@@ -61,6 +61,19 @@ MAX_FORWARD_PX = {"cpu": 1.4e6, "cuda": 64e6}
 WINDOW_BLOCK = 32
 #: a tile whose sub-windows would read more than this share of its read box runs whole
 WINDOW_MAX_SHARE = 0.75
+#: ``windows="tight"``: candidate-block edge (working px) and the window margin beyond the network's
+#: receptive-field radius (working px).  The margin drops the half-cell term of the exact windows, so a
+#: window costs ~(core + 2 x 28)^2 instead of ~(core + 2 x 52)^2 pixels: per-cell windows pay off on dense
+#: slides.  Maps in a window core stay exact (the margin still exceeds the receptive field); only a
+#: neighbour candidate beyond the core can see slightly different maps than in the whole tile.
+TIGHT_BLOCK = 16
+TIGHT_MARGIN = 4
+#: ``windows="tight"``: a block is a candidate when a nucleus-colour pixel lies within this distance (um,
+#: Chebyshev) of it: a white cell's centroid lies within a few um of its nucleus (exact windows: half the
+#: tile halo, ~16 um)
+TIGHT_RADIUS_UM = 8.0
+#: accepted values of ``windows``
+WINDOW_MODES = (True, False, "exact", "tight")
 
 
 @dataclass
@@ -85,6 +98,9 @@ class DetectionPlan:
     block: int = 0
     #: run sub-windows around candidate blocks inside a tile (else whole tiles)
     windows: bool = True
+    #: ``"exact"`` (margin: half the largest cell + receptive field) or ``"tight"`` (receptive field + 4 px,
+    #: 16 px blocks); ``""`` without windows
+    window_mode: str = "exact"
     #: margin (working px) read around a sub-window's core: a cell radius plus the network's
     #: receptive-field radius (0: the grid halo)
     window_halo: int = 0
@@ -147,16 +163,16 @@ def _check_region(region, shape):
     return (y0, x0, y1, x1)
 
 
-def _block_edge(tile: int) -> int:
-    """Candidate-block edge: the largest divisor of ``tile`` among WINDOW_BLOCK, /2, /4... (>= 1)."""
-    b = WINDOW_BLOCK
+def _block_edge(tile: int, block: int = WINDOW_BLOCK) -> int:
+    """Candidate-block edge: the largest divisor of ``tile`` among ``block``, /2, /4... (>= 1)."""
+    b = block
     while b > 1 and tile % b:
         b //= 2
     return max(1, b)
 
 
 def _candidate_blocks(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH,
-                      blue_thresh: float = SKIP_BLUE_THRESH) -> np.ndarray:
+                      blue_thresh: float = SKIP_BLUE_THRESH, radius: Optional[float] = None) -> np.ndarray:
     """Bool (rows, cols) map over the working grid in blocks of ``plan.block`` px: a nucleated-cell
     colour signal (purple measure > ``thresh`` or B-G > ``blue_thresh``) lies within a cell radius of
     the block (Chebyshev distance, as for whole tiles)."""
@@ -175,7 +191,7 @@ def _candidate_blocks(plan: DetectionPlan, slide, thresh: float = SKIP_THRESH,
     ly0, lx0 = int(math.floor(y0 / lds)), int(math.floor(x0 / lds))
     ly1, lx1 = min(LH, int(math.ceil(y1 / lds))), min(LW, int(math.ceil(x1 / lds)))
     bg = plan.bg.reshape(1, 1, 3)
-    rad = plan.grid.halo / 2.0                        # working px: a cell radius is well within
+    rad = plan.grid.halo / 2.0 if radius is None else float(radius)   # working px: a cell radius is well within
     chunk = 2048 * k
     for cy in range(ly0, ly1, chunk):
         for cx in range(lx0, lx1, chunk):
@@ -288,13 +304,15 @@ def predict_in_strips(detector, a: np.ndarray, budget: float):
     return prob, dist
 
 
-def _window_halo(detector, grid: TileGrid, halo_px: float) -> int:
-    """Sub-window margin: half the largest cell + the receptive-field radius (+ 4 px), at most the grid halo."""
+def _window_halo(detector, grid: TileGrid, halo_px: float, tight: bool = False) -> int:
+    """Sub-window margin: half the largest cell + the receptive-field radius (+ 4 px), at most the grid halo;
+    ``tight``: the receptive-field radius + :data:`TIGHT_MARGIN`."""
     r = receptive_radius(detector)
     if r is None:
         return grid.halo
     m = grid.multiple
-    return int(min(grid.halo, math.ceil((halo_px / 2 + r + 4) / m) * m))
+    want = r + TIGHT_MARGIN if tight else halo_px / 2 + r + 4
+    return int(min(grid.halo, math.ceil(want / m) * m))
 
 
 def _area(box) -> int:
@@ -380,12 +398,18 @@ def _slide_background(slide) -> np.ndarray:
 
 
 def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_empty: bool = True,
-                   mpp: Optional[float] = None, windows: bool = True) -> DetectionPlan:
+                   mpp: Optional[float] = None, windows: "bool | str" = True) -> DetectionPlan:
     """Decide pixel size, working level, tile grid, candidate blocks and which tiles to run (no network yet).
 
     ``windows`` (with ``skip_empty``): inside a tile run the network only on sub-windows around
     the candidate blocks (:func:`tile_windows`); ``False`` runs every candidate tile whole.
+    ``True`` / ``"exact"``: window margin = half the largest cell + the receptive field (the cells
+    are those of whole tiles); ``"tight"``: 16 px candidate blocks and a margin of the receptive
+    field + 4 px (per-cell windows; see :data:`TIGHT_MARGIN`).
     """
+    if windows not in WINDOW_MODES:
+        raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
+    tight = windows == "tight"
     t0 = time.perf_counter()
     slide, mpp_info = _resolve_mpp(slide, mpp)
     if min(slide.shape) <= 0:
@@ -411,12 +435,14 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
     bg = _slide_background(slide)
     plan = DetectionPlan(slide=slide, level=lvl, scale=scale, ds=ds, origin=(reg[0], reg[1]), grid=grid,
                          run=np.ones(len(grid), bool), bg=bg, mpp_info=mpp_info,
-                         working_mpp=float(ds * slide.mpp), region=reg, block=_block_edge(grid.tile),
-                         windows=bool(windows))
+                         working_mpp=float(ds * slide.mpp), region=reg,
+                         block=_block_edge(grid.tile, TIGHT_BLOCK if tight else WINDOW_BLOCK),
+                         windows=bool(windows), window_mode=("tight" if tight else "exact") if windows else "")
     if skip_empty:
         if windows:
-            plan.window_halo = _window_halo(detector, grid, halo_px)
-        plan.blocks = _candidate_blocks(plan, slide)
+            plan.window_halo = _window_halo(detector, grid, halo_px, tight=tight)
+        plan.blocks = _candidate_blocks(plan, slide,
+                                        radius=TIGHT_RADIUS_UM / plan.working_mpp if tight else None)
         plan.run = _tiles_from_blocks(grid, plan.blocks, plan.block)
     plan.timings["plan_s"] = time.perf_counter() - t0
     return plan
@@ -500,7 +526,7 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
                 skip_empty: bool = True, progress=None, cancel=None, device: str = "auto",
                 mpp: Optional[float] = None, prob_thresh: Optional[float] = None,
                 nms_thresh: Optional[float] = None, plan: Optional[DetectionPlan] = None,
-                windows: bool = True) -> Iterator[CellTable]:
+                windows: "bool | str" = True) -> Iterator[CellTable]:
     """Detect cells batch by batch; yields one :class:`CellTable` per finished batch of tiles.
 
     Parameters are those of :func:`detect_cells`.  Chunks carry provisional ids;
@@ -530,7 +556,8 @@ def iter_detect(slide, detector=None, *, tile_size: int = 1024, batch_size: int 
             "tile_size": plan.grid.tile, "halo": plan.grid.halo, "working_mpp": plan.working_mpp,
             "level": plan.level, "region": list(plan.region), "skip_empty": bool(skip_empty),
             "shape": list(plan.slide.shape), "slide": plan.slide.path,
-            "windows": bool(plan.windows and plan.blocks is not None), "block": plan.block}
+            "windows": bool(plan.windows and plan.blocks is not None), "block": plan.block,
+            "window_mode": plan.window_mode if plan.blocks is not None else "", "window_halo": plan.window_halo}
     # seam safety net: working-grid centres of cells already emitted near a core edge
     dedupe_r = _dedupe_radius(detector, plan)
     seam_pts = np.zeros((0, 2))
@@ -627,7 +654,7 @@ def _near_core_edge(points_w: np.ndarray, tile, margin: float) -> np.ndarray:
 def detect_cells(slide, detector=None, *, tile_size: int = 1024, batch_size: int = 4, region=None,
                  skip_empty: bool = True, progress=None, cancel=None, device: str = "auto",
                  mpp: Optional[float] = None, prob_thresh: Optional[float] = None,
-                 nms_thresh: Optional[float] = None, windows: bool = True) -> CellTable:
+                 nms_thresh: Optional[float] = None, windows: "bool | str" = True) -> CellTable:
     """Find every white blood cell of a slide (or region) as a star-convex polygon.
 
     Parameters
@@ -654,10 +681,12 @@ def detect_cells(slide, detector=None, *, tile_size: int = 1024, batch_size: int
     mpp : float, optional
         Override the slide's pixel size; without one and without metadata it is
         estimated from the red cells (estimate and spread in ``meta["mpp_estimate"]``).
-    windows : bool
+    windows : bool or str
         With ``skip_empty``: inside each tile run the network only on sub-windows around the
         candidate blocks (fewer pixels on sparse slides, same cells); ``False`` runs candidate
-        tiles whole and keeps every cell of their cores.
+        tiles whole and keeps every cell of their cores.  ``"tight"``: smaller blocks and a window
+        margin of the network's receptive field only (per-cell windows on dense slides; cells may
+        rarely differ from whole tiles, see :data:`TIGHT_MARGIN`).
 
     Returns
     -------
