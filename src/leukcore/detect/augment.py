@@ -61,12 +61,15 @@ _EPS = 1.0 / 255.0
 
 
 def _od(img: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    x = np.clip(img.astype(np.float32) / bg.reshape(1, 1, 3), _EPS, 1.0)
+    # glass brighter than the background estimate keeps a (small) negative density: clipping it at
+    # 0 would make every augmented patch's glass flat at the background colour, a look the real
+    # fields the detector sees at inference never have
+    x = np.clip(img.astype(np.float32) / bg.reshape(1, 1, 3), _EPS, 1.5)
     return -np.log(x)
 
 
 def _from_od(od: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    return np.exp(-np.clip(od, 0.0, 6.0)) * bg.reshape(1, 1, 3)
+    return np.exp(-np.clip(od, -0.4, 6.0)) * bg.reshape(1, 1, 3)
 
 
 def _regions(img: np.ndarray, lab: np.ndarray, bg: np.ndarray):
