@@ -265,7 +265,8 @@ def current_models(detector, classifier, trust_unverified: bool = False) -> dict
 
 def resume_decision(source: Path, out: Path, settings: dict, models: dict, resume: bool = True) -> tuple[bool, str]:
     """``(skip, why)`` for one slide: skip only a complete folder whose fingerprint matches this run's."""
-    from .export.summary import SUMMARY_NAME, is_complete, read_summary
+    from .export.kinds import SUMMARY_NAME
+    from .export.summary import is_complete, read_summary
     from .provenance import compare, describe, fingerprint, input_fingerprint
 
     if not out.exists():

@@ -6,7 +6,6 @@ detection and classification meet only in the pipeline).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 __all__ = ["cache_dir", "onnx_available"]
@@ -21,9 +20,7 @@ def onnx_available() -> bool:
 
 
 def cache_dir() -> Path:
-    """``$LEUK_CACHE`` or the platform user cache dir (``.../leukcore``)."""
-    env = os.environ.get("LEUK_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-    return Path(user_cache_dir("leukcore"))
+    """:func:`leukcore.paths.cache_dir`: ``$LEUK_CACHE`` or the platform user cache dir (``.../leukcore``)."""
+    from .paths import cache_dir as _cache_dir
+
+    return _cache_dir()

@@ -49,8 +49,6 @@ __all__ = ["AnalysisResult", "analyze_slide", "write_outputs", "load_detector", 
 #: classification batch size per device type
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 256}
 
-_END = object()
-
 
 @dataclass
 class AnalysisResult:
@@ -517,7 +515,7 @@ def build_summary(table: CellTable, slide, mpp_info, det_info, clf_info, device,
 
 # ---------------------------------------------------------------- outputs
 def _clear_marker_and_temps(out: Path) -> None:
-    from .export.summary import SUMMARY_NAME
+    from .export.kinds import SUMMARY_NAME
 
     (out / SUMMARY_NAME).unlink(missing_ok=True)
     for p in out.glob(".*.tmp-*"):  # left by a killed run
@@ -556,10 +554,8 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike, *, slide=N
     ValueError
         For a partial (cancelled) result: it is never written as if complete.
     """
-    from .export.geojson import write_geojson
-    from .export.labels import write_labels_zarr
-    from .export.overlay import write_overlay
-    from .export.summary import SUMMARY_NAME, write_summary
+    from .export.kinds import FILE_NAMES, SUMMARY_NAME, write_output
+    from .export.summary import write_summary
 
     if result.partial:
         raise ValueError("refusing to write a partial (cancelled) result as complete outputs")
@@ -574,29 +570,16 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike, *, slide=N
 
         slide = open_slide(result.summary["slide"]["path"], mpp=result.summary["mpp"]["value"])
         own = True
-    names = {"parquet": "cells.parquet", "csv": "cells.csv", "geojson": "cells.geojson",
-             "labels": "labels.ome.zarr", "overlay": "overlay.png"}
+    title = result.summary.get("slide", {}).get("name")
     paths: dict[str, Path] = {}
     steps = [f for f in ("parquet", "csv", "geojson", "labels", "overlay") if f in formats]
     try:
         for i, kind in enumerate(steps):
             if is_cancelled(cancel):
                 raise Cancelled("cancelled while writing outputs")
-            emit(progress, "write", i, len(steps) + 1, cells=len(table), message=names[kind])
-            p = out / names[kind]
-            if kind == "parquet":
-                table.to_parquet(p)
-            elif kind == "csv":
-                table.to_csv(p)
-            elif kind == "geojson":
-                write_geojson(table, p)
-            elif kind == "labels":
-                write_labels_zarr(table, slide.shape, p, mpp=slide.mpp, chunk=label_chunk,
-                                  cancel=cancel)
-            elif kind == "overlay":
-                name = result.summary.get("slide", {}).get("name")
-                write_overlay(slide, table, p, counts=table.counts(), title=name)
-            paths[kind] = p
+            emit(progress, "write", i, len(steps) + 1, cells=len(table), message=FILE_NAMES[kind])
+            paths[kind] = write_output(kind, table, out, slide=slide, title=title, label_chunk=label_chunk,
+                                       cancel=cancel)
     finally:
         if own:
             slide.close()

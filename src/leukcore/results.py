@@ -304,15 +304,6 @@ class CellTable:
         return s
 
     # ------------------------------------------------------------------ I/O
-    def to_records(self) -> list[dict]:
-        """Rows as plain dicts (polygon as list of [y, x])."""
-        out = []
-        for rec in self.df.to_dict("records"):
-            p = rec.get("polygon")
-            rec["polygon"] = [] if p is None or (isinstance(p, float) and math.isnan(p)) else np.asarray(p).tolist()
-            out.append(rec)
-        return out
-
     def _flat_frame(self):
         df = self.df.copy()
         df["polygon"] = [json.dumps(np.round(np.asarray(p, dtype=np.float64), 2).tolist())

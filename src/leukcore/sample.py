@@ -57,21 +57,17 @@ _SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
 
 
 def data_root() -> Path:
-    """The shared real-data folder: ``$LEUK_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("LEUK_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    """The shared real-data folder: :func:`leukcore.paths.data_dir` (``$LEUK_DATA`` or ``<repo>/../shared/data``)."""
+    from .paths import data_dir
+
+    return data_dir()
 
 
 def cache_dir() -> Path:
-    """Where built sample slides go: ``$LEUK_CACHE`` or ``platformdirs.user_cache_dir('leukcore')``."""
-    env = os.environ.get("LEUK_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
+    """Where built sample slides go: :func:`leukcore.paths.cache_dir` (``$LEUK_CACHE`` or the user cache)."""
+    from .paths import cache_dir as _cache_dir
 
-    return Path(platformdirs.user_cache_dir("leukcore"))
+    return _cache_dir()
 
 
 @dataclass

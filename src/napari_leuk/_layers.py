@@ -33,7 +33,6 @@ __all__ = [
     "class_rgba", "features_frame", "cells_layer_data", "choose_kind",
     "table_from_layer", "set_cell_class", "recolor", "show_only_low_confidence",
     "describe_cell", "cell_index_at", "rasterize_labels", "labels_colormap",
-    "find_cells_layers",
 ]
 
 CELLS_LAYER_NAME = "cells"
@@ -172,10 +171,11 @@ def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
                      min_size: int = 1024) -> list:
     """Lazy multiscale label pyramid (level 0 first, 2x steps) of the cells' polygons.
 
-    Each chunk is drawn on demand from the cells whose bounding box meets it,
-    so nothing the size of the slide is ever allocated.
+    Each chunk is drawn on demand (:func:`leukcore.export.labels.rasterize_chunk`, the rasteriser of
+    ``labels.ome.zarr``) from the cells whose bounding box meets it, so nothing the size of the slide is
+    ever allocated.
     """
-    from skimage.draw import polygon as draw_polygon
+    from leukcore.export.labels import rasterize_chunk
 
     H, W = int(shape[0]), int(shape[1])
     polys = _polygons(table)
@@ -189,15 +189,11 @@ def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
         h, w = int(math.ceil(H / ds)), int(math.ceil(W / ds))
 
         def block(y0, x0, bh, bw, ds=ds):
-            out = np.zeros((bh, bw), dtype=np.int32)
             Y0, X0, Y1, X1 = y0 * ds, x0 * ds, (y0 + bh) * ds, (x0 + bw) * ds
             sel = np.nonzero((boxes[:, 0] < Y1) & (boxes[:, 2] >= Y0)
                              & (boxes[:, 1] < X1) & (boxes[:, 3] >= X0))[0]
-            for i in sel:
-                p = polys[i]
-                rr, cc = draw_polygon(p[:, 0] / ds - y0, p[:, 1] / ds - x0, shape=(bh, bw))
-                out[rr, cc] = ids[i]
-            return out
+            return rasterize_chunk([polys[i] for i in sel], ids[sel], y0, x0, bh, bw, downsample=ds,
+                                   dtype=np.int32)
 
         levels.append(_lazy_blocks(block, (h, w), chunk))
         if max(h, w) <= min_size:
@@ -222,12 +218,6 @@ def _lazy_blocks(fn, shape, chunk):
 
 
 # ------------------------------------------------------------ layer access
-def find_cells_layers(viewer) -> list:
-    """Layers in ``viewer`` made by :func:`cells_layer_data` (they carry ``leuk_kind`` metadata)."""
-    return [ly for ly in viewer.layers if isinstance(getattr(ly, "metadata", None), dict)
-            and "leuk_kind" in ly.metadata]
-
-
 def table_from_layer(layer) -> CellTable:
     """Rebuild a :class:`CellTable` (with the user's class edits) from a cells layer."""
     df = layer.features.copy()

@@ -27,7 +27,7 @@ def _one_path(path) -> Optional[str]:
 
 def napari_get_reader(path) -> Optional[Callable]:
     """Return the reader for ``path``, or None when this plugin does not read it."""
-    from ._results_io import is_results_path
+    from leukcore.export.kinds import is_results_path
 
     p = _one_path(path)
     if p is None:
@@ -66,14 +66,20 @@ def read_slide(path) -> list[tuple]:
 
 
 def read_results(path) -> list[tuple]:
-    """Read a results folder / ``cells.parquet`` / ``cells.geojson``: the slide (when found) and the cells."""
+    """Read a results folder / ``cells.parquet`` / ``cells.geojson`` (:func:`leukcore.export.kinds.read_results`):
+    the slide (when found, :func:`~leukcore.export.kinds.find_results_slide`) and the cells."""
     from napari.utils.notifications import show_warning
 
+    from leukcore.export.kinds import find_results_slide
+    from leukcore.export.kinds import read_results as read_results_folder
+
     from ._layers import cells_layer_data
-    from ._results_io import load_results
 
     p = _one_path(path)
-    table, slide_path, summary = load_results(p)
+    table, summary = read_results_folder(p)
+    slide_path = find_results_slide(p, table, summary)
+    if slide_path:
+        table.meta.setdefault("path", slide_path)
     layers = []
     scale = None
     if slide_path:

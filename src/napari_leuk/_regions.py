@@ -1,7 +1,8 @@
 """Analysis regions from the viewer: whole slide, current view, drawn shapes (no Qt).
 
 All results are level-0 pixel boxes ``(y0, x0, y1, x1)`` (half-open, clipped to
-the slide), the ``region`` argument of :func:`leukcore.pipeline.analyze_slide`.
+the slide by :func:`leukcore.regions.clip_region`, outward), the ``region`` argument of
+:func:`leukcore.pipeline.analyze_slide`.
 World coordinates are divided by the image layer's scale (and its translate
 subtracted) to get level-0 pixels.
 """
@@ -11,12 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["world_to_level0", "clip_box", "view_region", "shapes_region", "cells_in_shapes",
-           "RegionError"]
+from leukcore.regions import RegionError, clip_region
 
-
-class RegionError(ValueError):
-    """The requested region is empty or does not meet the slide."""
+__all__ = ["world_to_level0", "view_region", "shapes_region", "cells_in_shapes", "RegionError"]
 
 
 def world_to_level0(points_world, scale, translate=(0.0, 0.0)) -> np.ndarray:
@@ -27,17 +25,6 @@ def world_to_level0(points_world, scale, translate=(0.0, 0.0)) -> np.ndarray:
     return (p - t) / s
 
 
-def clip_box(y0, x0, y1, x1, shape) -> tuple[int, int, int, int]:
-    """Round a float box outward and clip it to ``shape``; raises :class:`RegionError` when empty."""
-    H, W = int(shape[0]), int(shape[1])
-    b = (max(0, int(np.floor(y0))), max(0, int(np.floor(x0))),
-         min(H, int(np.ceil(y1))), min(W, int(np.ceil(x1))))
-    if b[2] <= b[0] or b[3] <= b[1]:
-        raise RegionError(f"the region ({y0:.0f}, {x0:.0f}) - ({y1:.0f}, {x1:.0f}) px does not meet "
-                          f"the slide (0, 0) - ({H}, {W}) px")
-    return b
-
-
 def view_region(center_world: Sequence[float], zoom: float, canvas_hw: Sequence[int], scale,
                 shape, translate=(0.0, 0.0)) -> tuple[int, int, int, int]:
     """Level-0 box seen by a 2-D camera (``center`` in world units, ``zoom`` screen px per world unit)."""
@@ -46,7 +33,7 @@ def view_region(center_world: Sequence[float], zoom: float, canvas_hw: Sequence[
     c = np.asarray(center_world, dtype=np.float64)[-2:]
     half = np.asarray(canvas_hw, dtype=np.float64)[-2:] / (2.0 * float(zoom))
     corners = world_to_level0(np.stack([c - half, c + half]), scale, translate)
-    return clip_box(corners[0, 0], corners[0, 1], corners[1, 0], corners[1, 1], shape)
+    return clip_region((corners[0, 0], corners[0, 1], corners[1, 0], corners[1, 1]), shape, rounding="outward")
 
 
 def _shape_vertices(shapes_data, shapes_scale=(1.0, 1.0), shapes_translate=(0.0, 0.0)) -> list[np.ndarray]:
@@ -67,7 +54,7 @@ def shapes_region(shapes_data, image_scale, shape, *, shapes_scale=(1.0, 1.0),
         raise RegionError("the shapes layer is empty: draw a rectangle or polygon around the region first")
     allv = world_to_level0(np.concatenate(verts), image_scale, image_translate)
     lo, hi = allv.min(axis=0), allv.max(axis=0)
-    return clip_box(lo[0], lo[1], hi[0] + 1, hi[1] + 1, shape)
+    return clip_region((lo[0], lo[1], hi[0] + 1, hi[1] + 1), shape, rounding="outward")
 
 
 def cells_in_shapes(centroids_l0, shapes_data, image_scale, *, shapes_scale=(1.0, 1.0),

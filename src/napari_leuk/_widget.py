@@ -16,13 +16,39 @@ from ._counts import make_counts_table
 from ._regions import RegionError, cells_in_shapes, shapes_region, view_region
 from ._run import friendly_error, start_analysis
 
-__all__ = ["LeukWidget"]
+__all__ = ["LeukWidget", "model_names", "model_classes"]
 
+#: the shipped classifiers, offered first and in this order; then any other classification model found
+#: by :func:`leukcore.models.list_models` (the folders of ``$LEUK_MODEL_PATH``)
 MODELS = ["all-binary", "all-4class"]
-#: class names of the shipped models (for the counts table before a run's table exists)
-MODEL_CLASSES = {"all-binary": ["ALL", "normal"], "all-4class": ["Benign", "Early", "Pre", "Pro"]}
 REGIONS = ["whole slide", "current view", "shapes layer"]
 _FILE = "model file..."
+
+
+def model_names() -> list:
+    """Classification models offered by name: :data:`MODELS` first, then the others the registry knows."""
+    try:
+        from leukcore.models import list_models
+
+        found = list_models("classification")
+    except Exception:  # a broken model folder must not break the widget
+        found = list(MODELS)
+    return [m for m in MODELS if m in found] + [m for m in found if m not in MODELS]
+
+
+_CARD_CLASSES: dict = {}
+
+
+def model_classes(name_or_card: str) -> list:
+    """Class names of a classification model, from its card (``[]`` when the card cannot be read)."""
+    if name_or_card not in _CARD_CLASSES:
+        try:
+            from leukcore.models import load_card
+
+            _CARD_CLASSES[name_or_card] = [str(c) for c in load_card(name_or_card).get("classes") or []]
+        except Exception:
+            return []
+    return list(_CARD_CLASSES[name_or_card])
 
 
 class LeukWidget(QWidget):
@@ -62,7 +88,7 @@ class LeukWidget(QWidget):
         self.image_combo = QComboBox()
         form.addRow("image", self.image_combo)
         self.model_combo = QComboBox()
-        self.model_combo.addItems(MODELS + [_FILE])
+        self.model_combo.addItems(model_names() + [_FILE])
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("model card .yaml")
         self.model_path.setVisible(False)
@@ -291,7 +317,7 @@ class LeukWidget(QWidget):
             live = self._live_labels = []
         if ev.stage == "classify" and data.get("labels"):
             live.extend(data["labels"])
-        classes = data.get("classes") or MODEL_CLASSES.get(self._run_ctx["model"], [])
+        classes = data.get("classes") or model_classes(self._run_ctx["model"])
         self.counts.update_counts(live, classes, found_so_far=int(ev.cells))
 
     def _on_done(self, result):
@@ -367,7 +393,8 @@ class LeukWidget(QWidget):
             c = (self.cells_layer.metadata.get("leuk_meta") or {}).get("classes")
             if c:
                 return list(c)
-        return MODEL_CLASSES.get(self.model_combo.currentText(), [])
+        t = self.model_combo.currentText()
+        return model_classes(t) if t != _FILE else []
 
     def update_counts(self):
         f = self.cells_layer.features if self.cells_layer is not None else None
@@ -493,8 +520,8 @@ class LeukWidget(QWidget):
             if not path:
                 return None
         bp = self.counts.blast
-        out = save_screenshot(self.viewer, path, self.counts.rows, title=self.image_combo.currentText(),
-                              extra=[f"total: {self.counts.total}"]
-                              + ([] if bp is None else [f"ALL / blast: {bp:.1f} %"]))
+        out = save_screenshot(self.viewer, path, {r.name: r.count for r in self.counts.rows},
+                              title=self.image_combo.currentText(),
+                              extra=[] if bp is None else [f"ALL / blast: {bp:.1f} %"])
         show_info(f"wrote {out}")
         return out

@@ -1,4 +1,5 @@
-"""Counts, blast percentage, exports (CSV / Parquet / GeoJSON round trips) and the legend drawing."""
+"""Counts, blast percentage, exports (CSV / Parquet / GeoJSON round trips, read back by the core reader)
+and the screenshot legend (the core's)."""
 import json
 
 import numpy as np
@@ -6,9 +7,12 @@ import pytest
 
 from leukcore.results import CellTable, class_color
 
+from leukcore.export.geojson import read_geojson_table
+from leukcore.export.kinds import ResultsError, find_results_slide, read_results
+from leukcore.export.legend import inset_legend, legend_lines
+
 from napari_leuk._counts import blast_percent, count_rows
-from napari_leuk._export import draw_legend, export_table
-from napari_leuk._results_io import ResultsError, load_results, table_from_geojson
+from napari_leuk._export import export_table
 
 
 def test_count_rows_include_zero_classes_and_extra_labels():
@@ -30,7 +34,7 @@ def test_export_round_trip_keeps_edits(table_factory, tmp_path, suffix):
     tab.df.loc[3, "label"] = "normal"           # a user edit
     out = export_table(tab, tmp_path / f"cells.{suffix}")
     assert out.exists()
-    back = {"csv": CellTable.read_csv, "parquet": CellTable.read_parquet, "geojson": table_from_geojson}[suffix](out)
+    back = {"csv": CellTable.read_csv, "parquet": CellTable.read_parquet, "geojson": read_geojson_table}[suffix](out)
     assert len(back) == 7
     assert list(back.df["label"]) == list(tab.df["label"])
     np.testing.assert_allclose(back.df["centroid_y"], tab.df["centroid_y"], atol=0.6)
@@ -46,10 +50,10 @@ def test_geojson_reader_errors_name_the_file(tmp_path):
     bad = tmp_path / "cells.geojson"
     bad.write_text("{not json")
     with pytest.raises(ResultsError, match="cells.geojson"):
-        table_from_geojson(bad)
+        read_geojson_table(bad)
     bad.write_text(json.dumps({"type": "FeatureCollection", "features": [{"geometry": {"type": "Point"}}]}))
     with pytest.raises(ResultsError, match="feature 0 has no polygon"):
-        table_from_geojson(bad)
+        read_geojson_table(bad)
 
 
 def test_load_results_folder_finds_slide_and_mpp(table_factory, tmp_path):
@@ -61,10 +65,11 @@ def test_load_results_folder_finds_slide_and_mpp(table_factory, tmp_path):
     export_table(tab, out / "cells.parquet")
     (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide), "shape": [2000, 2000]},
                                                   "mpp": {"value": 0.25}, "classes": ["ALL", "normal"]}))
-    t, sp, summ = load_results(out)
+    t, summ = read_results(out)
+    sp = find_results_slide(out, t, summ)
     assert sp == str(slide) and t.meta["mpp"] == 0.25 and len(t) == 5
     with pytest.raises(ResultsError, match="without cells.parquet"):
-        load_results(_empty(tmp_path))
+        read_results(_empty(tmp_path))
 
 
 def _empty(tmp_path):
@@ -74,10 +79,10 @@ def _empty(tmp_path):
     return d
 
 
-def test_draw_legend_paints_class_swatches():
+def test_screenshot_legend_paints_class_swatches():
     img = np.zeros((400, 600, 4), np.uint8)
     rows = count_rows(["ALL", "normal", "normal"], ["ALL", "normal"])
-    out = draw_legend(img, rows, title="slide", extra=["blast 33 %"])
+    out = inset_legend(img, legend_lines({r.name: r.count for r in rows}, title="slide", extra=["blast 33 %"]))
     assert out.shape == (400, 600, 3)
     cols = {tuple(c) for c in out.reshape(-1, 3)}
     assert class_color("ALL") in cols and class_color("normal") in cols

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from napari_leuk._regions import (RegionError, cells_in_shapes, clip_box, shapes_region, view_region,
-                                  world_to_level0)
+from leukcore.regions import clip_region
+
+from napari_leuk._regions import RegionError, cells_in_shapes, shapes_region, view_region, world_to_level0
 
 
 def test_world_to_level0_uses_scale_and_translate():
@@ -23,7 +24,7 @@ def test_view_region_clips_and_rejects_outside():
     with pytest.raises(RegionError, match="does not meet the slide"):
         view_region((-500, -500), 1.0, (100, 100), (1, 1), (30, 30))
     with pytest.raises(RegionError):
-        clip_box(5, 5, 5, 9, (10, 10))
+        clip_region((5, 5, 5, 9), (10, 10), rounding="outward")
 
 
 def test_shapes_region_bbox_and_polygon_mask():

@@ -55,7 +55,7 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     model = _shipped_classifier()
     if model is None:
         pytest.skip("shipped models (wbc-stardist + all-binary or all-4class) not available yet")
-    from napari_leuk._widget import MODEL_CLASSES, LeukWidget
+    from napari_leuk._widget import LeukWidget, model_classes
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("leukcore", "sample-smear")
@@ -77,7 +77,7 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     layer = w.cells_layer
     assert layer is not None and len(layer.features) >= 10   # 32 real fields, most with a white cell
     f = layer.features
-    classes = MODEL_CLASSES[model]
+    classes = model_classes(model)
     assert set(f["label"]) <= set(classes)
     edge = np.asarray(layer.edge_color if layer.metadata["leuk_kind"] == "shapes" else layer.border_color)
     for i in range(len(f)):

@@ -34,11 +34,12 @@ def run(args):
     from pathlib import Path
 
     from ..detect import Detector, detect_cells
+    from ..export.kinds import DETECT_META_NAME, FILE_NAMES, write_output
     from ..io import open_slide
-    from ..results import atomic_path, _json_default
+    from ..models.registry import load_card
+    from ..results import _json_default, atomic_path
 
     out = Path(args.out)
-    from ..models.registry import load_card
 
     det = Detector.load(load_card(args.model, trust_unverified=args.trust_unverified), device=args.device)
     bar = None
@@ -64,13 +65,13 @@ def run(args):
         bar.close()
     table.meta["slide"] = str(args.slide)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "cells.csv")
-    table.to_parquet(out / "cells.parquet")
+    write_output("csv", table, out)
+    write_output("parquet", table, out)
     if args.labels:
         from ..export.labels import write_labels_zarr
 
-        write_labels_zarr(table, shape, out / "labels.ome.zarr", mpp=mpp or table.meta.get("mpp"))
-    with atomic_path(out / "detect_meta.json") as tmp:
+        write_labels_zarr(table, shape, out / FILE_NAMES["labels"], mpp=mpp or table.meta.get("mpp"))
+    with atomic_path(out / DETECT_META_NAME) as tmp:
         Path(tmp).write_text(json.dumps(table.meta, default=_json_default, indent=2))
     m = table.meta
     mpp_txt = f"{m.get('mpp'):.3f} um/px ({m.get('mpp_source')})" if m.get("mpp") else "unknown"
@@ -81,5 +82,5 @@ def run(args):
             print(f"leuk detect: warning: {args.slide}: estimated pixel size {e['value']:.3g} um/px is unreliable "
                   f"({e.get('reason')}); pass --mpp", file=sys.stderr)
     print(f"{len(table)} cells; pixel size {mpp_txt}; {m.get('tiles_run')}/{m.get('n_tiles')} tiles run "
-          f"in {m['timings']['detect_s']:.1f} s -> {out / 'cells.csv'}")
+          f"in {m['timings']['detect_s']:.1f} s -> {out / FILE_NAMES['csv']}")
     return 0

@@ -25,7 +25,6 @@ estimated by :func:`leukcore.mpp.estimate_mpp` (median over the folder).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -41,11 +40,10 @@ FOUR_CLASSES = ["Benign", "Early", "Pre", "Pro"]
 
 
 def default_data_dir() -> Path:
-    """``$LEUK_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("LEUK_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    """:func:`leukcore.paths.data_dir`: ``$LEUK_DATA`` or ``<repo>/../shared/data``."""
+    from ..paths import data_dir
+
+    return data_dir()
 
 
 def read_rgb(path) -> np.ndarray:

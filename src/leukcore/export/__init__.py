@@ -1,4 +1,8 @@
-"""Writers for a slide's results (one folder per slide).
+"""Writers and readers of a slide's results (one folder per slide).
+
+The file names, writers and readers are one table, :data:`leukcore.export.kinds.OUTPUT_KINDS`;
+:func:`leukcore.export.kinds.read_results` reads a folder back (the napari plugin, the CLI and batch use it).
+The legend of the overlay and of the plugin's screenshots is :mod:`leukcore.export.legend`.
 
 ``cells.parquet`` / ``cells.csv``
     :meth:`leukcore.results.CellTable.to_parquet` / ``to_csv``.
@@ -15,13 +19,14 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["write_geojson", "write_labels_zarr", "write_overlay", "render_overlay",
-           "write_summary", "read_summary", "is_complete"]
+__all__ = ["write_geojson", "read_geojson_table", "write_labels_zarr", "write_overlay", "render_overlay",
+           "write_summary", "read_summary", "is_complete", "OUTPUT_KINDS", "read_results", "ResultsError"]
 
 _WHERE = {
-    "write_geojson": ".geojson", "write_labels_zarr": ".labels", "write_overlay": ".overlay",
-    "render_overlay": ".overlay", "write_summary": ".summary", "read_summary": ".summary",
-    "is_complete": ".summary",
+    "write_geojson": ".geojson", "read_geojson_table": ".geojson", "write_labels_zarr": ".labels",
+    "write_overlay": ".overlay", "render_overlay": ".overlay", "write_summary": ".summary",
+    "read_summary": ".summary", "is_complete": ".summary", "OUTPUT_KINDS": ".kinds", "read_results": ".kinds",
+    "ResultsError": ".kinds",
 }
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..results import CellTable, atomic_path, class_color
 
-__all__ = ["write_geojson", "iter_features", "cell_feature", "read_geojson"]
+__all__ = ["write_geojson", "iter_features", "cell_feature", "read_geojson", "read_geojson_table"]
 
 _NS = uuid.UUID("6f1c5a3e-57a4-4c55-9a8e-6c1b2f0d9e11")
 
@@ -134,3 +134,70 @@ def read_geojson(path: str | os.PathLike) -> dict[str, Any]:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable GeoJSON file: {e}") from None
+
+
+def read_geojson_table(path: str | os.PathLike) -> CellTable:
+    """The inverse of :func:`write_geojson`: a :class:`CellTable` from a QuPath-style GeoJSON FeatureCollection.
+
+    Polygons (``[x, y]`` rings, closing vertex dropped) become level-0 (y, x) polygons; the classification name,
+    ``prob_<class>`` / ``confidence`` / ``cell_id`` / micron measurements and ``review`` come back when present
+    (QuPath's older list form of ``measurements`` is read too).
+
+    Raises
+    ------
+    leukcore.export.kinds.ResultsError
+        Unreadable file, no ``features``, or a feature without a polygon (the message names the file).
+    """
+    from .kinds import ResultsError
+
+    try:
+        doc = read_geojson(path)
+    except ValueError as e:
+        raise ResultsError(str(e)) from None
+    feats = doc.get("features") if isinstance(doc, dict) else None
+    if feats is None:
+        raise ResultsError(f"{path}: not a GeoJSON FeatureCollection (no 'features')")
+    polys, cents, scores, labels, meas_rows = [], [], [], [], []
+    for i, f in enumerate(feats):
+        geom = (f or {}).get("geometry") or {}
+        coords = geom.get("coordinates") or []
+        if geom.get("type") == "MultiPolygon" and coords:
+            coords = coords[0]
+        if geom.get("type") not in ("Polygon", "MultiPolygon") or not coords:
+            raise ResultsError(f"{path}: feature {i} has no polygon geometry")
+        ring = np.asarray(coords[0], dtype=np.float64).reshape(-1, 2)
+        if len(ring) > 1 and np.allclose(ring[0], ring[-1]):
+            ring = ring[:-1]
+        yx = ring[:, ::-1].astype(np.float32)
+        polys.append(yx)
+        props = f.get("properties") or {}
+        meas = props.get("measurements") or {}
+        if isinstance(meas, list):  # QuPath < 0.4 list form
+            meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, dict)}
+        cents.append(yx.mean(axis=0))
+        scores.append(float(meas.get("score", 1.0)))
+        cls = props.get("classification") or {}
+        labels.append(cls.get("name") if isinstance(cls, dict) else None)
+        meas = dict(meas)
+        if "review" in props:
+            meas["review"] = bool(props["review"])
+        meas_rows.append(meas)
+    table = CellTable.from_detections(np.asarray(cents).reshape(-1, 2), polys, np.asarray(scores), mpp=None)
+    if any(lab for lab in labels):
+        classes = sorted({k[5:] for m in meas_rows for k in m if k.startswith("prob_")})
+        table.df["label"] = [lab or "unclassified" for lab in labels]
+        for c in classes:
+            table.df[f"prob_{c}"] = np.array([m.get(f"prob_{c}", math.nan) for m in meas_rows], np.float32)
+        conf = [m.get("confidence", math.nan) for m in meas_rows]
+        table.df["confidence"] = np.array(conf, dtype=np.float32)
+        table.df["review"] = [bool(m.get("review", False)) for m in meas_rows]
+        if classes:
+            table.meta["classes"] = classes
+    ids = [m.get("cell_id") for m in meas_rows]
+    if all(isinstance(v, (int, float)) for v in ids) and len(set(ids)) == len(ids):
+        table.df["cell_id"] = np.asarray(ids, dtype=np.int64)
+    for col in ("area_um2", "centroid_y_um", "centroid_x_um"):
+        vals = [m.get(col) for m in meas_rows]
+        if vals and all(v is not None for v in vals):
+            table.df[col] = np.asarray(vals, dtype=np.float64)
+    return table

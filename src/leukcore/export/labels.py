@@ -33,7 +33,8 @@ import numpy as np
 from ..progress import emit, is_cancelled, Cancelled
 from ..results import CellTable, atomic_path, class_color
 
-__all__ = ["write_labels_zarr", "rasterize_chunk", "label_pyramid_shapes", "MAX_LABEL_PROPERTIES"]
+__all__ = ["write_labels_zarr", "open_labels_zarr", "rasterize_chunk", "label_pyramid_shapes",
+           "MAX_LABEL_PROPERTIES"]
 
 #: above this many cells the per-label colours/properties are left out of .zattrs (the tables hold them)
 MAX_LABEL_PROPERTIES = 200_000
@@ -48,18 +49,24 @@ def label_pyramid_shapes(shape: tuple[int, int], min_size: int = 512) -> list[tu
     return shapes
 
 
-def rasterize_chunk(polygons: list, ids: list[int], y0: int, x0: int, h: int, w: int) -> np.ndarray:
-    """Fill ``(h, w)`` uint32 with ``ids`` inside their (y, x) level-0 ``polygons`` (later ids on top).
+def rasterize_chunk(polygons: list, ids, y0: int, x0: int, h: int, w: int, *, downsample: float = 1,
+                    dtype=np.uint32) -> np.ndarray:
+    """Fill an ``(h, w)`` block with ``ids`` inside their (y, x) level-0 ``polygons`` (later ids on top).
 
-    A pixel belongs to a polygon when its centre (integer coordinate) is inside.
+    The one label rasteriser (``labels.ome.zarr`` and the napari labels layer).  The block's origin
+    ``(y0, x0)`` and size are in the pixels of a level ``downsample`` times smaller than level 0 (1: level 0).
+    A pixel belongs to a polygon when its centre (integer coordinate) is inside; polygons with fewer than
+    three vertices are skipped.
     """
     from skimage.draw import polygon as draw_polygon
 
-    out = np.zeros((h, w), dtype=np.uint32)
+    out = np.zeros((h, w), dtype=dtype)
     for poly, cid in zip(polygons, ids):
         p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
         if len(p) < 3:
             continue
+        if downsample != 1:
+            p = p / downsample
         rr, cc = draw_polygon(p[:, 0] - y0, p[:, 1] - x0, shape=(h, w))
         out[rr, cc] = cid
     return out
@@ -207,3 +214,10 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
             shutil.rmtree(trash, ignore_errors=True)
     emit(progress, "labels", total, total)
     return path
+
+
+def open_labels_zarr(path: str | os.PathLike):
+    """Open a ``labels.ome.zarr`` read-only: the zarr group (``group["0"]`` is level 0, pixel = ``cell_id``)."""
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")

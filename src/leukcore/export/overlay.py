@@ -8,18 +8,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..results import BLAST_CLASSES, CellTable, atomic_path, class_color
+from ..results import CellTable, atomic_path, class_color
+from .legend import draw_legend, legend_font_size, legend_lines, legend_size
 
 __all__ = ["render_overlay", "write_overlay"]
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[int, int], *,
@@ -36,7 +28,8 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     level0_shape : (int, int)
         Level-0 (height, width) of the slide.
     counts : dict, optional
-        Counts per class for the legend (default ``table.counts()``).
+        Counts per class for the legend (default ``table.counts()``); the legend is
+        :mod:`leukcore.export.legend`'s.
     title : str, optional
         First legend line (e.g. the slide name).
 
@@ -72,37 +65,14 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     img = Image.alpha_composite(base, layer).convert("RGB")
 
     # legend: a panel to the right of the picture (never hides cells)
-    counts = dict(counts if counts is not None else table.counts())
-    lines = []
-    if title:
-        lines.append((None, title))
-    total = sum(int(v) for v in counts.values())
-    for name, n in counts.items():
-        lines.append((name, f"{name}: {int(n)}" + (f" ({100.0 * n / total:.1f} %)" if total else "")))
-    lines.append((None, f"cells: {total}"))
-    if counts is None and table.is_classified and len(table):
-        ts = table.summary()
-        if ts.get("blast_percent") is not None and any(c in BLAST_CLASSES for c in table.classes):
-            lines.append((None, f"blast: {ts['blast_percent']:.1f} % of confident cells"))
-        lines.append((None, f"left for review: {ts.get('review', 0)}"))
-    fsize = max(11, min(20, int(round(max(th, tw) / 90))))
-    font = _font(fsize)
-    probe = ImageDraw.Draw(img)
-    pad, sw = fsize // 2, fsize
-    widths = [probe.textlength(t, font=font) for _, t in lines]
-    panel_w = int(pad * 3 + sw + max(widths or [0]) + pad)
-    panel_h = int(pad * 2 + len(lines) * (fsize + pad // 2))
+    lines = legend_lines(counts if counts is not None else table.counts(), title=title)
+    fsize = legend_font_size(th, tw)
+    panel_w, panel_h = legend_size(lines, fsize)
     canvas = Image.new("RGB", (tw + panel_w, max(th, panel_h)), (255, 255, 255))
     canvas.paste(img, (0, 0))
     ld = ImageDraw.Draw(canvas)
-    x0 = tw
-    ld.line([(x0, 0), (x0, canvas.height)], fill=(0, 0, 0), width=1)
-    y = pad
-    for name, text in lines:
-        if name is not None:
-            ld.rectangle([x0 + pad, y + 2, x0 + pad + sw - 2, y + fsize], fill=class_color(name), outline=(0, 0, 0))
-        ld.text((x0 + pad * 2 + sw, y), text, fill=(0, 0, 0), font=font)
-        y += fsize + pad // 2
+    ld.line([(tw, 0), (tw, canvas.height)], fill=(0, 0, 0), width=1)
+    draw_legend(ld, tw, 0, lines, fsize)
     img = canvas
     return img.convert("RGB")
 

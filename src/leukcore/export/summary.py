@@ -14,12 +14,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ..results import atomic_path
+from .kinds import OUTPUT_FILES, SUMMARY_NAME  # noqa: F401  (the names live in the table of output kinds)
 
 __all__ = ["write_summary", "read_summary", "is_complete", "summary_row", "SUMMARY_NAME", "OUTPUT_FILES"]
-
-SUMMARY_NAME = "summary.json"
-#: files a complete slide folder holds (summary.json last)
-OUTPUT_FILES = ("cells.parquet", "cells.csv", "cells.geojson", "labels.ome.zarr", "overlay.png", SUMMARY_NAME)
 
 
 def _default(o):

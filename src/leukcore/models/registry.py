@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import paths as _paths
 from ..provenance import sha256_bytes, sha256_file
 
 __all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_models", "load_card",
@@ -42,13 +43,13 @@ __all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_mo
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: environment variable naming extra model folders (searched before the shipped weights)
-MODEL_PATH_ENV = "LEUK_MODEL_PATH"
+MODEL_PATH_ENV = _paths.MODEL_PATH_ENV
 
 
 def model_dirs() -> list[Path]:
-    """Folders searched for models by name: ``$LEUK_MODEL_PATH`` entries, then the shipped weights."""
-    extra = [Path(d).expanduser() for d in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if d.strip()]
-    return [d for d in extra if d.is_dir()] + [WEIGHTS_DIR]
+    """Folders searched for models by name: ``$LEUK_MODEL_PATH`` entries (:func:`leukcore.paths.model_path`),
+    then the shipped weights."""
+    return _paths.model_path() + [WEIGHTS_DIR]
 
 
 class ModelError(Exception):
