@@ -159,10 +159,9 @@ def test_unverified_card_refused_by_cli_and_batch(tmp_path, capsys):
     shutil.copy(WEIGHTS_DIR / "all-binary.safetensors", tmp_path / "all-binary.safetensors")
     card = tmp_path / "nohash.yaml"
     card.write_text(yaml.safe_dump(d, sort_keys=False))
-    crop = tmp_path / "crop.png"
-    from PIL import Image
+    from leukcore.sample import bundled_fields
 
-    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(crop)
+    crop = Path(bundled_fields()[0].path)            # a real smear field, taken as one cell (--kind cell)
     assert main(["classify", str(crop), "--model", str(card), "--kind", "cell"]) == 2
     assert "no sha256" in capsys.readouterr().err
     assert main(["classify", str(crop), "--model", str(card), "--kind", "cell", "--trust-unverified",

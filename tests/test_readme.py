@@ -250,7 +250,7 @@ def test_quick_start_demo_runs_as_written(tmp_path):
     s = json.loads((work / "leuk-demo" / "summary.json").read_text())
     assert s["complete"] and (work / "leuk-demo" / "overlay.png").stat().st_size > 1000
     assert 150 <= s["cells"] <= 260, "the README says the demo finds about 200 white cells"
-    assert f"cells: {s['cells']}" in r.stdout
+    assert f"cells: {s['cells']}" in r.stdout and "leuk-demo/overlay.png" in r.stdout   # the demo points at it
     # the docs name the sample file leuk demo really uses
     name = Path(sample_slide_path()).name
     for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:

@@ -83,8 +83,10 @@ def _tiff_structure(path: Path, h) -> bool:
                                      getattr(page, "description", "") or ""]))
                 for name in ("dataoffsets", "databytecounts"):
                     v = getattr(page, name, None)
-                    if v is not None:
-                        h.update(_canonical([int(x) for x in v]))
+                    if v is not None:       # one entry per tile: hashed as raw uint64, not as JSON
+                        import numpy as np
+
+                        h.update(np.asarray(v, dtype=np.uint64).tobytes())
         return True
     except Exception:
         return False

@@ -41,6 +41,8 @@ def run(args):
     print(f"outputs in {out.resolve()}:")
     for k, p in res.outputs.items():
         print(f"  {Path(p).name}")
+    if "overlay" in res.outputs:
+        print(f"look at {Path(res.outputs['overlay']).resolve()}: every cell outlined in its class colour")
     print("open cells.geojson in QuPath (File > Import objects), cells.parquet with pandas, "
           "or the slide + labels.ome.zarr in napari.")
     return 0
