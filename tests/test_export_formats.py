@@ -3,6 +3,7 @@ overlay (PIL), summary (json)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -148,3 +149,105 @@ def test_summary_marker_and_row(tmp_path):
     assert read_summary(d)["cells"] == 3
     row = summary_row(s)
     assert row["n_ALL"] == 1 and row["n_normal"] == 2 and row["seconds"] == 1.5
+
+
+# ---------------------------------------------------------------- one owner each (issue 15)
+def test_output_kinds_table_is_the_one_list_of_names(table, tmp_path):
+    from leukcore.export import kinds
+    from leukcore.export import summary as S
+
+    assert kinds.OUTPUT_FILES == ("cells.parquet", "cells.csv", "cells.geojson", "labels.ome.zarr",
+                                  "overlay.png", "summary.json")
+    assert list(kinds.OUTPUT_KINDS)[-1] == "summary"          # written last: the completion marker
+    assert S.SUMMARY_NAME is kinds.SUMMARY_NAME and S.OUTPUT_FILES is kinds.OUTPUT_FILES
+    assert kinds.file_name("geojson") == "cells.geojson"
+    with pytest.raises(ValueError, match="unknown output kind"):
+        kinds.file_name("xlsx")
+    for kind in kinds.TABLE_KINDS:                             # every table kind reads back what it wrote
+        p = kinds.write_output(kind, table, tmp_path / kind)
+        assert p == tmp_path / kind / kinds.FILE_NAMES[kind]
+        back = kinds.OUTPUT_KINDS[kind].read(p)
+        assert len(back) == len(table) and list(back.df["label"]) == list(table.df["label"])
+        np.testing.assert_allclose(back.df["centroid_x"], table.df["centroid_x"], atol=0.01)
+
+
+def test_read_results_folder_and_files(table, tmp_path):
+    from leukcore.export.kinds import ResultsError, find_results_slide, is_results_path, read_results
+
+    out = tmp_path / "res"
+    out.mkdir()
+    slide = tmp_path / "s.ome.tif"
+    slide.write_bytes(b"x")
+    table.meta.pop("mpp", None)
+    table.to_csv(out / "cells.csv")
+    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide), "shape": [2100, 1700]},
+                                                  "mpp": {"value": 0.5}, "classes": ["ALL", "normal"]}))
+    assert is_results_path(out) and not is_results_path(tmp_path / "s.ome.tif")
+    t, s = read_results(out)                                   # the csv: no parquet / geojson here
+    assert t.meta["results_path"].endswith("cells.csv") and t.meta["mpp"] == 0.5
+    assert t.meta["shape"] == [2100, 1700] and t.meta["classes"] == ["ALL", "normal"]
+    assert find_results_slide(out, t, s) == str(slide)
+    table.to_parquet(out / "cells.parquet")
+    t2, _ = read_results(out)
+    assert t2.meta["results_path"].endswith("cells.parquet")   # parquet preferred
+    t3, s3 = read_results(out / "cells.csv")
+    assert s3 == s and len(t3) == len(table)
+    with pytest.raises(ResultsError, match="no such file"):
+        read_results(tmp_path / "nope")
+    (out / "cells.geojson").write_text("{broken")
+    with pytest.raises(ResultsError, match="cells.geojson"):
+        read_results(out / "cells.geojson")
+
+
+def test_one_region_clip():
+    from leukcore.regions import RegionError, clip_region
+
+    assert clip_region(None, (100, 200)) == (0, 0, 100, 200)
+    assert clip_region((0.5, 1.5, 10.4, 20.6), (100, 100)) == (0, 2, 10, 21)          # nearest (detection)
+    assert clip_region((0.5, 1.5, 10.4, 20.6), (100, 100), rounding="outward") == (0, 1, 11, 21)
+    assert clip_region((-5, -5, 500, 500), (100, 200)) == (0, 0, 100, 200)
+    with pytest.raises(RegionError, match="does not meet the slide"):
+        clip_region((200, 0, 300, 10), (100, 100))
+    with pytest.raises(ValueError, match="region must be"):
+        clip_region((1, 2, 3), (100, 100))
+
+
+def test_one_rasteriser_downsampled_matches_level0():
+    from leukcore.export.labels import rasterize_chunk
+
+    sq = np.array([[10, 10], [10, 30], [30, 30], [30, 10]], np.float32)
+    l0 = rasterize_chunk([sq], [7], 0, 0, 40, 40)
+    assert l0.dtype == np.uint32 and (l0 == 7).sum() == 21 * 21
+    l1 = rasterize_chunk([sq], [7], 0, 0, 20, 20, downsample=2, dtype=np.int32)
+    assert l1.dtype == np.int32 and (l1 == 7).sum() == 11 * 11
+    assert rasterize_chunk([sq[:2]], [1], 0, 0, 40, 40).max() == 0                   # degenerate: skipped
+
+
+def test_one_legend_in_overlay_and_inset():
+    from leukcore.export.legend import inset_legend, legend_lines
+
+    lines = legend_lines({"ALL": 1, "normal": 3}, title="slide", extra=["ALL / blast: 25.0 %"])
+    assert [t for _, t in lines] == ["slide", "ALL: 1 (25.0 %)", "normal: 3 (75.0 %)", "cells: 4",
+                                     "ALL / blast: 25.0 %"]
+    assert [n for n, _ in lines] == [None, "ALL", "normal", None, None]
+    img = inset_legend(np.zeros((300, 500, 4), np.uint8), lines)
+    assert img.shape == (300, 500, 3)
+    cols = {tuple(c) for c in img[:150, :250].reshape(-1, 3)}
+    assert class_color("ALL") in cols and class_color("normal") in cols
+    assert (img[200:, 300:] == 0).all()
+
+
+def test_paths_module_owns_the_folders(monkeypatch, tmp_path):
+    from leukcore import onnx_cache, paths, sample
+    from leukcore.models import registry
+
+    monkeypatch.setenv("LEUK_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv("LEUK_CACHE", str(tmp_path / "c"))
+    (tmp_path / "m").mkdir()
+    monkeypatch.setenv("LEUK_MODEL_PATH", os.pathsep.join([str(tmp_path / "m"), str(tmp_path / "missing")]))
+    assert paths.data_dir() == sample.data_root() == tmp_path / "d"
+    assert paths.cache_dir() == sample.cache_dir() == onnx_cache.cache_dir() == tmp_path / "c"
+    assert paths.model_path() == [tmp_path / "m"] and registry.model_dirs()[0] == tmp_path / "m"
+    monkeypatch.delenv("LEUK_DATA")
+    assert paths.data_dir() == paths.REPO_ROOT.parent / "shared" / "data"
+    assert (paths.REPO_ROOT / "src" / "leukcore" / "paths.py").is_file()
