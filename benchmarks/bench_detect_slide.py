@@ -31,8 +31,9 @@ Usage::
     nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py throughput --kind dense --size 20000 --n-sub 2 --no-whole
     nice -n 10 .venv/bin/python benchmarks/bench_detect_slide.py memory [--batches 5]
 
-The development machine has 2 shared CPU cores, torch uses 1 thread here: absolute
-speeds are those of one busy CPU core.
+The development machine has 2 shared CPU cores, the network uses 1 thread here (``LEUK_BENCH_THREADS``;
+``LEUK_BENCH_BACKEND`` = auto | torch | onnx, ``LEUK_BENCH_WINDOWS`` = exact | tight for the fast path):
+absolute speeds are those of one busy CPU core.
 """
 from __future__ import annotations
 
@@ -346,14 +347,18 @@ def child(argv):
     ap.add_argument("--mode", default="fast", choices=["fast", "tiles", "full", "noskip"])
     ap.add_argument("--cells-out", default=None)
     ap.add_argument("--max-batches", type=int, default=None)
+    ap.add_argument("--backend", default=os.environ.get("LEUK_BENCH_BACKEND", "auto"))
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("LEUK_BENCH_THREADS", "1")))
+    ap.add_argument("--windows", default=os.environ.get("LEUK_BENCH_WINDOWS", "default"))
     a = ap.parse_args(argv)
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     from leukcore.detect import Detector, detect_cells
     from leukcore.io import open_slide
     from leukcore.progress import CancelToken
 
-    det = Detector.load(a.model, device="auto")
+    det = Detector.load(a.model, device="auto", backend=a.backend, threads=a.threads)
+    win = True if a.windows == "default" else a.windows
     tok = CancelToken()
     n = [0]
 
@@ -380,7 +385,7 @@ def child(argv):
                 t = detect_cells(s, det, tile_size=a.tile, region=region, skip_empty=False, progress=prog, cancel=tok)
             else:
                 t = detect_cells(s, det, tile_size=a.tile, region=region, skip_empty=(a.mode in ("fast", "tiles")),
-                                 windows=(a.mode == "fast"), progress=prog, cancel=tok)
+                                 windows=(win if a.mode == "fast" else False), progress=prog, cancel=tok)
         dt = time.perf_counter() - t0
         cells.append(t.df[["centroid_y", "centroid_x"]].to_numpy())
         reg = region or (0, 0, H, W)
@@ -389,7 +394,8 @@ def child(argv):
                      "mp_per_s": round(mp / dt, 3), "cells": len(t), "tiles_run": t.meta.get("tiles_run"),
                      "n_tiles": t.meta.get("n_tiles"), "windows_run": t.meta.get("windows_run"),
                      "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2),
-                     "working_mpp": t.meta.get("working_mpp"), "partial": t.partial})
+                     "working_mpp": t.meta.get("working_mpp"), "partial": t.partial,
+                     "backend": det.backend, "threads": det.threads, "window_mode": t.meta.get("window_mode")})
     dt = time.perf_counter() - t_all
     if a.cells_out:
         np.save(a.cells_out, np.concatenate(cells) if cells else np.zeros((0, 2)))
@@ -399,6 +405,7 @@ def child(argv):
            "n_tiles": sum(r["n_tiles"] or 0 for r in runs), "windows_run": sum(r["windows_run"] or 0 for r in runs),
            "network_mpx": round(sum(r["network_mpx"] for r in runs), 2),
            "working_mpp": runs[0]["working_mpp"], "partial": any(r["partial"] for r in runs),
+           "backend": runs[0]["backend"], "threads": runs[0]["threads"], "window_mode": runs[0]["window_mode"],
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if len(runs) > 1:
         out["regions"] = runs

@@ -164,9 +164,10 @@ def child_stardist(argv):
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     img = tifffile.imread(a.slide, level=a.level)
-    _, det = model.predict_instances_big(img, axes="YXC", block_size=a.block, min_overlap=128, context=128,
+    block = min(a.block, min(img.shape[:2]) // 16 * 16)          # predict_instances_big: block <= image
+    _, det = model.predict_instances_big(img, axes="YXC", block_size=block, min_overlap=128, context=128,
                                          labels_out=False, show_progress=False, normalizer=Div255(),
-                                         n_tiles=(4, 4, 1))
+                                         n_tiles=(4, 4, 1), show_tile_progress=False)
     dt = time.perf_counter() - t0
     pts = np.asarray(det["points"], float).reshape(-1, 2)
     with tifffile.TiffFile(a.slide) as tf_:
@@ -300,7 +301,7 @@ def _load_avg():
 
 def _trainers() -> list:
     try:
-        out = subprocess.run(["pgrep", "-af", "leuk train"], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-af", "leuk train|mpp_train"], capture_output=True, text=True).stdout
     except OSError:
         return []
     return [line for line in out.splitlines() if "pgrep" not in line]
@@ -336,6 +337,8 @@ def main(argv=None):
             shutil.rmtree(snap)
         shutil.copytree(ROOT / "src", snap / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         env["PYTHONPATH"] = str(snap / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        shutil.copytree(ROOT / "benchmarks", snap / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    script = str(Path(a.snapshot) / "benchmarks" / Path(__file__).name) if a.snapshot else __file__
     sd_ok = not a.no_stardist and Path(a.stardist_python).exists()
     slides = {}
     for s in a.slides:
@@ -348,9 +351,70 @@ def main(argv=None):
                          "density_wbc_per_mm2": sm["density_wbc_per_mm2"], "n_wbc": sm["n_wbc"]}
     work = bds.WORK / "vs_stardist"
     work.mkdir(parents=True, exist_ok=True)
-    me = [sys.executable, __file__]
+    me = [sys.executable, script]
+    def write(network):
+        # ---- summary
+        summary = {}
+        for sname, s in slides.items():
+            tol = 4.0 / s["mpp"]
+            full = [x for x in runs if x["slide"] == sname and x["side"] == "full"]
+            full_c = np.load(full[0]["cells_file"]) if full else None
+            for n in a.threads:
+                row = {}
+                for side in [*a.variants, "stardist", "full"]:
+                    rs = [x for x in runs if x["slide"] == sname and x["side"] == side and x["threads"] == n]
+                    if not rs:
+                        continue
+                    c = np.load(rs[0]["cells_file"])
+                    d = {"mp_per_s_median": round(float(np.median([x["mp_per_s"] for x in rs])), 3),
+                         "seconds_median": round(float(np.median([x["seconds"] for x in rs])), 2),
+                         "rounds": len(rs), "cells": int(len(c)),
+                         "peak_rss_mb_max": max(x["peak_rss_mb"] for x in rs),
+                         "network_mpx": rs[0].get("network_mpx")}
+                    if full_c is not None and side != "stardist":
+                        d["relative_recall_vs_full"] = round(_match(full_c, c, tol) / max(len(full_c), 1), 4)
+                    if "placed" in s:
+                        d["recall_vs_placed"] = round(_match(s["placed"], c, 6.0 / s["mpp"]) / max(len(s["placed"]), 1), 4)
+                    row[side] = d
+                if "stardist" in row:
+                    for v in a.variants:
+                        if v in row:
+                            row[v]["ratio_vs_stardist"] = round(row[v]["mp_per_s_median"] / row["stardist"]["mp_per_s_median"], 2)
+                if "torch" in row:
+                    for v in a.variants:
+                        if v in row and v != "torch":
+                            row[v]["speedup_vs_torch"] = round(row[v]["mp_per_s_median"] / row["torch"]["mp_per_s_median"], 2)
+                summary[f"{sname}_{n}t"] = row
+        from leukcore.models.registry import load_card
+
+        card = load_card("wbc-stardist")
+        out = {"summary": summary, "network_1024_tile": network, "runs": runs,
+               "slides": {k: {kk: (str(vv) if kk == "path" else vv) for kk, vv in v.items() if kk != "placed"}
+                          for k, v in slides.items()},
+               "stardist_side": ("predict_instances_big(block_size=4096, min_overlap=128, context=128, n_tiles=(4,4,1), "
+                                 "labels_out=False); 2D_versatile_he architecture, random weights; probability "
+                                 f"replaced by a content-driven map, distances by {SD_RADIUS} px"
+                                 if sd_ok else "not run (no stardist environment)"),
+               "detector": {"name": card.get("name"), "version": card.get("version"),
+                            "weights_sha256": card.get("weights", {}).get("sha256")},
+               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                           "affinity": len(os.sched_getaffinity(0)), "load_avg_end": _load_avg(),
+                           "trainers_running_at_end": len(_trainers())},
+               "wall_s": round(time.time() - t_start, 1)}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / a.out).write_text(json.dumps(out, indent=2))
+        return summary
+
     runs = []                                   # one row per child run
     t_start = time.time()
+    network = {}
+    if a.network:
+        for n in a.threads:
+            network[f"{n}t"] = {"ours": _run(me + ["_network", "--side", "ours", "--threads", str(n)], env=env)}
+            if sd_ok:
+                network[f"{n}t"]["stardist"] = _run([a.stardist_python, script, "_network", "--side", "stardist",
+                                                     "--threads", str(n)])
+            print(f"network {n}t: {json.dumps(network[f'{n}t'])}", file=sys.stderr, flush=True)
     for r in range(a.rounds):
         for sname, s in slides.items():
             for n in a.threads:
@@ -361,7 +425,7 @@ def main(argv=None):
                 if not a.no_full and r == 0 and n == max(a.threads):
                     jobs.append(("full", me + ["_ours", str(s["path"]), "--threads", str(n), "--mode", "full"], env))
                 if sd_ok:
-                    jobs.append(("stardist", [a.stardist_python, __file__, "_stardist", str(s["path"]),
+                    jobs.append(("stardist", [a.stardist_python, script, "_stardist", str(s["path"]),
                                               "--threads", str(n), "--level", str(s["level_sd"])], None))
                 for side, cmd, e in jobs:
                     f = work / f"{sname}_{side}_{n}t_r{r}.npy"
@@ -374,64 +438,8 @@ def main(argv=None):
                     print(f"[{time.time() - t_start:6.0f} s] {sname:9s} {side:9s} {n}t r{r}: {res['seconds']:7.1f} s "
                           f"{res['mp_per_s']:6.3f} MP/s {res['cells']:5d} cells RSS {res['peak_rss_mb']:.0f} MB "
                           f"load {la0[0]}", file=sys.stderr, flush=True)
-    # ---- summary
-    summary = {}
-    for sname, s in slides.items():
-        tol = 4.0 / s["mpp"]
-        full = [x for x in runs if x["slide"] == sname and x["side"] == "full"]
-        full_c = np.load(full[0]["cells_file"]) if full else None
-        for n in a.threads:
-            row = {}
-            for side in [*a.variants, "stardist", "full"]:
-                rs = [x for x in runs if x["slide"] == sname and x["side"] == side and x["threads"] == n]
-                if not rs:
-                    continue
-                c = np.load(rs[0]["cells_file"])
-                d = {"mp_per_s_median": round(float(np.median([x["mp_per_s"] for x in rs])), 3),
-                     "seconds_median": round(float(np.median([x["seconds"] for x in rs])), 2),
-                     "rounds": len(rs), "cells": int(len(c)),
-                     "peak_rss_mb_max": max(x["peak_rss_mb"] for x in rs),
-                     "network_mpx": rs[0].get("network_mpx")}
-                if full_c is not None and side != "stardist":
-                    d["relative_recall_vs_full"] = round(_match(full_c, c, tol) / max(len(full_c), 1), 4)
-                if "placed" in s:
-                    d["recall_vs_placed"] = round(_match(s["placed"], c, 6.0 / s["mpp"]) / max(len(s["placed"]), 1), 4)
-                row[side] = d
-            if "stardist" in row:
-                for v in a.variants:
-                    if v in row:
-                        row[v]["ratio_vs_stardist"] = round(row[v]["mp_per_s_median"] / row["stardist"]["mp_per_s_median"], 2)
-            if "torch" in row:
-                for v in a.variants:
-                    if v in row and v != "torch":
-                        row[v]["speedup_vs_torch"] = round(row[v]["mp_per_s_median"] / row["torch"]["mp_per_s_median"], 2)
-            summary[f"{sname}_{n}t"] = row
-    network = {}
-    if a.network:
-        for n in a.threads:
-            network[f"{n}t"] = {"ours": _run(me + ["_network", "--side", "ours", "--threads", str(n)], env=env)}
-            if sd_ok:
-                network[f"{n}t"]["stardist"] = _run([a.stardist_python, __file__, "_network", "--side", "stardist",
-                                                     "--threads", str(n)])
-            print(f"network {n}t: {json.dumps(network[f'{n}t'])}", file=sys.stderr, flush=True)
-    from leukcore.models.registry import load_card
-
-    card = load_card("wbc-stardist")
-    out = {"summary": summary, "network_1024_tile": network, "runs": runs,
-           "slides": {k: {kk: (str(vv) if kk == "path" else vv) for kk, vv in v.items() if kk != "placed"}
-                      for k, v in slides.items()},
-           "stardist_side": ("predict_instances_big(block_size=4096, min_overlap=128, context=128, n_tiles=(4,4,1), "
-                             "labels_out=False); 2D_versatile_he architecture, random weights; probability "
-                             f"replaced by a content-driven map, distances by {SD_RADIUS} px"
-                             if sd_ok else "not run (no stardist environment)"),
-           "detector": {"name": card.get("name"), "version": card.get("version"),
-                        "weights_sha256": card.get("weights", {}).get("sha256")},
-           "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                       "affinity": len(os.sched_getaffinity(0)), "load_avg_end": _load_avg(),
-                       "trainers_running_at_end": len(_trainers())},
-           "wall_s": round(time.time() - t_start, 1)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / a.out).write_text(json.dumps(out, indent=2))
+        write(network)                          # partial results after every round
+    summary = write(network)
     print(json.dumps(summary, indent=1))
 
 

@@ -74,6 +74,8 @@ TIGHT_MARGIN = 4
 TIGHT_RADIUS_UM = 8.0
 #: accepted values of ``windows``
 WINDOW_MODES = (True, False, "exact", "tight")
+#: what ``windows=True`` (the default) means
+DEFAULT_WINDOWS = "exact"
 
 
 @dataclass
@@ -409,7 +411,7 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
     """
     if windows not in WINDOW_MODES:
         raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
-    tight = windows == "tight"
+    tight = (DEFAULT_WINDOWS if windows is True else windows) == "tight"
     t0 = time.perf_counter()
     slide, mpp_info = _resolve_mpp(slide, mpp)
     if min(slide.shape) <= 0:
