@@ -15,7 +15,7 @@ from .._version import __version__
 #: subcommand modules, in help order
 SUBCOMMANDS = [
     "info", "detect", "train_detector", "classify", "train", "eval", "explain",
-    "analyze", "batch", "demo", "models", "serve",
+    "analyze", "batch", "report", "demo", "models", "serve",
 ]
 
 

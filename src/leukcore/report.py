@@ -1,0 +1,431 @@
+"""The sign-off report of a slide's results: one self-contained HTML page (optionally PDF).
+
+``leuk report RESULTS_DIR [-o report.html] [--pdf] [--reviewer NAME --sign]`` and :func:`write_report` read a
+results folder (``leuk analyze`` / ``leuk batch`` output, reviewed or not) and write a page with the slide,
+its pixel size and where that came from, counts and percentages per class as the model called them and as
+reviewed (:mod:`leukcore.corrections`), the blast percentage (the summary's rule: blast classes over the
+confidently classified cells), the review count, a thumbnail of every blast and every cell left for review
+(crops of a fixed physical size read lazily from the slide), the models with version and weights hash,
+warnings (uncertain scale, many review cells, partial or incomplete run, slide integrity, stale corrections),
+the recorded N-cell differential (:mod:`leukcore.differential`) and the sign-off state.
+
+Signing (:func:`sign_off`, ``--sign``) writes ``signoff.json`` beside the results, atomically: reviewer, time,
+the sha256 of the corrections (:func:`leukcore.corrections.corrections_digest`) and of ``summary.json`` and the
+numbers signed.  The report shows *signed* only while both hashes still match; a correction made after the
+sign-off shows it as no longer valid.
+
+The page holds no external asset (pictures are ``data:`` URIs, style inline, a Content-Security-Policy
+forbids any request); :func:`html_to_pdf` prints it with headless Chromium when one is installed.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .results import BLAST_CLASSES, CLASS_COLORS, CellTable, atomic_path, class_color
+
+__all__ = ["REPORT_NAME", "SIGNOFF_NAME", "MANY_REVIEW_FRACTION", "DEFAULT_MAX_THUMBNAILS", "THUMB_UM",
+           "THUMB_PX", "report_data", "write_report", "sign_off", "signoff_state", "cell_thumbnails",
+           "html_to_pdf", "find_chromium"]
+
+REPORT_NAME = "report.html"
+SIGNOFF_NAME = "signoff.json"
+#: more than this fraction of cells left for review is a warning (out-of-distribution slide, bad stain or scale)
+MANY_REVIEW_FRACTION = 0.2
+#: thumbnails per gallery (blasts, review); the rest are counted, not shown
+DEFAULT_MAX_THUMBNAILS = 2000
+#: thumbnail side in microns and pixels (a fixed physical size: cells compare by size across slides)
+THUMB_UM = 24.0
+THUMB_PX = 96
+_MPP_SOURCE = {"metadata": "from the slide file's metadata", "user": "given by the user (--mpp)",
+               "estimated": "estimated from the image"}
+
+
+# ------------------------------------------------------------------ thumbnails
+def cell_thumbnails(slide, table: CellTable, rows: Sequence[int], *, size: int = THUMB_PX,
+                    crop_um: float = THUMB_UM) -> np.ndarray:
+    """``uint8 (len(rows), size, size, 3)`` crops of ``crop_um`` microns centred on the cells (read lazily,
+    only these cells; :func:`leukcore.classify.extract_crops`)."""
+    from .classify.crops import extract_crops
+    from .classify.geometry import CropSpec
+
+    spec = CropSpec(size=int(size), crop_um=float(crop_um), mode="rgb", mask=False)
+    return extract_crops(slide, table, spec, rows=list(rows), mpp=table.meta.get("mpp"))
+
+
+def _data_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ------------------------------------------------------------------ sign-off
+def _sha256_of(path: Path) -> Optional[str]:
+    from .provenance import sha256_file
+
+    return sha256_file(path) if path.is_file() else None
+
+
+def _hashes(folder: Path, corrections_df=None) -> tuple[str, Optional[str]]:
+    from .corrections import corrections_digest, read_corrections
+    from .export.kinds import SUMMARY_NAME
+
+    df = read_corrections(folder) if corrections_df is None else corrections_df
+    return corrections_digest(df), _sha256_of(folder / SUMMARY_NAME)
+
+
+def _folder(results) -> Path:
+    p = Path(results)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such results folder")
+    return p if p.is_dir() else p.parent
+
+
+def sign_off(results: str | os.PathLike, reviewer: str, *, time: Optional[str] = None) -> dict:
+    """Sign a results folder's review: ``signoff.json`` (atomic) with reviewer, time, the corrections' and the
+    summary's sha256 and the reviewed numbers.  Returns the record.
+
+    Raises
+    ------
+    ValueError
+        Without a reviewer name, or when the corrections do not belong to these results.
+    """
+    from ._version import __version__
+    from .corrections import load_reviewed, now_iso
+    from .differential import breakdown
+
+    if not reviewer or not str(reviewer).strip():
+        raise ValueError("signing off needs the reviewer's name (--reviewer NAME)")
+    folder = _folder(results)
+    table, reviewed, summary, df = load_reviewed(folder)
+    corr_sha, sum_sha = _hashes(folder, df)
+    b = breakdown(reviewed)
+    rec = {"reviewer": str(reviewer).strip(), "time": time or now_iso(), "corrections_sha256": corr_sha,
+           "summary_sha256": sum_sha, "corrections": int(len(df)), "cells": b["cells"], "counts": b["counts"],
+           "review": b["review"], "percent": b["percent"], "blast_percent": b["blast_percent"],
+           "leukcore_version": __version__}
+    with atomic_path(folder / SIGNOFF_NAME) as tmp:
+        Path(tmp).write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return rec
+
+
+def signoff_state(results: str | os.PathLike, corrections_df=None) -> Optional[dict]:
+    """The folder's sign-off with ``valid`` (its hashes match the corrections and summary now) and ``reason``;
+    None when never signed."""
+    folder = _folder(results)
+    p = folder / SIGNOFF_NAME
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {"reviewer": None, "time": None, "valid": False, "reason": f"{p.name} unreadable: {e}"}
+    corr_sha, sum_sha = _hashes(folder, corrections_df)
+    reasons = []
+    if rec.get("corrections_sha256") != corr_sha:
+        reasons.append("the corrections changed after the sign-off")
+    if rec.get("summary_sha256") != sum_sha:
+        reasons.append("summary.json changed after the sign-off (re-analysed?)")
+    rec["valid"] = not reasons
+    rec["reason"] = "; ".join(reasons)
+    return rec
+
+
+# ------------------------------------------------------------------ the facts
+def _mpp_text(mpp: Mapping[str, Any]) -> tuple[str, Optional[str]]:
+    """(text, warning or None) of the summary's ``mpp`` block."""
+    v, src = mpp.get("value"), mpp.get("source")
+    if not v:
+        return "unknown", "pixel size unknown: sizes and crops rest on a default scale"
+    text = f"{float(v):.4g} µm/px, {_MPP_SOURCE.get(src, src or 'source not recorded')}"
+    if src == "estimated":
+        bits = [b for b in (mpp.get("method"), f"spread {mpp['spread']:.2f}" if mpp.get("spread") is not None
+                            else None, f"{mpp['n_cells']} red cells" if mpp.get("n_cells") else None) if b]
+        if bits:
+            text += f" ({', '.join(bits)})"
+        if mpp.get("reliable") is False:
+            return text, f"pixel size uncertain: {mpp.get('reason') or 'the estimate is flagged unreliable'}; " \
+                         "re-run with the slide's real pixel size (--mpp)"
+    return text, None
+
+
+def _breakdowns(table: CellTable, reviewed: CellTable):
+    from .corrections import REVIEW_LABEL
+    from .differential import breakdown
+
+    m, r = breakdown(table), breakdown(reviewed)
+    rows = []
+    for c in list(table.classes) + [REVIEW_LABEL]:
+        is_rev = c == REVIEW_LABEL
+        mc = m["review"] if is_rev else m["counts"].get(c, 0)
+        rc = r["review"] if is_rev else r["counts"].get(c, 0)
+        rows.append({"name": c, "label": "review / unidentified" if is_rev else c, "is_review": is_rev,
+                     "color": CLASS_COLORS["unclassified"] if is_rev else class_color(c),
+                     "model": mc, "model_pct": m["percent"].get(c), "reviewed": rc,
+                     "reviewed_pct": r["percent"].get(c), "changed": mc != rc})
+    return m, r, rows
+
+
+def _gallery_rows(reviewed: CellTable, kind: str) -> np.ndarray:
+    df = reviewed.df
+    if not reviewed.is_classified:
+        return np.zeros(0, int)
+    review = df["review"].astype(bool).to_numpy() if "review" in df else np.zeros(len(df), bool)
+    if kind == "review":
+        sel = review
+    else:
+        sel = ~review & df["label"].astype(str).isin(list(BLAST_CLASSES)).to_numpy()
+    idx = np.flatnonzero(sel)
+    conf = df["confidence"].to_numpy(np.float64)[idx] if "confidence" in df else np.zeros(len(idx))
+    return idx[np.lexsort((df["cell_id"].to_numpy()[idx], conf))]      # least sure first
+
+
+def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
+                max_thumbnails: Optional[int] = DEFAULT_MAX_THUMBNAILS, thumbnails: bool = True,
+                thumb_um: float = THUMB_UM, thumb_px: int = THUMB_PX, now: Optional[str] = None) -> dict:
+    """Every fact the report shows, as a dict (``leukcore.report_html.render`` draws it).
+
+    Reads the folder with :func:`leukcore.export.kinds.read_results`, its corrections and sign-off, the
+    recorded differential, and (``thumbnails``) crops of the blast and review cells from the slide named by the
+    summary (up to ``max_thumbnails`` per gallery; None = all).
+    """
+    from ._version import __version__
+    from .corrections import CorrectionsError, _empty_frame, apply_corrections, corrections_digest, \
+        load_reviewed, now_iso
+    from .differential import differential, read_differential
+    from .export.kinds import find_results_slide, read_results
+
+    folder = _folder(results)
+    warnings: list[str] = []
+    notes: list[str] = []
+    try:
+        table, reviewed, summary, corr = load_reviewed(folder)
+    except CorrectionsError as e:
+        warnings.append(f"corrections not applied: {e}")
+        table, summary = read_results(folder)
+        reviewed = apply_corrections(table, None) if table.is_classified else table
+        corr = _empty_frame()
+    sl = summary.get("slide") or {}
+    name = sl.get("name") or table.meta.get("slide") or folder.name
+    shape = sl.get("shape") or table.meta.get("shape")
+    mpp = dict(summary.get("mpp") or {})
+    if not mpp.get("value") and table.meta.get("mpp"):
+        mpp = {"value": table.meta.get("mpp"), "source": table.meta.get("mpp_source")}
+    mpp_text, mpp_warn = _mpp_text(mpp)
+    if mpp_warn:
+        warnings.append(mpp_warn)
+    size = "unknown"
+    if shape:
+        size = f"{int(shape[1])} × {int(shape[0])} px"
+        if mpp.get("value"):
+            size += f" ({int(shape[1]) * float(mpp['value']) / 1000:.2f} × {int(shape[0]) * float(mpp['value']) / 1000:.2f} mm)"
+
+    # ---- run state and integrity
+    if not summary:
+        warnings.append("incomplete results: no summary.json (the run did not finish, or only detection ran)")
+    else:
+        if summary.get("partial"):
+            warnings.append("partial run: the analysis was cancelled, the counts cover part of the slide")
+        if not summary.get("complete"):
+            warnings.append("incomplete results: summary.json does not mark the run complete")
+    for w in summary.get("warnings") or []:
+        warnings.append(f"slide integrity: {w}")
+    miss = summary.get("missing") or {}
+    if miss.get("count"):
+        warnings.append(f"{miss['count']} missing region(s) of the slide were skipped")
+    if summary.get("region"):
+        notes.append(f"only a region of the slide was analysed: {summary['region']} (y0, x0, y1, x1, px)")
+    models = []
+    for role in ("detector", "classifier"):
+        rec_m = (summary.get("models") or {}).get(role)
+        if rec_m:
+            models.append((role, rec_m))
+            if rec_m.get("weights_verified") is False:
+                warnings.append(f"{role} {rec_m.get('name')}: weights not verified against its card "
+                                "(--trust-unverified)")
+
+    # ---- counts
+    if table.is_classified:
+        m, r, rows = _breakdowns(table, reviewed)
+    else:
+        from .differential import breakdown
+        m = r = breakdown(table)
+        rows = []
+        warnings.append("no classification in these results (detection only): no class counts")
+    n = r["cells"]
+    if n and r["review"] / n > MANY_REVIEW_FRACTION:
+        warnings.append(f"many cells left for review: {r['review']} of {n} ({100 * r['review'] / n:.0f} %), "
+                        "unlike the model's training cells or below its confidence threshold; "
+                        "the percentages rest on the rest")
+    corrected = int(len(corr))
+    reviewers = sorted({str(v) for v in corr["reviewer"].tolist() if v is not None and v == v}) if corrected else []
+    if not corrected and table.is_classified:
+        notes.append("not reviewed: every number is the model's")
+
+    # ---- differential
+    diff = None
+    try:
+        rec = read_differential(folder)
+    except ValueError as e:
+        rec = None
+        warnings.append(str(e))
+    if rec and table.is_classified:
+        diff = differential(reviewed, n=int(rec["n"]), order=rec["order"], seed=int(rec.get("seed", 0)),
+                            strip_um=float(rec.get("strip_um", 150.0)))
+        diff["reviewer"], diff["time"] = rec.get("reviewer"), rec.get("time")
+        if rec.get("cell_ids") and rec["cell_ids"] != diff["cell_ids"]:
+            warnings.append("the recorded differential's cells are not the ones its order picks now "
+                            "(results changed since it was recorded)")
+
+    # ---- thumbnails
+    galleries = {}
+    slide = None
+    why_not = f"at most {max_thumbnails} per group" if max_thumbnails is not None else ""
+    want = {k: _gallery_rows(reviewed, k) for k in ("blast", "review")}
+    if thumbnails and any(len(v) for v in want.values()):
+        path = find_results_slide(folder, table, summary)
+        if path is None:
+            warnings.append(f"slide not found ({sl.get('path') or name}): no cell thumbnails")
+            why_not = "slide not found"
+        else:
+            from .io import open_slide
+            try:
+                slide = open_slide(path, mpp=mpp.get("value") or None)
+            except Exception as e:          # a report still comes out without pictures
+                warnings.append(f"slide {path} cannot be opened ({e}): no cell thumbnails")
+                why_not = "slide cannot be opened"
+    elif not thumbnails:
+        why_not = "thumbnails off"
+    try:
+        df = reviewed.df
+        for kind, idx in want.items():
+            shown = idx if max_thumbnails is None else idx[: max(0, int(max_thumbnails))]
+            if slide is None:
+                shown = shown[:0]
+            crops = cell_thumbnails(slide, reviewed, shown, size=thumb_px, crop_um=thumb_um) if len(shown) else []
+            thumbs = []
+            for j, i in enumerate(shown):
+                lab = str(df["label"].iat[i])
+                rl = df["reviewer_label"].iat[i] if "reviewer_label" in df else None
+                shown_label = "review" if kind == "review" and rl == "review" else lab
+                thumbs.append({"cell_id": int(df["cell_id"].iat[i]), "label": shown_label,
+                               "model_label": str(df["model_label"].iat[i]) if "model_label" in df else lab,
+                               "confidence": float(df["confidence"].iat[i]) if "confidence" in df else None,
+                               "color": class_color(lab) if kind == "blast" else CLASS_COLORS["unclassified"],
+                               "src": _data_uri(crops[j])})
+            galleries[kind] = {"total": int(len(idx)), "thumbs": thumbs, "why_not": why_not}
+    finally:
+        if slide is not None:
+            slide.close()
+
+    so = signoff_state(folder, corr)
+    if so and not so["valid"]:
+        warnings.append(f"sign-off by {so.get('reviewer')} is no longer valid: {so['reason']}")
+    from .corrections import _context
+    ctx = _context(table, summary)
+    return {
+        "leukcore_version": __version__,
+        "generated": now or now_iso(),
+        "results_dir": str(folder.resolve()),
+        "slide": {"name": name, "path": sl.get("path"), "size": size},
+        "mpp": {**mpp, "text": mpp_text},
+        "region": summary.get("region"),
+        "analysed_with": (f"leukcore {summary.get('leukcore_version', '?')} on {summary.get('device', '?')}"
+                          if summary else "unknown"),
+        "classes": list(table.classes),
+        "blast_classes": [c for c in table.classes if c in BLAST_CLASSES],
+        "model": m, "reviewed": r, "class_rows": rows,
+        "review": {"corrected": corrected, "reviewers": reviewers, "reviewer": reviewer},
+        "differential": diff,
+        "galleries": galleries,
+        "models": models,
+        "warnings": warnings, "notes": notes,
+        "signoff": so,
+        "run_digest": ctx.get("results_digest"),
+        "corrections_sha256": corrections_digest(corr),
+        "summary_sha256": _sha256_of(folder / "summary.json") if summary else None,
+    }
+
+
+# ------------------------------------------------------------------ writing
+def write_report(results_dir: str | os.PathLike, out: Optional[str | os.PathLike] = None,
+                 reviewer: Optional[str] = None, signed: bool = False, *, pdf: bool | str | os.PathLike = False,
+                 max_thumbnails: Optional[int] = DEFAULT_MAX_THUMBNAILS, thumbnails: bool = True) -> Path:
+    """Write the report of a results folder; returns the HTML path.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        A results folder (reviewed or not).
+    out : path-like, optional
+        The HTML file (default ``RESULTS_DIR/report.html``); written atomically.
+    reviewer : str, optional
+        Who signs (with ``signed``) or makes the report.
+    signed : bool
+        Sign the review first (:func:`sign_off`: writes ``signoff.json``; needs ``reviewer``).
+    pdf : bool or path
+        Also print a PDF (``True``: beside the HTML, ``.pdf``) with headless Chromium (:func:`html_to_pdf`).
+    """
+    from .report_html import render
+
+    folder = _folder(results_dir)
+    if signed:
+        sign_off(folder, reviewer)
+    data = report_data(folder, reviewer=reviewer, max_thumbnails=max_thumbnails, thumbnails=thumbnails)
+    out = Path(out) if out is not None else folder / REPORT_NAME
+    if out.is_dir():
+        out = out / REPORT_NAME
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(render(data), encoding="utf-8")
+    if pdf:
+        html_to_pdf(out, out.with_suffix(".pdf") if pdf is True else Path(pdf))
+    return out
+
+
+def find_chromium() -> Optional[str]:
+    """A headless-capable Chromium / Chrome (``$LEUK_CHROMIUM`` first), or None."""
+    for name in (os.environ.get("LEUK_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
+                 "google-chrome-stable"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def html_to_pdf(html: str | os.PathLike, pdf: str | os.PathLike, *, chromium: Optional[str] = None,
+                timeout: float = 120.0) -> Path:
+    """Print an HTML file to PDF (A4) with headless Chromium; atomic.
+
+    Raises
+    ------
+    RuntimeError
+        No Chromium found (install Debian ``chromium`` or set ``$LEUK_CHROMIUM``), or it failed.
+    """
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise RuntimeError("PDF needs headless Chromium: install it (Debian: apt-get install chromium) or set "
+                           "LEUK_CHROMIUM to its path; the HTML report is complete without it")
+    html, pdf = Path(html).resolve(), Path(pdf)
+    with tempfile.TemporaryDirectory(prefix="leuk-pdf-") as prof, atomic_path(pdf) as tmp:
+        cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={prof}", "--no-pdf-header-footer", f"--print-to-pdf={Path(tmp).resolve()}",
+               html.as_uri()]
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"chromium did not print {html} within {timeout:.0f} s") from None
+        if not Path(tmp).is_file() or Path(tmp).stat().st_size == 0:
+            raise RuntimeError(f"chromium could not print {html} (exit {r.returncode}): {r.stderr[-500:]}")
+    return pdf
