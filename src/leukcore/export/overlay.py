@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..results import CellTable, atomic_path, class_color
+from ..results import BLAST_CLASSES, CellTable, atomic_path, class_color
 from .legend import draw_legend, legend_font_size, legend_lines, legend_size
 
 __all__ = ["render_overlay", "write_overlay"]
@@ -65,7 +65,8 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     img = Image.alpha_composite(base, layer).convert("RGB")
 
     # legend: a panel to the right of the picture (never hides cells)
-    lines = legend_lines(counts if counts is not None else table.counts(), title=title)
+    lines = legend_lines(counts if counts is not None else table.counts(), title=title,
+                         extra=_review_lines(table) if counts is None else ())
     fsize = legend_font_size(th, tw)
     panel_w, panel_h = legend_size(lines, fsize)
     canvas = Image.new("RGB", (tw + panel_w, max(th, panel_h)), (255, 255, 255))
@@ -75,6 +76,19 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     draw_legend(ld, tw, 0, lines, fsize)
     img = canvas
     return img.convert("RGB")
+
+
+def _review_lines(table: CellTable) -> list[str]:
+    """Blast percentage over confidently classified cells and the number left for review."""
+    if not table.is_classified or not len(table):
+        return []
+    s = table.summary()
+    out = []
+    if any(c in BLAST_CLASSES for c in table.classes):
+        bp = s.get("blast_percent")
+        out.append("blast: " + ("-" if bp is None else f"{bp:.1f} %") + " of confident cells")
+    out.append(f"left for review: {s.get('review', 0)}")
+    return out
 
 
 def write_overlay(slide, table: CellTable, path: str | os.PathLike, *, max_size: int = 2048,
