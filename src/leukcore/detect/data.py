@@ -93,13 +93,17 @@ def resize_to_mpp(img: np.ndarray, src_mpp: float, dst_mpp: float, order: int = 
 
 
 def folder_mpp(files, n: int = 40) -> float:
-    """Median pixel size of a folder of fields (estimated from red cells)."""
+    """Median pixel size of a folder of fields, from red cells (``method="rbc"``).
+
+    Training and tuning data are scaled with this; it stays the red-cell ruler (a folder median of
+    many fields is accurate) so the detector's training data never depend on a learned model.
+    """
     from ..mpp import MppError, estimate_mpp
 
     vals = []
     for f in list(files)[:n]:
         try:
-            vals.append(estimate_mpp(read_rgb(f)).mpp)
+            vals.append(estimate_mpp(read_rgb(f), method="rbc").mpp)
         except MppError:
             pass
     if not vals:
