@@ -10,6 +10,7 @@ Example (YAML)::
     data:
       datasets:
         - {reader: all4class}                  # root defaults to $LEUK_DATA/all4class
+        - {reader: corrections, root: results/}  # reviewed slides (docs/review.md); training split by default
       finder: detector                         # detector | segmented | centre
       detector: wbc-stardist
       test_frac: 0.2
@@ -87,9 +88,10 @@ def resolve_config(cfg: dict) -> dict:
     if not out["data"]["datasets"]:
         raise ValueError("config: data.datasets is empty (e.g. [{reader: all4class}])")
     for d in out["data"]["datasets"]:
-        if d.get("reader") not in ("all4class", "pbc", "cnmc", "folder"):
-            raise ValueError(f"config: unknown reader {d.get('reader')!r} (all4class | pbc | cnmc | folder)")
-        if d["reader"] in ("cnmc", "folder") and not d.get("root"):
+        if d.get("reader") not in ("all4class", "pbc", "cnmc", "folder", "corrections"):
+            raise ValueError(f"config: unknown reader {d.get('reader')!r} "
+                             "(all4class | pbc | cnmc | folder | corrections)")
+        if d["reader"] in ("cnmc", "folder", "corrections") and not d.get("root"):
             raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
     if out["data"]["finder"] not in ("detector", "segmented", "centre"):
         raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")

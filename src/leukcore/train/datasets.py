@@ -19,6 +19,9 @@ Readers
     The four-class field set (``Original/{Benign,Early,Pre,Pro}``), field-level labels.
 :func:`read_pbc`
     PBC normal cells (``pbc/<class>``), all normal.
+:func:`read_corrections`
+    A reviewer's corrections (``corrections.parquet`` beside slide results, :mod:`leukcore.corrections`):
+    one row per corrected cell (``kind="slide-cell"``), the crop re-read from the slide at its centroid.
 
 :func:`deduplicate` removes byte-identical images (content hash) before any split and reports
 conflicts (the same image under two labels).
@@ -33,7 +36,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 __all__ = ["IMAGE_EXTS", "data_root", "file_sha256", "read_folder_per_class", "read_cnmc", "read_all4class",
-           "read_pbc", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects", "DatasetError",
+           "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects", "DatasetError",
            "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -122,6 +125,18 @@ def read_pbc(root: str | os.PathLike | None = None, classes: Optional[Iterable[s
     if label is not None:
         df["label"] = label
     return df
+
+
+def read_corrections(root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None,
+                     report: Optional[dict] = None):
+    """Corrected cells of the reviewed results folders at or below ``root`` (reviewer's class as the label,
+    ``review`` cells skipped); see :func:`leukcore.corrections.training_rows`."""
+    from ..corrections import CorrectionsError, training_rows
+
+    try:
+        return training_rows(root, slides=slides, report=report)
+    except CorrectionsError as e:
+        raise DatasetError(str(e)) from None
 
 
 # ------------------------------------------------------------------ C-NMC 2019

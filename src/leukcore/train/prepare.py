@@ -19,6 +19,7 @@ def read_datasets(cfg: dict, report: dict | None = None):
     import pandas as pd
 
     frames = []
+    corr_reports: list = []
     for d in cfg["data"]["datasets"]:
         r = d["reader"]
         if r == "all4class":
@@ -34,6 +35,13 @@ def read_datasets(cfg: dict, report: dict | None = None):
         elif r == "cnmc":
             f = ds.read_cnmc(d["root"])
             f["stain_group"] = f["label"]
+        elif r == "corrections":                  # a reviewer's corrected cells (docs/review.md)
+            crep: dict = {}
+            f = ds.read_corrections(d["root"], slides=d.get("slides"), report=crep)
+            f["stain_group"] = "corrections"
+            split = d.get("split", "train")       # extra training data unless `split: auto`
+            f["fixed_split"] = None if split == "auto" else split
+            corr_reports.append({"root": str(d["root"]), "split": split, **crep})
         else:
             f = ds.read_folder_per_class(d["root"], d.get("classes"), source=d.get("source", "folder"),
                                          kind=d.get("kind", "cell"), mpp=float(d.get("mpp", float("nan"))),
@@ -50,6 +58,13 @@ def read_datasets(cfg: dict, report: dict | None = None):
     if bad.any():
         rep["dropped_unlisted_labels"] = int(bad.sum())
         df = df[~bad].reset_index(drop=True)
+    fixed = None
+    if "fixed_split" in df and df["fixed_split"].notna().any():   # rows with a set split skip the splitter
+        held = df["fixed_split"].notna().to_numpy()
+        fixed = df[held].assign(split=df.loc[held, "fixed_split"])
+        df = df[~held].reset_index(drop=True)
+    if corr_reports:
+        rep["corrections"] = corr_reports
     dd = cfg["data"]
     if dd.get("max_images_per_class"):
         n = int(dd["max_images_per_class"])
@@ -59,6 +74,10 @@ def read_datasets(cfg: dict, report: dict | None = None):
         df = df.iloc[np.sort(keep)].reset_index(drop=True)
     df = assign_splits(df, test_frac=dd["test_frac"], val_frac=dd["val_frac"], seed=dd["seed"],
                        holdout_sources=tuple(dd.get("holdout_sources") or ()))
+    if fixed is not None:
+        st = df.attrs["split_type"]
+        df = pd.concat([df, fixed], ignore_index=True)
+        df.attrs["split_type"] = st
     if report is not None:
         report.update(rep)
         report["split_type"] = df.attrs["split_type"]
@@ -97,16 +116,45 @@ def cap_train_cells(cells: dict, cap: int, seed: int = 0) -> dict:
             for k, v in cells.items()}
 
 
-def prepare(cfg: dict, device="cpu", report: dict | None = None):
-    """``(df, classes, spec, cells)`` where ``cells`` adds ``label`` (class index), ``split`` and ``field`` per crop."""
+def _build_cells(df, spec, finder, *, max_cells_per_image: int, only_cached: bool) -> dict:
+    """:func:`build_cell_set` of the image rows plus, for ``slide-cell`` rows (corrections), the crop read
+    from the slide at the cell's centroid (:func:`leukcore.corrections.correction_crops`); rows in ``df`` order."""
     from .cells import build_cell_set
 
+    sl = (df["kind"] == "slide-cell").to_numpy() if "kind" in df else np.zeros(len(df), bool)
+    if not sl.any():
+        return build_cell_set(df, spec, finder, max_cells_per_image=max_cells_per_image, only_cached=only_cached)
+    from ..corrections import correction_crops
+
+    img, sli = np.flatnonzero(~sl), np.flatnonzero(sl)
+    n_cells, found = np.zeros(len(df), int), np.ones(len(df), bool)
+    crops, rows, cents = [], [], []
+    if len(img):
+        c = build_cell_set(df.iloc[img].reset_index(drop=True), spec, finder,
+                           max_cells_per_image=max_cells_per_image, only_cached=only_cached)
+        crops.append(c["crops"])
+        rows.append(img[c["row"]])
+        cents.append(c["centroid"])
+        n_cells[img], found[img] = c["n_cells"], c["found"]
+    cc, cz = correction_crops(df.iloc[sli], spec)
+    crops.append(cc)
+    rows.append(sli)
+    cents.append(cz)
+    n_cells[sli] = 1
+    row = np.concatenate(rows)
+    order = np.argsort(row, kind="stable")
+    return {"crops": np.concatenate(crops)[order], "row": row[order], "centroid": np.concatenate(cents)[order],
+            "n_cells": n_cells, "found": found}
+
+
+def prepare(cfg: dict, device="cpu", report: dict | None = None):
+    """``(df, classes, spec, cells)`` where ``cells`` adds ``label`` (class index), ``split`` and ``field`` per crop."""
     df, classes = read_datasets(cfg, report)
     spec = spec_from_config(cfg)
     only = bool(cfg["data"].get("only_cached"))
     finder = make_finder(cfg, device)
-    cells = build_cell_set(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"],
-                           only_cached=only)
+    cells = _build_cells(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"],
+                         only_cached=only)
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)
     cells["split"] = df["split"].to_numpy()[cells["row"]]
