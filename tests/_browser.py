@@ -116,7 +116,9 @@ class DevTools:
 
     def screenshot(self, path, width: int = 1100, height: int | None = None) -> None:
         """PNG of the page (``height`` None: the whole document) into ``path``."""
-        h = height or int(self.eval("Math.ceil(document.documentElement.scrollHeight)") or 800)
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height or 800, deviceScaleFactor=1,
+                  mobile=False)
+        h = height or int(self.eval("Math.ceil(document.body.getBoundingClientRect().bottom)") or 800)
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1, mobile=False)
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
         with open(path, "wb") as f:

@@ -35,6 +35,7 @@ dl.facts dt{color:#5b6670}dl.facts dd{margin:0}
 table{border-collapse:collapse;width:100%}
 th,td{padding:4px 8px;border-bottom:1px solid #e6e9ed;text-align:right}
 th:first-child,td:first-child{text-align:left}
+#models th,#models td{text-align:left}
 thead th{background:#f0f2f5;font-weight:600}
 tr.total td{font-weight:600;border-top:2px solid #c9ced4}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px;

@@ -1,9 +1,9 @@
 """``leuk report RESULTS_DIR``: the sign-off report of a slide's results (one self-contained HTML page).
 
-Counts and percentages per class as the model called them and as reviewed (``corrections.parquet``), the
+Counts and percentages per class as the model called them and as reviewed (corrections.parquet), the
 blast percentage, thumbnails of every blast and every review cell, models and weights hashes, warnings and
-the sign-off state; ``--sign --reviewer NAME`` signs the review first (``signoff.json``); ``--pdf`` also
-prints it with headless Chromium; ``--differential N`` records an N-cell differential shown in the report.
+the sign-off state. --sign --reviewer NAME signs the review first (signoff.json); --pdf also prints it
+with headless Chromium; --differential N records an N-cell differential, shown in the report.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def register(sub):
     p.add_argument("results", help="results folder (leuk analyze / leuk batch output), reviewed or not")
     p.add_argument("-o", "--out", default=None, help="HTML file (default RESULTS/report.html)")
     p.add_argument("--pdf", action="store_true", help="also write a PDF beside the HTML (needs chromium)")
-    p.add_argument("--reviewer", default=None, help="reviewer's name (shown; required with --sign)")
+    p.add_argument("--reviewer", default=None, metavar="NAME", help="reviewer's name (shown; required with --sign)")
     p.add_argument("--sign", action="store_true",
                    help="sign off the review: write signoff.json (reviewer, time, hashes of corrections + summary)")
     p.add_argument("--differential", type=int, default=None, metavar="N",
