@@ -307,10 +307,30 @@ def _trainers() -> list:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
+def table(path) -> str:
+    """Markdown table of a result JSON (``python bench_detect_vs_stardist.py --table FILE``)."""
+    d = json.loads(Path(path).read_text())
+    names = {"torch": "torch (before)", "onnx": "ONNX", "onnx-tight": "ONNX + tight windows", "full": "full path (ONNX)",
+             "stardist": "stardist package"}
+    rows = ["| slide | threads | variant | MP/s (median) | rounds | vs stardist | vs torch | cells | relative recall "
+            "vs full | recall vs placed | network MP | peak RSS MB |", "|" + "---|" * 12]
+    for key, row in d["summary"].items():
+        slide, th = key.rsplit("_", 1)
+        for v, r in row.items():
+            rows.append(f"| {slide} | {th[:-1]} | {names.get(v, v)} | {r['mp_per_s_median']:.3f} | {r['rounds']} | "
+                        f"{r.get('ratio_vs_stardist', '')} | {r.get('speedup_vs_torch', '')} | {r['cells']} | "
+                        f"{r.get('relative_recall_vs_full', '')} | {r.get('recall_vs_placed', '')} | "
+                        f"{r.get('network_mpx') if r.get('network_mpx') is not None else ''} | {r['peak_rss_mb_max']:.0f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("_ours", "_stardist", "_network"):
         return {"_ours": child_ours, "_stardist": child_stardist, "_network": child_network}[argv[0]](argv[1:])
+    if argv and argv[0] == "--table":
+        print(table(argv[1] if len(argv) > 1 else RESULTS / "bench_detect_vs_stardist.json"))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8000, help="smear slides: edge in px (0.5 um/px)")
     ap.add_argument("--slides", nargs="+", default=["normal", "leukaemic", "mosaic"],

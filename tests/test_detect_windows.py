@@ -73,7 +73,8 @@ def _check_windows(plan):
 def test_receptive_radius_and_window_halo(det):
     r = receptive_radius(det)
     assert r is not None and 4 <= r < 64
-    plan = plan_detection(Slide.from_array(np.full((512, 512, 3), 230, np.uint8), mpp=det.mpp), det, tile_size=256)
+    plan = plan_detection(Slide.from_array(np.full((512, 512, 3), 230, np.uint8), mpp=det.mpp), det, tile_size=256,
+                          windows="exact")
     cell_r = det.max_cell_um / det.mpp / 2
     assert plan.window_halo >= cell_r + r
     assert plan.window_halo <= plan.grid.halo
@@ -113,12 +114,12 @@ def test_windows_geometry_on_real_slide(det, sample):
 
 
 def test_windows_find_same_cells_as_whole_tiles(det, sample):
-    """Shipped network, real sample slide: windows vs. whole candidate tiles (cells centred in candidate blocks)."""
+    """Shipped network, real sample slide: exact windows vs. whole candidate tiles (cells centred in candidate blocks)."""
     region = (0, 1860, 930, 3260)     # three sparse BCCD fields + three four-class fields (level-0 px)
     with open_slide(sample) as s:
-        win = detect_cells(s, det, tile_size=256, windows=True, region=region)
+        win = detect_cells(s, det, tile_size=256, windows="exact", region=region)
         whole = detect_cells(s, det, tile_size=256, windows=False, region=region)
-        plan = plan_detection(s, det, tile_size=256, region=region)
+        plan = plan_detection(s, det, tile_size=256, region=region, windows="exact")
     assert win.meta["windows"] and not whole.meta["windows"]
     assert win.meta["px_run"] < 0.9 * whole.meta["px_run"]       # windows did save pixels here
     cw = whole.df[["centroid_y", "centroid_x"]].to_numpy()

@@ -15,7 +15,9 @@ Steps
    merging does not cost pixels) grown by the tile halo and clipped to the tile's read
    box.  A cell is kept when its centroid lies in the tile's core *and* in a marked
    block, so the cells found do not depend on the tiling nor on how the windows were
-   cut (a tile whose windows would cover most of it runs whole, same rule).
+   cut (a tile whose windows would cover most of it runs whole, same rule).  ``windows="tight"``
+   cuts per-cell windows: smaller blocks, a nucleus-to-centroid radius, and a margin of only the
+   network's receptive field, so dense (leukaemic) slides skip the space between cells too.
 5. Batches of tiles: a reader thread prepares the next batch while the network
    runs on the current one (on CPU a batch goes through the network in pieces of at
    most :data:`MAX_FORWARD_PX` pixels, so peak memory stays flat); per tile stardist NMS, the ownership rule keeps
@@ -405,9 +407,10 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
 
     ``windows`` (with ``skip_empty``): inside a tile run the network only on sub-windows around
     the candidate blocks (:func:`tile_windows`); ``False`` runs every candidate tile whole.
-    ``True`` / ``"exact"``: window margin = half the largest cell + the receptive field (the cells
-    are those of whole tiles); ``"tight"``: 16 px candidate blocks and a margin of the receptive
-    field + 4 px (per-cell windows; see :data:`TIGHT_MARGIN`).
+    ``"exact"``: window margin = half the largest cell + the receptive field (the cells are those of
+    whole tiles); ``"tight"``: 16 px candidate blocks, an 8 um nucleus-to-centroid radius and a margin
+    of the receptive field + 4 px (per-cell windows; see :data:`TIGHT_MARGIN`); ``True``:
+    :data:`DEFAULT_WINDOWS`.
     """
     if windows not in WINDOW_MODES:
         raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
