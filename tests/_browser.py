@@ -39,7 +39,7 @@ def launch_chromium(profile_dir, exe=None, timeout: float = 60.0):
          "--no-first-run", "--no-default-browser-check", "--disable-extensions",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile_dir}", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0", "about:blank"],
+         "--remote-debugging-port=0", "--hide-scrollbars", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = None
     t0 = time.monotonic()
@@ -115,12 +115,14 @@ class DevTools:
         raise TimeoutError(expr)
 
     def screenshot(self, path, width: int = 1100, height: int | None = None) -> None:
-        """PNG of the page (``height`` None: the whole document) into ``path``."""
+        """PNG of the page into ``path``: its top ``height`` px, or the whole document (``height`` None)."""
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height or 800, deviceScaleFactor=1,
                   mobile=False)
-        h = height or int(self.eval("Math.ceil(document.body.getBoundingClientRect().bottom)") or 800)
+        h = int(self.eval("Math.ceil(document.documentElement.getBoundingClientRect().height)") or 800)
+        h = min(h, height) if height else h
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1, mobile=False)
-        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False,
+                         clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1})["data"]
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 
