@@ -154,12 +154,21 @@ def test_corrections_of_another_run_are_refused(results):
     c = Corrections.open(results, reviewer="amy")
     c.set([1], "normal")
     s = json.loads((results / "summary.json").read_text())
+    s["provenance"]["digest"] = "f" * 64           # the same cells re-run (slide moved / touched): still valid
+    s["provenance"]["input"]["path"] = "/elsewhere/slide.ome.tif"
+    (results / "summary.json").write_text(json.dumps(s))
+    assert Corrections.open(results).label(1) == "normal"
     s["models"]["classifier"]["sha256"] = "2" * 64                       # re-analysed with other weights
     (results / "summary.json").write_text(json.dumps(s))
     with pytest.raises(CorrectionsError, match="classifier weights"):
         Corrections.open(results)
     with pytest.raises(CorrectionsError):
         load_reviewed(results)
+    s["models"]["classifier"]["sha256"] = "1" * 64
+    s["provenance"]["input"]["sample_sha256"] = "0" * 64                     # another slide content
+    (results / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(CorrectionsError, match="another slide"):
+        Corrections.open(results)
 
 
 def test_moved_cells_are_refused(results):

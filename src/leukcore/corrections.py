@@ -21,8 +21,10 @@ column                 type      meaning
 ``results_digest``     str       the run's ``provenance.digest`` (input + settings + models)
 =====================  ========  ====================================================================
 
-so a correction is tied to what it corrects: a folder re-analysed with another model or from another file
-refuses its old corrections (:class:`CorrectionsError`) rather than applying them to other cells.
+so a correction is tied to what it corrects: a folder re-analysed with other classifier weights or from
+another slide content, or whose cell ids no longer name the same cells (centroid, model's call), refuses its old
+corrections (:class:`CorrectionsError`) rather than applying them to other cells.  A re-run of the same slide
+content with the same weights (the cells are deterministic) keeps its review, wherever the slide now lies.
 
 Python use::
 
@@ -229,8 +231,9 @@ def _check_tied(df, table: CellTable, ctx: Mapping[str, Any], where: str) -> Non
     """Raise :class:`CorrectionsError` when stored corrections are not of these results."""
     if not len(df):
         return
-    for key, what in (("model_sha256", "classifier weights"), ("slide_fingerprint", "slide"),
-                      ("results_digest", "run (input, settings, models)")):
+    # the run digest is recorded, not compared: it also covers the slide's path and mtime and the settings,
+    # and a re-run of the same slide content with the same weights gives the same cells (checked cell by cell)
+    for key, what in (("model_sha256", "classifier weights"), ("slide_fingerprint", "slide")):
         cur = ctx.get(key)
         got = {v for v in df[key].tolist() if v is not None and v == v}
         if cur and got and got != {cur}:

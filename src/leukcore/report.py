@@ -229,7 +229,8 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
     if shape:
         size = f"{int(shape[1])} × {int(shape[0])} px"
         if mpp.get("value"):
-            size += f" ({int(shape[1]) * float(mpp['value']) / 1000:.2f} × {int(shape[0]) * float(mpp['value']) / 1000:.2f} mm)"
+            mm = float(mpp["value"]) / 1000
+            size += f" ({int(shape[1]) * mm:.2f} × {int(shape[0]) * mm:.2f} mm)"
 
     # ---- run state and integrity
     if not summary:

@@ -36,8 +36,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 __all__ = ["IMAGE_EXTS", "data_root", "file_sha256", "read_folder_per_class", "read_cnmc", "read_all4class",
-           "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects", "DatasetError",
-           "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES"]
+           "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects",
+           "DatasetError", "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALL4CLASS_CLASSES = ["Benign", "Early", "Pre", "Pro"]
