@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -131,7 +131,7 @@ def _frame_of(rows: Iterable[Correction]):
     rows = sorted(rows, key=lambda r: r.cell_id)
     if not rows:
         return _empty_frame()
-    df = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+    df = pd.DataFrame({c: pd.Series([getattr(r, c) for r in rows], dtype=object) for c in COLUMNS})
     df["cell_id"] = df["cell_id"].astype(np.int64)
     for c in ("centroid_y", "centroid_x"):
         df[c] = df[c].astype(np.float64)
@@ -495,12 +495,13 @@ class Corrections:
     def _ids(self, cell_ids) -> list[int]:
         if isinstance(cell_ids, (int, np.integer)):
             cell_ids = [cell_ids]
-        out = []
+        out, seen = [], set()
         for c in cell_ids:
             c = int(c)
             if c not in self._model:
                 raise CorrectionsError(f"no cell {c} in these results")
-            if c not in out:
+            if c not in seen:
+                seen.add(c)
                 out.append(c)
         return out
 
