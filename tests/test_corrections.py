@@ -283,3 +283,16 @@ def test_corrections_reader_errors(results, tmp_path):
     (results / "summary.json").write_text(json.dumps(s))
     with pytest.raises(DatasetError, match="not found"):
         read_corrections(results)
+
+
+def test_review_groups_for_the_gallery():
+    from leukcore.corrections import apply_corrections, review_groups
+
+    t = _table()                        # confidences .9 .8 .55 .95 .9 .7; cell 3 (row 2) in review
+    g = review_groups(t)
+    assert list(g) == ["ALL", "normal", "review"]
+    assert g["ALL"].tolist() == [5, 0, 3] and g["normal"].tolist() == [1, 4] and g["review"].tolist() == [2]
+    r = apply_corrections(t, {3: "normal", 1: "review"})
+    g = review_groups(r)
+    assert g["ALL"].tolist() == [5, 3] and g["normal"].tolist() == [2, 1, 4] and g["review"].tolist() == [0]
+    assert sum(len(v) for v in g.values()) == len(t)

@@ -100,6 +100,7 @@ def test_reviewed_signed_then_changed(results):
     assert rec["blast_percent"] == reviewed.summary()["blast_percent"]
     html = out.read_text()
     assert 'data-state="signed"' in html and "Signed off by Dr Amy" in html
+    assert "4 cell(s) corrected by amy; last change 20" in html and " by Dr Amy</dd>" in html
     assert set(_thumb_ids(html, "review")) == set(reviewed.df.loc[reviewed.df["review"], "cell_id"])
     assert ids[5] in _thumb_ids(html, "review") and ids[0] not in _thumb_ids(html, "blast")
 

@@ -61,7 +61,7 @@ from .results import CellTable, atomic_path
 
 __all__ = ["CORRECTIONS_NAME", "REVIEW_LABEL", "COLUMNS", "Correction", "Corrections", "CorrectionsError",
            "apply_corrections", "read_corrections", "write_corrections", "corrections_digest", "slide_key",
-           "now_iso", "find_corrections_folders", "load_reviewed", "training_rows", "correction_crops",
+           "now_iso", "find_corrections_folders", "load_reviewed", "training_rows", "correction_crops", "review_groups",
            "SLIDE_CELL_KIND"]
 
 #: file name of the corrections beside a slide's results
@@ -550,6 +550,24 @@ class Corrections:
         step = self._redo.pop()
         self._undo.append(step)
         return self._commit(step, record=False)
+
+
+def review_groups(table: CellTable) -> dict[str, np.ndarray]:
+    """The gallery's groups of a (reviewed) table: ``{class: row positions, ..., "review": row positions}``.
+
+    A cell in review (``review`` True: the model's low-confidence flag, or the reviewer's ``review``) is only in
+    the ``review`` group; each group is sorted least sure first (``confidence`` ascending, then ``cell_id``).
+    Every class of the table has a group (empty arrays included), ``review`` last.
+    """
+    df = table.df
+    n = len(df)
+    rev = df["review"].astype(bool).to_numpy() if "review" in df.columns else np.zeros(n, bool)
+    lab = df["label"].astype(object).to_numpy() if "label" in df.columns else np.full(n, None, object)
+    conf = df["confidence"].to_numpy(np.float64) if "confidence" in df.columns else np.zeros(n)
+    order = np.lexsort((df["cell_id"].to_numpy(), conf))
+    out = {c: order[(lab[order] == c) & ~rev[order]] for c in table.classes}
+    out[REVIEW_LABEL] = order[rev[order]]
+    return out
 
 
 # ------------------------------------------------------------------ folders

@@ -178,15 +178,19 @@ def _breakdowns(table: CellTable, reviewed: CellTable):
 
 
 def _gallery_rows(reviewed: CellTable, kind: str) -> np.ndarray:
-    df = reviewed.df
+    """Row positions of the blast (confident, blast class) or review cells, least sure first."""
+    from .corrections import REVIEW_LABEL, review_groups
+
     if not reviewed.is_classified:
         return np.zeros(0, int)
-    review = df["review"].astype(bool).to_numpy() if "review" in df else np.zeros(len(df), bool)
+    g = review_groups(reviewed)
     if kind == "review":
-        sel = review
-    else:
-        sel = ~review & df["label"].astype(str).isin(list(BLAST_CLASSES)).to_numpy()
-    idx = np.flatnonzero(sel)
+        return g[REVIEW_LABEL]
+    blasts = [g[c] for c in reviewed.classes if c in BLAST_CLASSES]
+    if not blasts:
+        return np.zeros(0, int)
+    idx = np.concatenate(blasts)
+    df = reviewed.df
     conf = df["confidence"].to_numpy(np.float64)[idx] if "confidence" in df else np.zeros(len(idx))
     return idx[np.lexsort((df["cell_id"].to_numpy()[idx], conf))]      # least sure first
 
@@ -271,6 +275,7 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
                         "the percentages rest on the rest")
     corrected = int(len(corr))
     reviewers = sorted({str(v) for v in corr["reviewer"].tolist() if v is not None and v == v}) if corrected else []
+    times = [str(v) for v in corr["time"].tolist() if v is not None and v == v] if corrected else []
     if not corrected and table.is_classified:
         notes.append("not reviewed: every number is the model's")
 
@@ -347,7 +352,8 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
         "classes": list(table.classes),
         "blast_classes": [c for c in table.classes if c in BLAST_CLASSES],
         "model": m, "reviewed": r, "class_rows": rows,
-        "review": {"corrected": corrected, "reviewers": reviewers, "reviewer": reviewer},
+        "review": {"corrected": corrected, "reviewers": reviewers, "reviewer": reviewer,
+                   "last_change": max(times) if times else None},
         "differential": diff,
         "galleries": galleries,
         "models": models,

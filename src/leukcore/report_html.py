@@ -70,6 +70,13 @@ def _rgb(c) -> str:
     return "rgb(%d,%d,%d)" % tuple(int(x) for x in c)
 
 
+def _review_text(rev: Mapping[str, Any]) -> str:
+    if not rev["corrected"]:
+        return "no corrections"
+    return (f"{rev['corrected']} cell(s) corrected by {', '.join(rev['reviewers']) or 'unknown'}; "
+            f"last change {rev.get('last_change') or 'unknown'}")
+
+
 def _facts(d: Mapping[str, Any]) -> str:
     rows = [("Slide", f"<b>{_e(d['slide']['name'])}</b>"),
             ("Slide path", f"<code>{_e(d['slide']['path'])}</code>"),
@@ -78,7 +85,9 @@ def _facts(d: Mapping[str, Any]) -> str:
             ("Region", _e(d["region"] or "whole slide")),
             ("Results", f"<code>{_e(d['results_dir'])}</code>"),
             ("Analysed with", _e(d["analysed_with"])),
-            ("Report made", _e(d["generated"]))]
+            ("Review", _e(_review_text(d["review"]))),
+            ("Report made", _e(d["generated"]) + (f" by {_e(d['review']['reviewer'])}"
+                                                  if d["review"].get("reviewer") else ""))]
     return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
 
