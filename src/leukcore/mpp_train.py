@@ -162,9 +162,35 @@ def _fast_colour(win: np.ndarray, rng) -> np.ndarray:
     return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def augment_window(win: np.ndarray, rng, p_region: float = 0.35) -> np.ndarray:
+def _optics(win: np.ndarray, rng) -> np.ndarray:
+    """Sharpness that says nothing about the pixel size: blur (60 %, sigma 0.5-2.5 px log-uniform) or
+    sharpening (20 %), then noise and JPEG.  Without it the network reads the optics (a fine-pixel
+    source is smooth at the pixel level, an upsampled coarse one blurred) instead of the cells."""
+    from scipy import ndimage as ndi
+
+    from .detect.augment import jpeg
+
+    x = win.astype(np.float32)
+    u = rng.random()
+    if u < 0.6:
+        s = float(np.exp(rng.uniform(np.log(0.5), np.log(2.5))))
+        x = ndi.gaussian_filter(x, (s, s, 0))
+    elif u < 0.8:
+        b = ndi.gaussian_filter(x, (1.0, 1.0, 0))
+        x = x + rng.uniform(0.5, 1.5) * (x - b)
+    if rng.random() < 0.35:
+        x = x + rng.normal(0, rng.uniform(1, 8), x.shape)
+    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < 0.35:
+        out = jpeg(np.ascontiguousarray(out), int(rng.integers(25, 90)))
+    return out
+
+
+def augment_window(win: np.ndarray, rng, p_region: float = 0.35, blur_decorrelate: bool = True) -> np.ndarray:
     """Stain / glass / light: region-wise Romanowsky re-colouring (``p_region``) or a cheap global
-    optical-density re-mix; then blur, noise, JPEG, flips and 90-degree turns."""
+    optical-density re-mix; then blur or sharpening (:func:`_optics`), noise, JPEG, flips and 90-degree
+    turns.  ``blur_decorrelate=False``: the detector's :func:`leukcore.detect.augment.degrade` instead
+    (the stage-1 recipe)."""
     from .detect.augment import degrade, romanowsky_jitter
     from .detect.data import purple_measure
 
@@ -177,7 +203,10 @@ def augment_window(win: np.ndarray, rng, p_region: float = 0.35) -> np.ndarray:
     if rng.random() < 0.1:
         g = win.mean(axis=2, keepdims=True)
         win = np.repeat(g, 3, axis=2).astype(np.uint8)
-    win = degrade(win, rng)
+    if blur_decorrelate:
+        win = _optics(win, rng)
+    else:
+        win = degrade(win, rng)
     if rng.random() < 0.5:
         win = win[:, ::-1]
     win = np.rot90(win, int(rng.integers(4)))
@@ -212,7 +241,7 @@ def make_batch(pools: dict, rng, n: int = 64):
 
 
 def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int = 20000, seed: int = 0,
-               limits: Optional[dict] = None, cache_dir=None, log=print) -> Path:
+               limits: Optional[dict] = None, cache_dir=None, blur_decorrelate: bool = True, log=print) -> Path:
     """Draw ``n_per_source`` augmented training windows per source once (``.npz``: windows, y, source).
 
     The windows are drawn as :func:`make_batch` draws them (random pixel size, stain, blur, JPEG);
@@ -228,7 +257,7 @@ def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int
             img = imgs[int(rng.integers(len(imgs)))]
             tgt = _draw_target(img.shape, base, SOURCE_MPP[src], rng)
             win, true_mpp = sample_window(img, base, tgt, rng)
-            wins.append(augment_window(win, rng))
+            wins.append(augment_window(win, rng, blur_decorrelate=blur_decorrelate))
             ys.append(math.log(true_mpp / WORK_MPP))
             srcs.append(si)
         log(f"bank: {src} {n_per_source} windows in {time.time() - t:.0f} s")
@@ -333,7 +362,7 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
                               "sample fields always test; BCCD: ImageSets/Main/test.txt held out)",
                      "steps": step, "batch": batch, "minutes": minutes, "seed": seed, "lr": lr,
                      "command": f"python -m leukcore.mpp_train --data DATA -o RUN --minutes {minutes:g} "
-                                f"--sources {','.join(sources)} --seed {seed}"
+                                f"--sources {','.join(sources)} --seed {seed} --lr {lr:g}"
                                 + (" --bank BANKS" if bank is not None else "")
                                 + (" --init-from CARD" if init_from is not None else "")},
     }
@@ -356,7 +385,10 @@ def main(argv=None):
     ap.add_argument("--cache", default=None, help="folder for decoded-image caches")
     ap.add_argument("--bank", default=None, help="window bank .npz (built with --build-bank N); comma-separated list to train")
     ap.add_argument("--init-from", default=None, help="ScaleNet card to continue training from")
+    ap.add_argument("--stage1-optics", action="store_true",
+                    help="bank: the detector's blur/noise/JPEG (stage-1 recipe) instead of the optics decorrelation")
     ap.add_argument("--channels", default="12,24,48,96")
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--build-bank", type=int, default=0, metavar="N", help="write N windows per source to --bank")
     a = ap.parse_args(argv)
     from .detect.data import default_data_dir
@@ -365,10 +397,10 @@ def main(argv=None):
     srcs = [s for s in a.sources.split(",") if s]
     if a.build_bank:
         build_bank(data, a.bank, sources=srcs, n_per_source=a.build_bank, seed=a.seed, cache_dir=a.cache,
-                   log=lambda s: print(s, flush=True))
+                   blur_decorrelate=not a.stage1_optics, log=lambda s: print(s, flush=True))
         return
     train_scalenet(data, a.out, bank=a.bank.split(",") if a.bank else None, sources=srcs, minutes=a.minutes,
-                   seed=a.seed, name=a.name, cache_dir=a.cache, init_from=a.init_from,
+                   seed=a.seed, name=a.name, cache_dir=a.cache, init_from=a.init_from, lr=a.lr,
                    channels=tuple(int(c) for c in a.channels.split(",")), log=lambda s: print(s, flush=True))
 
 
