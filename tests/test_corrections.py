@@ -227,8 +227,7 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
     data = tmp_path / "shapes"
     _shapes(data)
     cfg = {"name": "lab-adapted", "classes": ["ALL", "normal"],
-           "data": {"datasets": [{"reader": "folder", "root": str(data), "mpp": 0.5, "kind": "cell"},
-                                 {"reader": "corrections", "root": str(results.parent)}],
+           "data": {"datasets": [{"reader": "folder", "root": str(data), "mpp": 0.5, "kind": "cell"}],
                     "finder": "centre", "test_frac": 0.25, "val_frac": 0.2},
            "model": {"imagenet": "none", "input": {"size": 32, "crop_um": 20.0, "mode": "lstd"}},
            "train": {"device": "cpu", "views": 1, "num_workers": 0,
@@ -241,7 +240,9 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
 
     # the prepared cells: two correction rows, in training, labelled by the reviewer, cropped from the slide
     report: dict = {}
-    df, classes, spec, cells = prepare(load_config(cpath), report=report)
+    lcfg = load_config(cpath)
+    lcfg["data"]["datasets"].append({"reader": "corrections", "root": str(results.parent)})
+    df, classes, spec, cells = prepare(lcfg, report=report)
     corr = df[df["source"] == "corrections"]
     assert sorted(corr["cell_id"]) == [2, 6] and (corr["split"] == "train").all()
     assert dict(zip(corr["cell_id"], corr["label"])) == {2: "normal", 6: "ALL"}
@@ -253,9 +254,10 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
         want = extract_crops(slide, table, CropSpec.from_card(spec.to_card()), rows=pos)
     assert np.array_equal(cells["crops"][rows], want)
 
-    # leuk train, as a lab runs it
+    # leuk train, as a lab runs it: the config plus --corrections (the same as a corrections entry in the config)
     run = tmp_path / "run"
-    assert main(["train", str(cpath), "-o", str(run), "--no-eval", "--device", "cpu"]) == 0
+    assert main(["train", str(cpath), "--corrections", str(results.parent), "-o", str(run), "--no-eval",
+                 "--device", "cpu"]) == 0
     card = yaml.safe_load((run / "model.yaml").read_text())
     used = card["training"]["data"]["corrections"][0]
     assert used["cells"] == 2 and used["folders"][0]["results"] == str(results)

@@ -19,6 +19,9 @@ def register(sub):
                    help="override model.architecture with any timm architecture (e.g. resnet50, mobilenetv2_100, "
                         "densenet121); ImageNet weights offline only for tf_efficientnet_lite0/1/2, others start "
                         "from random weights unless model.imagenet names a local file")
+    p.add_argument("--corrections", action="append", default=None, metavar="DIR",
+                   help="also train on a reviewer's corrected cells: a results folder with corrections.parquet, or a "
+                        "folder above several (adds {reader: corrections, root: DIR}; repeatable; docs/review.md)")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     p.set_defaults(func=run)
 
@@ -32,6 +35,8 @@ def run(args) -> int:
     args.config = str(preset_path(args.config))
     cfg = load_config(args.config)
     cfg["_config_path"] = str(args.config)
+    for root in args.corrections or ():
+        cfg["data"]["datasets"].append({"reader": "corrections", "root": str(root)})
     if args.device:
         cfg["train"]["device"] = args.device
     if args.arch:
