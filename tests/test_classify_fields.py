@@ -97,3 +97,16 @@ def test_unsure_image_goes_to_review_never_silently_to_a_class():
     assert rec["label"] == "ALL" and rec["review"] is False and rec["review_threshold"] == 0.8
     rec = _review({"label": None, "probabilities": {"ALL": None, "normal": None}}, Clf())
     assert rec["label"] is None and "review" not in rec
+
+
+def test_blast_call_needs_the_blast_threshold():
+    from leukcore.field import _review
+
+    class Clf:
+        review_threshold = 0.6
+        blast_threshold = 0.85
+        classes = ["ALL", "normal"]
+
+    assert _review({"label": "ALL", "probabilities": {"ALL": 0.8, "normal": 0.2}}, Clf())["label"] == "review"
+    assert _review({"label": "ALL", "probabilities": {"ALL": 0.9, "normal": 0.1}}, Clf())["label"] == "ALL"
+    assert _review({"label": "normal", "probabilities": {"ALL": 0.3, "normal": 0.7}}, Clf())["label"] == "normal"

@@ -126,3 +126,11 @@ def test_polygon_area_and_colors():
     assert polygon_area(_square(0, 0, 1)) == pytest.approx(4.0)
     assert class_color("ALL") != class_color("normal")
     assert class_color("something-else") == class_color("something-else")
+
+
+def test_blast_threshold_sends_unsure_blasts_to_review():
+    t = _table()
+    t.set_classification(np.array([[0.8, 0.2], [0.95, 0.05], [0.3, 0.7]]), ["ALL", "normal"],
+                         review_threshold=0.6, blast_threshold=0.9)
+    assert list(t.df.review) == [True, False, False]
+    assert t.summary()["blast_percent"] == 50.0 and t.meta["blast_threshold"] == 0.9

@@ -218,10 +218,15 @@ def _review(rec: dict, clf) -> dict:
     probs = [v for v in (rec.get("probabilities") or {}).values() if v is not None]
     if rec.get("label") is None or not probs:
         return rec
+    from .results import BLAST_CLASSES
+
     t = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+    tb = getattr(clf, "blast_threshold", None)
     rec["model_label"] = rec["label"]
-    rec["review"] = bool(max(probs) < t)
+    rec["review"] = bool(max(probs) < t or (tb is not None and rec["label"] in BLAST_CLASSES and max(probs) < tb))
     rec["review_threshold"] = round(float(t), 4)
+    if tb is not None:
+        rec["blast_threshold"] = round(float(tb), 4)
     if rec["review"]:
         rec["label"] = REVIEW_LABEL
     return rec

@@ -312,7 +312,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         table.meta = meta
         if clf is not None:
             P = np.concatenate(probs, axis=0) if probs else np.zeros((0, len(classes)), np.float32)
-            table.set_classification(P[:len(table)], classes, review_threshold)
+            table.set_classification(P[:len(table)], classes, review_threshold,
+                                     blast_threshold=getattr(clf, "blast_threshold", None))
         table = table.sorted()
         table.meta = meta
 

@@ -252,17 +252,28 @@ class CellTable:
         return [f"prob_{c}" for c in self.classes]
 
     def set_classification(self, probabilities: np.ndarray, classes: Sequence[str],
-                           review_threshold: float = DEFAULT_REVIEW_THRESHOLD) -> None:
-        """Attach class probabilities (N, C); sets label, confidence, prob_*, review."""
+                           review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+                           blast_threshold: float | None = None) -> None:
+        """Attach class probabilities (N, C); sets label, confidence, prob_*, review.
+
+        ``review``: confidence below ``review_threshold``, or a blast call below
+        ``blast_threshold`` (a blast needs more certainty than a normal cell; never silently
+        a blast).
+        """
         probs = np.asarray(probabilities, dtype=np.float32).reshape(len(self), len(classes))
         idx = probs.argmax(axis=1) if len(self) else np.zeros(0, int)
         self.df["label"] = np.array(list(classes), dtype=object)[idx] if len(self) else np.array([], dtype=object)
         self.df["confidence"] = probs.max(axis=1) if len(self) else np.zeros(0, np.float32)
         for j, c in enumerate(classes):
             self.df[f"prob_{c}"] = probs[:, j]
-        self.df["review"] = self.df["confidence"] < review_threshold
+        review = self.df["confidence"] < review_threshold
+        if blast_threshold is not None and len(self):
+            review |= self.df["label"].isin(BLAST_CLASSES) & (self.df["confidence"] < blast_threshold)
+        self.df["review"] = review
         self.meta["classes"] = list(classes)
         self.meta["review_threshold"] = float(review_threshold)
+        if blast_threshold is not None:
+            self.meta["blast_threshold"] = float(blast_threshold)
 
     # --------------------------------------------------------------- summaries
     def counts(self) -> dict[str, int]:

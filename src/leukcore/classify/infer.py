@@ -55,7 +55,8 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
     if review_threshold is None:
         from ..results import DEFAULT_REVIEW_THRESHOLD
         review_threshold = getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
-    out.set_classification(filled, classifier.classes, review_threshold=review_threshold)
+    out.set_classification(filled, classifier.classes, review_threshold=review_threshold,
+                           blast_threshold=getattr(classifier, "blast_threshold", None))
     if done < n:
         out.df.loc[done:, "label"] = UNCLASSIFIED
         out.df.loc[done:, "review"] = True

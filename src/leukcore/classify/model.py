@@ -69,6 +69,14 @@ class Classifier:
         v = (self.card.get("review") or {}).get("confidence")
         return float(v) if v is not None else DEFAULT_REVIEW_THRESHOLD
 
+    @property
+    def blast_threshold(self) -> Optional[float]:
+        """Confidence a blast call needs (the card's ``review.blast_confidence``, chosen so that few
+        normal validation cells of any source are called a blast); below it the cell is left for
+        review.  ``None``: the same as :attr:`review_threshold`."""
+        v = (self.card.get("review") or {}).get("blast_confidence")
+        return float(v) if v is not None else None
+
     # ------------------------------------------------------------------ build
     @classmethod
     def load(cls, name_or_card: Any = "all-binary", device: str = "auto", backend: str = "auto") -> "Classifier":
