@@ -184,3 +184,13 @@ def test_cli_report_with_differential_and_sign(results, capsys):
     assert len(_thumb_ids(html, "blast")) == 5 and "more not shown (at most 5 per group)" in html
     assert 'data-state="signed"' in html
     assert main(["report", str(results / "nope")]) == 2
+
+
+def test_pdf_without_chromium_keeps_the_html(results, monkeypatch, capsys):
+    import leukcore.report as rp
+    from leukcore.cli import main
+
+    monkeypatch.setattr(rp, "find_chromium", lambda: None)
+    assert main(["report", str(results), "--pdf"]) == 2
+    assert "PDF needs headless Chromium" in capsys.readouterr().err
+    assert (results / "report.html").is_file() and not (results / "report.pdf").exists()
