@@ -252,8 +252,9 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
     if summary.get("region"):
         notes.append(f"only a region of the slide was analysed: {summary['region']} (y0, x0, y1, x1, px)")
     models = []
+    recorded = summary.get("models") or (summary.get("provenance") or {}).get("models") or {}
     for role in ("detector", "classifier"):
-        rec_m = (summary.get("models") or {}).get(role)
+        rec_m = recorded.get(role)
         if rec_m:
             models.append((role, rec_m))
             if rec_m.get("weights_verified") is False:
