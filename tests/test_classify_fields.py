@@ -108,5 +108,8 @@ def test_blast_call_needs_the_blast_threshold():
         classes = ["ALL", "normal"]
 
     assert _review({"label": "ALL", "probabilities": {"ALL": 0.8, "normal": 0.2}}, Clf())["label"] == "review"
+    # a field's label pools several cells: only the plain review threshold applies
+    field = {"label": "ALL", "probabilities": {"ALL": 0.8, "normal": 0.2}, "n_cells": 5}
+    assert _review(field, Clf())["label"] == "ALL"
     assert _review({"label": "ALL", "probabilities": {"ALL": 0.9, "normal": 0.1}}, Clf())["label"] == "ALL"
     assert _review({"label": "normal", "probabilities": {"ALL": 0.3, "normal": 0.7}}, Clf())["label"] == "normal"

@@ -223,7 +223,11 @@ def _review(rec: dict, clf) -> dict:
     t = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
     tb = getattr(clf, "blast_threshold", None)
     rec["model_label"] = rec["label"]
-    rec["review"] = bool(max(probs) < t or (tb is not None and rec["label"] in BLAST_CLASSES and max(probs) < tb))
+    # the blast threshold was chosen on single cells: it applies to one-cell decisions; a field's
+    # label pools several cells' evidence, whose calibration differs, and keeps the plain threshold
+    one_cell = int(rec.get("n_cells") or 0) <= 1
+    rec["review"] = bool(max(probs) < t or (tb is not None and one_cell and rec["label"] in BLAST_CLASSES
+                                             and max(probs) < tb))
     rec["review_threshold"] = round(float(t), 4)
     if tb is not None:
         rec["blast_threshold"] = round(float(tb), 4)
