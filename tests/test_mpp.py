@@ -181,3 +181,19 @@ def test_real_bccd_fields_agree_with_their_rbc_boxes():
         box_d.extend(np.sqrt((full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1])).tolist())
     box_mpp = 7.5 / np.median(box_d)
     assert np.median(ests) == pytest.approx(box_mpp, rel=0.3)
+
+
+def test_estimate_recorded_with_its_verdict_in_detect_and_pipeline_meta():
+    """detect_cells' meta["mpp_estimate"] and the pipeline's summary["mpp"] carry method, reliable, reason."""
+    from leukcore.detect.predict import _resolve_mpp as detect_resolve
+    from leukcore.io import Slide
+    from leukcore.pipeline import _resolve_mpp as pipeline_resolve
+
+    img = read_rgb(_fourclass_samples()[0])
+    slide, info = detect_resolve(Slide.from_array(img), None)
+    assert info["source"] == "estimated" and info["method"] == "scalenet"
+    assert isinstance(info["reliable"], bool) and isinstance(info["reason"], str)
+    assert slide.mpp == pytest.approx(info["value"])
+    _, pinfo = pipeline_resolve(Slide.from_array(img))
+    assert {"value", "source", "method", "reliable", "reason"} <= set(pinfo)
+    assert pinfo["value"] == pytest.approx(info["value"])
