@@ -77,6 +77,18 @@ def read_results(path) -> list[tuple]:
 
     p = _one_path(path)
     table, summary = read_results_folder(p)
+    folder = Path(p) if Path(p).is_dir() else Path(p).parent
+    if table.is_classified:          # restore the review (corrections.parquet) beside the results
+        from leukcore.corrections import CorrectionsError, apply_corrections, read_corrections
+        from leukcore.corrections import load_reviewed
+
+        try:
+            if read_corrections(folder).shape[0]:
+                _, table, summary, _ = load_reviewed(p)
+        except CorrectionsError as e:
+            show_warning(f"{e}; showing the model's calls")
+        else:
+            table = apply_corrections(table, None) if "model_label" not in table.df else table
     slide_path = find_results_slide(p, table, summary)
     if slide_path:
         table.meta.setdefault("path", slide_path)
@@ -96,6 +108,8 @@ def read_results(path) -> list[tuple]:
         scale = (1.0, 1.0)
     data, kw, ltype = cells_layer_data(table, scale=scale)
     kw["name"] = f"cells ({Path(p).name})"
+    kw["metadata"]["leuk_results_dir"] = str(folder)
+    kw["metadata"]["leuk_summary"] = summary
     if layers and "units" in layers[0][1]:
         kw["units"] = layers[0][1]["units"]
     layers.append((data, kw, ltype))

@@ -147,6 +147,9 @@ class LeukWidget(QWidget):
         self.gradcam_btn = QPushButton("Grad-CAM of selected cell")
         self.gradcam_btn.clicked.connect(self.gradcam_selected)
         rl.addWidget(self.gradcam_btn)
+        self.gallery_btn = QPushButton("Cell gallery (review, sign off)")
+        self.gallery_btn.clicked.connect(lambda: self.open_gallery())
+        rl.addWidget(self.gallery_btn)
         lay.addWidget(rev)
 
         r2 = QHBoxLayout()
@@ -200,10 +203,23 @@ class LeukWidget(QWidget):
         if self.cells_layer is not None and self.cells_layer not in self.viewer.layers:
             self.cells_layer = None
             self._set_result_controls(False)
+        if self.cells_layer is None:         # a results folder opened by the reader: review it here
+            from ._gallery import cells_layers
+
+            found = cells_layers(self.viewer)
+            if found and self.worker is None:
+                self.cells_layer = found[-1]
+                self.cells_layer.mouse_drag_callbacks.append(self._on_click)
+                self._attach_review()
+                self.class_combo.clear()
+                self.class_combo.addItems(self._classes())
+                self._set_result_controls(True)
+                self.gradcam_btn.setEnabled(hasattr(self, "_run_ctx"))
+                self.update_counts()
 
     def _set_result_controls(self, on: bool):
         for w in (self.set_class_btn, self.class_combo, self.low_conf, self.gradcam_btn,
-                  self.export_btn, self.shot_btn):
+                  self.export_btn, self.shot_btn, self.gallery_btn):
             w.setEnabled(on)
 
     # ------------------------------------------------------------ settings
@@ -365,6 +381,7 @@ class LeukWidget(QWidget):
             kw["units"] = tuple(str(u) for u in layer.units[-2:])   # same world units as the slide
             self.cells_layer = self.viewer.add_layer(Layer.create(data, kw, ltype))
             self.cells_layer.mouse_drag_callbacks.append(self._on_click)
+            self._attach_review()
             self.viewer.layers.selection.active = self.cells_layer
         self.class_combo.clear()
         self.class_combo.addItems(self._classes())
@@ -414,10 +431,35 @@ class LeukWidget(QWidget):
         if not rows:
             show_warning("Select cells first (select tool, or click a cell).")
             return
+        rev = self._attach_review()
+        if rev is not None:      # through leukcore.corrections: undoable, both calls kept, saved
+            rev.set(rows, new_class or self.class_combo.currentText())
+            return
         L.set_cell_class(self.cells_layer, rows, new_class or self.class_combo.currentText())
         if self.low_conf.isChecked():
             L.show_only_low_confidence(self.cells_layer, True)
         self.update_counts()
+
+    def _attach_review(self):
+        """The cells layer's :class:`._review.Review` (keys bound; counts follow every change)."""
+        from ._review import review_for
+
+        rev = review_for(self.cells_layer)
+        if rev is not None and not getattr(rev, "_widget_hooked", False):
+            rev.listeners.append(lambda rows: self.update_counts())
+            rev._widget_hooked = True
+        return rev
+
+    def open_gallery(self):
+        """Dock the cell gallery (:class:`._gallery.GalleryWidget`) on the cells layer."""
+        from ._gallery import GalleryWidget
+
+        g = getattr(self, "gallery", None)
+        if g is not None and g.layer is self.cells_layer:
+            return g
+        self.gallery = GalleryWidget(self.viewer, layer=self.cells_layer)
+        self.viewer.window.add_dock_widget(self.gallery, name="cell gallery", area="right")
+        return self.gallery
 
     def toggle_low_confidence(self, on: bool):
         if self.cells_layer is not None:
