@@ -348,7 +348,9 @@ class GalleryWidget(QWidget):
         f = self.layer.features
         y, x = float(f["centroid_y"].iat[row]), float(f["centroid_x"].iat[row])
         world = self.layer.data_to_world((y, x))
-        self.viewer.camera.center = tuple(float(v) for v in world[-2:])
+        scene = getattr(self.viewer, "scene", None)      # napari >= 0.9: viewer.scene.camera
+        cam = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
+        cam.center = tuple(float(v) for v in world[-2:])
         if select and not self._syncing:
             rows = self.selected_rows() or [row]
             self.layer.selected_data = set(rows)
