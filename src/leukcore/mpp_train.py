@@ -17,7 +17,14 @@ each source spans a continuous range and the network must read cell sizes; then 
 glass / illumination (:func:`leukcore.detect.augment.romanowsky_jitter`), blur, noise and JPEG
 (:func:`leukcore.detect.augment.degrade`), flips and 90-degree turns.
 
-``python -m leukcore.mpp_train --data ../shared/data -o runs/mpp --minutes 10 [--sources four-class,bccd]``
+Sharpness is decorrelated from the pixel size (:func:`_optics`: blur or sharpening at every pixel size).
+Windows are drawn once into banks (``--build-bank N --bank FILE``, one per source) and training reads
+them (``--bank A,B,...``; flips and turns added); ``--init-from CARD`` continues a model.  The shipped
+``mpp-scalenet`` is three 11.5-minute runs (recipe in its card)::
+
+    python -m leukcore.mpp_train -o X --sources four-class --build-bank 6000 --bank bank2_four-class.npz --seed 3
+    python -m leukcore.mpp_train -o RUN --minutes 11.5 --bank bank2_four-class.npz,bank2_bccd.npz,bank2_pbc.npz \
+        --init-from RUN1/mpp-scalenet.yaml --seed 2
 """
 from __future__ import annotations
 
