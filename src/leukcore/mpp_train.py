@@ -23,8 +23,7 @@ them (``--bank A,B,...``; flips and turns added); ``--init-from CARD`` continues
 ``mpp-scalenet`` is three 11.5-minute runs (recipe in its card)::
 
     python -m leukcore.mpp_train -o X --sources four-class --build-bank 6000 --bank bank2_four-class.npz --seed 3
-    python -m leukcore.mpp_train -o RUN --minutes 11.5 --bank bank2_four-class.npz,bank2_bccd.npz,bank2_pbc.npz \
-        --init-from RUN1/mpp-scalenet.yaml --seed 2
+    python -m leukcore.mpp_train -o RUN --minutes 11.5 --bank bank2_four-class.npz,bank2_bccd.npz,bank2_pbc.npz --init-from RUN1/mpp-scalenet.yaml --seed 2
 """
 from __future__ import annotations
 
