@@ -183,18 +183,36 @@ class Review:
             sub["review"] = False
         rev = apply_corrections(CellTable(sub.reset_index(drop=True), meta), self.corrections).df
         idx = f.index[rows]
+        old_label = f["label"].to_numpy(object)[rows]
+        changed = any(c not in f.columns for c in REVIEW_COLUMNS)
         for c in REVIEW_COLUMNS:
+            obj = c in ("reviewer_label", "reviewer", "model_label", "label")
+            vals = rev[c].to_numpy(object if obj else bool)
+            if c in f.columns and not changed:
+                cur = f[c].to_numpy(object if obj else bool)[rows]
+                same = (cur == vals) | (np.array([v is None or v != v for v in cur])
+                                        & np.array([v is None or v != v for v in vals])) if obj else cur == vals
+                if np.all(same):
+                    continue
+            changed = True
             if c not in f.columns:
-                f[c] = None if c in ("reviewer_label", "reviewer", "model_label") else False
-            vals = rev[c].to_numpy(object if c in ("reviewer_label", "reviewer", "model_label", "label") else bool)
-            if f[c].dtype != object and vals.dtype == object:
+                f[c] = None if obj and c != "label" else False
+            if f[c].dtype != object and obj:
                 f[c] = f[c].astype(object)
             f.loc[idx, c] = vals
-        f["review"] = f["review"].astype(bool)
-        f["model_review"] = f["model_review"].astype(bool)
-        f.loc[idx, "edited"] = rev["reviewer_label"].notna().to_numpy()
-        self.layer.features = f
-        L.recolor(self.layer, None if cell_ids is None else rows.tolist())
+        edited = rev["reviewer_label"].notna().to_numpy()
+        if "edited" not in f.columns or not np.array_equal(f["edited"].to_numpy(bool)[rows], edited):
+            f.loc[idx, "edited"] = edited
+            changed = True
+        if changed:              # a first attach to a layer the reader already reviewed changes nothing
+            f["review"] = f["review"].astype(bool)
+            f["model_review"] = f["model_review"].astype(bool)
+            self.layer.features = f
+        recol = rows[old_label != rev["label"].to_numpy(object)]
+        if cell_ids is not None:
+            recol = rows
+        if len(recol):
+            L.recolor(self.layer, recol.tolist())
         if self.layer.metadata.get("leuk_low_only"):
             L.show_only_low_confidence(self.layer, True)
         return rows.tolist()
