@@ -346,6 +346,8 @@ def main(argv=None):
     ap.add_argument("--network", action="store_true", help="also the network alone on a 1024 px tile")
     ap.add_argument("--snapshot", default=None, help="copy src/ here and run the project's children from it")
     ap.add_argument("--out", default="bench_detect_vs_stardist.json")
+    ap.add_argument("--from-log", default=None,
+                    help="rebuild the JSON from a driver log (stderr) of an interrupted run and its cell files")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench_detect_slide as bds
@@ -427,6 +429,23 @@ def main(argv=None):
 
     runs = []                                   # one row per child run
     t_start = time.time()
+    if a.from_log:
+        import re
+
+        pat = re.compile(r"\[\s*(\d+) s\] (\S+)\s+(\S+)\s+(\d+)t r(\d+):\s+([\d.]+) s\s+([\d.]+) MP/s\s+(\d+) cells "
+                         r"RSS (\d+) MB load ([\d.]+)")
+        for line in Path(a.from_log).read_text().splitlines():
+            m = pat.search(line)
+            if not m:
+                continue
+            _, sname, side, n, r, sec, mps, cells, rss, la = m.groups()
+            runs.append({"slide": sname, "side": side, "threads": int(n), "round": int(r), "seconds": float(sec),
+                         "mp_per_s": float(mps), "cells": int(cells), "peak_rss_mb": float(rss),
+                         "load_avg_before": [float(la)], "cells_file": str(work / f"{sname}_{side}_{n}t_r{r}.npy")})
+        a.rounds = max([x["round"] for x in runs], default=-1) + 1
+        write({})
+        print(json.dumps({k: v for k, v in json.loads((RESULTS / a.out).read_text())["summary"].items()}, indent=1))
+        return
     network = {}
     if a.network:
         for n in a.threads:

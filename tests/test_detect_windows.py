@@ -207,10 +207,12 @@ def test_tight_windows_geometry_and_margin(det, sample):
     from leukcore.detect.predict import TIGHT_BLOCK, TIGHT_MARGIN
 
     with open_slide(sample) as s:
-        exact = plan_detection(s, det, tile_size=256)
+        exact = plan_detection(s, det, tile_size=256, windows="exact")
         tight = plan_detection(s, det, tile_size=256, windows="tight")
+        default = plan_detection(s, det, tile_size=256)
     r = receptive_radius(det)
     assert tight.window_mode == "tight" and exact.window_mode == "exact"
+    assert default.window_mode == "tight"                # windows=True means per-cell windows
     assert tight.block == TIGHT_BLOCK
     assert r + TIGHT_MARGIN <= tight.window_halo < r + TIGHT_MARGIN + tight.grid.multiple
     assert tight.window_halo < exact.window_halo
