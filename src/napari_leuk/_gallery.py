@@ -58,6 +58,25 @@ def qt_key_name(event) -> Optional[str]:
     return None
 
 
+#: a slide whose full-resolution level has at most this many pixels is read once and kept in memory
+#: (``extract_crops`` would otherwise read the whole level again for every page)
+IN_MEMORY_PIXELS = 16_000_000
+
+
+def _in_memory_if_small(slide):
+    """The slide itself, or (small slides) an in-memory copy of its full-resolution level: pages then crop from
+    memory instead of re-reading the level each time."""
+    import dask.array as da
+
+    from leukcore.io import Slide
+
+    H, W = (int(v) for v in slide.shape[:2])
+    if H * W > IN_MEMORY_PIXELS:
+        return slide
+    a = np.asarray(slide.levels[0].compute() if hasattr(slide.levels[0], "compute") else slide.levels[0])
+    return Slide.from_array(da.from_array(a, chunks=a.shape), mpp=slide.mpp, path=slide.path)
+
+
 class _List(QListWidget):
     def __init__(self, gallery):
         super().__init__()
@@ -293,7 +312,7 @@ class GalleryWidget(QWidget):
         from leukcore.io import Slide, open_slide
 
         if isinstance(path, str) and os.path.exists(path):
-            self._slide = open_slide(path, mpp=mpp or None)
+            self._slide = _in_memory_if_small(open_slide(path, mpp=mpp or None))
             return self._slide
         from napari.layers import Image
 
@@ -301,7 +320,7 @@ class GalleryWidget(QWidget):
             if isinstance(ly, Image) and ly.rgb:
                 p = (ly.metadata or {}).get("leuk_slide_path")
                 if p and os.path.exists(p):
-                    self._slide = open_slide(p, mpp=mpp or None)
+                    self._slide = _in_memory_if_small(open_slide(p, mpp=mpp or None))
                 else:
                     data = ly.data[0] if ly.multiscale else ly.data
                     self._slide = Slide.from_array(data, mpp=mpp or float(ly.scale[-1]))
