@@ -90,7 +90,8 @@ def main(argv=None):
     from napari_leuk._reader import read_results
 
     res = {"cells": a.cells, "page_size": G.PAGE_SIZE, "thumb_px": G.THUMB_PX, "leukcore": __version__,
-           "napari": napari.__version__, "cpus": len(os.sched_getaffinity(0)), "machine": platform.machine()}
+           "napari": napari.__version__, "cpus": len(os.sched_getaffinity(0)), "machine": platform.machine(),
+           "load_average_1min": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_results(Path(tmp) / "results", a.cells)
         viewer = napari.Viewer(show=True)

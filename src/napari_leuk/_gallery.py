@@ -475,8 +475,11 @@ class GalleryWidget(QWidget):
             v = (b["percent"] or {}).get(k)
             return "-" if v is None else f"{v:.1f}"
 
-        rows = "".join(f"<tr><td>{k}</td><td align=right>{(s['counts'].get(k, 0) if k != REVIEW_LABEL else s['review'])}"
-                       f"</td><td align=right>{pct(s, k)}</td><td align=right>{pct(w, k)}</td></tr>" for k in names)
+        def n(k):
+            return s["review"] if k == REVIEW_LABEL else s["counts"].get(k, 0)
+
+        rows = "".join(f"<tr><td>{k}</td><td align=right>{n(k)}</td><td align=right>{pct(s, k)}</td>"
+                       f"<td align=right>{pct(w, k)}</td></tr>" for k in names)
         bp = lambda b: "-" if b["blast_percent"] is None else f"{b['blast_percent']:.1f}"  # noqa: E731
         self.diff_label.setText(
             f"<b>{d['counted']}-cell differential ({d['order']})</b> vs whole slide ({w['cells']} cells)"
