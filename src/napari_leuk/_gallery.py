@@ -117,14 +117,15 @@ class GalleryWidget(QWidget):
     # ------------------------------------------------------------------ UI
     def _build(self):
         lay = QVBoxLayout(self)
-        top = QHBoxLayout()
         self.title = QLabel("no cells layer")
+        self.title.setWordWrap(True)
+        lay.addWidget(self.title)
+        top = QHBoxLayout()
         self.reviewer = QLineEdit(os.environ.get("USER") or os.environ.get("USERNAME") or "")
-        self.reviewer.setPlaceholderText("reviewer")
-        self.reviewer.setMaximumWidth(140)
-        top.addWidget(self.title, 1)
+        self.reviewer.setPlaceholderText("reviewer's name (signs the review)")
+        self.reviewer.textChanged.connect(self._on_reviewer)
         top.addWidget(QLabel("reviewer"))
-        top.addWidget(self.reviewer)
+        top.addWidget(self.reviewer, 1)
         lay.addLayout(top)
         self.tabs = QTabBar()
         self.tabs.setExpanding(False)
@@ -216,6 +217,7 @@ class GalleryWidget(QWidget):
             self.layer = None
             self.title.setText("no classified cells layer: open a results folder or run the finder")
         else:
+            self._on_reviewer(self.reviewer.text())
             self.review.listeners.append(self._on_review_changed)
             layer.selected_data.events.items_changed.connect(self._on_layer_selection)
             where = self.review.path if self.review.path is not None else "in memory (not saved)"
@@ -408,9 +410,12 @@ class GalleryWidget(QWidget):
         if name is None or self.review is None:
             return False
         rows = self.selected_rows() or self.review.selected_rows()
-        if self.reviewer.text().strip():
-            self.review.corrections.reviewer = self.reviewer.text().strip()
+        self._on_reviewer(self.reviewer.text())
         return self.review.press(name, rows=rows) is not None
+
+    def _on_reviewer(self, text):
+        if self.review is not None and text.strip():
+            self.review.corrections.reviewer = text.strip()
 
     def _on_review_changed(self, rows):
         self.refresh()
@@ -483,7 +488,7 @@ class GalleryWidget(QWidget):
         bp = lambda b: "-" if b["blast_percent"] is None else f"{b['blast_percent']:.1f}"  # noqa: E731
         self.diff_label.setText(
             f"<b>{d['counted']}-cell differential ({d['order']})</b> vs whole slide ({w['cells']} cells)"
-            f"<table><tr><th>class</th><th>n</th><th>%</th><th>slide %</th></tr>{rows}"
+            f"<table cellspacing=0 cellpadding=3><tr><th>class</th><th>n</th><th>%</th><th>slide %</th></tr>{rows}"
             f"<tr><td>blast %</td><td></td><td align=right>{bp(s)}</td><td align=right>{bp(w)}</td></tr></table>")
         if self.review.results_dir is not None:
             try:
