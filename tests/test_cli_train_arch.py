@@ -5,7 +5,8 @@ import pytest
 
 
 def _args(**kw):
-    base = dict(config="all-binary", out=None, resume=False, no_eval=True, device=None, arch=None, debug=False)
+    base = dict(config="all-binary", out=None, resume=False, no_eval=True, device=None, arch=None, debug=False,
+                corrections=[])
     base.update(kw)
     return argparse.Namespace(**base)
 

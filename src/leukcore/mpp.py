@@ -285,7 +285,13 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
     elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
         ratio = max(rbc["mpp"], sn["mpp"]) / min(rbc["mpp"], sn["mpp"])
         if ratio > MAX_RULER_DISAGREEMENT:
-            reasons.append(f"red cells disagree ({rbc['mpp']:.3f} vs {sn['mpp']:.3f} um/px)")
+            # many clean red cells are a physical ruler; the network was trained on three sources and
+            # misreads smears unlike them (leave-one-source-out, docs/detection.md): the red cells win
+            reasons.append(f"rulers disagree (network {sn['mpp']:.3f} um/px); {rbc['n']} clean red cells used")
+            return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
+                               diameter_px=rbc["d"], reliable=False, reason="; ".join(reasons),
+                               rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
+                               n_windows=int(sn["n_informative"]))
     return MppEstimate(mpp=float(sn["mpp"]), spread=float(sn["spread"]), n_cells=int(rbc["n"]) if rbc else 0,
                        method="scalenet", diameter_px=float(rbc["d"]) if rbc else math.nan,
                        reliable=not reasons, reason="; ".join(reasons), rbc_mpp=float(rbc_mpp),
