@@ -208,9 +208,10 @@ def restained_sets(val_sets: dict) -> dict:
     for name, pairs in val_sets.items():
         rows = []
         for i, (img, tgt) in enumerate(pairs):
-            lab = tgt[1] if tgt[0] == "labels" else None
+            # white cells found by colour, not from the targets: a nucleated cell the derived masks
+            # missed must stay a white cell, not be re-coloured as a red cell
             rows.append((restain(img, rbcs[i % len(rbcs)], glasses[(i // 2) % len(glasses)],
-                                 gains[(i // 3) % len(gains)], lab=lab), tgt))
+                                 gains[(i // 3) % len(gains)], lab=None), tgt))
         out[f"{name}-restained"] = rows
     return out
 
