@@ -218,3 +218,15 @@ def test_confident_red_cells_win_when_the_rulers_disagree(monkeypatch):
     e = estimate_mpp(img)
     assert e.method == "rbc-diameter" and e.mpp == pytest.approx(rbc.mpp) and not e.reliable
     assert "rulers disagree" in e.reason
+
+
+def test_mosaic_slide_of_fields_gets_the_red_cell_answer_when_the_network_is_unsure():
+    """A slide made of whole four-class fields laid edge to edge (how a user tiles fields): the
+    network's windows find nothing they trust there, so the red cells answer (was 0.04 um/px)."""
+    from leukcore.io import Slide
+
+    files = _fourclass_samples()
+    tiles = [read_rgb(f)[:220, :220] for f in files[:16]]
+    rows = [np.concatenate(tiles[i * 4:(i + 1) * 4], axis=1) for i in range(4)]
+    e = estimate_mpp(Slide.from_array(np.concatenate(rows, axis=0), mpp=None))
+    assert abs(e.mpp / FOURCLASS_MPP - 1) <= 0.15, e

@@ -273,6 +273,24 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
         return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
                            diameter_px=rbc["d"], reliable=False, reason="image too small for the network ruler",
                            rbc_mpp=rbc_mpp)
+    sn_ok = (sn["n_informative"] >= MIN_INFORMATIVE and sn["spread"] <= MAX_WINDOW_SPREAD
+             and sn["median_sigma"] <= MAX_MEDIAN_SIGMA)
+    if method == "auto" and not sn_ok and rbc is not None:
+        # the network found nothing it trusts here (e.g. a mosaic or a smear unlike its training
+        # sources): the red-cell ruler answers, reliable by its own rule
+        why = (f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
+               f"sigma {sn['median_sigma']:.2f}); red cells used")
+        rr = []
+        if rbc["n"] < RBC_CONFIDENT[0]:
+            rr.append(f"few red cells ({rbc['n']})")
+        if rbc["spread"] > 0.35:
+            rr.append(f"red-cell diameters scatter (IQR/median {rbc['spread']:.2f})")
+        if rbc["d"] < 8.0:
+            rr.append(f"red cells too small to measure ({rbc['d']:.1f} px across)")
+        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
+                           diameter_px=rbc["d"], reliable=not rr, reason="; ".join([why] + rr) if rr else "",
+                           rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
+                           n_windows=int(sn["n_informative"]))
     reasons = []
     if sn["n_informative"] < MIN_INFORMATIVE:
         reasons.append(f"too few cues ({sn['n_informative']} informative windows)")
