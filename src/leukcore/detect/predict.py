@@ -77,7 +77,7 @@ TIGHT_RADIUS_UM = 8.0
 #: accepted values of ``windows``
 WINDOW_MODES = (True, False, "exact", "tight")
 #: what ``windows=True`` (the default) means
-DEFAULT_WINDOWS = "exact"
+DEFAULT_WINDOWS = "tight"
 
 
 @dataclass
