@@ -21,7 +21,10 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, Q
 from leukcore.corrections import REVIEW_LABEL
 from leukcore.results import CellTable, class_color
 
+from . import guard_pyside_none
 from ._review import review_for
+
+guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
 
 __all__ = ["GalleryWidget", "PAGE_SIZE", "THUMB_PX", "cells_layers", "qt_key_name"]
 

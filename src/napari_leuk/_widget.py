@@ -14,7 +14,10 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGro
 from . import _layers as L
 from ._counts import make_counts_table
 from ._regions import RegionError, cells_in_shapes, shapes_region, view_region
+from . import guard_pyside_none
 from ._run import friendly_error, start_analysis
+
+guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
 
 __all__ = ["LeukWidget", "model_names", "model_classes"]
 
