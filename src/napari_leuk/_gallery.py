@@ -429,6 +429,9 @@ class GalleryWidget(QWidget):
 
         if self.review is None:
             return None
+        if self.review.error:
+            show_warning(f"Not signed: {self.review.error}")
+            return None
         if self.review.results_dir is None or self.review.path is None:
             show_warning("Sign-off needs a results folder: open a `leuk analyze` output folder (its corrections "
                          "are saved beside it).")

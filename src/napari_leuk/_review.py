@@ -245,6 +245,9 @@ def review_for(layer, reviewer: Optional[str] = None, *, create: bool = True) ->
     f = getattr(layer, "features", None)
     if f is None or "label" not in f.columns or "cell_id" not in f.columns or not len(f):
         return None
+    meta = (layer.metadata or {}).get("leuk_meta") or {}
+    if not (meta.get("classes") or any(str(c).startswith("prob_") for c in f.columns)):
+        return None                      # cells found but not classified (leuk detect): nothing to review
     r = Review(layer, reviewer=reviewer)
     r.bind_keys()
     _REVIEWS[layer] = r

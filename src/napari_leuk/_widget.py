@@ -486,7 +486,11 @@ class LeukWidget(QWidget):
             return
         i = L.cell_index_at(layer, event.position)
         if i is not None:
-            layer.selected_data = {i}
+            mods = getattr(event, "modifiers", None) or ()
+            if "Shift" in mods or "Control" in mods:      # add / remove a cell (review several at once)
+                layer.selected_data = set(layer.selected_data) ^ {i}
+            else:
+                layer.selected_data = {i}
             self.cell_info.setText(L.describe_cell(layer.features, i))
 
     def gradcam_selected(self, *_):

@@ -143,3 +143,51 @@ def test_key_action_table():
     assert key_action("5", cl) is None and key_action("0", cl) == ("set", "review")
     assert key_action("R", cl) == ("set", "review") and key_action("Backspace", cl) == ("clear", None)
     assert key_action("Control-Z", cl) == ("undo", None) and key_action("Control-Y", cl) == ("redo", None)
+
+
+def test_shift_click_adds_cells_to_the_selection(make_napari_viewer, qtbot, results_dir):
+    from types import SimpleNamespace
+
+    from napari_leuk._widget import LeukWidget
+
+    viewer = make_napari_viewer(show=True)
+    layer = open_results(viewer, results_dir)
+    w = LeukWidget(viewer)
+    layer.mode = "pan_zoom"
+    f = layer.features
+
+    def at(r):
+        return tuple(layer.data_to_world((f.loc[r, "centroid_y"], f.loc[r, "centroid_x"])))
+
+    w._on_click(layer, SimpleNamespace(position=at(2), modifiers=()))
+    w._on_click(layer, SimpleNamespace(position=at(6), modifiers=("Shift",)))
+    w._on_click(layer, SimpleNamespace(position=at(8), modifiers=("Control",)))
+    assert w.selected_rows() == [2, 6, 8]
+    w._on_click(layer, SimpleNamespace(position=at(6), modifiers=("Shift",)))     # toggles off
+    assert w.selected_rows() == [2, 8]
+    w._on_click(layer, SimpleNamespace(position=at(4), modifiers=()))
+    assert w.selected_rows() == [4]
+
+
+def test_stale_corrections_are_refused_not_applied(make_napari_viewer, qtbot, results_dir, notes):
+    import pandas as pd
+
+    from leukcore.corrections import read_corrections
+    from napari_leuk._review import review_for
+
+    viewer = make_napari_viewer(show=True)
+    layer = open_results(viewer, results_dir)
+    review_for(layer).set([0], "normal")
+    df = read_corrections(results_dir)
+    df.loc[0, "centroid_y"] += 50.0                     # the cell is not where it was: another run's file
+    from leukcore.corrections import write_corrections
+
+    write_corrections(pd.DataFrame(df), results_dir)
+    viewer.layers.clear()
+    layer2 = open_results(viewer, results_dir)
+    assert layer2.features.loc[0, "label"] == "ALL"     # the model's call, with a warning
+    assert any("not where they were" in m for m in notes["warning"])
+    rev = review_for(layer2)
+    assert rev.error and rev.path is None               # reviewed in memory; the file is left alone
+    rev.set([1], "ALL")
+    assert len(read_corrections(results_dir)) == 1
