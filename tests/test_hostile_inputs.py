@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -151,19 +150,36 @@ def test_cli_info_check_in_process(cases, name, capsys):
 
 
 # ------------------------------------------------------------------ CLI, subprocesses
+#: each child writes its own peak RSS (KiB) here at exit: RUSAGE_CHILDREN would be the peak of every
+#: child this pytest process ever reaped, other tests' included
+_CHILD = ("import atexit, os, resource, runpy, sys\n"
+          "atexit.register(lambda: open(os.environ['LEUK_TEST_RSS_FILE'], 'w').write("
+          "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+          "sys.argv = ['leuk', *sys.argv[1:]]\n"
+          "runpy.run_module('leukcore', run_name='__main__')\n")
+_PEAKS_KB: list = []
+
+
 def _run(args, timeout=CLI_TIMEOUT):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", LEUK_DEVICE="cpu")
-    try:
-        p = subprocess.run([sys.executable, "-m", "leukcore", *args], capture_output=True, text=True,
-                           timeout=timeout, env=env, encoding="utf-8", errors="replace")
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"leuk {' '.join(args)}: no answer within {timeout} s (hang)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        rss_file = os.path.join(td, "rss")
+        env = dict(os.environ, PYTHONIOENCODING="utf-8", LEUK_DEVICE="cpu", LEUK_TEST_RSS_FILE=rss_file)
+        try:
+            p = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True,
+                               timeout=timeout, env=env, encoding="utf-8", errors="replace")
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"leuk {' '.join(args)}: no answer within {timeout} s (hang)")
+        if os.path.exists(rss_file):
+            _PEAKS_KB.append(float(open(rss_file).read() or 0))
     return p.returncode, p.stdout, p.stderr
 
 
 def _children_peak_rss_mb() -> float:
-    # ru_maxrss of RUSAGE_CHILDREN is the peak of the largest child reaped so far (KiB on Linux)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    """Largest peak RSS of the ``leuk`` subprocesses this module ran (MiB)."""
+    assert _PEAKS_KB, "no subprocess reported its peak memory"
+    return max(_PEAKS_KB) / 1024.0
 
 
 FAST_SUBSET = ("fifo", "png_1x60000", "tiff_60k_cut_in_offset_table", "png_huge_declared", "tiff_width0",
