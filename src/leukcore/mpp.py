@@ -199,6 +199,18 @@ def _rbc_ruler(regions, min_cells, rbc_diameter_um):
     return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}
 
 
+def _rbc_doubts(rbc: dict, min_diameter_px: float = 8.0) -> list[str]:
+    """Why the red-cell ruler alone is not to be trusted (empty: trusted)."""
+    out = []
+    if rbc["n"] < RBC_CONFIDENT[0]:
+        out.append(f"few red cells ({rbc['n']})")
+    if rbc["spread"] > 0.35:
+        out.append(f"red-cell diameters scatter (IQR/median {rbc['spread']:.2f})")
+    if rbc["d"] < min_diameter_px:
+        out.append(f"red cells too small to measure ({rbc['d']:.1f} px across)")
+    return out
+
+
 def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float = RBC_DIAMETER_UM,
                  max_regions: int = 6, method: str = "auto", model: Optional[str] = None) -> MppEstimate:
     """Estimate microns per pixel, and whether to trust it.
@@ -251,11 +263,7 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
             n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
             raise MppError(f"{name}: cannot estimate the pixel size: found {n} clean red cells "
                            f"(need {min_cells}){ask}")
-        reasons = []
-        if rbc["n"] < RBC_CONFIDENT[0]:
-            reasons.append(f"few red cells ({rbc['n']})")
-        if rbc["spread"] > 0.35:
-            reasons.append(f"red-cell diameters scatter (IQR/median {rbc['spread']:.2f})")
+        reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
         return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
                            diameter_px=rbc["d"], reliable=not reasons, reason="; ".join(reasons),
                            rbc_mpp=rbc["mpp"])
@@ -280,13 +288,7 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
         # sources): the red-cell ruler answers, reliable by its own rule
         why = (f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
                f"sigma {sn['median_sigma']:.2f}); red cells used")
-        rr = []
-        if rbc["n"] < RBC_CONFIDENT[0]:
-            rr.append(f"few red cells ({rbc['n']})")
-        if rbc["spread"] > 0.35:
-            rr.append(f"red-cell diameters scatter (IQR/median {rbc['spread']:.2f})")
-        if rbc["d"] < 8.0:
-            rr.append(f"red cells too small to measure ({rbc['d']:.1f} px across)")
+        rr = _rbc_doubts(rbc)
         return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
                            diameter_px=rbc["d"], reliable=not rr, reason="; ".join([why] + rr) if rr else "",
                            rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
