@@ -155,9 +155,14 @@ def test_cli_info_check_in_process(cases, name, capsys):
 # ------------------------------------------------------------------ CLI, subprocesses
 #: each child writes its own peak RSS (KiB) here at exit: RUSAGE_CHILDREN would be the peak of every
 #: child this pytest process ever reaped, other tests' included
-_CHILD = ("import atexit, os, resource, runpy, sys\n"
-          "atexit.register(lambda: open(os.environ['LEUK_TEST_RSS_FILE'], 'w').write("
-          "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+#: (VmHWM of the process's own memory map: ru_maxrss would carry over the forked parent's size across exec)
+_CHILD = ("import atexit, os, runpy, sys\n"
+          "def _hwm():\n"
+          "    for line in open('/proc/self/status'):\n"
+          "        if line.startswith('VmHWM:'):\n"
+          "            return line.split()[1]\n"
+          "    return '0'\n"
+          "atexit.register(lambda: open(os.environ['LEUK_TEST_RSS_FILE'], 'w').write(_hwm()))\n"
           "sys.argv = ['leuk', *sys.argv[1:]]\n"
           "runpy.run_module('leukcore', run_name='__main__')\n")
 _PEAKS_KB: list = []
