@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["RBC_PALETTE", "GLASS_TINTS", "romanowsky_jitter", "restain", "degrade"]
+__all__ = ["RBC_PALETTE", "GLASS_TINTS", "romanowsky_jitter", "restain", "degrade", "blur_and_noise"]
 
 #: target RGB (on white glass) of the mean red-cell colour: what labs' smears show
 RBC_PALETTE = {
@@ -119,17 +119,24 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def degrade(img: np.ndarray, rng) -> np.ndarray:
-    """Defocus blur, sensor noise and JPEG re-coding, each at random; uint8 in/out."""
+def blur_and_noise(img: np.ndarray, rng, *, p: float, sigma=(0.3, 1.2), noise=(1.0, 6.0)) -> np.ndarray:
+    """With probability ``p`` each: Gaussian defocus (sigma drawn in ``sigma``), then sensor noise (std in
+    ``noise``); uint8 in/out.  The mild (v1-v3) recipe and :func:`degrade` both draw through this."""
     from scipy import ndimage as ndi
 
     out = img
-    if rng.random() < 0.35:
-        s = rng.uniform(0.4, 2.0)
+    if rng.random() < p:
+        s = rng.uniform(*sigma)
         out = ndi.gaussian_filter(out.astype(np.float32), (s, s, 0)).clip(0, 255).astype(np.uint8)
-    if rng.random() < 0.35:
-        out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(1, 8), out.shape), 0, 255
+    if rng.random() < p:
+        out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(*noise), out.shape), 0, 255
                       ).astype(np.uint8)
+    return out
+
+
+def degrade(img: np.ndarray, rng) -> np.ndarray:
+    """Defocus blur, sensor noise and JPEG re-coding, each at random; uint8 in/out."""
+    out = blur_and_noise(img, rng, p=0.35, sigma=(0.4, 2.0), noise=(1.0, 8.0))
     if rng.random() < 0.35:
         out = jpeg(np.ascontiguousarray(out), int(rng.integers(25, 90)))
     return out

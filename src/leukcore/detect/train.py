@@ -69,7 +69,6 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
 
     Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
     """
-    from scipy import ndimage as ndi
     from skimage.transform import resize
 
     if strength not in AUGMENTATIONS:
@@ -101,13 +100,9 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
         from .augment import degrade, romanowsky_jitter
         out_i = romanowsky_jitter(np.ascontiguousarray(out_i), np.ascontiguousarray(out_l), rng)
         return np.ascontiguousarray(degrade(out_i, rng)), np.ascontiguousarray(out_l)
-    out_i = _stain_jitter(np.ascontiguousarray(out_i), rng)
-    if rng.random() < 0.3:
-        s = rng.uniform(0.3, 1.2)
-        out_i = ndi.gaussian_filter(out_i.astype(np.float32), (s, s, 0)).clip(0, 255).astype(np.uint8)
-    if rng.random() < 0.3:
-        out_i = np.clip(out_i.astype(np.float32) + rng.normal(0, rng.uniform(1, 6), out_i.shape), 0, 255
-                        ).astype(np.uint8)
+    from .augment import blur_and_noise
+
+    out_i = blur_and_noise(_stain_jitter(np.ascontiguousarray(out_i), rng), rng, p=0.3)
     return np.ascontiguousarray(out_i), np.ascontiguousarray(out_l)
 
 
