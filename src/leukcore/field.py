@@ -213,15 +213,13 @@ def _review(rec: dict, clf) -> dict:
     ``model_label`` keeps the model's own call and ``review`` says whether it was held back; the
     threshold is :attr:`Classifier.review_threshold` (chosen on validation data).
     """
-    from .results import DEFAULT_REVIEW_THRESHOLD
+    from .classify.infer import review_rule
+    from .results import BLAST_CLASSES
 
     probs = [v for v in (rec.get("probabilities") or {}).values() if v is not None]
     if rec.get("label") is None or not probs:
         return rec
-    from .results import BLAST_CLASSES
-
-    t = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
-    tb = getattr(clf, "blast_threshold", None)
+    t, tb = review_rule(clf)
     rec["model_label"] = rec["label"]
     # the blast threshold was chosen on single cells: it applies to one-cell decisions; a field's
     # label pools several cells' evidence, whose calibration differs, and keeps the plain threshold

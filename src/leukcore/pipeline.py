@@ -41,7 +41,7 @@ import numpy as np
 
 from ._version import __version__
 from .progress import Cancelled, ProgressEvent, emit, is_cancelled
-from .results import BLAST_CLASSES, DEFAULT_REVIEW_THRESHOLD, CellTable
+from .results import BLAST_CLASSES, CellTable
 
 __all__ = ["AnalysisResult", "analyze_slide", "write_outputs", "load_detector", "load_classifier",
            "model_info", "DEFAULT_BATCH_SIZE"]
@@ -305,15 +305,15 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
 
         det_info, clf_info = model_info(det), model_info(clf)
         classes = list(clf.classes) if clf is not None else []
-        if review_threshold is None:     # the classifier card's threshold, chosen on validation data
-            review_threshold = getattr(clf, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+        # the classifier card's thresholds (chosen on validation data) unless given
+        from .classify.infer import review_rule
+        review_threshold, blast_threshold = review_rule(clf, review_threshold)
         meta = _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, review_threshold)
         table = CellTable.concat(chunks, meta=meta) if chunks else CellTable(None, meta)
         table.meta = meta
         if clf is not None:
             P = np.concatenate(probs, axis=0) if probs else np.zeros((0, len(classes)), np.float32)
-            table.set_classification(P[:len(table)], classes, review_threshold,
-                                     blast_threshold=getattr(clf, "blast_threshold", None))
+            table.set_classification(P[:len(table)], classes, review_threshold, blast_threshold=blast_threshold)
         table = table.sorted()
         table.meta = meta
 

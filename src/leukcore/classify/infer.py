@@ -8,9 +8,20 @@ import numpy as np
 from ..progress import emit, is_cancelled
 from .crops import extract_crops
 
-__all__ = ["classify_cells", "UNCLASSIFIED"]
+__all__ = ["classify_cells", "review_rule", "UNCLASSIFIED"]
 
 UNCLASSIFIED = "unclassified"
+
+
+def review_rule(classifier, review_threshold=None) -> tuple:
+    """``(review threshold, blast threshold or None)`` of a classifier: ``review_threshold`` when given,
+    else the card's (:attr:`Classifier.review_threshold` / :attr:`Classifier.blast_threshold`); any
+    object without them (a test double) gets :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`."""
+    from ..results import DEFAULT_REVIEW_THRESHOLD
+
+    rt = review_threshold if review_threshold is not None else \
+        getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+    return float(rt), getattr(classifier, "blast_threshold", None)
 
 
 def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=None, cancel=None,
@@ -52,11 +63,8 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
         done = int(rows[-1]) + 1
         emit(progress, "classify", done, n, cells=n)
     filled = np.where(np.isnan(probs), 0.0, probs)
-    if review_threshold is None:
-        from ..results import DEFAULT_REVIEW_THRESHOLD
-        review_threshold = getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
-    out.set_classification(filled, classifier.classes, review_threshold=review_threshold,
-                           blast_threshold=getattr(classifier, "blast_threshold", None))
+    rt, bt = review_rule(classifier, review_threshold)
+    out.set_classification(filled, classifier.classes, review_threshold=rt, blast_threshold=bt)
     if done < n:
         out.df.loc[done:, "label"] = UNCLASSIFIED
         out.df.loc[done:, "review"] = True

@@ -56,12 +56,11 @@ def zheng_items(data_dir) -> list[tuple[Path, str]]:
 
 def _run(clf, items, mpp, say, what) -> list[dict]:
     from ..field import classify_image
-    from .cells import load_image
 
     recs = []
     for k, (img, meta) in enumerate(items):
-        arr = load_image(img) if not isinstance(img, np.ndarray) else img
-        r = classify_image(arr, clf, mpp=mpp)
+        # a file goes in as a file: the same loader, header checks and warnings as `leuk classify`
+        r = classify_image(img if isinstance(img, np.ndarray) else str(img), clf, mpp=mpp)
         recs.append({**meta, "label": r.get("label"), "probabilities": r.get("probabilities") or {},
                      "rule": r.get("rule"), "n_cells": r.get("n_cells")})
         if say and (k + 1) % 50 == 0:
