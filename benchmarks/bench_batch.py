@@ -36,15 +36,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_batch.json"
 WORK = Path(os.environ.get("LEUK_BENCH_WORK", "/tmp/leuk-bench-batch"))
 
 
-def data_root() -> Path:
-    env = os.environ.get("LEUK_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
 def build_slides(n: int, grid: int) -> Path:
     from leukcore.sample import build_mosaic
 
-    d = data_root()
+    from leukcore.paths import data_dir
+
+    d = data_dir()
     files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + \
         sorted((d / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))
     if not files:

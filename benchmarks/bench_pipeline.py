@@ -41,13 +41,10 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_pipeline.json"
 WORK = Path(os.environ.get("LEUK_BENCH_WORK", "/tmp/leuk-bench-pipeline"))
 
 
-def data_root() -> Path:
-    env = os.environ.get("LEUK_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
 def mosaic_files() -> list[str]:
-    d = data_root()
+    from leukcore.paths import data_dir
+
+    d = data_dir()
     files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + \
         sorted((d / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))
     if not files:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from leukcore.models.registry import WEIGHTS_DIR, list_models, load_card
-from leukcore.train.datasets import data_root
+from leukcore.paths import data_dir
 
 SHIPPED = ["all-binary", "all-4class"]
 
@@ -54,8 +54,7 @@ def test_load_torch_and_predict(name):
 @pytest.mark.slow
 def test_classify_cli_on_real_held_out_fields():
     _need("all-4class")
-    import pandas as pd
-    if not (WEIGHTS_DIR / "wbc-stardist.yaml").exists() or not (data_root() / "all4class").is_dir():
+    if not (WEIGHTS_DIR / "wbc-stardist.yaml").exists() or not (data_dir() / "all4class").is_dir():
         pytest.skip("detector or data missing")
     from leukcore.train.config import load_config, preset_path
     from leukcore.train.prepare import read_datasets

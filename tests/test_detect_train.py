@@ -4,7 +4,7 @@ import pytest
 
 from leukcore.detect.postprocess import instances_from_maps, polygon_centroid, polygons_to_labels
 from leukcore.detect.train import (augment, make_targets, match_points_to_boxes, match_points_to_labels,
-                                   stardist_loss, train_network)
+                                   train_network)
 from leukcore.detect.data import TrainItem
 
 

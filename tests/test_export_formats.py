@@ -116,8 +116,6 @@ def test_labels_replace_existing_and_cancel_leaves_old(table, tmp_path):
 
 
 def test_overlay_colours_and_legend(table, tmp_path):
-    from PIL import Image
-
     from leukcore.export.overlay import render_overlay
 
     thumb = np.full((525, 425, 3), 255, np.uint8)

@@ -107,11 +107,11 @@ def test_user_mpp_outside_plausible_range_is_refused(v, tmp_path, rgb):
 
 
 def test_letterbox_never_allocates_the_long_side_squared():
-    from leukcore.field import _letterbox
+    from leukcore.field import letterbox
 
     img = np.full((1, 60_000, 3), 120, np.uint8)
     tracemalloc.start()
-    out = _letterbox(img, 224)
+    out = letterbox(img, 224)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert out.shape == (224, 224, 3)

@@ -80,16 +80,16 @@ def test_one_physical_pixel_size(tmp_path):
 def test_mosaic_is_lazy_and_repeats_fields(tmp_path):
     fields = [f.path for f in sample.bundled_fields()[:3]]
     arr_calls = []
-    orig = sample._render_field
+    orig = sample.render_field
 
     def counting(*a):
         arr_calls.append(a)
         return orig(*a)
 
-    sample._render_field.cache_clear()
+    sample.render_field.cache_clear()
     import unittest.mock as um
 
-    with um.patch.object(sample, "_render_field", counting):
+    with um.patch.object(sample, "render_field", counting):
         placements = [(0, 0, 100, 100, fields[0], False), (5000, 5000, 100, 100, fields[1], False)]
         img = sample._lazy_mosaic((20000, 20000), placements, (240, 240, 240), chunk=512)
         assert img.shape == (20000, 20000, 3) and arr_calls == []  # building the graph renders nothing

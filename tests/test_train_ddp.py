@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from leukcore.train.datasets import data_root
+from leukcore.paths import data_dir
 
-DATA = data_root() / "all4class"
+DATA = data_dir() / "all4class"
 
 DRIVER = r'''
 import builtins, io, json, os, sys
@@ -80,7 +79,7 @@ def test_ddp_two_cpu_ranks_agree_and_only_rank0_writes(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     run, rep = tmp_path / "run", tmp_path / "reports"
     rep.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LEUK_CACHE": str(tmp_path / "cache"), "LEUK_DATA": str(data_root())}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LEUK_CACHE": str(tmp_path / "cache"), "LEUK_DATA": str(data_dir())}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(tmp_path / "driver.py"), str(cpath), str(run), str(rep)],
                        capture_output=True, text=True, env=env, timeout=300)

@@ -5,7 +5,7 @@
 Runs all-4class on the sample smear, selects cell row 116 (cell 117), presses
 "Grad-CAM of selected cell" and zooms onto it.
 """
-import time, numpy as np
+import time
 import napari
 from qtpy.QtWidgets import QApplication
 from napari_leuk._widget import LeukWidget

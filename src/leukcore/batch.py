@@ -43,7 +43,7 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .progress import emit, is_cancelled
 

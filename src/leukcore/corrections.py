@@ -62,7 +62,7 @@ from .results import CellTable, atomic_path
 __all__ = ["CORRECTIONS_NAME", "REVIEW_LABEL", "COLUMNS", "Correction", "Corrections", "CorrectionsError",
            "apply_corrections", "read_corrections", "write_corrections", "corrections_digest", "slide_key",
            "now_iso", "find_corrections_folders", "load_reviewed", "training_rows", "correction_crops", "review_groups",
-           "SLIDE_CELL_KIND"]
+           "SLIDE_CELL_KIND", "empty_corrections_frame", "corrections_context"]
 
 #: file name of the corrections beside a slide's results
 CORRECTIONS_NAME = "corrections.parquet"
@@ -113,7 +113,8 @@ class Correction:
 
 
 # ------------------------------------------------------------------ file I/O
-def _empty_frame():
+def empty_corrections_frame():
+    """An empty corrections frame with the :data:`COLUMNS` and their dtypes."""
     import pandas as pd
 
     df = pd.DataFrame({c: [] for c in COLUMNS})
@@ -130,7 +131,7 @@ def _frame_of(rows: Iterable[Correction]):
 
     rows = sorted(rows, key=lambda r: r.cell_id)
     if not rows:
-        return _empty_frame()
+        return empty_corrections_frame()
     df = pd.DataFrame({c: pd.Series([getattr(r, c) for r in rows], dtype=object) for c in COLUMNS})
     df["cell_id"] = df["cell_id"].astype(np.int64)
     for c in ("centroid_y", "centroid_x"):
@@ -172,7 +173,7 @@ def read_corrections(path: str | os.PathLike):
     if p.is_dir():
         p = p / CORRECTIONS_NAME
         if not p.is_file():
-            return _empty_frame()
+            return empty_corrections_frame()
     try:
         t = pq.read_table(p)
     except Exception as e:
@@ -212,7 +213,8 @@ def corrections_digest(corrections) -> str:
 
 
 # ------------------------------------------------------------------ what a correction is tied to
-def _context(table: CellTable, summary: Optional[Mapping[str, Any]]) -> dict:
+def corrections_context(table: CellTable, summary: Optional[Mapping[str, Any]]) -> dict:
+    """What corrections are tied to: slide name / path / fingerprint, classifier and its sha256, run digest."""
     s = dict(summary or {})
     sl = s.get("slide") or {}
     prov = s.get("provenance") or {}
@@ -370,7 +372,7 @@ class Corrections:
         self.path = Path(path) if path is not None else None
         self.autosave = autosave
         self.reviewer = reviewer or os.environ.get("USER") or os.environ.get("USERNAME") or "reviewer"
-        self.context = _context(table, self.summary)
+        self.context = corrections_context(table, self.summary)
         df = table.df
         model_col = "model_label" if "model_label" in df.columns else "label"
         self._model = dict(zip(df["cell_id"].astype(np.int64).tolist(), df[model_col].astype(object).tolist()))
@@ -584,7 +586,7 @@ def load_reviewed(results: str | os.PathLike) -> tuple[CellTable, CellTable, dic
     table, summary = read_results(p)
     df = read_corrections(folder)
     if table.is_classified:
-        _check_tied(df, table, _context(table, summary), str(folder / CORRECTIONS_NAME))
+        _check_tied(df, table, corrections_context(table, summary), str(folder / CORRECTIONS_NAME))
         reviewed = apply_corrections(table, df)
     else:
         reviewed = table
@@ -656,7 +658,7 @@ def training_rows(root: str | os.PathLike, *, slides: Optional[str | os.PathLike
     for folder in folders:
         table, summary = read_results(folder)
         df = read_corrections(folder)
-        ctx = _context(table, summary)
+        ctx = corrections_context(table, summary)
         _check_tied(df, table, ctx, str(folder / CORRECTIONS_NAME))
         keep = df[df["reviewer_label"] != REVIEW_LABEL]
         rep["skipped_review"] += int(len(df) - len(keep))

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["classify_image", "find_cells", "load_field", "check_field_geometry", "image_problem",
-           "MAX_FIELD_PIXELS", "MAX_FIELD_ASPECT"]
+           "MAX_FIELD_PIXELS", "MAX_FIELD_ASPECT", "letterbox"]
 
 #: largest image (pixels) classified as one field / crop; bigger ones are slides (``leuk analyze``)
 MAX_FIELD_PIXELS = 5e7
@@ -196,7 +196,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             0, H // 2 - side // 2, W // 2 - side // 2, side, side)
         crop, rule = resize_rgb(region, clf.spec.size), "centre-crop"
     else:
-        crop, rule = _letterbox(img, clf.spec.size), "whole-image"
+        crop, rule = letterbox(img, clf.spec.size), "whole-image"
     p = clf.predict_crops(crop[None])[0]
     rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None, mpp_reliable=True if mpp else None)
@@ -234,7 +234,7 @@ def _review(rec: dict, clf) -> dict:
     return rec
 
 
-def _letterbox(img, size: int) -> np.ndarray:
+def letterbox(img, size: int) -> np.ndarray:
     """``(size, size, 3)``: the image scaled so its longer side is ``size``, centred on its corner colour
     (never allocates more than the output: no ``max(H, W)``-sided square)."""
     from PIL import Image

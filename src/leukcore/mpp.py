@@ -199,7 +199,12 @@ def _rbc_ruler(regions, min_cells, rbc_diameter_um):
     return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}
 
 
-def _rbc_doubts(rbc: dict, min_diameter_px: float = 8.0) -> list[str]:
+#: red cells narrower than this (pixels) are not measured reliably (inscribed diameters quantise, pale or
+#: crowded cells break up): the red-cell ruler then neither answers alone nor overrules the network
+MIN_RBC_DIAMETER_PX = 10.0
+
+
+def _rbc_doubts(rbc: dict, min_diameter_px: float = MIN_RBC_DIAMETER_PX) -> list[str]:
     """Why the red-cell ruler alone is not to be trusted (empty: trusted)."""
     out = []
     if rbc["n"] < RBC_CONFIDENT[0]:
@@ -283,7 +288,7 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
                            rbc_mpp=rbc_mpp)
     sn_ok = (sn["n_informative"] >= MIN_INFORMATIVE and sn["spread"] <= MAX_WINDOW_SPREAD
              and sn["median_sigma"] <= MAX_MEDIAN_SIGMA)
-    if method == "auto" and not sn_ok and rbc is not None:
+    if method == "auto" and not sn_ok and rbc is not None and rbc["d"] >= MIN_RBC_DIAMETER_PX:
         # the network found nothing it trusts here (e.g. a mosaic or a smear unlike its training
         # sources): the red-cell ruler answers, reliable by its own rule
         why = (f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
@@ -304,7 +309,12 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
         reasons.append("no red cells found (is this a blood smear?)")
     elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
         ratio = max(rbc["mpp"], sn["mpp"]) / min(rbc["mpp"], sn["mpp"])
-        if ratio > MAX_RULER_DISAGREEMENT:
+        if ratio > MAX_RULER_DISAGREEMENT and rbc["d"] < MIN_RBC_DIAMETER_PX:
+            # red cells a few pixels across are fragments, platelets or a crowded field's pieces, not a
+            # ruler: the network answers, flagged
+            reasons.append(f"rulers disagree (red cells {rbc['mpp']:.3f} um/px, but only {rbc['d']:.1f} px "
+                           "across: too small to measure); network used")
+        elif ratio > MAX_RULER_DISAGREEMENT:
             # many clean red cells are a physical ruler; the network was trained on three sources and
             # misreads smears unlike them (leave-one-source-out, docs/detection.md): the red cells win
             reasons.append(f"rulers disagree (network {sn['mpp']:.3f} um/px); {rbc['n']} clean red cells used")

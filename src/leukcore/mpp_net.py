@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["ScaleNet", "WORK_MPP", "WINDOW", "TRAIN_RANGE", "load_scalenet", "window_input",
-           "predict_windows", "scalenet_estimate", "DEFAULT_MODEL"]
+           "predict_windows", "scalenet_estimate", "DEFAULT_MODEL", "resize_image"]
 
 #: centre of the trained range (um/px of the windows the network reads)
 WORK_MPP = 0.3
@@ -40,7 +40,6 @@ DEFAULT_MODEL = "mpp-scalenet"
 
 
 def _net_class():
-    import torch
     from torch import nn
 
     class ScaleNet(nn.Module):
@@ -87,7 +86,6 @@ def window_input(win: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=4)
 def load_scalenet(name: str = DEFAULT_MODEL):
     """(network in eval mode, card) of a shipped or user ScaleNet model."""
-    import torch
 
     from .models.registry import load_card, load_state_dict
 
@@ -117,7 +115,7 @@ def predict_windows(net, windows: np.ndarray, batch: int = 256):
     return np.concatenate(mus), np.concatenate(lvs)
 
 
-def _resize(img: np.ndarray, zoom: float) -> np.ndarray:
+def resize_image(img: np.ndarray, zoom: float) -> np.ndarray:
     """Resample an RGB uint8 image by ``zoom`` (output px per input px), anti-aliased."""
     from PIL import Image
 
@@ -180,7 +178,7 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
     # 1. coarse: a pyramid of downsamples; the level whose estimate is nearest the trained centre
     best = None
     for k in (1, 2, 4, 8, 16, 32):
-        levels = [_resize(im, 1.0 / k) if k > 1 else im for im in images]
+        levels = [resize_image(im, 1.0 / k) if k > 1 else im for im in images]
         if max(min(lv.shape[:2]) for lv in levels) < WINDOW:
             break
         wins = np.concatenate([_windows(lv, max(8, 24 // len(levels))) for lv in levels
@@ -202,7 +200,7 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
     passes = 0
     for passes in (1, 2):
         zoom = mpp / WORK_MPP
-        levels = [_resize(im, zoom) for im in images]
+        levels = [resize_image(im, zoom) for im in images]
         per = max(16, max_windows // len(levels))
         wins = np.concatenate([_windows(lv, per) for lv in levels])
         mu, lv_ = predict_windows(net, wins)

@@ -27,7 +27,6 @@ them (``--bank A,B,...``; flips and turns added); ``--init-from CARD`` continues
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
@@ -37,6 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .provenance import sha256_file
 from .mpp_net import TRAIN_RANGE, WINDOW, WORK_MPP, ScaleNet, window_input
 
 __all__ = ["SOURCE_MPP", "SOURCES", "load_source", "sample_window", "augment_window", "train_scalenet"]
@@ -48,10 +48,6 @@ SOURCES = tuple(SOURCE_MPP)
 #: finest pixel size kept in memory for the fine sources (BCCD, PBC are pre-reduced to it)
 BASE_MPP_MIN = 0.11
 WIDE_RANGE = (0.1, 1.2)
-
-
-def _sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _is_test(sha: str) -> bool:
@@ -87,7 +83,7 @@ def source_files(data, source: str, split: str) -> list:
     sample = _sample_names()
     seen, out = set(), []
     for f in files:
-        h = _sha(f)
+        h = sha256_file(f)
         if h in seen:
             continue
         seen.add(h)
@@ -102,11 +98,11 @@ def read_source_image(path, source: str) -> np.ndarray:
     if source == "four-class":
         from PIL import Image
 
-        from .sample import _render_field
+        from .sample import render_field
 
         with Image.open(path) as im:
             h, w = im.size[1], im.size[0]
-        return _render_field(str(path), h, w, True)
+        return render_field(str(path), h, w, True)
     from .detect.data import read_rgb
 
     return read_rgb(path)
@@ -127,9 +123,9 @@ def load_source(data, source: str, split: str = "train", limit: Optional[int] = 
         files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
     m = SOURCE_MPP[source]
     base = max(m, BASE_MPP_MIN)
-    from .mpp_net import _resize
+    from .mpp_net import resize_image
 
-    imgs = [_resize(read_source_image(f, source), m / base) for f in files]
+    imgs = [resize_image(read_source_image(f, source), m / base) for f in files]
     out = (imgs, base)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -397,9 +393,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--build-bank", type=int, default=0, metavar="N", help="write N windows per source to --bank")
     a = ap.parse_args(argv)
-    from .detect.data import default_data_dir
+    from .paths import data_dir
 
-    data = Path(a.data) if a.data else default_data_dir()
+    data = Path(a.data) if a.data else data_dir()
     srcs = [s for s in a.sources.split(",") if s]
     if a.build_bank:
         build_bank(data, a.bank, sources=srcs, n_per_source=a.build_bank, seed=a.seed, cache_dir=a.cache,

@@ -28,7 +28,6 @@ path, card sha256, weights sha256); ``leuk batch`` resumes only on an exact matc
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading

@@ -205,7 +205,7 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
     summary (up to ``max_thumbnails`` per gallery; None = all).
     """
     from ._version import __version__
-    from .corrections import CorrectionsError, _empty_frame, apply_corrections, corrections_digest, \
+    from .corrections import CorrectionsError, empty_corrections_frame, apply_corrections, corrections_digest, \
         load_reviewed, now_iso
     from .differential import differential, read_differential
     from .export.kinds import find_results_slide, read_results
@@ -219,7 +219,7 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
         warnings.append(f"corrections not applied: {e}")
         table, summary = read_results(folder)
         reviewed = apply_corrections(table, None) if table.is_classified else table
-        corr = _empty_frame()
+        corr = empty_corrections_frame()
     sl = summary.get("slide") or {}
     name = sl.get("name") or table.meta.get("slide") or folder.name
     shape = sl.get("shape") or table.meta.get("shape")
@@ -339,8 +339,8 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
     so = signoff_state(folder, corr)
     if so and not so["valid"]:
         warnings.append(f"sign-off by {so.get('reviewer')} is no longer valid: {so['reason']}")
-    from .corrections import _context
-    ctx = _context(table, summary)
+    from .corrections import corrections_context
+    ctx = corrections_context(table, summary)
     return {
         "leukcore_version": __version__,
         "generated": now or now_iso(),

@@ -41,7 +41,7 @@ import numpy as np
 
 __all__ = [
     "CellTable", "DETECTION_COLUMNS", "CLASS_COLORS", "BLAST_CLASSES", "blast_percent",
-    "class_color", "atomic_path", "polygon_area",
+    "class_color", "atomic_path", "polygon_area", "json_default",
 ]
 
 DETECTION_COLUMNS = [
@@ -131,7 +131,8 @@ class atomic_path:
         return False
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths (meta, summaries)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -141,6 +142,10 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+#: old private name, still imported by ``cli/detect.py`` (owned by the detection-speed work, issue 17)
+_json_default = json_default
 
 
 class CellTable:
@@ -224,7 +229,7 @@ class CellTable:
         return CellTable(df, self.meta)
 
     def copy(self) -> "CellTable":
-        return CellTable(self.df.copy(), json.loads(json.dumps(self.meta, default=_json_default)))
+        return CellTable(self.df.copy(), json.loads(json.dumps(self.meta, default=json_default)))
 
     # ------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -340,7 +345,7 @@ class CellTable:
                          else [] for p in df["polygon"]]
         table = pa.Table.from_pandas(df, preserve_index=False)
         md = dict(table.schema.metadata or {})
-        md[b"leukcore"] = json.dumps(self.meta, default=_json_default).encode()
+        md[b"leukcore"] = json.dumps(self.meta, default=json_default).encode()
         table = table.replace_schema_metadata(md)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -367,4 +372,4 @@ class CellTable:
         return cls(df, meta)
 
     def meta_json(self) -> str:
-        return json.dumps(self.meta, default=_json_default, indent=2, sort_keys=True)
+        return json.dumps(self.meta, default=json_default, indent=2, sort_keys=True)

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 __all__ = ["build_mosaic", "sample_slide_path", "bundled_fields", "Field", "Mosaic", "field_mpp_for",
-           "FOURCLASS_MPP", "BCCD_MPP", "SAMPLE_MPP", "ATTRIBUTION", "data_root", "cache_dir"]
+           "FOURCLASS_MPP", "BCCD_MPP", "SAMPLE_MPP", "ATTRIBUTION", "data_root", "cache_dir", "render_field"]
 
 #: measured pixel size (um/px) of the four-class (Aria / Ghaderzadeh) fields, per class folder
 FOURCLASS_MPP = {"Benign": 0.46, "Early": 0.45, "Pre": 0.40, "Pro": 0.51}
@@ -141,7 +141,7 @@ def _as_field(f) -> Field:
 
 
 @functools.lru_cache(maxsize=128)
-def _render_field(path: str, out_h: int, out_w: int, mask_scale_bar: bool) -> np.ndarray:
+def render_field(path: str, out_h: int, out_w: int, mask_scale_bar: bool) -> np.ndarray:
     """Decode a field, paint over the four-class scale bar, resize to (out_h, out_w)."""
     from PIL import Image
 
@@ -205,7 +205,7 @@ class _MosaicArray:
         for (fy, fx, fh, fw, path, mask) in self.placements:
             if fy >= y1 or fx >= x1 or fy + fh <= y0 or fx + fw <= x0:
                 continue
-            img = _render_field(path, fh, fw, mask)
+            img = render_field(path, fh, fw, mask)
             oy0, ox0 = max(fy, y0), max(fx, x0)
             oy1, ox1 = min(fy + fh, y1), min(fx + fw, x1)
             out[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] = img[oy0 - fy:oy1 - fy, ox0 - fx:ox1 - fx]

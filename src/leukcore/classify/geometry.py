@@ -5,7 +5,7 @@ to ``size`` x ``size`` pixels, so the same model works at any slide pixel size.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 __all__ = ["CropSpec", "INPUT_MODES"]

@@ -1,8 +1,6 @@
 """The :class:`Classifier`: a timm network plus its crop geometry, classes and backend."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np

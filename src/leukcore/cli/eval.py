@@ -89,9 +89,9 @@ def run(args) -> int:
 def _cross_source(args) -> int:
     from ..train.config import load_config
     from ..train.crosssource import cross_source_eval, format_table
-    from ..train.datasets import data_root
+    from ..paths import data_dir
 
-    res = cross_source_eval(args.model, Path(args.data) if args.data else data_root(),
+    res = cross_source_eval(args.model, Path(args.data) if args.data else data_dir(),
                             cfg=load_config(args.config) if args.config else None, n_per_type=args.n_per_type,
                             n_fields=args.n_fields, device=args.device,
                             log=lambda s: print(s, file=sys.stderr))

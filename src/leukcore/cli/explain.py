@@ -30,7 +30,7 @@ def run(args) -> int:
     from ..classify.cam import overlay
     from ..io.slide import Slide
     from ..results import atomic_path
-    from ..field import _letterbox, find_cells, load_field
+    from ..field import letterbox, find_cells, load_field
 
     clf = Classifier.load(args.model, device=args.device, backend="torch")
     out = Path(args.out)
@@ -41,7 +41,7 @@ def run(args) -> int:
         if len(table):
             crops = extract_crops(Slide.from_array(np.ascontiguousarray(img), mpp=m), table, clf)[:args.max_cells]
         else:
-            crops = _letterbox(img, clf.spec.size)[None]
+            crops = letterbox(img, clf.spec.size)[None]
         heat = gradcam(clf, crops, target=args.target)
         probs = clf.predict_crops(crops)
         tiles = [np.concatenate([c, overlay(c, h)], axis=0) for c, h in zip(crops, heat)]

@@ -100,7 +100,7 @@ def _identity(obj):
 
 
 def _pil_mpp(info) -> tuple[Optional[float], Optional[str]]:
-    from .tiff import _valid_mpp
+    from .tiff import valid_mpp
 
     dpi = info.get("dpi")
     if not dpi:
@@ -111,7 +111,7 @@ def _pil_mpp(info) -> tuple[Optional[float], Optional[str]]:
         return None, None
     if x <= 0 or round(x) in (72, 96):  # the usual "no real resolution" defaults
         return None, None
-    mpp = _valid_mpp(25400.0 / x)
+    mpp = valid_mpp(25400.0 / x)
     return mpp, ("image:dpi" if mpp else None)
 
 

@@ -272,13 +272,13 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
             downs.append(downs[-1] * 2)
     mpp, origin = None, None
     if scales and scales[0]:
-        from .tiff import UNIT_TO_UM, _valid_mpp
+        from .tiff import UNIT_TO_UM, valid_mpp
 
         xi = axes0.index("X")
         f = UNIT_TO_UM.get(str(unit).strip().lower()) if unit else None
         if f is not None and len(scales[0]) > xi:
             try:
-                mpp = _valid_mpp(float(scales[0][xi]) * f)
+                mpp = valid_mpp(float(scales[0][xi]) * f)
             except (TypeError, ValueError):
                 warns.append(f"multiscales scale {scales[0]} is not numeric: pixel size unknown")
                 mpp = None

@@ -21,7 +21,7 @@ from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integ
 from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
 
-__all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM"]
+__all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM", "valid_mpp"]
 
 #: pixel sizes (um) outside this range are treated as "not a microscope resolution"
 #: (e.g. the 72 / 96 dpi defaults many tools write) and ignored.
@@ -35,7 +35,8 @@ UNIT_TO_UM = {
 }
 
 
-def _valid_mpp(v) -> Optional[float]:
+def valid_mpp(v) -> Optional[float]:
+    """``v`` as a float pixel size (um/px) when it is finite and inside :data:`MPP_RANGE`, else None."""
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -133,7 +134,7 @@ def _ome_mpp(tif, warnings: Optional[list] = None) -> tuple[Optional[float], Opt
                 if warnings is not None:
                     warnings.append(f"OME PhysicalSizeX={v!r} is not a number: pixel size unknown")
                 return None, None
-            mpp = _valid_mpp(fv * f)
+            mpp = valid_mpp(fv * f)
             return mpp, ("ome:PhysicalSizeX" if mpp else None)
     return None, None
 
@@ -145,7 +146,7 @@ def _svs_mpp(page) -> tuple[Optional[float], Optional[str]]:
         meta = svs_description_metadata(page.description)
     except Exception:
         return None, None
-    mpp = _valid_mpp(meta.get("MPP"))
+    mpp = valid_mpp(meta.get("MPP"))
     return mpp, ("svs:MPP" if mpp else None)
 
 
@@ -173,7 +174,7 @@ def _resolution_mpp(tif, page) -> tuple[Optional[float], Optional[str]]:
         mpp = f / xres
     else:
         return None, None
-    mpp = _valid_mpp(mpp)
+    mpp = valid_mpp(mpp)
     return mpp, ("tiff:resolution" if mpp else None)
 
 

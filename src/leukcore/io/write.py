@@ -264,8 +264,6 @@ def _write_ome_tiff(tmp, pyr: _Pyramid, shapes, tile, compression, mpp, descript
 
 
 def _zarr_codecs(compression, zarr_format):
-    import zarr
-
     c = (compression or "none").lower()
     if c not in ZARR_COMPRESSIONS:
         raise ValueError(f"compression {compression!r} is not available for OME-Zarr "

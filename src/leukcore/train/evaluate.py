@@ -287,11 +287,11 @@ def headline(res: dict) -> dict:
 
 
 def _write(res, out: Path, classes, y, P, yi, Pi, clf, update_card, log):
-    from ..results import _json_default, atomic_path
+    from ..results import json_default, atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
-        Path(tmp).write_text(json.dumps(res, indent=1, default=_json_default))
+        Path(tmp).write_text(json.dumps(res, indent=1, default=json_default))
     for lvl, (yy, pp) in {"cells": (y, P), "images": (yi, Pi)}.items():
         cm = res["cnn"][lvl].get("confusion_matrix")
         if cm is None:

@@ -18,7 +18,7 @@ import numpy as np
 from ..classify.geometry import CropSpec
 from ..classify.inputs import preprocess
 
-__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "pooled_features", "TopModel"]
+__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "pooled_features", "TopModel", "onnx_runner"]
 
 
 def _check(net):
@@ -138,7 +138,7 @@ def degrade_crop(c: np.ndarray, rng: np.random.Generator, *, zoom=(0.8, 1.25), p
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def _onnx_runner(trunk, size: int):
+def onnx_runner(trunk, size: int):
     """ONNX Runtime session of the frozen trunk (CPU: several times faster than eager for depthwise nets)."""
     import tempfile
     from pathlib import Path
@@ -169,7 +169,7 @@ def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, batch_si
 
     trunk.eval()
     if runner == "auto":
-        runner = _onnx_runner(trunk, spec.size) if device.type == "cpu" else None
+        runner = onnx_runner(trunk, spec.size) if device.type == "cpu" else None
     out = None
     with torch.inference_mode():
         for i in tqdm(range(0, len(crops), batch_size), desc=desc, unit="batch", mininterval=10, leave=False):

@@ -196,8 +196,8 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     else:
         rng = np.random.default_rng(int(tr["seed"]))
         stain = tr.get("stain_aug") or None
-        from .features import _onnx_runner
-        runner = _onnx_runner(trunk, spec.size) if device.type == "cpu" else None
+        from .features import onnx_runner
+        runner = onnx_runner(trunk, spec.size) if device.type == "cpu" else None
         trunk.to(device)
         views = [trunk_features(trunk, cells["crops"][tri], spec, device, desc="train view 0", runner=runner,
                                 amp=st["amp"], channels_last=device.type == "cuda")]
