@@ -37,9 +37,8 @@ WORK = Path(os.environ.get("LEUK_BENCH_WORK", "/tmp/leuk-bench-batch"))
 
 
 def build_slides(n: int, grid: int) -> Path:
-    from leukcore.sample import build_mosaic
-
     from leukcore.paths import data_dir
+    from leukcore.sample import build_mosaic
 
     d = data_dir()
     files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + \
@@ -102,8 +101,8 @@ def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
                       t=time.time())
 
     t = time.perf_counter()
-    res = run_batch(src, out, workers=2, detector=detector, classifier=model, device="cpu", progress=progress,
-                    on_submitted=on_submitted)
+    run_batch(src, out, workers=2, detector=detector, classifier=model, device="cpu", progress=progress,
+              on_submitted=on_submitted)
     wall = time.perf_counter() - t
     df = pd.read_csv(out / "batch_summary.csv")
     slides = sorted(p.name for p in src.glob("*.ome.tif"))

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 MIN_TIME = 1.5
 
 
@@ -109,7 +108,7 @@ def bench_model(name, batches, threads, compile_=True):
                     if ref is None:
                         ref = out
                     same = bool((out.argmax(1) == ref.argmax(1)).all() and np.allclose(out, ref, atol=1e-3))
-                    t = _timeit(lambda: fn(x))
+                    t = _timeit(lambda fn=fn, x=x: fn(x))
             except Exception as e:
                 msg = (str(e).splitlines() or [type(e).__name__])[0][:300]
                 rows.append({"model": name, "backend": bname, "batch": bs, "error": f"{type(e).__name__}: {msg}"})

@@ -55,7 +55,7 @@ def write_results(out: Path, n: int, seed: int = 0) -> Path:
     r = rng.uniform(12, 22, n)
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     polys = [np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
-             for y, x, rr in zip(cy, cx, r)]
+             for y, x, rr in zip(cy, cx, r, strict=False)]
     tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, rng.uniform(0.5, 1, n), mpp=mpp,
                                     meta={"shape": [H, W], "slide": Path(slide_path).name})
     tab.set_classification(rng.dirichlet(np.full(4, 0.5), n), ["Benign", "Early", "Pre", "Pro"],
@@ -81,9 +81,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_gallery.json"))
     a = ap.parse_args(argv)
 
-    import napari
     from napari.layers import Layer
 
+    import napari
     from leukcore import __version__
     from leukcore.results import atomic_path
     from napari_leuk import _gallery as G

@@ -78,7 +78,7 @@ def load_test(data, source, limit):
         files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
     GROUPS[source] = [f.parent.name for f in files]
     if source == "four-class":
-        from leukcore.detect.data import read_rgb     # the scale bar stays: users' fields have it
+        from leukcore.detect.data import read_rgb  # the scale bar stays: users' fields have it
         return [read_rgb(f) for f in files]
     return [read_source_image(f, source) for f in files]
 

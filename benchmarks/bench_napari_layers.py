@@ -30,7 +30,7 @@ def synthetic_table(n: int, size: int, seed: int = 0):
     r = rng.uniform(12, 22, n)
     t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
     polys = [np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
-             for y, x, rr in zip(cy, cx, r)]
+             for y, x, rr in zip(cy, cx, r, strict=False)]
     tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, rng.uniform(0.5, 1, n), mpp=0.5,
                                     meta={"shape": [size, size]})
     p = rng.dirichlet(np.ones(4), n)
@@ -87,7 +87,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import napari
-
     from leukcore.results import atomic_path
 
     viewer = napari.Viewer(show=True)

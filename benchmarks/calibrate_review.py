@@ -25,9 +25,9 @@ def main(argv=None) -> int:
     import yaml
 
     from leukcore.classify import Classifier
+    from leukcore.results import BLAST_CLASSES
     from leukcore.train.config import resolve_config
     from leukcore.train.prepare import prepare
-    from leukcore.results import BLAST_CLASSES
     from leukcore.train.review import choose_blast_threshold, choose_review_threshold, review_block, shifted_copies
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -59,7 +59,7 @@ def test_leuk_batch_cli_isolation_and_resume(archive, tmp_path, capsys):
     rc = main(["batch", str(archive), "-o", str(out), "--workers", "1", "--device", "cpu", "--quiet", "--model", clf])
     assert rc == 1
     df2 = pd.read_csv(out / "batch_summary.csv")
-    st = dict(zip(df2.slide, df2.status))
+    st = dict(zip(df2.slide, df2.status, strict=False))
     assert st[victim.name] == "done" and st[keep.name] == "skipped" and st["truncated"] == "error"
     assert (keep / "summary.json").stat().st_mtime_ns == mtime
     assert is_complete(victim)

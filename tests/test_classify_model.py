@@ -57,6 +57,7 @@ def test_load_and_predict(clf):
 
 def test_hash_mismatch_and_wrong_task_are_refused(card_path, tmp_path):
     import shutil
+
     import yaml
     d = tmp_path / "bad"
     shutil.copytree(card_path.parent, d)

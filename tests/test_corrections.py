@@ -110,7 +110,7 @@ def test_history_undo_redo_and_listeners(tmp_path):
 
 # ------------------------------------------------------------------ a real results folder
 def test_reopening_restores_the_review_exactly(results):
-    from leukcore.corrections import CORRECTIONS_NAME, COLUMNS, Corrections, load_reviewed, read_corrections
+    from leukcore.corrections import COLUMNS, CORRECTIONS_NAME, Corrections, load_reviewed, read_corrections
     from leukcore.export.kinds import read_results
 
     table, summary = read_results(results)
@@ -245,7 +245,7 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
     df, classes, spec, cells = prepare(lcfg, report=report)
     corr = df[df["source"] == "corrections"]
     assert sorted(corr["cell_id"]) == [2, 6] and (corr["split"] == "train").all()
-    assert dict(zip(corr["cell_id"], corr["label"])) == {2: "normal", 6: "ALL"}
+    assert dict(zip(corr["cell_id"], corr["label"], strict=False)) == {2: "normal", 6: "ALL"}
     assert report["corrections"][0]["cells"] == 2 and report["corrections"][0]["skipped_review"] == 1
     rows = [int(np.flatnonzero(cells["row"] == i)[0]) for i in corr.index]
     assert [classes[k] for k in cells["label"][rows]] == list(corr["label"])

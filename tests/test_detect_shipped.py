@@ -29,10 +29,11 @@ def test_card_is_complete(det):
 
 def test_finds_the_wbc_in_bundled_bccd_fields(det):
     """BCCD fields hold one annotated WBC each: it is found, and red cells are not."""
+    import xml.etree.ElementTree as ET
+
     from leukcore.detect import detect_cells
     from leukcore.detect.data import read_rgb
     from leukcore.detect.train import match_points_to_boxes
-    import xml.etree.ElementTree as ET
 
     tp = n_gt = n_pred = 0
     for jpg in sorted((SAMPLE / "bccd").glob("*.jpg")):

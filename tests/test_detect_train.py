@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 
-from leukcore.detect.postprocess import instances_from_maps, polygon_centroid, polygons_to_labels
-from leukcore.detect.train import (augment, make_targets, match_points_to_boxes, match_points_to_labels,
-                                   train_network)
 from leukcore.detect.data import TrainItem
+from leukcore.detect.postprocess import instances_from_maps, polygon_centroid, polygons_to_labels
+from leukcore.detect.train import augment, make_targets, match_points_to_boxes, match_points_to_labels, train_network
 
 
 def shapes_label(shape=(160, 160)):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from leukcore.detect.model import _DIHEDRAL, _transform, _untransform, _untransform_rays, Detector
+from leukcore.detect.model import _DIHEDRAL, Detector, _transform, _untransform, _untransform_rays
 from leukcore.detect.net import build_network
 
 

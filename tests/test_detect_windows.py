@@ -12,7 +12,6 @@ import pytest
 from leukcore.detect import detect_cells
 from leukcore.detect.predict import _in_marked_block, plan_detection, receptive_radius, tile_windows
 from leukcore.io import Slide, open_slide
-
 from test_detect_tiled import OracleDetector, _match, disc_slide
 
 

@@ -32,7 +32,7 @@ def test_geojson_is_qupath_detection_collection(table, tmp_path):
     gj = json.loads(p.read_text())
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 4
     ids = set()
-    for f, rec in zip(gj["features"], table.df.itertuples()):
+    for f, rec in zip(gj["features"], table.df.itertuples(), strict=False):
         assert f["type"] == "Feature"
         ids.add(f["id"])
         g = f["geometry"]
@@ -80,7 +80,7 @@ def test_labels_ome_zarr_pyramid_read_back(table, tmp_path):
     assert a1.shape == (1050, 850)
     assert np.array_equal(a1, full[::2, ::2])
     props = root.attrs["image-label"]["properties"]
-    assert {d["label-value"]: d["class"] for d in props} == dict(zip(table.df.cell_id, table.df.label))
+    assert {d["label-value"]: d["class"] for d in props} == dict(zip(table.df.cell_id, table.df.label, strict=False))
     # chunks without cells are never written
     assert a0.nchunks_initialized < a0.nchunks
 
@@ -102,7 +102,7 @@ def test_labels_memory_is_chunk_bounded(tmp_path):
 
 def test_labels_replace_existing_and_cancel_leaves_old(table, tmp_path):
     from leukcore.export.labels import write_labels_zarr
-    from leukcore.progress import CancelToken, Cancelled
+    from leukcore.progress import Cancelled, CancelToken
 
     p = tmp_path / "labels.ome.zarr"
     write_labels_zarr(table, (2100, 1700), p)

@@ -199,7 +199,7 @@ def test_cli_info_subprocess_fast_subset(cases):
     todo = [cases[n] for n in FAST_SUBSET if n in cases]
     with ThreadPoolExecutor(2) as ex:
         results = list(ex.map(lambda c: _run(["info", "--check", "--json", str(c.path)]), todo))
-    for c, (rc, out, err) in zip(todo, results):
+    for c, (rc, out, err) in zip(todo, results, strict=False):
         _check_cli_result(c, rc, out, err)
     assert _children_peak_rss_mb() < MAX_CHILD_RSS_MB
 
@@ -212,7 +212,7 @@ def test_cli_info_subprocess_every_case(cases):
     with ThreadPoolExecutor(3) as ex:
         results = list(ex.map(lambda c: _run(["info", "--check", "--json", str(c.path)]), todo))
     failures = []
-    for c, (rc, out, err) in zip(todo, results):
+    for c, (rc, out, err) in zip(todo, results, strict=False):
         try:
             _check_cli_result(c, rc, out, err)
         except AssertionError as e:
@@ -263,7 +263,7 @@ def test_cli_classify_bad_files_one_line_each_bounded_memory(cases):
     assert not out.strip(), out  # no record that looks like an answer
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == len(todo), err
-    for c, ln in zip(todo, lines):
+    for c, ln in zip(todo, lines, strict=False):
         assert ln.startswith("leuk classify: error:") and str(c.path) in ln, (c.name, ln)
     assert _children_peak_rss_mb() < MAX_MODEL_RSS_MB
 

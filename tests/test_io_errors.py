@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 import tifffile
 
-from leukcore.io import (CorruptSlideError, EmptySlideError, SlideError, SlideNotFoundError, SlideTooLargeError,
-                         UnsupportedFormatError, UnsupportedLayoutError, open_slide, write_slide)
+from leukcore.io import (
+    CorruptSlideError,
+    EmptySlideError,
+    SlideError,
+    SlideNotFoundError,
+    SlideTooLargeError,
+    UnsupportedFormatError,
+    UnsupportedLayoutError,
+    open_slide,
+    write_slide,
+)
 from leukcore.testing.slides import sample_field, sample_fields
 
 

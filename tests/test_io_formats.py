@@ -173,8 +173,9 @@ class TestJpegField(SlideConformance):
     expected_mpp = None
 
     def make_slide(self, tmp_path):
-        from leukcore.testing.slides import sample_fields
         from PIL import Image
+
+        from leukcore.testing.slides import sample_fields
 
         p = sample_fields("bccd")[1]
         with Image.open(p) as im:

@@ -208,7 +208,7 @@ def test_disk_buffered_levels_match_in_memory(tmp_path, monkeypatch):
     write_slide(tmp_path / "disk.ome.tif", img, tile=128)
     with open_slide(tmp_path / "mem.ome.tif") as a, open_slide(tmp_path / "disk.ome.tif") as b:
         assert a.n_levels == b.n_levels == 5
-        for la, lb in zip(a.levels, b.levels):
+        for la, lb in zip(a.levels, b.levels, strict=False):
             np.testing.assert_array_equal(la.compute(), lb.compute())
         # level 1 is the 2x2 mean of level 0 (rounded)
         exp = (img[:950, :1270].reshape(475, 2, 635, 2, 3).astype(np.uint16).sum((1, 3)) + 2) // 4

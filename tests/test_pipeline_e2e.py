@@ -142,7 +142,7 @@ def test_every_output_reads_back(run, small_slide):
     assert root["0"].shape == shape
     assert len(root.attrs["multiscales"][0]["datasets"]) >= 2
     lab = root["0"][:]
-    ids = [lab[int(round(y)), int(round(x))] for y, x in zip(df["centroid_y"], df["centroid_x"])]
+    ids = [lab[int(round(y)), int(round(x))] for y, x in zip(df["centroid_y"], df["centroid_x"], strict=False)]
     assert np.mean(np.array(ids) == df["cell_id"].to_numpy()) >= 0.9
     # overlay + summary
     im = Image.open(out / "overlay.png")

@@ -3,7 +3,7 @@ import threading
 import pytest
 
 from leukcore.device import available_devices, device_settings, resolve_device
-from leukcore.progress import CancelToken, Cancelled, ProgressEvent, emit, is_cancelled
+from leukcore.progress import Cancelled, CancelToken, ProgressEvent, emit, is_cancelled
 
 
 def test_cancel_token_variants():

@@ -262,9 +262,8 @@ def client(fakes):
 
 
 def test_batch_resume_redoes_on_any_change(fakes, slide_file, tmp_path, client):
-    from test_pipeline_plumbing import FakeClassifier
-
     from leukcore.batch import run_batch
+    from test_pipeline_plumbing import FakeClassifier
 
     det, clf = fakes
     out = tmp_path / "out"

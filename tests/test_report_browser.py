@@ -19,11 +19,10 @@ from _browser import DevTools, chromium_path, launch_chromium, page_target  # no
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory):
     """Sample-slide results (fakes) with three corrections, a 50-cell differential and a sign-off."""
-    from test_outputs_unchanged import case_fakes_sample
-
     from leukcore.corrections import Corrections
     from leukcore.differential import differential, record_differential
     from leukcore.report import write_report
+    from test_outputs_unchanged import case_fakes_sample
 
     out = tmp_path_factory.mktemp("report-browser") / "sample"
     case_fakes_sample(out)

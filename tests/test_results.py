@@ -38,7 +38,7 @@ def test_unknown_mpp_gives_nan_microns():
 
 def test_sorted_is_deterministic_order():
     t = _table().sorted()
-    assert list(zip(t.df.centroid_y, t.df.centroid_x)) == [(10, 5), (10, 30), (50, 20)]
+    assert list(zip(t.df.centroid_y, t.df.centroid_x, strict=False)) == [(10, 5), (10, 30), (50, 20)]
     assert list(t.df.cell_id) == [1, 2, 3]
 
 

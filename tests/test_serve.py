@@ -18,9 +18,19 @@ pytest.importorskip("fastapi", reason='the web demo needs the serve extra: pip i
 pytest.importorskip("uvicorn")
 pytest.importorskip("python_multipart")
 
-from _serve_util import (PeakRSS, fake_predictor, get_json, png, png_of_zeros, post,  # noqa: E402
-                         raw_request, read_response, running, send_stream, parse_response)
-
+from _serve_util import (  # noqa: E402
+    PeakRSS,
+    fake_predictor,
+    get_json,
+    parse_response,
+    png,
+    png_of_zeros,
+    post,
+    raw_request,
+    read_response,
+    running,
+    send_stream,
+)
 from leukcore.serve import BadImage, ImageTooLarge, Limits, decode_image, image_size  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "leukcore" / "data" / "sample"

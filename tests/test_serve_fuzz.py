@@ -10,9 +10,11 @@ schemathesis = pytest.importorskip("schemathesis", reason="needs schemathesis (t
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (content_type_conformance,  # noqa: E402
-                                               response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from _serve_util import MODELS, fake_predictor, get_json, running  # noqa: E402
 

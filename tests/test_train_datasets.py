@@ -4,8 +4,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukcore.train.datasets import (DatasetError, deduplicate, link_subjects, parse_cnmc_subject, read_cnmc,
-                                     read_folder_per_class)
+from leukcore.train.datasets import (
+    DatasetError,
+    deduplicate,
+    link_subjects,
+    parse_cnmc_subject,
+    read_cnmc,
+    read_folder_per_class,
+)
 from leukcore.train.splits import assign_splits, group_kfold, split_type
 
 
@@ -58,8 +64,8 @@ def test_cnmc_reader_links_duplicate_subjects_and_dedups(cnmc):
     assert set(df["label"]) == {"ALL", "normal"}
     assert set(df["subject"]) == {"1", "2", "3", "H4", "H5", "7", "H8"}
     pre = df[df["source"] == "cnmc/prelim-test"]
-    assert dict(zip(pre["subject"], pre["label"])) == {"7": "ALL", "H8": "normal"}
-    g = dict(zip(df["subject"], df["group"]))
+    assert dict(zip(pre["subject"], pre["label"], strict=False)) == {"7": "ALL", "H8": "normal"}
+    g = dict(zip(df["subject"], df["group"], strict=False))
     assert g["2"] == g["3"] == "2+3"                     # merged through the shared image
     assert g["H4"] == g["H5"] and g["1"] != g["2"]
     rep = {}

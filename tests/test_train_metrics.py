@@ -56,7 +56,7 @@ def test_reinhard_matches_target_statistics():
 def test_swap_targets_never_own_class_and_cycle():
     labels = ["a"] * 4 + ["b"] * 2 + ["c"]
     t = swap_targets(labels, ["a", "b", "c"])
-    assert all(x != y for x, y in zip(labels, t))
+    assert all(x != y for x, y in zip(labels, t, strict=False))
     assert t[:4] == ["b", "c", "b", "c"]
 
 

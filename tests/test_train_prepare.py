@@ -15,6 +15,6 @@ def test_cap_train_cells_only_caps_training_images():
     assert (out["crops"][:, 0] == np.flatnonzero(np.isin(np.arange(len(rows)), out["crops"][:, 0]))).all()
     assert set(out["crops"][out["row"] == 0, 0]) <= set(range(5))   # crops stay with their rows
     assert (out["label"] == out["row"] % 2).all()
-    a, b = cap_train_cells(cells, 3, seed=0), cap_train_cells(cells, 3, seed=1)
+    a = cap_train_cells(cells, 3, seed=0)
     assert (a["crops"] == cap_train_cells(cells, 3, seed=0)["crops"]).all()     # seeded
     assert not all((cap_train_cells(cells, 3, seed=s)["crops"] == a["crops"]).all() for s in range(1, 6))

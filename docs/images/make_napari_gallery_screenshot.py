@@ -27,10 +27,10 @@ def main(argv=None):
     ap.add_argument("--zoom", type=float, default=3.0)
     args = ap.parse_args(argv)
 
-    import napari
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_leuk._gallery import GalleryWidget
     from napari_leuk._widget import LeukWidget
 
@@ -57,7 +57,7 @@ def main(argv=None):
         rev = g.review
         unsure = [int(r) for r in g.groups["review"][:3]]
         labels = rev.layer.features["label"].to_numpy()
-        other = dict(zip(rev.classes, reversed(rev.classes)))
+        other = dict(zip(rev.classes, reversed(rev.classes), strict=False))
         for k, r in enumerate(unsure):
             rev.set([r], labels[r] if k == 0 else other[labels[r]])
         g.count_differential(n=100, order="random")

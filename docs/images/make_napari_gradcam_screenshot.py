@@ -6,10 +6,13 @@ Runs all-4class on the sample smear, selects cell row 116 (cell 117), presses
 "Grad-CAM of selected cell" and zooms onto it.
 """
 import time
-import napari
+
 from qtpy.QtWidgets import QApplication
-from napari_leuk._widget import LeukWidget
+
+import napari
 from napari_leuk._layers import describe_cell
+from napari_leuk._widget import LeukWidget
+
 v = napari.Viewer(show=True); v.window._qt_window.resize(1600, 1000)
 v.open_sample("leukcore", "sample-smear")
 w = LeukWidget(v); v.window.add_dock_widget(w, name="Leukemia cell finder", area="right")
@@ -31,5 +34,6 @@ s = L.scale[-1]
 cam.center = (float(f["centroid_y"][i])*s, float(f["centroid_x"][i])*s); cam.zoom = 12
 for _ in range(20): QApplication.processEvents(); time.sleep(0.05)
 from PIL import Image
+
 Image.fromarray(v.screenshot(canvas_only=False, flash=False)).save("docs/images/napari-leuk-gradcam.png")
 v.close()

@@ -25,9 +25,9 @@ def main(argv=None):
                     "cell near the middle of the densest field)")
     args = ap.parse_args(argv)
 
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_leuk._widget import LeukWidget
 
     viewer = napari.Viewer(show=True, title="napari-leuk: sample smear")

@@ -28,7 +28,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from _browser import DevTools, launch_chromium, page_target
-
     from leukcore.corrections import Corrections
     from leukcore.differential import differential, record_differential
     from leukcore.report import write_report
@@ -48,8 +47,8 @@ def main(argv=None) -> int:
         c = Corrections.open(res, reviewer="demo reviewer")
         df = c.table.df
         unsure = df[df["review"]].sort_values(["confidence", "cell_id"]).head(5)
-        other = {a: b for a, b in zip(c.classes, reversed(c.classes))}
-        for k, (cid, lab) in enumerate(zip(unsure["cell_id"], unsure["label"])):
+        other = {a: b for a, b in zip(c.classes, reversed(c.classes), strict=False)}
+        for k, (cid, lab) in enumerate(zip(unsure["cell_id"], unsure["label"], strict=False)):
             c.set([int(cid)], lab if k < 3 else other[lab])
         record_differential(res, differential(c.reviewed(), n=100, order="random", seed=0), reviewer="demo reviewer")
         html = write_report(res, reviewer="demo reviewer", signed=True)

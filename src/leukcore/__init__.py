@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 _SUBMODULES = {
     "io", "tiling", "detect", "classify", "models", "train", "export", "results",

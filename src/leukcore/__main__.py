@@ -1,3 +1,4 @@
+"""``python -m leukcore``: the ``leuk`` command."""
 import sys
 
 from .cli import main

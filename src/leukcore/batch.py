@@ -109,7 +109,7 @@ def find_slides(source: str | os.PathLike | Sequence, *, exclude: Optional[os.Pa
         return [src]
     # a list file
     out = []
-    for ln, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+    for line in src.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -132,7 +132,7 @@ def slide_names(sources: Sequence[Path]) -> list[str]:
     for s in stems:
         counts[s.lower()] = counts.get(s.lower(), 0) + 1
     names = []
-    for p, s in zip(sources, stems):
+    for p, s in zip(sources, stems, strict=False):
         if counts[s.lower()] > 1:
             h = hashlib.sha1(str(Path(p).resolve()).encode()).hexdigest()[:8]
             s = f"{s}-{h}"
@@ -377,7 +377,7 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
     rows: list[dict] = []
     todo: list[tuple[Path, Path]] = []
     plan: dict[str, str] = {}
-    for src, name in zip(srcs, names):
+    for src, name in zip(srcs, names, strict=False):
         d = out / name
         skip, why = resume_decision(src, d, fp_settings, models, resume)
         plan[name] = why

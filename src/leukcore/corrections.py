@@ -86,7 +86,8 @@ def now_iso() -> str:
 
 def slide_key(input_fp: Optional[Mapping[str, Any]]) -> Optional[str]:
     """sha256 of a slide's content fingerprint (:func:`leukcore.provenance.input_fingerprint`): kind, size and
-    content hashes, without path or mtime (a copied slide keeps its key).  None when unknown."""
+    content hashes, without path or mtime (a copied slide keeps its key).  None when unknown.
+    """
     if not input_fp or input_fp.get("kind") in (None, "missing"):
         return None
     keep = {k: input_fp.get(k) for k in ("kind", "size", "meta_sha256", "sample_sha256", "n_files")}
@@ -166,7 +167,8 @@ def write_corrections(corrections, path: str | os.PathLike, *, meta: Optional[Ma
 
 def read_corrections(path: str | os.PathLike):
     """The corrections of a results folder (or a ``corrections.parquet`` file) as a DataFrame (``COLUMNS``),
-    with the file's metadata in ``df.attrs["meta"]``; an empty frame when the folder has none."""
+    with the file's metadata in ``df.attrs["meta"]``; an empty frame when the folder has none.
+    """
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -198,7 +200,8 @@ def read_corrections(path: str | os.PathLike):
 
 def corrections_digest(corrections) -> str:
     """sha256 of the corrections' content (cell, labels, reviewer, time and what they are tied to), in cell
-    order; what a sign-off records.  Accepts a :class:`Corrections`, a DataFrame or a results folder."""
+    order; what a sign-off records.  Accepts a :class:`Corrections`, a DataFrame or a results folder.
+    """
     if isinstance(corrections, (str, os.PathLike)):
         corrections = read_corrections(corrections)
     df = corrections.frame() if isinstance(corrections, Corrections) else corrections
@@ -275,7 +278,7 @@ def _as_label_map(corrections) -> tuple[dict[int, str], dict[int, str]]:
     if hasattr(corrections, "columns"):
         ids = corrections["cell_id"].astype(np.int64).tolist()
         who = corrections["reviewer"].tolist() if "reviewer" in corrections else [None] * len(ids)
-        return dict(zip(ids, corrections["reviewer_label"].tolist())), dict(zip(ids, who))
+        return dict(zip(ids, corrections["reviewer_label"].tolist(), strict=False)), dict(zip(ids, who, strict=False))
     if isinstance(corrections, Mapping):
         return {int(k): str(v) for k, v in corrections.items()}, {}
     if isinstance(corrections, (str, os.PathLike)):
@@ -375,9 +378,9 @@ class Corrections:
         self.context = corrections_context(table, self.summary)
         df = table.df
         model_col = "model_label" if "model_label" in df.columns else "label"
-        self._model = dict(zip(df["cell_id"].astype(np.int64).tolist(), df[model_col].astype(object).tolist()))
+        self._model = dict(zip(df["cell_id"].astype(np.int64).tolist(), df[model_col].astype(object).tolist(), strict=False))
         self._yx = dict(zip(df["cell_id"].astype(np.int64).tolist(),
-                            zip(df["centroid_y"].astype(float).tolist(), df["centroid_x"].astype(float).tolist())))
+                            zip(df["centroid_y"].astype(float).tolist(), df["centroid_x"].astype(float).tolist(), strict=False), strict=False))
         self.classes = list(table.classes)
         self._rows: dict[int, Correction] = {}
         for r in rows:
@@ -595,7 +598,8 @@ def load_reviewed(results: str | os.PathLike) -> tuple[CellTable, CellTable, dic
 
 def find_corrections_folders(root: str | os.PathLike, max_depth: int = 3) -> list[Path]:
     """Results folders holding ``corrections.parquet``: ``root`` itself, or below it (``leuk batch`` output,
-    a lab's archive), up to ``max_depth`` levels down; sorted."""
+    a lab's archive), up to ``max_depth`` levels down; sorted.
+    """
     root = Path(root)
     if (root / CORRECTIONS_NAME).is_file():
         return [root]
@@ -681,7 +685,7 @@ def training_rows(root: str | os.PathLike, *, slides: Optional[str | os.PathLike
         cy = table.df["centroid_y"].to_numpy(np.float64)[rows]
         cx = table.df["centroid_x"].to_numpy(np.float64)[rows]
         base = ctx.get("slide_fingerprint") or str(Path(slide).resolve())
-        keys = [hashlib.sha256(f"{base}|{y:.2f}|{x:.2f}".encode()).hexdigest() for y, x in zip(cy, cx)]
+        keys = [hashlib.sha256(f"{base}|{y:.2f}|{x:.2f}".encode()).hexdigest() for y, x in zip(cy, cx, strict=False)]
         frames.append(pd.DataFrame({
             "path": str(slide), "label": keep["reviewer_label"].astype(str).to_numpy(), "source": "corrections",
             "subject": None, "sha256": keys, "group": keys, "kind": SLIDE_CELL_KIND, "mpp": float(mpp),
@@ -702,7 +706,8 @@ def training_rows(root: str | os.PathLike, *, slides: Optional[str | os.PathLike
 def correction_crops(rows, spec) -> tuple[np.ndarray, np.ndarray]:
     """``(crops uint8 (N, S, S, 3), centroids (N, 2))`` of :func:`training_rows` rows, read from their slides
     with the classifier's crop code (:func:`leukcore.classify.extract_crops`), in the rows' order.  A masking
-    spec (``mask: true``) takes the cells' polygons from their results folders."""
+    spec (``mask: true``) takes the cells' polygons from their results folders.
+    """
     from .classify.crops import extract_crops
     from .export.kinds import read_results
     from .io import open_slide
@@ -720,8 +725,8 @@ def correction_crops(rows, spec) -> tuple[np.ndarray, np.ndarray]:
             polys = {}
             for res in g["results"].unique():
                 rt, _ = read_results(res)
-                polys[res] = dict(zip(rt.df["cell_id"].astype(int), rt.df["polygon"]))
-            t.df["polygon"] = [polys[r][int(c)] for r, c in zip(g["results"], g["cell_id"])]
+                polys[res] = dict(zip(rt.df["cell_id"].astype(int), rt.df["polygon"], strict=False))
+            t.df["polygon"] = [polys[r][int(c)] for r, c in zip(g["results"], g["cell_id"], strict=False)]
         with open_slide(path, mpp=float(mpp)) as slide:
             out[g.index.to_numpy()] = extract_crops(slide, t, spec, mpp=float(mpp))
         cents[g.index.to_numpy()] = g[["centroid_y", "centroid_x"]].to_numpy(np.float64)

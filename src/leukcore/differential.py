@@ -39,7 +39,8 @@ _STRIP_PX = 600.0
 
 def breakdown(table: CellTable) -> dict[str, Any]:
     """Counts of a table as a differential: ``cells``, ``counts`` (confident cells per class), ``review``,
-    ``percent`` (per class and ``review``, over all cells; None for an empty table), ``blast_percent``."""
+    ``percent`` (per class and ``review``, over all cells; None for an empty table), ``blast_percent``.
+    """
     from .corrections import REVIEW_LABEL
 
     n = len(table)

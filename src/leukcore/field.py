@@ -62,7 +62,8 @@ def check_field_geometry(path, height: int, width: int) -> None:
 
 def load_field(path) -> tuple:
     """``(rgb uint8 image, warnings)`` of an image file, through :func:`leukcore.io.open_slide` (header
-    checks, special files, missing tiles, conversion rules) and :func:`check_field_geometry`."""
+    checks, special files, missing tiles, conversion rules) and :func:`check_field_geometry`.
+    """
     from .io import open_slide
 
     with open_slide(path) as s:
@@ -179,7 +180,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             per_cell = [clf.classes[i] for i in probs.argmax(1)]
             rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
             rec.update(label=clf.classes[int(p.argmax())],
-                       probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
+                       probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
                        rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
                        cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src,
                        mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
@@ -198,7 +199,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     else:
         crop, rule = letterbox(img, clf.spec.size), "whole-image"
     p = clf.predict_crops(crop[None])[0]
-    rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p)},
+    rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None, mpp_reliable=True if mpp else None)
     return _review(rec, clf)
 
@@ -236,7 +237,8 @@ def _review(rec: dict, clf) -> dict:
 
 def letterbox(img, size: int) -> np.ndarray:
     """``(size, size, 3)``: the image scaled so its longer side is ``size``, centred on its corner colour
-    (never allocates more than the output: no ``max(H, W)``-sided square)."""
+    (never allocates more than the output: no ``max(H, W)``-sided square).
+    """
     from PIL import Image
 
     H, W = img.shape[:2]

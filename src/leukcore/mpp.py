@@ -43,7 +43,7 @@ MAX_MEDIAN_SIGMA = 0.35
 #: a red-cell estimate this confident (cells, relative IQR) ...
 RBC_CONFIDENT = (15, 0.2)
 #: ... disagreeing by more than this factor makes the answer unreliable
-MAX_RULER_DISAGREEMENT = 1.35
+MAX_RULER_DISAGREEMENT = 1.5
 
 
 class MppError(ValueError):
@@ -199,9 +199,10 @@ def _rbc_ruler(regions, min_cells, rbc_diameter_um):
     return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}
 
 
-#: red cells narrower than this (pixels) are not measured reliably (inscribed diameters quantise, pale or
+#: red cells narrower than this (pixels; a 7.5 um cell at 0.62 um/px) are not measured reliably (inscribed
+#: diameters quantise, pale or
 #: crowded cells break up): the red-cell ruler then neither answers alone nor overrules the network
-MIN_RBC_DIAMETER_PX = 10.0
+MIN_RBC_DIAMETER_PX = 12.0
 
 
 def _rbc_doubts(rbc: dict, min_diameter_px: float = MIN_RBC_DIAMETER_PX) -> list[str]:

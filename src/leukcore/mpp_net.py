@@ -86,7 +86,6 @@ def window_input(win: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=4)
 def load_scalenet(name: str = DEFAULT_MODEL):
     """(network in eval mode, card) of a shipped or user ScaleNet model."""
-
     from .models.registry import load_card, load_state_dict
 
     card = load_card(name)
@@ -198,7 +197,7 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
     coarse = mpp
     # 2. fine: resample to WORK_MPP by the current estimate; windows vote
     passes = 0
-    for passes in (1, 2):
+    for passes in (1, 2):  # noqa: B007 (the number of passes run is reported after the loop)
         zoom = mpp / WORK_MPP
         levels = [resize_image(im, zoom) for im in images]
         per = max(16, max_windows // len(levels))

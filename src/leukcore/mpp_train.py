@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .provenance import sha256_file
+from .hashing import sha256_file
 from .mpp_net import TRAIN_RANGE, WINDOW, WORK_MPP, ScaleNet, window_input
 
 __all__ = ["SOURCE_MPP", "SOURCES", "load_source", "sample_window", "augment_window", "train_scalenet"]
@@ -136,7 +136,8 @@ def load_source(data, source: str, split: str = "train", limit: Optional[int] = 
 
 def sample_window(img: np.ndarray, base_mpp: float, tgt_mpp: float, rng):
     """``(window, mpp)``: a random 64 px window of ``img`` resampled from ``base_mpp`` to about
-    ``tgt_mpp`` (random filter); ``mpp`` is the window's exact pixel size (integer crop side)."""
+    ``tgt_mpp`` (random filter); ``mpp`` is the window's exact pixel size (integer crop side).
+    """
     from PIL import Image
 
     h, w = img.shape[:2]
@@ -167,7 +168,8 @@ def _fast_colour(win: np.ndarray, rng) -> np.ndarray:
 def _optics(win: np.ndarray, rng) -> np.ndarray:
     """Sharpness that says nothing about the pixel size: blur (60 %, sigma 0.5-2.5 px log-uniform) or
     sharpening (20 %), then noise and JPEG.  Without it the network reads the optics (a fine-pixel
-    source is smooth at the pixel level, an upsampled coarse one blurred) instead of the cells."""
+    source is smooth at the pixel level, an upsampled coarse one blurred) instead of the cells.
+    """
     from scipy import ndimage as ndi
 
     from .detect.augment import jpeg
@@ -192,7 +194,8 @@ def augment_window(win: np.ndarray, rng, p_region: float = 0.35, blur_decorrelat
     """Stain / glass / light: region-wise Romanowsky re-colouring (``p_region``) or a cheap global
     optical-density re-mix; then blur or sharpening (:func:`_optics`), noise, JPEG, flips and 90-degree
     turns.  ``blur_decorrelate=False``: the detector's :func:`leukcore.detect.augment.degrade` instead
-    (the stage-1 recipe)."""
+    (the stage-1 recipe).
+    """
     from .detect.augment import degrade, romanowsky_jitter
     from .detect.data import purple_measure
 
@@ -255,7 +258,7 @@ def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int
     for si, src in enumerate(sources):
         imgs, base = load_source(data, src, "train", limits.get(src), cache_dir=cache_dir, seed=seed)
         t = time.time()
-        for i in range(n_per_source):
+        for _ in range(n_per_source):
             img = imgs[int(rng.integers(len(imgs)))]
             tgt = _draw_target(img.shape, base, SOURCE_MPP[src], rng)
             win, true_mpp = sample_window(img, base, tgt, rng)

@@ -116,7 +116,8 @@ def load_classifier(classifier="all-binary", device="auto", trust_unverified: bo
 def model_info(model) -> Optional[dict]:
     """What the summary records about a loaded model: name, version, task, weights sha256 (as read),
     card file name, card path, card sha256, origin (shipped / user), whether the weights were verified
-    against the card, classes (:func:`leukcore.provenance.model_record`)."""
+    against the card, classes (:func:`leukcore.provenance.model_record`).
+    """
     if model is None:
         return None
     from .provenance import model_record
@@ -126,7 +127,8 @@ def model_info(model) -> Optional[dict]:
 
 def _table_model_info(info: Optional[dict]) -> Optional[dict]:
     """The model block of the cell table's metadata: no absolute path, so the cell files stay
-    byte-identical wherever the package is installed."""
+    byte-identical wherever the package is installed.
+    """
     return None if info is None else {k: v for k, v in info.items() if k != "card_path"}
 
 
@@ -256,9 +258,8 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     ValueError
         Unknown device / pixel size unknown and not estimable.
     """
-    from .device import resolve_device
-
     from . import provenance
+    from .device import resolve_device
 
     t_start = time.perf_counter()
     if out_dir is not None:

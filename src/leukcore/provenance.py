@@ -33,6 +33,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from .hashing import sha256_bytes, sha256_file
+
 __all__ = ["sha256_file", "sha256_bytes", "input_fingerprint", "model_record", "model_fingerprint",
            "analysis_settings", "fingerprint", "compare", "describe", "invalidate", "FINGERPRINT_VERSION"]
 
@@ -45,20 +47,6 @@ _WHOLE_BELOW = 4 << 20
 _MAX_ENTRIES = 200_000
 _MAX_TIFF_PAGES = 256
 _ZARR_META = {".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json"}
-
-
-# ------------------------------------------------------------------ hashes
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a whole file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _canonical(obj: Any) -> bytes:

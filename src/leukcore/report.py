@@ -54,7 +54,8 @@ _MPP_SOURCE = {"metadata": "from the slide file's metadata", "user": "given by t
 def cell_thumbnails(slide, table: CellTable, rows: Sequence[int], *, size: int = THUMB_PX,
                     crop_um: float = THUMB_UM) -> np.ndarray:
     """``uint8 (len(rows), size, size, 3)`` crops of ``crop_um`` microns centred on the cells (read lazily,
-    only these cells; :func:`leukcore.classify.extract_crops`)."""
+    only these cells; :func:`leukcore.classify.extract_crops`).
+    """
     from .classify.crops import extract_crops
     from .classify.geometry import CropSpec
 
@@ -72,7 +73,7 @@ def _data_uri(rgb: np.ndarray, quality: int = 85) -> str:
 
 # ------------------------------------------------------------------ sign-off
 def _sha256_of(path: Path) -> Optional[str]:
-    from .provenance import sha256_file
+    from .hashing import sha256_file
 
     return sha256_file(path) if path.is_file() else None
 
@@ -122,7 +123,8 @@ def sign_off(results: str | os.PathLike, reviewer: str, *, time: Optional[str] =
 
 def signoff_state(results: str | os.PathLike, corrections_df=None) -> Optional[dict]:
     """The folder's sign-off with ``valid`` (its hashes match the corrections and summary now) and ``reason``;
-    None when never signed."""
+    None when never signed.
+    """
     folder = _folder(results)
     p = folder / SIGNOFF_NAME
     if not p.is_file():
@@ -205,8 +207,14 @@ def report_data(results: str | os.PathLike, *, reviewer: Optional[str] = None,
     summary (up to ``max_thumbnails`` per gallery; None = all).
     """
     from ._version import __version__
-    from .corrections import CorrectionsError, empty_corrections_frame, apply_corrections, corrections_digest, \
-        load_reviewed, now_iso
+    from .corrections import (
+        CorrectionsError,
+        apply_corrections,
+        corrections_digest,
+        empty_corrections_frame,
+        load_reviewed,
+        now_iso,
+    )
     from .differential import differential, read_differential
     from .export.kinds import find_results_slide, read_results
 

@@ -362,7 +362,7 @@ _PROTOCOLS: dict = {}
 
 
 def _protocol_class(limits: Limits):
-    """uvicorn's h11 protocol with a request-head deadline, a connection cap and JSON 400s."""
+    """Uvicorn's h11 protocol with a request-head deadline, a connection cap and JSON 400s."""
     key = (limits.header_timeout, limits.max_connections)
     if key in _PROTOCOLS:
         return _PROTOCOLS[key]
@@ -428,8 +428,8 @@ def make_app(*, models: Optional[list[str]] = None, default_model: str = "all-bi
     """The FastAPI application (ASGI), wrapped in the Host/Origin guard."""
     require_web()
     import asyncio
-    from contextlib import asynccontextmanager
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError

@@ -33,7 +33,8 @@ def save_screenshot(viewer, path: str | os.PathLike, counts: Mapping[str, int], 
                     extra: Sequence[str] = ()) -> Path:
     """Save the canvas (``viewer.screenshot``) with the core's class legend
     (:func:`leukcore.export.legend.inset_legend`: ``counts`` per class, ``cells: N``, ``extra``) drawn into its
-    top-left corner, as PNG (atomically)."""
+    top-left corner, as PNG (atomically).
+    """
     from PIL import Image
 
     from leukcore.export.legend import inset_legend, legend_lines

@@ -15,8 +15,20 @@ from typing import Optional
 import numpy as np
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView,
-                            QListWidget, QListWidgetItem, QPushButton, QTabBar, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTabBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from leukcore.corrections import REVIEW_LABEL
 from leukcore.results import CellTable, class_color
@@ -68,7 +80,8 @@ IN_MEMORY_PIXELS = 16_000_000
 
 def _in_memory_if_small(slide):
     """The slide itself, or (small slides) an in-memory copy of its full-resolution level: pages then crop from
-    memory instead of re-reading the level each time."""
+    memory instead of re-reading the level each time.
+    """
     import dask.array as da
 
     from leukcore.io import Slide
@@ -291,7 +304,7 @@ class GalleryWidget(QWidget):
             conf = f["confidence"].to_numpy(float) if "confidence" in f else np.full(len(f), np.nan)
             lab = f["label"].to_numpy(object)
             rl = f["reviewer_label"].to_numpy(object) if "reviewer_label" in f else np.full(len(f), None)
-            for r, icon in zip(rows, icons):
+            for r, icon in zip(rows, icons, strict=False):
                 mark = "*" if rl[r] is not None and rl[r] == rl[r] else ""
                 text = f"{ids[r]} {conf[r]:.2f}{mark}" if conf[r] == conf[r] else f"{ids[r]}{mark}"
                 it = QListWidgetItem(icon, text)
@@ -308,7 +321,8 @@ class GalleryWidget(QWidget):
     # ------------------------------------------------------------ thumbnails
     def slide(self):
         """The slide the cells were found on, opened once (lazily): the cells' slide path, else the viewer's
-        RGB image layer under them."""
+        RGB image layer under them.
+        """
         if self._slide is not None:
             return self._slide
         meta = (self.layer.metadata or {}).get("leuk_meta") or {}
@@ -347,7 +361,7 @@ class GalleryWidget(QWidget):
                 meta = (self.layer.metadata or {}).get("leuk_meta") or {}
                 t = CellTable(f[["cell_id", "centroid_y", "centroid_x"]], {"mpp": meta.get("mpp")})
                 imgs = cell_thumbnails(slide, t, need, size=THUMB_PX)
-            for r, im in zip(need, imgs):
+            for r, im in zip(need, imgs, strict=False):
                 im = np.ascontiguousarray(im)
                 q = QImage(im.data, im.shape[1], im.shape[0], 3 * im.shape[1], QImage.Format_RGB888).copy()
                 self._icons[int(ids[r])] = QIcon(QPixmap.fromImage(q))
@@ -456,7 +470,8 @@ class GalleryWidget(QWidget):
 
     def count_differential(self, n: Optional[int] = None, order: Optional[str] = None) -> Optional[dict]:
         """The N-cell differential (N cells in random / raster order): shown beside the whole slide, the N cells
-        in their own tab (review them there; the numbers follow), recorded in the results folder."""
+        in their own tab (review them there; the numbers follow), recorded in the results folder.
+        """
         from napari.utils.notifications import show_error
 
         if self.review is None:

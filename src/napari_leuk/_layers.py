@@ -103,7 +103,7 @@ def _scale(table: CellTable, scale) -> tuple[float, float]:
 
 def _polygons(table: CellTable) -> list[np.ndarray]:
     polys = []
-    for p, cy, cx in zip(table.df["polygon"], table.df["centroid_y"], table.df["centroid_x"]):
+    for p, cy, cx in zip(table.df["polygon"], table.df["centroid_y"], table.df["centroid_x"], strict=False):
         a = None if p is None or isinstance(p, float) else np.asarray(p, dtype=np.float32).reshape(-1, 2)
         if a is None or len(a) < 3:       # degenerate: a small square around the centroid
             a = np.array([[cy - 2, cx - 2], [cy - 2, cx + 2], [cy + 2, cx + 2], [cy + 2, cx - 2]], np.float32)
@@ -163,7 +163,7 @@ def labels_colormap(feats):
 
     rgba = class_rgba(feats["label"])
     cmap = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
-    cmap.update({int(i): c for i, c in zip(feats["cell_id"].to_numpy(), rgba)})
+    cmap.update({int(i): c for i, c in zip(feats["cell_id"].to_numpy(), rgba, strict=False)})
     return DirectLabelColormap(color_dict=cmap)
 
 

@@ -67,7 +67,8 @@ def read_slide(path) -> list[tuple]:
 
 def read_results(path) -> list[tuple]:
     """Read a results folder / ``cells.parquet`` / ``cells.geojson`` (:func:`leukcore.export.kinds.read_results`):
-    the slide (when found, :func:`~leukcore.export.kinds.find_results_slide`) and the cells."""
+    the slide (when found, :func:`~leukcore.export.kinds.find_results_slide`) and the cells.
+    """
     from napari.utils.notifications import show_warning
 
     from leukcore.export.kinds import find_results_slide
@@ -79,8 +80,7 @@ def read_results(path) -> list[tuple]:
     table, summary = read_results_folder(p)
     folder = Path(p) if Path(p).is_dir() else Path(p).parent
     if table.is_classified:          # restore the review (corrections.parquet) beside the results
-        from leukcore.corrections import CorrectionsError, apply_corrections, read_corrections
-        from leukcore.corrections import load_reviewed
+        from leukcore.corrections import CorrectionsError, apply_corrections, load_reviewed, read_corrections
 
         try:
             if read_corrections(folder).shape[0]:

@@ -66,7 +66,7 @@ def cells_in_shapes(centroids_l0, shapes_data, image_scale, *, shapes_scale=(1.0
     pts = np.asarray(centroids_l0, dtype=np.float64).reshape(-1, 2)
     inside = np.zeros(len(pts), bool)
     types = list(shape_types) if shape_types is not None else ["polygon"] * len(shapes_data)
-    for v, st in zip(_shape_vertices(shapes_data, shapes_scale, shapes_translate), types):
+    for v, st in zip(_shape_vertices(shapes_data, shapes_scale, shapes_translate), types, strict=False):
         v0 = world_to_level0(v, image_scale, image_translate)
         if st == "ellipse" and len(v0) == 4:
             c = v0.mean(axis=0)

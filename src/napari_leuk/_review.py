@@ -55,7 +55,8 @@ def results_dir_of(layer) -> Optional[Path]:
 def key_action(key: str, classes: Sequence[str]):
     """What a key does: ``("set", label)``, ``("clear", None)``, ``("undo", None)``, ``("redo", None)`` or None.
 
-    ``1`` .. ``9`` are the classes in order (``classes[0]`` is ``1``)."""
+    ``1`` .. ``9`` are the classes in order (``classes[0]`` is ``1``).
+    """
     if key in UNDO_KEYS:
         return ("undo", None)
     if key in REDO_KEYS:
@@ -154,7 +155,8 @@ class Review:
 
     def press(self, key: str, rows=None) -> Optional[list[int]]:
         """Do what ``key`` does (:func:`key_action`) on ``rows`` (default the selected cells); None when the key
-        means nothing."""
+        means nothing.
+        """
         act = key_action(key, self.classes)
         if act is None:
             return None
@@ -238,7 +240,8 @@ class Review:
 
 def review_for(layer, reviewer: Optional[str] = None, *, create: bool = True) -> Optional[Review]:
     """The :class:`Review` of a cells layer (one per layer, shared by the widget and the gallery); created
-    (and its keys bound) on first use; None for a layer without classified cells."""
+    (and its keys bound) on first use; None for a layer without classified cells.
+    """
     r = _REVIEWS.get(layer)
     if r is not None or not create:
         return r

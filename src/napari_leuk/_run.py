@@ -1,10 +1,9 @@
-"""Analysis in a napari worker thread, fed by leukcore's progress callback.
+"""Analysis fed by leukcore's progress callback, as plain Python (no Qt here).
 
-:func:`progress_stream` is plain Python: it runs ``analyze`` in a helper thread and
-yields its :class:`~leukcore.progress.ProgressEvent` s (throttled) until the run
-ends, then returns the result (or re-raises its error).  :func:`start_analysis`
-wraps it in :func:`napari.qt.threading.thread_worker`, so events reach the GUI
-thread through the worker's ``yielded`` signal and the result through ``returned``.
+:func:`progress_stream` runs ``analyze`` in a helper thread and yields its
+:class:`~leukcore.progress.ProgressEvent` s (throttled) until the run ends, then returns the result (or
+re-raises its error); :func:`friendly_error` words a failure for a notification.  The Qt worker that runs it
+is :func:`napari_leuk._worker.start_analysis`.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from leukcore.progress import CancelToken, ProgressEvent
 
-__all__ = ["progress_stream", "start_analysis", "run_in_thread", "friendly_error"]
+__all__ = ["progress_stream", "friendly_error"]
 
 _DONE = object()
 
@@ -62,31 +61,6 @@ def progress_stream(analyze: Callable[..., Any], source, *, cancel: CancelToken,
     if "error" in box:
         raise box["error"]
     return box.get("result")
-
-
-def start_analysis(analyze, source, *, cancel: CancelToken, on_progress, on_done, on_error,
-                   on_finished=None, **kwargs):
-    """Start :func:`progress_stream` in a worker thread; returns the (started) worker.
-
-    The worker is superqt's ``thread_worker`` (the one ``napari.qt.threading`` wraps):
-    napari 0.9.2's wrapper connects a task-status lambda to ``errored`` that fails with a
-    ``TypeError`` on every error and relays the error a second time, so errors would show
-    twice, once garbled.  Our ``on_error`` turns them into one clear notification.
-    """
-    connect = {"yielded": on_progress, "returned": on_done, "errored": on_error}
-    if on_finished is not None:
-        connect["finished"] = on_finished
-    return run_in_thread(progress_stream, analyze, source, cancel=cancel, _connect=connect, **kwargs)
-
-
-def run_in_thread(func, *args, _connect: dict, **kwargs):
-    """Run ``func`` (function or generator) in a started superqt worker with ``_connect`` signals."""
-    from superqt.utils import create_worker
-
-    from . import guard_triton
-
-    guard_triton()      # the canvas may have loaded Mesa's LLVM since the plugin was imported
-    return create_worker(func, *args, _connect=_connect, _start_thread=True, **kwargs)
 
 
 def friendly_error(exc: BaseException) -> str:

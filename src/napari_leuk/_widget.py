@@ -1,21 +1,34 @@
 """The dock widget: wires leukcore's analysis to napari (no analysis logic here).
 
 Logic lives in :mod:`._layers` (cells layer, colours, edits), :mod:`._regions`
-(whole slide / current view / shapes), :mod:`._run` (worker thread + progress),
-:mod:`._counts` (counts + legend), :mod:`._export` and :mod:`._gradcam`.
+(whole slide / current view / shapes), :mod:`._run` / :mod:`._worker` (progress stream, worker thread),
+:mod:`._counts` / :mod:`._counts_table` (counts + legend), :mod:`._export` and :mod:`._gradcam`.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from . import _layers as L
-from ._counts import make_counts_table
-from ._regions import RegionError, cells_in_shapes, shapes_region, view_region
 from . import guard_pyside_none
-from ._run import friendly_error, start_analysis
+from ._counts_table import make_counts_table
+from ._regions import RegionError, cells_in_shapes, shapes_region, view_region
+from ._run import friendly_error
+from ._worker import start_analysis
 
 guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
 
@@ -283,8 +296,9 @@ class LeukWidget(QWidget):
     def run(self):
         if self.worker is not None:
             return
-        from leukcore.progress import CancelToken
         from napari.utils.notifications import show_error
+
+        from leukcore.progress import CancelToken
 
         try:
             layer = self.image_layer()
@@ -496,7 +510,7 @@ class LeukWidget(QWidget):
     def gradcam_selected(self, *_):
         from napari.utils.notifications import show_error, show_warning
 
-        from ._run import run_in_thread
+        from ._worker import run_in_thread
 
         rows = self.selected_rows()
         if not rows:

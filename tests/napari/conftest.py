@@ -24,7 +24,7 @@ def make_table(n=12, size=2000, classes=("ALL", "normal"), mpp=0.5, seed=0, conf
     cy = np.linspace(100, size - 100, n)
     cx = rng.uniform(100, size - 100, n)
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-    polys = [np.stack([y + 20 * np.sin(t), x + 20 * np.cos(t)], 1).astype(np.float32) for y, x in zip(cy, cx)]
+    polys = [np.stack([y + 20 * np.sin(t), x + 20 * np.cos(t)], 1).astype(np.float32) for y, x in zip(cy, cx, strict=False)]
     tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, np.full(n, 0.9), mpp=mpp,
                                     meta={"shape": [size, size]})
     k = len(classes)
@@ -53,7 +53,7 @@ class FakeAnalyze:
         if self.error is not None:
             raise self.error
         done = 0
-        for i in range(self.n_tiles):
+        for _ in range(self.n_tiles):
             if is_cancelled(cancel):
                 break
             time.sleep(self.delay)
@@ -83,9 +83,9 @@ def viewer_widget(make_napari_viewer, qtbot):
     """A shown viewer with a 2000x2000 RGB multiscale slide layer and the docked widget."""
     import dask.array as da
 
+    from leukcore.io import Slide
     from napari_leuk._reader import slide_layer_data
     from napari_leuk._widget import LeukWidget
-    from leukcore.io import Slide
 
     viewer = make_napari_viewer(show=True)
     img = np.full((2000, 2000, 3), 230, np.uint8)

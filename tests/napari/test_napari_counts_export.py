@@ -5,12 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from leukcore.results import CellTable, class_color
-
 from leukcore.export.geojson import read_geojson_table
 from leukcore.export.kinds import ResultsError, find_results_slide, read_results
 from leukcore.export.legend import inset_legend, legend_lines
-
+from leukcore.results import CellTable, class_color
 from napari_leuk._counts import blast_percent, count_rows
 from napari_leuk._export import export_table
 

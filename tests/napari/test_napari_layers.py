@@ -104,7 +104,6 @@ def test_describe_cell_names_class_probs_confidence(table_factory):
 
 def test_unclassified_table_gets_unclassified_colour(table_factory):
     from leukcore.results import CellTable
-
     from napari_leuk._layers import class_rgba, features_frame
 
     tab = table_factory(3)

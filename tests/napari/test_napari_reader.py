@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from leukcore.io import SlideError, write_slide
-
 from napari_leuk._reader import napari_get_reader, read_results, read_slide
 
 pytestmark = pytest.mark.napari

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from leukcore.regions import clip_region
-
 from napari_leuk._regions import RegionError, cells_in_shapes, shapes_region, view_region, world_to_level0
 
 

@@ -16,7 +16,8 @@ UNCLASSIFIED = "unclassified"
 def review_rule(classifier, review_threshold=None) -> tuple:
     """``(review threshold, blast threshold or None)`` of a classifier: ``review_threshold`` when given,
     else the card's (:attr:`Classifier.review_threshold` / :attr:`Classifier.blast_threshold`); any
-    object without them (a test double) gets :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`."""
+    object without them (a test double) gets :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`.
+    """
     from ..results import DEFAULT_REVIEW_THRESHOLD
 
     rt = review_threshold if review_threshold is not None else \

@@ -46,7 +46,7 @@ def preprocess(crops: np.ndarray, spec: CropSpec) -> np.ndarray:
     if spec.mode == "lstd":
         z = _standardise(lightness(crops), fg)
         return np.ascontiguousarray(np.repeat(z[:, None], 3, axis=1))
-    from skimage.color import rgb2lab                     # labstd: each LAB channel standardised per crop
+    from skimage.color import rgb2lab  # labstd: each LAB channel standardised per crop
     lab = rgb2lab(crops).astype(np.float32)
     z = np.stack([_standardise(lab[..., k], fg) for k in range(3)], axis=1)
     return np.ascontiguousarray(z)

@@ -6,8 +6,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .geometry import CropSpec
-from .network import architecture_of, build_network
 from .inputs import preprocess
+from .network import architecture_of, build_network
 
 __all__ = ["Classifier", "softmax"]
 
@@ -61,7 +61,8 @@ class Classifier:
     def review_threshold(self) -> float:
         """Confidence below which a cell is left for review: the card's ``review.confidence``
         (chosen on validation data when the model was trained), else
-        :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`."""
+        :data:`~leukcore.results.DEFAULT_REVIEW_THRESHOLD`.
+        """
         from ..results import DEFAULT_REVIEW_THRESHOLD
 
         v = (self.card.get("review") or {}).get("confidence")
@@ -71,7 +72,8 @@ class Classifier:
     def blast_threshold(self) -> Optional[float]:
         """Confidence a blast call needs (the card's ``review.blast_confidence``, chosen so that few
         normal validation cells of any source are called a blast); below it the cell is left for
-        review.  ``None``: the same as :attr:`review_threshold`."""
+        review.  ``None``: the same as :attr:`review_threshold`.
+        """
         v = (self.card.get("review") or {}).get("blast_confidence")
         return float(v) if v is not None else None
 

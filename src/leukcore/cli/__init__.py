@@ -20,6 +20,7 @@ SUBCOMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``leuk`` parser with every built subcommand of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="leuk",
         description="Find and classify white blood cells in whole blood-smear slides.",
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``leuk`` with ``argv`` (default: the command line); the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

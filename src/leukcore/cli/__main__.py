@@ -1,3 +1,4 @@
+"""``python -m leukcore.cli``: the ``leuk`` command."""
 import sys
 
 from . import main

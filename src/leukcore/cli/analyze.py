@@ -22,6 +22,7 @@ def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | p
 
 
 def register(sub):
+    """Add the ``leuk analyze`` subcommand to ``sub``."""
     p = sub.add_parser("analyze", help="find and classify the white cells of one slide; write all outputs",
                        description="Detect every white blood cell of SLIDE, classify it, and write "
                                    "cells.parquet, cells.csv, cells.geojson (QuPath), labels.ome.zarr, "
@@ -92,6 +93,7 @@ def print_result(res, out=None):
 
 
 def run(args):
+    """Run ``leuk analyze`` with the parsed ``args``; the exit code."""
     from pathlib import Path
 
     from ..pipeline import analyze_slide

@@ -5,6 +5,7 @@ import sys
 
 
 def register(sub):
+    """Add the ``leuk batch`` subcommand to ``sub``."""
     from .analyze import add_model_args
 
     p = sub.add_parser("batch", help="analyse many slides (a folder or a list file) on dask.distributed",
@@ -34,6 +35,7 @@ def register(sub):
 
 
 def run(args):
+    """Run ``leuk batch`` with the parsed ``args``; the exit code."""
     from tqdm import tqdm
 
     from ..batch import run_batch

@@ -11,6 +11,7 @@ import sys
 
 
 def register(sub):
+    """Add the ``leuk classify`` subcommand to ``sub``."""
     from .. import field
     from .analyze import TRUST_HELP
 
@@ -33,6 +34,7 @@ def register(sub):
 
 
 def run(args) -> int:
+    """Run ``leuk classify`` with the parsed ``args``; the exit code."""
     from ..classify import Classifier
     from ..field import classify_image
     from ..io.errors import SlideError

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 def register(sub):
+    """Add the ``leuk demo`` subcommand to ``sub``."""
     p = sub.add_parser("demo", help="analyse the bundled sample slide (built on first use) and print the counts",
                        description="Builds (once, into the user cache) a pyramidal OME-TIFF mosaic of real, "
                                    "openly licensed smear fields, runs `leuk analyze` on it and prints the counts "
@@ -17,6 +18,7 @@ def register(sub):
 
 
 def run(args):
+    """Run ``leuk demo`` with the parsed ``args``; the exit code."""
     from pathlib import Path
 
     from ..pipeline import analyze_slide
@@ -39,7 +41,7 @@ def run(args):
         bar.close()
     print_result(res)
     print(f"outputs in {out.resolve()}:")
-    for k, p in res.outputs.items():
+    for p in res.outputs.values():
         print(f"  {Path(p).name}")
     if "overlay" in res.outputs:
         print(f"look at {Path(res.outputs['overlay']).resolve()}: every cell outlined in its class colour")

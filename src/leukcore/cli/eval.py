@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def register(sub):
+    """Add the ``leuk eval`` subcommand to ``sub``."""
     p = sub.add_parser("eval", help="evaluate a classifier on its held-out split (+ colour baseline, stain swap)",
                        description="Rebuild the held-out split from the config (given, or the one recorded in "
                                    "the model card), then report accuracy, balanced accuracy, per-class P/R/F1, "
@@ -40,6 +41,7 @@ def register(sub):
 
 
 def run(args) -> int:
+    """Run ``leuk eval`` with the parsed ``args``; the exit code."""
     from ..models.registry import load_card
     from ..train.config import load_config, resolve_config
     from ..train.evaluate import evaluate_model, headline
@@ -87,9 +89,9 @@ def run(args) -> int:
 
 
 def _cross_source(args) -> int:
+    from ..paths import data_dir
     from ..train.config import load_config
     from ..train.crosssource import cross_source_eval, format_table
-    from ..paths import data_dir
 
     res = cross_source_eval(args.model, Path(args.data) if args.data else data_dir(),
                             cfg=load_config(args.config) if args.config else None, n_per_type=args.n_per_type,

@@ -7,6 +7,7 @@ import numpy as np
 
 
 def register(sub):
+    """Add the ``leuk explain`` subcommand to ``sub``."""
     p = sub.add_parser("explain", help="Grad-CAM overlays for the cells of images",
                        description="Detect the cells of each image (or take it as one cell crop, as leuk classify "
                                    "does), compute Grad-CAM for the predicted (or --target) class and write "
@@ -24,13 +25,14 @@ def register(sub):
 
 
 def run(args) -> int:
+    """Run ``leuk explain`` with the parsed ``args``; the exit code."""
     from PIL import Image
 
     from ..classify import Classifier, extract_crops, gradcam
     from ..classify.cam import overlay
+    from ..field import find_cells, letterbox, load_field
     from ..io.slide import Slide
     from ..results import atomic_path
-    from ..field import letterbox, find_cells, load_field
 
     clf = Classifier.load(args.model, device=args.device, backend="torch")
     out = Path(args.out)
@@ -44,7 +46,7 @@ def run(args) -> int:
             crops = letterbox(img, clf.spec.size)[None]
         heat = gradcam(clf, crops, target=args.target)
         probs = clf.predict_crops(crops)
-        tiles = [np.concatenate([c, overlay(c, h)], axis=0) for c, h in zip(crops, heat)]
+        tiles = [np.concatenate([c, overlay(c, h)], axis=0) for c, h in zip(crops, heat, strict=False)]
         grid = np.concatenate(tiles, axis=1)
         dst = out / f"{Path(path).stem}_gradcam.png"
         with atomic_path(dst) as tmp:

@@ -14,6 +14,7 @@ import json
 
 
 def register(sub):
+    """Add the ``leuk info`` subcommand to ``sub``."""
     p = sub.add_parser("info", help="describe a slide: format, levels, pixel size, chunking (reads no pixels)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("slide", help="slide or image file (TIFF/OME-TIFF/SVS/NDPI, OME-Zarr directory, PNG/JPEG/BMP)")
@@ -75,13 +76,11 @@ def format_info(info: dict) -> str:
 
 
 def run(args) -> int:
-    from ..io import open_slide
-
+    """Run ``leuk info`` with the parsed ``args``; the exit code."""
     import sys
 
-    from ..io.errors import MissingTileError
-
-    from ..io.errors import SlideError
+    from ..io import open_slide
+    from ..io.errors import MissingTileError, SlideError
     from ..io.integrity import verify_pixels
 
     with open_slide(args.slide, mpp=args.mpp) as slide:

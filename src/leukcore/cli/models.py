@@ -5,6 +5,7 @@ import json
 
 
 def register(sub):
+    """Add the ``leuk models`` subcommand to ``sub``."""
     p = sub.add_parser("models", help="list shipped models with their cards' key facts",
                        description="List the models known by name: those in the folders of $LEUK_MODEL_PATH "
                                    "(searched first) and the shipped ones, with their cards' key facts.")
@@ -28,6 +29,7 @@ def facts(card: dict) -> dict:
 
 
 def run(args) -> int:
+    """Run ``leuk models`` with the parsed ``args``; the exit code."""
     from ..models.registry import list_models, load_card
 
     names = list_models(args.task)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 def register(sub):
+    """Add the ``leuk report`` subcommand to ``sub``."""
     p = sub.add_parser("report", help="sign-off report of a results folder (self-contained HTML, optional PDF)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("results", help="results folder (leuk analyze / leuk batch output), reviewed or not")
@@ -29,6 +30,7 @@ def register(sub):
 
 
 def run(args) -> int:
+    """Run ``leuk report`` with the parsed ``args``; the exit code."""
     from ..corrections import load_reviewed
     from ..differential import differential, record_differential
     from ..report import DEFAULT_MAX_THUMBNAILS, write_report

@@ -3,6 +3,7 @@ import sys
 
 
 def register(sub):
+    """Add the ``leuk serve`` subcommand to ``sub``."""
     from ..serve import Limits
 
     d = Limits()
@@ -29,6 +30,7 @@ def register(sub):
 
 
 def run(args):
+    """Run ``leuk serve`` with the parsed ``args``; the exit code."""
     from ..serve import MissingExtra, require_web
 
     try:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 
 def register(sub):
+    """Add the ``leuk train`` subcommand to ``sub``."""
     p = sub.add_parser("train", help="train a cell classifier from a YAML/TOML config",
                        description="Train a classifier (two-phase transfer learning) as the config says, then "
                                    "evaluate it on the held-out split. The run directory keeps the config, "
@@ -27,10 +28,9 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..train.config import load_config
+    """Run ``leuk train`` with the parsed ``args``; the exit code."""
+    from ..train.config import load_config, preset_path
     from ..train.loop import train_classifier
-
-    from ..train.config import preset_path
 
     args.config = str(preset_path(args.config))
     cfg = load_config(args.config)

@@ -2,6 +2,7 @@
 
 
 def register(sub):
+    """Add the ``leuk train-detector`` subcommand to ``sub``."""
     p = sub.add_parser("train-detector", help="train the StarDist-method WBC detector",
                        description="Reproduce the shipped wbc-stardist detector from ../shared/data: derives "
                                    "masks, trains on CPU/GPU, tunes thresholds on validation splits and writes "
@@ -41,6 +42,7 @@ def register(sub):
 
 
 def run(args):
+    """Run ``leuk train-detector`` with the parsed ``args``; the exit code."""
     from ..detect.data import default_data_dir
     from ..detect.train import DEFAULT_LR, VAL_IGNORE_BELOW_UM, train_detector
 

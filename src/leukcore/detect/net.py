@@ -71,7 +71,7 @@ class StarDistUNet(nn.Module):
             if i < len(self.down) - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for upc, blk in zip(self.upconv, self.up):
+        for upc, blk in zip(self.upconv, self.up, strict=False):
             x = upc(x)
             x = blk(torch.cat([x, skips.pop()], dim=1))
         f = self.features(x)

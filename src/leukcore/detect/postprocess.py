@@ -12,8 +12,9 @@ _CONTROLLER = None
 
 
 def _single_thread_openmp():
-    """stardist's NMS is an OpenMP loop; on busy or small machines its thread start/spin costs
-    ~100 ms per call for a handful of candidates, so it runs single-threaded (50x faster per tile)."""
+    """Stardist's NMS is an OpenMP loop; on busy or small machines its thread start/spin costs
+    ~100 ms per call for a handful of candidates, so it runs single-threaded (50x faster per tile).
+    """
     global _CONTROLLER
     try:
         from threadpoolctl import ThreadpoolController

@@ -92,7 +92,7 @@ def iter_features(table: CellTable, namespace: str = "") -> Iterator[dict[str, A
     classes = table.classes
     cols = list(table.df.columns)
     for row in table.df.itertuples(index=False, name=None):
-        yield cell_feature(dict(zip(cols, row)), classes, namespace)
+        yield cell_feature(dict(zip(cols, row, strict=False)), classes, namespace)
 
 
 def write_geojson(table: CellTable, path: str | os.PathLike, *, namespace: str | None = None) -> Path:

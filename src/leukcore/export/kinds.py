@@ -248,7 +248,8 @@ def read_results(path: str | os.PathLike) -> tuple[CellTable, dict]:
 
 def find_results_slide(path: str | os.PathLike, table: CellTable, summary: dict) -> Optional[str]:
     """The analysed slide of a results folder / file when it is on disk: the summary's path, else the slide's
-    name (summary or table meta) in the folder or next to it; None when not found."""
+    name (summary or table meta) in the folder or next to it; None when not found.
+    """
     p = Path(path)
     folder = p if p.is_dir() else p.parent
     sl = summary.get("slide") or {}

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..progress import emit, is_cancelled, Cancelled
+from ..progress import Cancelled, emit, is_cancelled
 from ..results import CellTable, atomic_path, class_color
 
 __all__ = ["write_labels_zarr", "open_labels_zarr", "rasterize_chunk", "label_pyramid_shapes",
@@ -61,7 +61,7 @@ def rasterize_chunk(polygons: list, ids, y0: int, x0: int, h: int, w: int, *, do
     from skimage.draw import polygon as draw_polygon
 
     out = np.zeros((h, w), dtype=dtype)
-    for poly, cid in zip(polygons, ids):
+    for poly, cid in zip(polygons, ids, strict=False):
         p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
         if len(p) < 3:
             continue
@@ -111,9 +111,9 @@ def _ngff_attrs(table: CellTable, shapes, mpp: Optional[float], name: str) -> di
         labels = table.df["label"].astype(str).tolist()
         ids = table.df["cell_id"].astype(np.int64).tolist()
         attrs["image-label"]["colors"] = [{"label-value": int(i), "rgba": [*class_color(l), 255]}
-                                          for i, l in zip(ids, labels)]
+                                          for i, l in zip(ids, labels, strict=False)]
         attrs["image-label"]["properties"] = [{"label-value": int(i), "class": l}
-                                              for i, l in zip(ids, labels)]
+                                              for i, l in zip(ids, labels, strict=False)]
     attrs["leukcore"] = {"cells": n, "classes": table.classes, "level0_shape": list(shapes[0])}
     return attrs
 

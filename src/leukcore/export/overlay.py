@@ -1,5 +1,6 @@
 """Overview picture: the slide thumbnail with every cell drawn in its class colour
-and a legend with the counts per class (``overlay.png``)."""
+and a legend with the counts per class (``overlay.png``).
+"""
 from __future__ import annotations
 
 import os
@@ -52,7 +53,7 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     polys = table.df["polygon"].tolist() if len(table) else []
     cys = table.df["centroid_y"].to_numpy(np.float64) if len(table) else np.zeros(0)
     cxs = table.df["centroid_x"].to_numpy(np.float64) if len(table) else np.zeros(0)
-    for poly, lab, cy, cx in zip(polys, labels, cys, cxs):
+    for poly, lab, cy, cx in zip(polys, labels, cys, cxs, strict=False):
         r, g, b = class_color(lab)
         p = np.asarray(poly, dtype=np.float64).reshape(-1, 2) if poly is not None and not isinstance(poly, float) else np.zeros((0, 2))
         pts = [(float(x * sx), float(y * sy)) for y, x in p]

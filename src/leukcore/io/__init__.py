@@ -1,7 +1,16 @@
 """Lazy whole-slide I/O: :func:`open_slide`, :func:`write_slide`, :class:`Slide`, :class:`SlideError`."""
-from .errors import (CorruptSlideError, DegenerateImageError, EmptySlideError, MissingTileError,
-                     NonFinitePixelsError, SlideError, SlideNotFoundError, SlideTooLargeError,
-                     UnsupportedFormatError, UnsupportedLayoutError)
+from .errors import (
+    CorruptSlideError,
+    DegenerateImageError,
+    EmptySlideError,
+    MissingTileError,
+    NonFinitePixelsError,
+    SlideError,
+    SlideNotFoundError,
+    SlideTooLargeError,
+    UnsupportedFormatError,
+    UnsupportedLayoutError,
+)
 from .slide import PAD_VALUE, Slide
 
 __all__ = ["Slide", "PAD_VALUE", "open_slide", "write_slide", "SlideError", "SlideNotFoundError",

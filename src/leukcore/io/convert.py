@@ -44,7 +44,8 @@ def check_layout(n_channels: int, dtype) -> Optional[str]:
 
 def _scale_to_u8(a: np.ndarray, scale_max: Optional[float] = None) -> np.ndarray:
     """Scale one array of any supported dtype to uint8 by the fixed dtype rule (or by ``scale_max``:
-    ``v * 255 / scale_max``, clipped; decided once per slide, e.g. 4095 for 12-bit data in uint16)."""
+    ``v * 255 / scale_max``, clipped; decided once per slide, e.g. 4095 for 12-bit data in uint16).
+    """
     kind = a.dtype.kind
     if scale_max is not None and kind in "uif":
         f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=float(scale_max), neginf=0.0)

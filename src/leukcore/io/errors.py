@@ -1,5 +1,6 @@
 """The slide exception family: every bad input raises a :class:`SlideError` subclass
-whose message names the file and the problem."""
+whose message names the file and the problem.
+"""
 from __future__ import annotations
 
 __all__ = ["SlideError", "SlideNotFoundError", "UnsupportedFormatError", "CorruptSlideError",

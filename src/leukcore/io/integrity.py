@@ -37,10 +37,11 @@ def integrity_summary(slide, skip_missing: bool) -> dict:
 def verify_pixels(slide, window: int = 2048) -> int:
     """Read every stored level of ``slide`` window by window (``leuk info --check``); returns the number of
     windows read.  Raises the first read problem (:class:`~leukcore.io.errors.MissingTileError`,
-    :class:`~leukcore.io.errors.CorruptSlideError`...).  Memory stays at one window."""
+    :class:`~leukcore.io.errors.CorruptSlideError`...).  Memory stays at one window.
+    """
     n = 0
     readers = slide._readers or []
-    for i, lv in enumerate(slide.levels):
+    for i in range(len(slide.levels)):
         r = readers[i] if i < len(readers) else None
         if r is None:
             continue

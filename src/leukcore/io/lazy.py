@@ -279,7 +279,8 @@ class LevelReader:
     def sample_max(self, max_pixels: int = 4_000_000) -> Optional[float]:
         """Largest finite stored value over the whole level when it is small, else over up to 16 stored
         tiles spread over it (used at open to decide 12-bit / float ranges; missing tiles are left out;
-        not counted in ``n_reads``)."""
+        not counted in ``n_reads``).
+        """
         H, W = self.shape[:2]
         if H * W <= max_pixels or not self.tile:
             boxes = [(0, 0, H, W)] if H * W <= max_pixels else [
@@ -314,7 +315,7 @@ class LevelReader:
 def choose_chunks(native, shape_yx, target: int = 1024):
     """Dask chunk sizes that are whole multiples of the native chunk, close to ``target``."""
     out = []
-    for n, size in zip(native, shape_yx):
+    for n, size in zip(native, shape_yx, strict=False):
         n = max(1, int(n))
         if n >= target:
             out.append(min(n, size))
@@ -344,7 +345,8 @@ def as_dask(reader: LevelReader, chunks, name: str):
 
 def level_downsample(shape0, shape) -> float:
     """Downsample of a level from its shape: the mean y/x ratio, snapped to the nearest
-    integer when within 1 % (pyramids halve with floor, so 1700 -> 212 is 8, not 8.02)."""
+    integer when within 1 % (pyramids halve with floor, so 1700 -> 212 is 8, not 8.02).
+    """
     r = 0.5 * (shape0[0] / max(1, shape[0]) + shape0[1] / max(1, shape[1]))
     n = round(r)
     return float(n) if n >= 1 and abs(r - n) <= 0.01 * r else float(r)

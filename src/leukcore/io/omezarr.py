@@ -15,8 +15,14 @@ from typing import Optional
 import numpy as np
 
 from .convert import check_layout, value_range_rule
-from .errors import (CorruptSlideError, EmptySlideError, SlideNotFoundError, SlideTooLargeError,
-                     UnsupportedFormatError, UnsupportedLayoutError)
+from .errors import (
+    CorruptSlideError,
+    EmptySlideError,
+    SlideNotFoundError,
+    SlideTooLargeError,
+    UnsupportedFormatError,
+    UnsupportedLayoutError,
+)
 from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integrity_of_readers, level_downsample
 from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
@@ -71,7 +77,7 @@ def _scale_of(transforms) -> Optional[list]:
 
 def _axes_letters(path, axes_meta, shape) -> str:
     letters = []
-    for ax, n in zip(axes_meta, shape):
+    for ax, n in zip(axes_meta, shape, strict=False):
         name = (ax.get("name") if isinstance(ax, dict) else str(ax)).lower()
         typ = (ax.get("type") if isinstance(ax, dict) else None) or ""
         if name == "y":
@@ -106,7 +112,8 @@ def _missing_chunks(root: str, subpath: Optional[str], key: Optional[str], arr, 
     """``(tile (ty, tx), {(row, col): reason})``: stored chunks (shards) of a level whose file is absent.
 
     Lists the array's directory once (no pixel is read).  A chunk whose every channel chunk is present
-    counts as present."""
+    counts as present.
+    """
     d = os.path.join(root, *(p for p in (subpath, key) if p))
     if not os.path.isdir(d):
         return None, {}
@@ -122,7 +129,7 @@ def _missing_chunks(root: str, subpath: Optional[str], key: Optional[str], arr, 
         for f in files:
             present.add(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
     yi, xi = axes.index("Y"), axes.index("X")
-    counts = [-(-int(n) // g) for n, g in zip(arr.shape, grid)]
+    counts = [-(-int(n) // g) for n, g in zip(arr.shape, grid, strict=False)]
     missing: dict = {}
     for idx in np.ndindex(*counts):
         k = encode(tuple(int(v) for v in idx))
@@ -137,7 +144,7 @@ def _check_scales(path, entries, scales) -> None:
     s0 = scales[0] if scales else None
     if not s0:
         return
-    for (key, arr, axes), sc in zip(entries[1:], scales[1:]):
+    for (key, arr, axes), sc in zip(entries[1:], scales[1:], strict=False):
         if not sc or len(sc) != len(s0) or len(sc) != arr.ndim:
             continue
         for ax in ("Y", "X"):
@@ -217,7 +224,7 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
                     else _guess_axes(path, arr.shape))
             sc = _scale_of(ds.get("coordinateTransformations"))
             if sc is not None and global_scale is not None and len(global_scale) == len(sc):
-                sc = [a * b for a, b in zip(sc, global_scale)]
+                sc = [a * b for a, b in zip(sc, global_scale, strict=False)]
             entries.append((key, arr, axes))
             scales.append(sc)
         if not entries:

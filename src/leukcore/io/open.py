@@ -59,7 +59,8 @@ def stat_slide_path(p: str) -> os.stat_result:
     is opened (a FIFO or a device would block a reader forever).
 
     Raises :class:`SlideNotFoundError` (missing, dangling or looping symlink, no permission to
-    look) or :class:`UnsupportedFormatError` (FIFO, device, socket)."""
+    look) or :class:`UnsupportedFormatError` (FIFO, device, socket).
+    """
     try:
         st = os.stat(p)
     except FileNotFoundError:

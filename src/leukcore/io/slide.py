@@ -165,7 +165,8 @@ class Slide:
 
     def skipped_regions(self) -> list:
         """Level-0 boxes read as background under the ``"skip"`` policy (deduplicated), plus every
-        tile known missing at open: ``[{"level", "box", "reason"}]``."""
+        tile known missing at open: ``[{"level", "box", "reason"}]``.
+        """
         seen, out = set(), []
         rec = self._skip_record or []
         items = [(m["level"], *m["box"], m["reason"]) for m in self.missing] + list(rec)
@@ -238,7 +239,7 @@ class Slide:
         native = self.metadata.get("native_chunks") or []
         n_stored = len(native) if native else self.n_levels
         levels = []
-        for i, (a, d) in enumerate(zip(self.levels, self.downsamples)):
+        for i, (a, d) in enumerate(zip(self.levels, self.downsamples, strict=False)):
             levels.append({
                 "level": i, "shape": [int(s) for s in a.shape], "downsample": float(d),
                 "mpp": self.level_mpp(i),

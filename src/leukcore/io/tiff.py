@@ -15,8 +15,14 @@ from typing import Optional
 import numpy as np
 
 from .convert import check_layout, value_range_rule
-from .errors import (CorruptSlideError, EmptySlideError, SlideError, SlideTooLargeError,
-                     UnsupportedFormatError, UnsupportedLayoutError)
+from .errors import (
+    CorruptSlideError,
+    EmptySlideError,
+    SlideError,
+    SlideTooLargeError,
+    UnsupportedFormatError,
+    UnsupportedLayoutError,
+)
 from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integrity_of_readers, level_downsample
 from .mppcheck import plausible_metadata_mpp
 from .slide import Slide, downsample2
@@ -200,7 +206,7 @@ def _map_axes(path, axes: str, shape) -> str:
         raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
                                      "(several channel axes)")
     cidx = chan[0] if chan else None
-    for i, (a, n) in enumerate(zip(axes, shape)):
+    for i, (a, n) in enumerate(zip(axes, shape, strict=False)):
         if a in "YX":
             out.append(a)
         elif i == cidx:
@@ -219,7 +225,8 @@ def _map_axes(path, axes: str, shape) -> str:
 def _missing_segments(page, lshape, fsize: int, is_ndpi: bool = False) -> tuple[Optional[tuple], dict]:
     """``(tile (th, tw), {(row, col): reason})`` of a level page's stored tiles / strips that hold no
     pixel data: byte count 0, offset 0, data past the end of the file, or absent from a short
-    (truncated / unreadable) offset table.  Reads only the page's offset and byte-count tables."""
+    (truncated / unreadable) offset table.  Reads only the page's offset and byte-count tables.
+    """
     try:
         chunks, chunked = tuple(page.chunks), tuple(page.chunked)
         offs = np.asarray(page.dataoffsets, dtype=np.float64)

@@ -135,7 +135,8 @@ def _band_rows(src, tile: int, width: int) -> int:
 
 def _compute(block):
     """Materialise a band; dask chunks are stored straight into one preallocated array
-    (no concatenation copy, so the peak is about one band)."""
+    (no concatenation copy, so the peak is about one band).
+    """
     if hasattr(block, "dask") and hasattr(block, "chunks"):
         import dask.array as da
 

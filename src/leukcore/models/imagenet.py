@@ -52,7 +52,7 @@ def map_in_order(src: dict, dst: dict, what: str = "checkpoint") -> dict:
     if len(sk) != len(dk):
         raise ValueError(f"{what}: {len(sk)} tensors but the network has {len(dk)}; cannot map in order")
     out = {}
-    for a, b in zip(sk, dk):
+    for a, b in zip(sk, dk, strict=False):
         if tuple(src[a].shape) != tuple(dst[b].shape):
             raise ValueError(f"{what}: tensor {a} {tuple(src[a].shape)} does not fit {b} {tuple(dst[b].shape)}")
         out[b] = src[a]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths as _paths
-from ..provenance import sha256_bytes, sha256_file
+from ..hashing import sha256_bytes, sha256_file
 
 __all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_models", "load_card",
            "load_state_dict", "save_model", "sha256_file", "card_path"]
@@ -48,7 +48,8 @@ MODEL_PATH_ENV = _paths.MODEL_PATH_ENV
 
 def model_dirs() -> list[Path]:
     """Folders searched for models by name: ``$LEUK_MODEL_PATH`` entries (:func:`leukcore.paths.model_path`),
-    then the shipped weights."""
+    then the shipped weights.
+    """
     return _paths.model_path() + [WEIGHTS_DIR]
 
 

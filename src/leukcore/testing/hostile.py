@@ -30,7 +30,8 @@ import os
 import shutil
 import struct
 import zlib
-from dataclasses import dataclass, field as _field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from pathlib import Path
 from typing import Optional
 
@@ -136,7 +137,8 @@ def patch_tiff_tag(path, tag: str, index: int, value: int, page: int = 0) -> Non
 def classic_tiff_header(width: int, height: int, tile: int = 512, spp: int = 3, n_tiles: Optional[int] = None,
                         offsets_value: int = 0, count_value: int = 0) -> bytes:
     """A classic little-endian tiled TIFF made of a header, one IFD and its offset / byte-count tables
-    (no pixel data): declared sizes of any magnitude (or 0) in a few bytes."""
+    (no pixel data): declared sizes of any magnitude (or 0) in a few bytes.
+    """
     ny = -(-height // tile) if height else 0
     nx = -(-width // tile) if width else 0
     n = n_tiles if n_tiles is not None else max(1, ny * nx)

@@ -82,7 +82,8 @@ class SlideConformance:
 
     def make_slide(self, tmp_path) -> tuple[Slide, Optional[np.ndarray]]:  # pragma: no cover - abstract
         """Create the format's file(s) under ``tmp_path`` (a per-class directory: reuse files that exist);
-        return ``(open_slide(...), reference level 0 or None)``."""
+        return ``(open_slide(...), reference level 0 or None)``.
+        """
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
@@ -114,9 +115,9 @@ class SlideConformance:
         slide, _ = slide_ref
         assert slide.downsamples[0] == 1.0
         assert len(slide.downsamples) == slide.n_levels
-        assert all(b > a for a, b in zip(slide.downsamples, slide.downsamples[1:]))
+        assert all(b > a for a, b in zip(slide.downsamples, slide.downsamples[1:], strict=False))
         H, W = slide.shape
-        for lv, ds in zip(slide.levels, slide.downsamples):
+        for lv, ds in zip(slide.levels, slide.downsamples, strict=False):
             h, w = lv.shape[:2]
             assert abs(h - H / ds) <= 1 + 0.01 * h, (h, H, ds)
             assert abs(w - W / ds) <= 1 + 0.01 * w, (w, W, ds)

@@ -56,7 +56,8 @@ class ColourBaseline:
 
 def image_level(probs, rows, labels_by_row, how: str = "mean_prob", max_cells: Optional[int] = None):
     """Per image, its cells' probabilities aggregated (``how``, see :mod:`leukcore.classify.fields`)
-    -> (image rows, y, probs).  ``max_cells`` keeps only each image's first cells (ablation)."""
+    -> (image rows, y, probs).  ``max_cells`` keeps only each image's first cells (ablation).
+    """
     from ..classify.fields import aggregate_cells
 
     rows = np.asarray(rows)
@@ -107,7 +108,7 @@ def stain_swap_crops(df, cells, spec, test_rows, train_rows, *, group_col="stain
     stats = class_lab_stats([df.at[r, "path"] for r in tr_fields], [df.at[r, group_col] for r in tr_fields])
     targets = swap_targets([df.at[r, group_col] for r in fields], groups)
     out_crops, out_idx, out_tgt = [], [], []
-    for r, tgt in zip(fields, targets):
+    for r, tgt in zip(fields, targets, strict=False):
         ci = np.flatnonzero(cells["row"] == r)
         if not len(ci):
             continue
@@ -154,7 +155,6 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
     split_type = df.attrs.get("split_type", "image-level")
     lab_of_row = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     te = np.flatnonzero(cells["split"] == "test")
-    tr = np.flatnonzero(cells["split"] == "train")
     test_rows = np.flatnonzero(df["split"].to_numpy() == "test")
     train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
     y = cells["label"][te]
@@ -287,7 +287,7 @@ def headline(res: dict) -> dict:
 
 
 def _write(res, out: Path, classes, y, P, yi, Pi, clf, update_card, log):
-    from ..results import json_default, atomic_path
+    from ..results import atomic_path, json_default
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:

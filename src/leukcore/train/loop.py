@@ -70,8 +70,9 @@ def weights_digest(module) -> str:
 
 
 def _shard(batches: list, rank: int, world: int) -> list:
-    """This rank's share of an epoch's batches; every rank gets the same number of steps (DDP needs it):
-    the list is padded with its first batches up to a multiple of ``world``."""
+    """The share of an epoch's batches for this rank; every rank gets the same number of steps (DDP needs it):
+    the list is padded with its first batches up to a multiple of ``world``.
+    """
     if world <= 1 or not batches:
         return batches
     pad = (-len(batches)) % world

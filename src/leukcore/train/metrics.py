@@ -26,7 +26,7 @@ def ece(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
     correct = probs.argmax(1) == np.asarray(y_true)
     bins = np.linspace(0, 1, n_bins + 1)
     e = 0.0
-    for lo, hi in zip(bins[:-1], bins[1:]):
+    for lo, hi in zip(bins[:-1], bins[1:], strict=False):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             e += m.mean() * abs(correct[m].mean() - conf[m].mean())
@@ -57,7 +57,7 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0
         g_sorted = groups[order]
         starts = np.searchsorted(g_sorted, units)
         ends = np.searchsorted(g_sorted, units, side="right")
-        by_unit = [order[s:e] for s, e in zip(starts, ends)]
+        by_unit = [order[s:e] for s, e in zip(starts, ends, strict=False)]
     vals: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -76,7 +76,8 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0
 def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type: str, n_boot: int = 1000,
                            groups=None, seed: int = 0) -> dict:
     """Accuracy, balanced accuracy, per-class P/R/F1, macro/weighted F1, one-vs-rest ROC AUC,
-    confusion matrix, ECE and bootstrap 95 % CIs; ``split_type`` is recorded."""
+    confusion matrix, ECE and bootstrap 95 % CIs; ``split_type`` is recorded.
+    """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     y = np.asarray(y_true, int)
@@ -105,7 +106,7 @@ def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type:
 
 
 def _pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend."""
+    """Matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

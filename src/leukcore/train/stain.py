@@ -39,7 +39,7 @@ def class_lab_stats(images, labels) -> dict:
     from PIL import Image
 
     acc: dict = {}
-    for im, lab in zip(images, labels):
+    for im, lab in zip(images, labels, strict=False):
         a = np.asarray(Image.open(im).convert("RGB")) if isinstance(im, str) else im
         acc.setdefault(lab, []).append(lab_stats(a))
     return {k: np.mean(v, axis=0) for k, v in acc.items()}
