@@ -34,6 +34,9 @@ def register(sub):
     p.add_argument("--train-ignore-below", type=float, default=None, metavar="UM",
                    help="four-class training instances smaller than a disc UM microns across (fragments of the "
                         "derived masks) are ignored instead of learnt as cells")
+    p.add_argument("--normalize", choices=["white-balance", "reinhard"], default="white-balance",
+                   help="network input: white balance only (v1-v3) or also the stained pixels moved to the "
+                        "training sources' colour template (Reinhard, per slide)")
     p.add_argument("--augment", choices=["mild", "strong"], default="mild",
                    help="training augmentation: mild (v1-v3 recipe) or strong (v4: scale 0.6-1.67x, region-wise "
                         "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG)")
@@ -69,6 +72,6 @@ def run(args):
                           seed=args.seed, init_from=args.init_from, source_weights=weights, channels=args.channels,
                           lr=DEFAULT_LR if args.lr is None else args.lr,
                           train_ignore_below_um=args.train_ignore_below, val_ignore_below_um=val_ignore,
-                          augmentation=args.augment)
+                          augmentation=args.augment, normalize=args.normalize)
     print(f"model card: {path}")
     return 0

@@ -63,8 +63,14 @@ def background_color(img: np.ndarray) -> np.ndarray:
     return np.clip(bg, 96.0, 255.0).astype(np.float32)
 
 
-def normalize_image(img: np.ndarray, bg: Optional[np.ndarray] = None) -> np.ndarray:
-    """White-balance to the background colour: float32 (H, W, 3) in about [0, 1.2]."""
+def normalize_image(img: np.ndarray, bg: Optional[np.ndarray] = None, stain=None) -> np.ndarray:
+    """The detector's input: white-balanced to the background colour, float32 (H, W, 3) in about [0, 1.2].
+
+    With ``stain`` (a :class:`leukcore.detect.stain.StainNormalizer`, the slide's colour map) the
+    white-balanced stained pixels are also moved to the model's colour template (in [0, 1]).
+    """
+    if stain is not None:
+        return stain(img)
     if bg is None:
         bg = background_color(img)
     return np.clip(img.astype(np.float32) / np.asarray(bg, np.float32).reshape(1, 1, 3), 0.0, 1.25)

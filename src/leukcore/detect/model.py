@@ -283,6 +283,30 @@ class Detector:
         return float(self.card.get("input", {}).get("max_cell_um", 25.0))
 
     @property
+    def stain_template(self) -> Optional[np.ndarray]:
+        """The card's colour template (2, 3): Lab mean and std of stained pixels, or None (white balance only)."""
+        from .stain import NORMALIZATIONS
+
+        norm = self.card.get("input", {}).get("normalization") or {}
+        kind = norm.get("type", NORMALIZATIONS[0])
+        if kind not in NORMALIZATIONS:
+            raise ValueError(f"{self.name}: unknown input normalization {kind!r}; known: {NORMALIZATIONS}")
+        if "reinhard" not in kind:
+            return None
+        t = norm.get("template") or {}
+        return np.asarray([t["lab_mean"], t["lab_std"]], np.float32)
+
+    def stain_normalizer(self, sample: np.ndarray, bg, use_lut: bool = True):
+        """The colour map of the slide or field that ``sample`` shows (None when the model uses none).
+
+        ``use_lut=False`` for one in-memory field (no table to build).
+        """
+        from .stain import StainNormalizer
+
+        tpl = self.stain_template
+        return None if tpl is None else StainNormalizer.for_image(sample, bg, tpl, use_lut=use_lut)
+
+    @property
     def min_area_px(self) -> float:
         """Smallest polygon kept, in working pixels (cells < ~4 um across are debris)."""
         return disc_area_px(float(self.card.get("input", {}).get("min_cell_um", 4.0)), self.mpp)
@@ -369,7 +393,13 @@ class Detector:
         H, W = img.shape[:2]
         m = self.multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        x = normalize_image(img, bg)
+        if self.stain_template is not None:
+            from .data import background_color
+
+            bg = background_color(img) if bg is None else bg
+            x = normalize_image(img, bg, self.stain_normalizer(img, bg, use_lut=False))
+        else:
+            x = normalize_image(img, bg)
         if (Hp, Wp) != (H, W):
             x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="constant", constant_values=1.0)
         prob, dist = self.predict_maps(x[None])

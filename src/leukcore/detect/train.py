@@ -122,18 +122,48 @@ def make_targets(lab: np.ndarray, n_rays: int):
 
 
 def sample_batch(items: Sequence[TrainItem], weights: np.ndarray, rng, batch: int, size: int, n_rays: int,
-                 strength: str = "mild"):
+                 strength: str = "mild", template: Optional[np.ndarray] = None):
+    """A batch of augmented patches, normalised as at inference (``template``: the stain template)."""
     xs, ps, ds, ws = [], [], [], []
     idx = rng.choice(len(items), size=batch, p=weights)
     for i in idx:
         img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
         p, d, w = make_targets(lab, n_rays)
-        xs.append(normalize_image(img))
+        xs.append(_network_input(img, template))
         ps.append(p)
         ds.append(d)
         ws.append(w)
     return (np.stack(xs).transpose(0, 3, 1, 2), np.stack(ps)[:, None], np.stack(ds).transpose(0, 3, 1, 2),
             np.stack(ws)[:, None])
+
+
+def _network_input(img: np.ndarray, template: Optional[np.ndarray]) -> np.ndarray:
+    """As the detector normalises a field (:meth:`Detector.predict_image`): the patch is its own sample."""
+    if template is None:
+        return normalize_image(img)
+    from .stain import StainNormalizer
+
+    bg = background_color(img)
+    return StainNormalizer.for_image(img, bg, template, use_lut=False)(img)
+
+
+#: ``leuk train-detector --normalize``: white balance only (v1-v3) or white balance + Reinhard stain transfer
+NORMALIZE_CHOICES = ("white-balance", "reinhard")
+
+
+def training_template(items: Sequence[TrainItem], per_source: int = 40, seed: int = 0) -> np.ndarray:
+    """The stain template from the training images: ``per_source`` images of each source, equal weight."""
+    from .stain import template_of
+
+    rng = np.random.default_rng(seed)
+    by: dict = {}
+    for it in items:
+        by.setdefault(it.source.split("/")[0], []).append(it)
+    pick = []
+    for src in sorted(by):
+        lst = by[src]
+        pick += [lst[i].image for i in rng.permutation(len(lst))[:per_source]]
+    return template_of(pick)
 
 
 def stardist_loss(prob_logit, dist, prob_t, dist_t, weight, dist_weight: float = 0.2, bg_reg: float = 1e-4):
@@ -312,7 +342,8 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
                   minutes: Optional[float] = None, batch: int = 8, size: int = 128, lr: float = DEFAULT_LR,
                   device: str = "auto", seed: int = 0, threads: Optional[int] = None,
                   source_weights: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
-                  init_state: Optional[dict] = None, augmentation: str = "mild"):
+                  init_state: Optional[dict] = None, augmentation: str = "mild",
+                  template: Optional[np.ndarray] = None):
     """Train a :class:`StarDistUNet` on ``items``; stops after ``steps`` or ``minutes``.
 
     Returns ``(net, history)``.
@@ -355,7 +386,8 @@ def train_network(items: Sequence[TrainItem], *, arch: Optional[dict] = None, st
         frac = min(1.0, max(step / max(total, 1), elapsed / minutes if minutes else 0.0))
         for g in opt.param_groups:
             g["lr"] = lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x, p, d, wt = sample_batch(items, w, rng, batch, size, arch["n_rays"], strength=augmentation)
+        x, p, d, wt = sample_batch(items, w, rng, batch, size, arch["n_rays"], strength=augmentation,
+                                  template=template)
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
         with torch.autocast(dev.type, dtype=torch.float16, enabled=bool(settings["amp"])):
             logit, dist = net(x)
@@ -399,7 +431,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                    source_weights: Optional[dict] = None, channels: Optional[Sequence[int]] = None,
                    train_ignore_below_um: Optional[float] = None,
                    val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM,
-                   augmentation: str = "mild") -> Path:
+                   augmentation: str = "mild", normalize: str = "white-balance") -> Path:
     """Build the training set, train, tune thresholds on validation data, write weights + card.
 
     Parameters
@@ -420,6 +452,9 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         :func:`~leukcore.detect.data.load_training_items`).
     val_ignore_below_um : float, optional
         The same for the four-class fields thresholds are tuned on (:func:`fourclass_val_items`).
+    normalize : {"white-balance", "reinhard"}
+        The network's input: white balance only, or also the stained pixels' colours moved to a
+        template made from the training images (:mod:`leukcore.detect.stain`; written to the card).
 
     Returns the card path in ``out_dir``.
     """
@@ -431,6 +466,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
     from .data import load_training_items
     from .model import Detector
 
+    if normalize not in NORMALIZE_CHOICES:
+        raise ValueError(f"unknown normalize {normalize!r}; known: {NORMALIZE_CHOICES}")
     sw = {**DEFAULT_SOURCE_WEIGHTS, **(source_weights or {})}
     unknown = sorted(set(sw) - set(DEFAULT_SOURCE_WEIGHTS))
     if unknown:
@@ -454,9 +491,10 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
         c0 = load_card(init_from)
         arch = dict(c0["architecture"])
         init_state = load_state_dict(c0)
+    template = training_template(train_items, seed=seed) if normalize == "reinhard" else None
     net, hist = train_network(train_items, arch=arch, steps=steps, minutes=minutes, batch=batch, size=size,
                               device=device, seed=seed, threads=threads, log=say, init_state=init_state,
-                              lr=lr, source_weights=sw, augmentation=augmentation)
+                              lr=lr, source_weights=sw, augmentation=augmentation, template=template)
     card = {
         "name": name, "task": "detection", "version": 1,
         "description": "White-blood-cell (nucleus + cytoplasm) detector for Romanowsky-stained peripheral "
@@ -468,6 +506,8 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                                               "brightest 10% of a thumbnail), clipped to [0, 1.25]"}},
         "thresholds": {"prob": 0.5, "nms": 0.4},
     }
+    if template is not None:
+        card["input"]["normalization"] = stain_card(template)
     det = Detector.from_network(net, card, device=device)
     val_sets = tuning_sets(data_dir, mpp, {"seed": seed, "n_pbc": n_pbc, "n_platelet": n_platelet}, log=say,
                            ignore_below_um=val_ignore_below_um)
@@ -502,7 +542,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
                          f"{c0.get('weights', {}).get('sha256', '?')[:12]})"} if init_from else {}),
         "command": _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from,
                                   None if init_from else arch["channels"], train_ignore_below_um,
-                                  val_ignore_below_um, augmentation),
+                                  val_ignore_below_um, augmentation, normalize),
     }
     cpath = save_model(net.state_dict(), card, out_dir, name)
     (out_dir / "train_log.json").write_text(json.dumps({"history": hist[::10], "tuning": tuned, "info": info},
@@ -513,7 +553,7 @@ def train_detector(data_dir, out_dir, *, mpp: float = 0.5, minutes: float = 30.0
 
 def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels=None,
                    train_ignore_below_um=None, val_ignore_below_um=VAL_IGNORE_BELOW_UM,
-                   augmentation="mild") -> str:
+                   augmentation="mild", normalize="white-balance") -> str:
     """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
     cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {minutes} --seed {seed}"
     if lr != DEFAULT_LR:
@@ -531,7 +571,20 @@ def _train_command(data_dir, out_dir, minutes, seed, lr, sw, init_from, channels
         cmd += f" --val-ignore-below {float(val_ignore_below_um or 0):g}"
     if augmentation != "mild":
         cmd += f" --augment {augmentation}"
+    if normalize != "white-balance":
+        cmd += f" --normalize {normalize}"
     return cmd
+
+
+def stain_card(template: np.ndarray) -> dict:
+    """The card's ``input.normalization`` for a stain template (2, 3)."""
+    t = np.asarray(template, np.float64)
+    return {"type": "background-white-balance+reinhard",
+            "detail": "RGB divided by the slide's glass colour; the stained pixels' CIE Lab mean and std (from "
+                      "the slide's thumbnail, or the field) moved to the template (Reinhard transfer; "
+                      "leukcore.detect.stain)",
+            "template": {"lab_mean": [round(float(v), 3) for v in t[0]],
+                         "lab_std": [round(float(v), 3) for v in t[1]]}}
 
 
 # ------------------------------------------------------------------ validation

@@ -82,15 +82,18 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+#: dataset readers a config may name (:func:`leukcore.train.prepare.read_datasets`)
+READERS = ("all4class", "pbc", "bccd", "cnmc", "folder", "corrections")
+
+
 def resolve_config(cfg: dict) -> dict:
     """Fill defaults and check the essentials; raises ``ValueError`` naming the problem."""
     out = _merge(DEFAULTS, cfg)
     if not out["data"]["datasets"]:
         raise ValueError("config: data.datasets is empty (e.g. [{reader: all4class}])")
     for d in out["data"]["datasets"]:
-        if d.get("reader") not in ("all4class", "pbc", "cnmc", "folder", "corrections"):
-            raise ValueError(f"config: unknown reader {d.get('reader')!r} "
-                             "(all4class | pbc | cnmc | folder | corrections)")
+        if d.get("reader") not in READERS:
+            raise ValueError(f"config: unknown reader {d.get('reader')!r} ({' | '.join(READERS)})")
         if d["reader"] in ("cnmc", "folder", "corrections") and not d.get("root"):
             raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
     if out["data"]["finder"] not in ("detector", "segmented", "centre"):

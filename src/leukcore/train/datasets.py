@@ -19,6 +19,9 @@ Readers
     The four-class field set (``Original/{Benign,Early,Pre,Pro}``), field-level labels.
 :func:`read_pbc`
     PBC normal cells (``pbc/<class>``), all normal.
+:func:`read_bccd`
+    BCCD smear fields (``bccd/BCCD/JPEGImages``): white cells of a non-leukaemic smear, a third lab and
+    camera, as ``kind="field"`` images with one label for every cell found in them.
 :func:`read_corrections`
     A reviewer's corrections (``corrections.parquet`` beside slide results, :mod:`leukcore.corrections`):
     one row per corrected cell (``kind="slide-cell"``), the crop re-read from the slide at its centroid.
@@ -37,7 +40,8 @@ import numpy as np
 
 __all__ = ["IMAGE_EXTS", "data_root", "file_sha256", "read_folder_per_class", "read_cnmc", "read_all4class",
            "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects",
-           "DatasetError", "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES"]
+           "DatasetError", "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES", "read_bccd",
+           "BCCD_MPP"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALL4CLASS_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -46,6 +50,8 @@ PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "mo
 #: fields of each set (175 four-class, 79 PBC fields sampled; per-field estimates are noisy; labels unused)
 ALL4CLASS_MPP = 0.535
 PBC_MPP = 0.108
+#: BCCD fields (640x480 at high magnification): the median red-cell estimate over its fields
+BCCD_MPP = 0.092
 
 
 class DatasetError(ValueError):
@@ -125,6 +131,28 @@ def read_pbc(root: str | os.PathLike | None = None, classes: Optional[Iterable[s
     if label is not None:
         df["label"] = label
     return df
+
+
+def read_bccd(root: str | os.PathLike | None = None, *, label: str = "normal"):
+    """BCCD fields (``<root>/JPEGImages/*.jpg`` or ``<root>/BCCD/JPEGImages``), every cell labelled ``label``.
+
+    The BCCD smears carry no leukaemia (neutrophils, lymphocytes, monocytes, eosinophils): a source of
+    normal white cells from a lab other than PBC's, so that "normal" is not one lab's look.
+    """
+    root = Path(root) if root else data_root() / "bccd"
+    for cand in (root / "BCCD" / "JPEGImages", root / "JPEGImages", root):
+        if cand.is_dir() and any(p.suffix.lower() in IMAGE_EXTS for p in cand.iterdir()):
+            break
+    else:
+        raise DatasetError(f"{root}: no BCCD JPEGImages folder")
+    rows = []
+    for p in _images(cand):
+        h = file_sha256(p)
+        rows.append({"path": str(p), "label": label, "source": "bccd", "subject": None, "sha256": h,
+                     "group": h, "kind": "field", "mpp": BCCD_MPP})
+    if not rows:
+        raise DatasetError(f"{cand}: no images")
+    return _frame(rows)
 
 
 def read_corrections(root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None,

@@ -32,6 +32,9 @@ def read_datasets(cfg: dict, report: dict | None = None):
                                            if c not in cfg["data"].get("exclude_pbc_classes", [])]
             f = ds.read_pbc(d.get("root"), classes=classes, label=d.get("label", "normal"))
             f["stain_group"] = "pbc"
+        elif r == "bccd":
+            f = ds.read_bccd(d.get("root"), label=d.get("label", "normal"))
+            f["stain_group"] = "bccd"
         elif r == "cnmc":
             f = ds.read_cnmc(d["root"])
             f["stain_group"] = f["label"]

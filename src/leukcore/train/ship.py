@@ -11,6 +11,8 @@ DATA_NOTES = {
                  "CC BY 4.0; cite Ghaderzadeh et al., Int J Intell Syst 2022. Field-level labels, no patient IDs.",
     "pbc": "PBC normal peripheral blood cells (Acevedo et al., Data in Brief 30:105474, 2020; Hospital Clinic "
            "Barcelona, CellaVision DM96, May-Gruenwald-Giemsa, healthy donors), CC BY 4.0.",
+    "bccd": "BCCD blood smear fields (Shenggan/BCCD_Dataset), MIT; white cells of non-leukaemic smears, "
+            "a third lab and camera (every cell the detector finds in a field labelled normal).",
 }
 
 

@@ -1,0 +1,84 @@
+"""Slide-level stain normalisation of the detector's input (leukcore.detect.stain)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leukcore.detect import stain as S
+from leukcore.detect.data import background_color, read_rgb
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "leukcore" / "data" / "sample"
+
+
+def _fields():
+    return [read_rgb(f) for f in sorted((SAMPLE / "bccd").glob("*.jpg"))[:2]]
+
+
+def _template():
+    return S.template_of(_fields())
+
+
+def test_lookup_table_matches_the_per_pixel_map():
+    img = _fields()[0]
+    bg = background_color(img)
+    lut = S.StainNormalizer.for_image(img, bg, _template())
+    direct = S.StainNormalizer.for_image(img, bg, _template(), use_lut=False)
+    a, b = lut(img), direct(img)
+    assert a.shape == img.shape and a.dtype == np.float32
+    assert np.percentile(np.abs(a - b), 99) < 3 / 255        # 7-bit table: within the quantisation step
+    assert np.abs(a - b).max() < 12 / 255
+
+
+def test_the_map_is_per_pixel_so_tiles_agree_with_the_whole():
+    img = _fields()[0]
+    norm = S.StainNormalizer.for_image(img, background_color(img), _template())
+    whole = norm(img)
+    assert np.array_equal(whole[100:300, 50:250], norm(img[100:300, 50:250]))
+
+
+def test_glass_stays_glass_and_stained_pixels_move_to_the_template():
+    img = _fields()[0]
+    bg = background_color(img)
+    tpl = np.array([[60.0, 30.0, -30.0], [12.0, 10.0, 12.0]], np.float32)     # a far bluer template
+    out = S.reinhard(img, bg, S.stain_stats(img, bg), tpl)
+    glass = S._stained_weight(S._white_balanced(img, bg)) == 0
+    assert glass.mean() > 0.01                      # pixels at least as bright as the glass colour
+    assert np.abs(out[glass] - S._white_balanced(img, bg)[glass]).max() < 1e-6
+    st = S.stain_stats(np.round(out * 255).astype(np.uint8), np.full(3, 255.0))
+    assert st is not None and np.abs(st[0] - tpl[0]).max() < 8.0
+
+
+def test_a_re_stained_copy_comes_back_close_to_the_original():
+    """The point of it: the same field in another lab's colours reaches the network in nearly the same colours."""
+    from leukcore.detect.augment import restain
+
+    img = _fields()[0]
+    tpl = _template()
+    other = restain(img, "deep-red", "green", "as-is", lab=None)
+
+    def net_input(a, normalise):
+        bg = background_color(a)
+        return S.StainNormalizer.for_image(a, bg, tpl, use_lut=False)(a) if normalise else \
+            np.clip(a / bg.reshape(1, 1, 3), 0, 1)
+
+    before = np.abs(net_input(other, False) - net_input(img, False)).mean()
+    after = np.abs(net_input(other, True) - net_input(img, True)).mean()
+    assert after < 0.6 * before
+
+
+def test_too_few_stained_pixels_means_white_balance_only():
+    blank = np.full((64, 64, 3), 230, np.uint8)
+    assert S.stain_stats(blank, np.full(3, 230.0)) is None
+    out = S.StainNormalizer.for_image(blank, np.full(3, 230.0), _template(), use_lut=False)(blank)
+    assert np.allclose(out, 1.0)
+
+
+def test_a_card_with_an_unknown_normalisation_is_refused():
+    from leukcore.detect import Detector
+
+    det = Detector.load("wbc-stardist", backend="torch")
+    card = dict(det.card)
+    card["input"] = {**card["input"], "normalization": {"type": "macenko"}}
+    det2 = Detector.from_network(det.net, card)
+    with pytest.raises(ValueError, match="unknown input normalization 'macenko'"):
+        _ = det2.stain_template
