@@ -25,7 +25,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-__all__ = ["STAIN_FG_OD", "stain_stats", "reinhard", "StainNormalizer", "template_of", "NORMALIZATIONS"]
+__all__ = ["STAIN_FG_OD", "stain_stats", "reinhard", "transfer_lab", "StainNormalizer", "template_of", "NORMALIZATIONS"]
 
 #: pixels whose optical density summed over R, G, B exceeds this are stained (cells); the rest is glass
 STAIN_FG_OD = 0.25
@@ -71,6 +71,21 @@ def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarr
     return np.stack([lab.mean(0), lab.std(0)]).astype(np.float32)
 
 
+def transfer_lab(lab: np.ndarray, source, target, max_ratio: Optional[float] = None) -> np.ndarray:
+    """Reinhard's transfer: Lab values with mean/std ``source`` (2, 3) moved to ``target`` (2, 3).
+
+    ``max_ratio`` bounds each channel's std ratio (``None``: unbounded).  L is clipped to [0, 100].
+    """
+    m, s = np.asarray(source, np.float64).reshape(2, 3)
+    tm, ts = np.asarray(target, np.float64).reshape(2, 3)
+    ratio = ts / np.maximum(s, 1e-6)
+    if max_ratio is not None:
+        ratio = np.clip(ratio, 1.0 / max_ratio, max_ratio)
+    out = (np.asarray(lab, np.float64) - m) * ratio + tm
+    out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
+    return out
+
+
 def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndarray) -> np.ndarray:
     """White-balance ``img`` and move its stained pixels' Lab statistics ``stats`` to ``template``.
 
@@ -81,10 +96,7 @@ def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndar
     wb = _white_balanced(img, bg)
     if stats is None:
         return wb
-    m, s = np.asarray(stats, np.float64)
-    tm, ts = np.asarray(template, np.float64)
-    ratio = np.clip(ts / np.maximum(s, 1e-3), 1.0 / MAX_STD_RATIO, MAX_STD_RATIO)
-    lab = (rgb2lab(wb) - m) * ratio + tm
+    lab = transfer_lab(rgb2lab(wb), stats, template, max_ratio=MAX_STD_RATIO)
     with warnings.catch_warnings():      # Lab values outside sRGB are clipped, as intended
         warnings.simplefilter("ignore", UserWarning)
         out = np.clip(lab2rgb(lab), 0.0, 1.0).astype(np.float32)

@@ -24,13 +24,10 @@ def reinhard(rgb: np.ndarray, target: np.ndarray, source: np.ndarray | None = No
     """Re-stain ``rgb`` so its LAB mean/std equal ``target`` (6 numbers); returns uint8 RGB."""
     from skimage.color import lab2rgb, rgb2lab
 
-    lab = rgb2lab(rgb)
+    from ..detect.stain import transfer_lab
+
     src = lab_stats(rgb) if source is None else np.asarray(source)
-    mu_s, sd_s = src[:3], np.maximum(src[3:], 1e-6)
-    mu_t, sd_t = np.asarray(target[:3]), np.asarray(target[3:])
-    lab = (lab - mu_s) / sd_s * sd_t + mu_t
-    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
-    out = lab2rgb(lab)
+    out = lab2rgb(transfer_lab(rgb2lab(rgb), src, target))
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
