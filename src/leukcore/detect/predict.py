@@ -216,7 +216,8 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
         raise ValueError(f"tile_size {tile_size} too small (minimum {2 * m})")
     grid = TileGrid((H, W), tile=tile, halo=halo, multiple=m, max_object=halo_px)
     bg = _slide_background(slide)
-    stain = detector.stain_normalizer(slide.thumbnail(1024), bg) if detector.stain_template is not None else None
+    stain = (detector.stain_normalizer(slide.thumbnail(1024), bg)
+             if getattr(detector, "stain_template", None) is not None else None)
     plan = DetectionPlan(slide=slide, level=lvl, scale=scale, ds=ds, origin=(reg[0], reg[1]), grid=grid,
                          run=np.ones(len(grid), bool), bg=bg, stain=stain, mpp_info=mpp_info,
                          working_mpp=float(ds * slide.mpp), region=reg,
