@@ -126,3 +126,32 @@ def test_real_four_class_reader_when_data_present():
     df = deduplicate(read_all4class(), report=rep)
     assert rep["duplicates_removed"] >= 30                               # the 40 Pro pairs (some shared)
     assert set(df["label"]) == {"Benign", "Early", "Pre", "Pro"} and (df["kind"] == "field").all()
+
+
+def test_bccd_reader_gives_normal_fields_and_names_a_missing_folder(tmp_path):
+    from PIL import Image
+
+    from leukcore.train.datasets import BCCD_MPP, DatasetError, read_bccd
+    d = tmp_path / "bccd" / "BCCD" / "JPEGImages"
+    d.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(d / f"BloodImage_{i:05d}.jpg")
+    df = read_bccd(tmp_path / "bccd")
+    assert len(df) == 3 and set(df["label"]) == {"normal"} and set(df["source"]) == {"bccd"}
+    assert (df["kind"] == "field").all() and np.allclose(df["mpp"], BCCD_MPP)
+    with pytest.raises(DatasetError, match="no BCCD JPEGImages"):
+        read_bccd(tmp_path / "elsewhere")
+
+
+def test_the_shipped_binary_config_takes_normal_cells_from_two_labs_besides_the_all_source():
+    from leukcore.train.config import load_config, preset_path
+    from leukcore.train.prepare import read_datasets
+    cfg = load_config(preset_path("all-binary"))
+    readers = [d["reader"] for d in cfg["data"]["datasets"]]
+    assert readers == ["all4class", "pbc", "bccd"]
+    from leukcore.train.datasets import data_root
+    if not (data_root() / "bccd").is_dir():
+        pytest.skip("BCCD data not present")
+    df, classes = read_datasets({**cfg, "data": {**cfg["data"], "datasets": [{"reader": "bccd"}]}})
+    assert classes == ["ALL", "normal"]
+    assert set(df["source"]) == {"bccd"} and set(df["label"]) == {"normal"}
