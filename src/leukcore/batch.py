@@ -9,7 +9,7 @@ paths, and analyses every slide on a dask cluster:
   (``tcp://host:8786``), the same code path, which is how a run grows from one
   machine to many;
 * one task per slide (:func:`process_slide`); each worker process loads the
-  models once and keeps them in a module-level cache (:data:`_MODELS`);
+  models once (:mod:`leukcore.loader` keeps them);
 * **resumable**: a slide whose folder is complete (``summary.json`` written last,
   see :func:`leukcore.export.summary.is_complete`) **and** whose recorded
   fingerprint (:mod:`leukcore.provenance`: the input file's size, mtime and
@@ -37,15 +37,18 @@ are unique and the same for the same source list.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .progress import emit, is_cancelled
+from .settings import AnalysisSettings
 
 __all__ = ["run_batch", "find_slides", "slide_names", "process_slide", "BatchResult", "SLIDE_SUFFIXES"]
 
@@ -53,8 +56,6 @@ __all__ = ["run_batch", "find_slides", "slide_names", "process_slide", "BatchRes
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".scn",
                   ".zarr", ".png", ".jpg", ".jpeg", ".bmp")
 
-#: per-worker-process cache of loaded models: (detector, classifier, device) -> (Detector, Classifier)
-_MODELS: dict[tuple, tuple] = {}
 _THREADS_SET = [False]
 
 
@@ -150,30 +151,10 @@ def _model_arg(m):
     return m
 
 
-def _model_key(m) -> str:
-    if m is None or isinstance(m, str):
-        return str(m)
-    card = getattr(m, "card", None) or {}
-    return f"obj:{type(m).__name__}:{card.get('name')}:{card.get('version')}:{(card.get('weights') or {}).get('sha256')}"
-
-
-def _models(settings: dict):
-    from .pipeline import load_classifier, load_detector
-
-    trust = bool(settings.get("trust_unverified"))
-    key = (_model_key(settings.get("detector")), _model_key(settings.get("classifier")), str(settings.get("device")),
-           trust)
-    if key not in _MODELS:
-        det = load_detector(settings.get("detector", "wbc-stardist"), device=settings.get("device", "auto"),
-                            trust_unverified=trust)
-        clf = load_classifier(settings.get("classifier", "all-binary"), device=settings.get("device", "auto"),
-                              trust_unverified=trust)
-        _MODELS[key] = (det, clf)
-    return _MODELS[key]
-
-
-def process_slide(source: str, out_dir: str, settings: dict) -> dict:
+def process_slide(source: str, out_dir: str, settings: AnalysisSettings) -> dict:
     """Analyse one slide into ``out_dir`` (the task each worker runs); never raises for a bad slide.
+
+    The models are loaded once per worker process (:mod:`leukcore.loader`'s cache).
 
     Returns
     -------
@@ -188,12 +169,11 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
                            "worker_pid": os.getpid()}
     try:
         invalidate(out_dir)          # before any work: a failure never leaves an old complete summary
-        if not _THREADS_SET[0] and settings.get("threads"):
+        if not _THREADS_SET[0] and settings.threads:
             import torch
 
-            torch.set_num_threads(int(settings["threads"]))
+            torch.set_num_threads(int(settings.threads))
             _THREADS_SET[0] = True
-        det, clf = _models(settings)
         import dask
 
         from .pipeline import analyze_slide
@@ -202,12 +182,7 @@ def process_slide(source: str, out_dir: str, settings: dict) -> dict:
         # distributed client and wait for a free worker thread: with every thread busy on a slide task that
         # deadlocks.  The slide's own lazy arrays are computed locally in this process instead.
         with dask.config.set(scheduler="threads"):
-            res = analyze_slide(source, det, clf, device=settings.get("device", "auto"), mpp=settings.get("mpp"),
-                                batch_size=settings.get("batch_size"),
-                                review_threshold=settings.get("review_threshold"),
-                                tile_size=settings.get("tile_size", 1024), out_dir=out_dir,
-                                trust_unverified=bool(settings.get("trust_unverified")),
-                                skip_missing=bool(settings.get("skip_missing")))
+            res = analyze_slide(source, settings=settings, out_dir=out_dir)
         row.update(summary_row(res.summary))
         row["slide"] = Path(out_dir).name
         row["status"] = "done"
@@ -305,14 +280,11 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
     return {"summary_csv": p_csv, "errors_json": p_err}
 
 
-def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = None,
-              scheduler: Optional[str] = None, client=None,
-              detector: str = "wbc-stardist", classifier: str = "all-binary", device: str = "auto",
-              mpp: Optional[float] = None, batch_size: Optional[int] = None, review_threshold: Optional[float] = None,
-              tile_size: int = 1024, threads_per_worker: int = 1, resume: bool = True,
-              progress: Optional[Callable] = None, cancel=None,
-              on_submitted: Optional[Callable] = None, trust_unverified: bool = False,
-              skip_missing: bool = False) -> BatchResult:
+def run_batch(sources, out_dir: str | os.PathLike, *, settings: Optional[AnalysisSettings] = None,
+              workers: Optional[int] = None, scheduler: Optional[str] = None, client=None,
+              threads_per_worker: Optional[int] = None, resume: bool = True,
+              progress: Optional[Callable] = None, cancel=None, on_submitted: Optional[Callable] = None,
+              **options) -> BatchResult:
     """Analyse many slides on dask.distributed; returns per-slide rows and writes the batch files.
 
     Parameters
@@ -321,6 +293,10 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         A folder (recursive), a list file, one slide, or a list of slide paths.
     out_dir : path-like
         Output root; each slide gets ``out_dir/<name>/``.
+    settings : AnalysisSettings, optional
+        The analysis settings of every slide (:class:`leukcore.settings.AnalysisSettings`: models, device,
+        mpp, batch size, review threshold, tile size, ``trust_unverified``, ``skip_missing``...), passed to
+        :func:`leukcore.pipeline.analyze_slide` on the workers.
     workers : int, optional
         Worker processes of the LocalCluster started when neither ``scheduler`` nor
         ``client`` is given (default 1).
@@ -328,10 +304,9 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         Address of an existing dask scheduler (``tcp://host:8786``); same code path.
     client : distributed.Client, optional
         An existing client to run on (not closed here).
-    detector, classifier, device, mpp, batch_size, review_threshold, tile_size
-        Passed to :func:`leukcore.pipeline.analyze_slide` on the workers.
-    threads_per_worker : int
-        Threads per worker process (also ``torch.set_num_threads`` in the worker).
+    threads_per_worker : int, optional
+        Threads per worker process (also ``torch.set_num_threads`` in the worker); default
+        ``settings.threads`` or 1.
     resume : bool
         Skip slides whose output folder is complete and was computed from the same input, settings
         and models (the ``provenance`` fingerprint in its ``summary.json``; default True).  Each row's
@@ -344,11 +319,10 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         Stops waiting and cancels unfinished tasks (finished slides stay finished).
     on_submitted : callable, optional
         Called with the dask client once the tasks are submitted (used by the fault test).
-    trust_unverified : bool
-        Load model cards whose weights have no sha256 (refused by default).
-    skip_missing : bool
-        Passed to :func:`leukcore.pipeline.analyze_slide`: analyse damaged slides around their missing
-        tiles (recorded in their summary, never complete) instead of failing them.
+    **options
+        Fields of :class:`~leukcore.settings.AnalysisSettings` applied over ``settings`` (``detector=``,
+        ``classifier=``, ``device=``, ``mpp=``, ``batch_size=``, ``review_threshold=``, ``tile_size=``,
+        ``trust_unverified=``, ``skip_missing=``...).
 
     Returns
     -------
@@ -357,27 +331,42 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         ``wall_s``, ``n_done``, ``n_skipped``, ``n_error``.
     """
     t0 = time.perf_counter()
+    s = AnalysisSettings.build(settings, **options)
+    threads = int(threads_per_worker or s.threads or 1)
+    s = s.replace(detector=_model_arg(s.detector), classifier=_model_arg(s.classifier), threads=threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    srcs = find_slides(sources, exclude=out) if not isinstance(sources, (list, tuple)) else [Path(s) for s in sources]
-    names = slide_names(srcs)
+    srcs = find_slides(sources, exclude=out) if not isinstance(sources, (list, tuple)) else [Path(x) for x in sources]
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    settings = {"detector": _model_arg(detector), "classifier": _model_arg(classifier),
-                "device": device, "mpp": mpp, "batch_size": batch_size, "review_threshold": review_threshold,
-                "tile_size": tile_size, "threads": int(threads_per_worker),
-                "trust_unverified": bool(trust_unverified), "skip_missing": bool(skip_missing)}
+    rows, todo, plan = _plan(srcs, out, s, resume)
+    total = len(srcs)
+    emit(progress, "batch", len(rows), total, message=f"{len(rows)} already complete", data={"plan": plan})
+    if todo:
+        with _dask_client(client, scheduler, workers, threads) as c:
+            _run_tasks(c, todo, s, _Tally(rows, plan, total, progress, cancel), on_submitted)
+    errors = [{"slide": r["slide"], "source": r["source"], "error": r.get("error"),
+               "traceback": r.get("traceback")} for r in rows if r.get("status") == "error"]
+    paths = _write_batch_files(out, rows, errors)
+    return BatchResult(rows=sorted(rows, key=lambda r: r["slide"]), errors=errors, paths=paths,
+                       wall_s=time.perf_counter() - t0,
+                       n_done=sum(r["status"] == "done" for r in rows),
+                       n_skipped=sum(r["status"] == "skipped" for r in rows),
+                       n_error=len(errors), n_total=total,
+                       cancelled=bool(is_cancelled(cancel)))
 
+
+def _plan(srcs: list[Path], out: Path, s: AnalysisSettings, resume: bool):
+    """``(rows of the slides skipped, [(source, folder)] to do, {name: resume decision})``."""
     from .export.summary import read_summary
-    from .provenance import analysis_settings, invalidate
+    from .provenance import invalidate
 
-    models = current_models(settings["detector"], settings["classifier"], trust_unverified)
-    fp_settings = analysis_settings(mpp=mpp, review_threshold=review_threshold, tile_size=tile_size,
-                                    batch_size=batch_size, device=device, skip_missing=skip_missing)
+    models = current_models(s.detector, s.classifier, s.trust_unverified)
+    fp_settings = s.record()
     rows: list[dict] = []
     todo: list[tuple[Path, Path]] = []
     plan: dict[str, str] = {}
-    for src, name in zip(srcs, names, strict=False):
+    for src, name in zip(srcs, slide_names(srcs), strict=False):
         d = out / name
         skip, why = resume_decision(src, d, fp_settings, models, resume)
         plan[name] = why
@@ -386,63 +375,72 @@ def run_batch(sources, out_dir: str | os.PathLike, *, workers: Optional[int] = N
         else:
             invalidate(d)            # before any work: a killed run never leaves the old complete summary
             todo.append((src, d))
-    total = len(srcs)
-    done = len(rows)
-    emit(progress, "batch", done, total, message=f"{done} already complete", data={"plan": plan})
+    return rows, todo, plan
 
-    own_client = own_cluster = None
-    if todo:
-        from distributed import Client, LocalCluster, as_completed
 
-        if client is None:
-            if scheduler:
-                client = own_client = Client(scheduler)
-            else:
-                import logging
+@contextlib.contextmanager
+def _dask_client(client, scheduler: Optional[str], workers: Optional[int], threads: int):
+    """``client`` itself, or a client of ``scheduler``, or of a new LocalCluster (closed on exit)."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
 
-                own_cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=int(threads_per_worker),
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.ERROR)
-                client = own_client = Client(own_cluster)
+    own_cluster = None
+    if scheduler:
+        own_client = Client(scheduler)
+    else:
+        import logging
+
+        own_cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=threads, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        own_client = Client(own_cluster)
+    try:
+        yield own_client
+    finally:
+        own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+
+
+@dataclass
+class _Tally:
+    """The rows of a batch as its slides finish, and the progress events saying so."""
+
+    rows: list
+    plan: dict
+    total: int
+    progress: Optional[Callable]
+    cancel: Any
+
+    def add(self, row: dict, name: str) -> None:
+        row["resume"] = self.plan[name]
+        self.rows.append(row)
+        emit(self.progress, "batch", len(self.rows), self.total, cells=int(row.get("cells") or 0),
+             message=f"{name}: {row['status']}", data={"row": row})
+
+
+def _run_tasks(client, todo: list, s: AnalysisSettings, tally: _Tally, on_submitted: Optional[Callable]) -> None:
+    """One :func:`process_slide` task per slide; rows in finishing order; cancel stops the rest."""
+    from distributed import as_completed
+
+    run_id = hashlib.sha1(f"{os.getpid()}-{time.time()}".encode()).hexdigest()[:8]
+    futs = {}
+    for src, d in todo:
+        f = client.submit(process_slide, str(src), str(d), s, pure=False, key=f"leuk-slide-{d.name}-{run_id}")
+        futs[f] = (src, d)
+    if on_submitted is not None:
+        on_submitted(client)
+    for f in as_completed(list(futs)):
+        src, d = futs[f]
         try:
-            run_id = hashlib.sha1(f"{os.getpid()}-{time.time()}".encode()).hexdigest()[:8]
-            futs = {}
-            for src, d in todo:
-                f = client.submit(process_slide, str(src), str(d), settings, pure=False,
-                                  key=f"leuk-slide-{d.name}-{run_id}")
-                futs[f] = (src, d)
-            if on_submitted is not None:
-                on_submitted(client)
-            ac = as_completed(list(futs))
-            for f in ac:
-                src, d = futs[f]
-                try:
-                    row = f.result()
-                except Exception as e:  # the task itself died (e.g. worker killed too often)
-                    row = {"slide": d.name, "source": str(src), "out_dir": str(d), "status": "error",
-                           "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
-                row["resume"] = plan[d.name]
-                rows.append(row)
-                done += 1
-                emit(progress, "batch", done, total, cells=int(row.get("cells") or 0),
-                     message=f"{d.name}: {row['status']}", data={"row": row})
-                if is_cancelled(cancel):
-                    for g in futs:
-                        if not g.done():
-                            g.cancel()
-                    break
-        finally:
-            if own_client is not None:
-                own_client.close()
-            if own_cluster is not None:
-                own_cluster.close()
-    errors = [{"slide": r["slide"], "source": r["source"], "error": r.get("error"),
-               "traceback": r.get("traceback")} for r in rows if r.get("status") == "error"]
-    paths = _write_batch_files(out, rows, errors)
-    res = BatchResult(rows=sorted(rows, key=lambda r: r["slide"]), errors=errors, paths=paths,
-                      wall_s=time.perf_counter() - t0,
-                      n_done=sum(r["status"] == "done" for r in rows),
-                      n_skipped=sum(r["status"] == "skipped" for r in rows),
-                      n_error=len(errors), n_total=total,
-                      cancelled=bool(is_cancelled(cancel)))
-    return res
+            row = f.result()
+        except Exception as e:  # the task itself died (e.g. worker killed too often)
+            row = {"slide": d.name, "source": str(src), "out_dir": str(d), "status": "error",
+                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+        tally.add(row, d.name)
+        if is_cancelled(tally.cancel):
+            for g in futs:
+                if not g.done():
+                    g.cancel()
+            break

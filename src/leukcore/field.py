@@ -120,24 +120,15 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
         except Exception:
             return CellTable(), None, None
     from .detect import detect_cells
-    det = detector if not isinstance(detector, str) else _detector(detector, device)
+    from .loader import load_detector
+
+    det = detector if not isinstance(detector, str) else load_detector(detector, device=device)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
 
 
 def _why(mpp_info: dict) -> dict:
     return {"mpp_reason": mpp_info["reason"]} if mpp_info.get("reason") else {}
-
-
-_DETECTORS: dict = {}
-
-
-def _detector(name, device):
-    from .detect import Detector
-    key = (name, device)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = Detector.load(name, device=device)
-    return _DETECTORS[key]
 
 
 def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None,

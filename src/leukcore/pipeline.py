@@ -29,7 +29,6 @@ path, card sha256, weights sha256); ``leuk batch`` resumes only on an exact matc
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,11 +38,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ._version import __version__
+from .loader import load_classifier, load_detector
 from .progress import Cancelled, ProgressEvent, emit, is_cancelled
 from .results import BLAST_CLASSES, CellTable
+from .settings import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, AnalysisSettings
 
-__all__ = ["AnalysisResult", "analyze_slide", "write_outputs", "load_detector", "load_classifier",
-           "model_info", "DEFAULT_BATCH_SIZE"]
+__all__ = ["AnalysisResult", "AnalysisSettings", "analyze_slide", "write_outputs", "load_detector",
+           "load_classifier", "model_info", "DEFAULT_BATCH_SIZE"]
 
 #: classification batch size per device type
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 256}
@@ -81,36 +82,7 @@ class AnalysisResult:
 
 
 # ---------------------------------------------------------------- models
-def _card(name_or_card, trust_unverified: bool):
-    if isinstance(name_or_card, dict):
-        return name_or_card
-    from .models.registry import load_card
-
-    return load_card(name_or_card, trust_unverified=trust_unverified)
-
-
-def load_detector(detector="wbc-stardist", device="auto", trust_unverified: bool = False):
-    """A loaded detector from a name / card path, or ``detector`` itself if already loaded.
-
-    ``trust_unverified``: load a card whose weights have no sha256 (refused otherwise).
-    """
-    if detector is None or hasattr(detector, "card"):
-        return detector
-    from .detect import Detector
-
-    return Detector.load(_card(detector, trust_unverified), device=device)
-
-
-def load_classifier(classifier="all-binary", device="auto", trust_unverified: bool = False):
-    """A loaded classifier from a name / card path, or ``classifier`` itself if already loaded.
-
-    ``trust_unverified``: load a card whose weights have no sha256 (refused otherwise).
-    """
-    if classifier is None or hasattr(classifier, "predict_crops"):
-        return classifier
-    from .classify import Classifier
-
-    return Classifier.load(_card(classifier, trust_unverified), device=device)
+# load_detector / load_classifier: the one cached loader (leukcore.loader), re-exported here
 
 
 def model_info(model) -> Optional[dict]:
@@ -188,14 +160,10 @@ def _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, r
 
 
 # ---------------------------------------------------------------- main
-def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary", *,
-                  device: str = "auto", mpp: Optional[float] = None, region=None,
+def analyze_slide(slide_or_path, detector=DEFAULT_DETECTOR, classifier=DEFAULT_CLASSIFIER, *,
+                  settings: Optional[AnalysisSettings] = None,
                   progress: Optional[Callable[[ProgressEvent], Any]] = None, cancel=None,
-                  batch_size: Optional[int] = None, review_threshold: Optional[float] = None,
-                  tile_size: int = 1024, detect_batch_size: Optional[int] = None,
-                  queue_size: int = 4, overlap: bool = True,
-                  out_dir: Optional[str | os.PathLike] = None,
-                  trust_unverified: bool = False, skip_missing: bool = False) -> AnalysisResult:
+                  out_dir: Optional[str | os.PathLike] = None, **options) -> AnalysisResult:
     """Find and classify every white cell of a slide.
 
     Parameters
@@ -207,13 +175,10 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     classifier : str, path, loaded classifier or None
         ``"all-binary"``, ``"all-4class"``, a card ``.yaml``, a loaded ``Classifier``;
         ``None`` for detection only.
-    device : str
-        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``.
-    mpp : float, optional
-        Level-0 microns per pixel, overriding the file's; estimated from red cells
-        when neither is known (``summary["mpp"]["source"] == "estimated"``).
-    region : (y0, x0, y1, x1), optional
-        Level-0 region to analyse (default the whole slide).
+    settings : AnalysisSettings, optional
+        Every other setting (:class:`leukcore.settings.AnalysisSettings`: device, mpp, region, batch sizes,
+        review threshold, tile size, ``skip_missing``, ``trust_unverified``...).  ``detector`` and
+        ``classifier`` given here, when not the defaults, replace the settings' ones.
     progress : callable, optional
         Receives :class:`~leukcore.progress.ProgressEvent` (stages ``detect``,
         ``classify``, ``write``, ``labels``); calls are serialised but may come from the
@@ -221,31 +186,17 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
     cancel : CancelToken or callable, optional
         Checked between tiles and batches; a cancelled run returns what it has with
         ``summary["partial"] = True`` and writes no output files.
-    batch_size : int, optional
-        Classification batch size (default 32 on CPU, 256 on CUDA).
-    review_threshold : float, optional
-        Cells whose confidence is below this are flagged ``review`` (left out of the blast
-        percentage).  Default: the classifier card's ``review.confidence``, chosen on validation
-        data (:attr:`Classifier.review_threshold`).
-    tile_size, detect_batch_size : int
-        Passed to the detector.
-    queue_size : int
-        Detection chunks buffered between the stages (bounds memory).
-    overlap : bool
-        Run the stages concurrently (default); ``False`` runs detection to the end first
-        (used by the benchmark to time the stages alone).
     out_dir : path-like, optional
         When given and the run completed, :func:`write_outputs` writes the folder.  Its old
         ``summary.json`` is removed first, before any work, so a failed or cancelled run never
         leaves a previous run's completion marker there.
-    trust_unverified : bool
-        Load model cards whose weights have no sha256 (refused by default: they cannot be verified).
-    skip_missing : bool
-        Pixels that are not in the file (missing TIFF tiles / zarr chunks, NaN) stop the run with
-        :class:`~leukcore.io.MissingTileError` naming the file and the box (default).  ``True``
-        analyses the rest: those regions read as background, and ``summary["missing"]`` records
-        them (``count``, ``boxes``) with ``complete: false``.  ``summary["warnings"]`` always holds
-        the slide's integrity warnings (:mod:`leukcore.io.integrity`).
+    **options
+        Any field of :class:`~leukcore.settings.AnalysisSettings` (``device="cpu"``, ``mpp=0.5``,
+        ``region=(y0, x0, y1, x1)``, ``batch_size``, ``review_threshold`` (default: the classifier card's),
+        ``tile_size``, ``detect_batch_size``, ``queue_size``, ``overlap``, ``trust_unverified``,
+        ``skip_missing``), applied over ``settings``.  Pixels that are not in the file stop the run with
+        :class:`~leukcore.io.MissingTileError` unless ``skip_missing`` (then ``summary["missing"]`` records
+        them, ``complete: false``).
 
     Returns
     -------
@@ -257,231 +208,144 @@ def analyze_slide(slide_or_path, detector="wbc-stardist", classifier="all-binary
         The slide cannot be opened or read (message names the file).
     ValueError
         Unknown device / pixel size unknown and not estimable.
+    TypeError
+        An option that is not an analysis setting.
     """
-    from . import provenance
-    from .device import resolve_device
+    s = _settings(settings, detector, classifier, options)
+    return _SlideRun(s, progress, cancel, out_dir).run(slide_or_path)
 
-    t_start = time.perf_counter()
-    if out_dir is not None:
-        provenance.invalidate(out_dir)
-    timings: dict[str, float] = {}
-    prog = _Progress(progress)
-    dev = resolve_device(device)
-    dev_name = str(dev)
-    settings = provenance.analysis_settings(mpp=mpp, region=region, review_threshold=review_threshold,
-                                            tile_size=tile_size, batch_size=batch_size,
-                                            detect_batch_size=detect_batch_size, device=device,
-                                            skip_missing=skip_missing)
 
-    t = time.perf_counter()
-    src_path = slide_or_path if isinstance(slide_or_path, (str, os.PathLike)) else getattr(slide_or_path, "path", None)
-    input_fp = provenance.input_fingerprint(src_path)
-    timings["fingerprint_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    slide, opened = _open(slide_or_path, mpp)
-    timings["open_s"] = time.perf_counter() - t
-    try:
+def _settings(settings, detector, classifier, options) -> AnalysisSettings:
+    """``settings`` (or the defaults) with ``options`` and any non-default ``detector`` / ``classifier``."""
+    if settings is None:
+        return AnalysisSettings.build(detector=detector, classifier=classifier, **options)
+    if detector is not DEFAULT_DETECTOR:
+        options["detector"] = detector
+    if classifier is not DEFAULT_CLASSIFIER:
+        options["classifier"] = classifier
+    return AnalysisSettings.build(settings, **options)
+
+
+class _SlideRun:
+    """One call of :func:`analyze_slide`, in named steps."""
+
+    def __init__(self, settings: AnalysisSettings, progress, cancel, out_dir):
+        self.s, self.cancel, self.out_dir = settings, cancel, out_dir
+        self.prog = _Progress(progress)
+        self.timings: dict[str, float] = {}
+        self.t_start = time.perf_counter()
+
+    def _timed(self, name: str, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.timings[name] = time.perf_counter() - t
+        return out
+
+    def run(self, slide_or_path) -> AnalysisResult:
+        from . import provenance
+        from .device import resolve_device
+
+        s = self.s
+        if self.out_dir is not None:
+            provenance.invalidate(self.out_dir)
+        self.dev = resolve_device(s.device)
+        self.dev_name = str(self.dev)
+        src_path = (slide_or_path if isinstance(slide_or_path, (str, os.PathLike))
+                    else getattr(slide_or_path, "path", None))
+        self.input_fp = self._timed("fingerprint_s", provenance.input_fingerprint, src_path)
+        slide, opened = self._timed("open_s", _open, slide_or_path, s.mpp)
+        try:
+            return self.analyze(slide)
+        finally:
+            if opened:
+                slide.close()
+
+    def analyze(self, slide) -> AnalysisResult:
         from .io.integrity import apply_missing_policy, integrity_summary
-        slide = apply_missing_policy(slide, skip_missing, region)
-        t = time.perf_counter()
-        slide, mpp_info = _resolve_mpp(slide)
-        timings["mpp_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        det = load_detector(detector, device=dev_name, trust_unverified=trust_unverified)
-        clf = load_classifier(classifier, device=dev_name, trust_unverified=trust_unverified)
-        timings["load_s"] = time.perf_counter() - t
+        s = self.s
+        slide = apply_missing_policy(slide, s.skip_missing, s.region)
+        slide, mpp_info = self._timed("mpp_s", _resolve_mpp, slide)
+        det, clf = self._timed("load_s", self.load_models)
         if det is None:
             raise ValueError("a detector is required")
-        bs = int(batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 32))
+        bs = int(s.batch_size or DEFAULT_BATCH_SIZE.get(self.dev.type, 32))
         if bs < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ValueError(f"batch_size must be >= 1, got {s.batch_size}")
+        from .stages import run_stages
 
         t_pipe = time.perf_counter()
-        chunks, probs, stats, partial = _run_stages(slide, det, clf, dev_name, region, prog, cancel, bs,
-                                                    tile_size, detect_batch_size, queue_size, overlap)
-        timings["pipeline_s"] = time.perf_counter() - t_pipe
-        timings.update(stats)
+        st = run_stages(slide, det, clf, s, device=self.dev_name, progress=self.prog, cancel=self.cancel,
+                        batch_size=bs)
+        self.timings["pipeline_s"] = time.perf_counter() - t_pipe
+        self.timings.update(st.stats)
+        table, review_threshold = self.table(slide, mpp_info, det, clf, st)
+        result = AnalysisResult(table, self.summary(table, slide, mpp_info, det, clf, st.partial,
+                                                    review_threshold, bs))
+        result.summary.update(integrity_summary(slide, s.skip_missing))
+        return self.finish(result, slide, st.partial)
 
-        det_info, clf_info = model_info(det), model_info(clf)
-        classes = list(clf.classes) if clf is not None else []
+    def load_models(self):
+        from .loader import load_classifier, load_detector
+
+        s = self.s
+        return (load_detector(s.detector, device=self.dev_name, trust_unverified=s.trust_unverified),
+                load_classifier(s.classifier, device=self.dev_name, trust_unverified=s.trust_unverified))
+
+    def table(self, slide, mpp_info, det, clf, st) -> tuple[CellTable, float]:
+        """The sorted cell table with its classification, and the review threshold used."""
         # the classifier card's thresholds (chosen on validation data) unless given
         from .classify.infer import review_rule
-        review_threshold, blast_threshold = review_rule(clf, review_threshold)
-        meta = _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, review_threshold)
-        table = CellTable.concat(chunks, meta=meta) if chunks else CellTable(None, meta)
+
+        classes = list(clf.classes) if clf is not None else []
+        review_threshold, blast_threshold = review_rule(clf, self.s.review_threshold)
+        meta = _clean_meta(slide, mpp_info, model_info(det), model_info(clf), self.s.region, st.partial, classes,
+                           review_threshold)
+        table = CellTable.concat(st.chunks, meta=meta) if st.chunks else CellTable(None, meta)
         table.meta = meta
         if clf is not None:
-            P = np.concatenate(probs, axis=0) if probs else np.zeros((0, len(classes)), np.float32)
+            P = np.concatenate(st.probs, axis=0) if st.probs else np.zeros((0, len(classes)), np.float32)
             table.set_classification(P[:len(table)], classes, review_threshold, blast_threshold=blast_threshold)
         table = table.sorted()
         table.meta = meta
+        return table, review_threshold
 
+    def summary(self, table, slide, mpp_info, det, clf, partial, review_threshold, bs) -> dict:
+        from . import provenance
+
+        timings = self.timings
         slower = max(timings.get("detect_s", 0.0), timings.get("classify_s", 0.0))
         timings["efficiency"] = (timings["pipeline_s"] / slower) if slower > 0 else None
-        summary = build_summary(table, slide, mpp_info, det_info, clf_info, dev_name, region, partial,
-                                review_threshold, bs, tile_size, timings)
-        summary["provenance"] = provenance.fingerprint(input_fp, settings, det_info, clf_info)
-        summary.update(integrity_summary(slide, skip_missing))
-        result = AnalysisResult(table, summary)
-        if out_dir is not None and not partial:
-            write_outputs(result, out_dir, slide=slide, progress=prog, cancel=cancel)
-        summary["timings"]["total_s"] = time.perf_counter() - t_start
+        det_info, clf_info = model_info(det), model_info(clf)
+        resolved = self.s.replace(review_threshold=review_threshold, batch_size=bs)
+        summary = build_summary(table, slide, mpp_info, {"detector": det_info, "classifier": clf_info}, resolved,
+                                self.dev_name, partial, timings)
+        summary["provenance"] = provenance.fingerprint(self.input_fp, self.s.record(), det_info, clf_info)
+        return summary
+
+    def finish(self, result: AnalysisResult, slide, partial: bool) -> AnalysisResult:
+        """Write the folder (a complete run with ``out_dir``); the total time in the summary."""
+        summary = result.summary
+        if self.out_dir is not None and not partial:
+            write_outputs(result, self.out_dir, slide=slide, progress=self.prog, cancel=self.cancel)
+        summary["timings"]["total_s"] = time.perf_counter() - self.t_start
         if result.outputs:  # keep the written summary and the returned one identical
             from .export.summary import write_summary
 
             write_summary(summary, result.outputs["summary"])
         return result
-    finally:
-        if opened:
-            slide.close()
-
-
-def _run_stages(slide, det, clf, device, region, prog, cancel, bs, tile_size, detect_batch_size,
-                queue_size, overlap):
-    """Detection in a thread -> bounded queue -> crops + classification in fixed-size batches."""
-    from .detect import iter_detect
-
-    stop = threading.Event()
-
-    def should_stop():
-        return stop.is_set() or is_cancelled(cancel)
-
-    q: "queue.Queue" = queue.Queue(maxsize=max(1, int(queue_size)) if overlap else 0)
-    det_time = [0.0]
-    det_partial = [False]
-
-    def put(item) -> bool:
-        while True:
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if stop.is_set():
-                    return False
-
-    def producer():
-        try:
-            kw = dict(tile_size=tile_size, region=region, progress=prog, cancel=should_stop, device=device)
-            if detect_batch_size:
-                kw["batch_size"] = int(detect_batch_size)
-            gen = iter_detect(slide, det, **kw)
-            while True:
-                t = time.perf_counter()
-                try:
-                    chunk = next(gen)
-                except StopIteration:
-                    det_time[0] += time.perf_counter() - t
-                    break
-                det_time[0] += time.perf_counter() - t
-                if chunk.meta.get("partial"):
-                    det_partial[0] = True
-                if not put(("chunk", chunk)):
-                    return
-            put(("end", None))
-        except BaseException as e:  # handed to the consumer, re-raised there
-            put(("error", e))
-
-    th = threading.Thread(target=producer, name="leukcore-detect", daemon=True)
-    chunks: list[CellTable] = []
-    probs: list[np.ndarray] = []
-    stats = {"detect_s": 0.0, "classify_s": 0.0, "crops_s": 0.0, "predict_s": 0.0, "wait_s": 0.0}
-    pending: list[np.ndarray] = []   # crops waiting for a full batch
-    n_pending = 0
-    n_cells = 0
-    n_done = 0
-    cancelled = False
-
-    def run_batches(flush: bool):
-        nonlocal pending, n_pending, n_done
-        while n_pending >= bs or (flush and n_pending > 0):
-            if should_stop():
-                return
-            allc = np.concatenate(pending, axis=0) if len(pending) > 1 else pending[0]
-            take = min(bs, n_pending)
-            batch, rest = allc[:take], allc[take:]
-            t = time.perf_counter()
-            p = np.asarray(clf.predict_crops(batch), dtype=np.float32)
-            dt = time.perf_counter() - t
-            stats["predict_s"] += dt
-            stats["classify_s"] += dt
-            probs.append(p)
-            pending = [rest] if len(rest) else []
-            n_pending = len(rest)
-            n_done += take
-            # the batch's labels travel with the event so a viewer can keep live counts
-            emit(prog, "classify", n_done, n_cells, cells=n_cells,
-                 message=f"classified {n_done} of {n_cells} cells found so far",
-                 data={"labels": [clf.classes[int(i)] for i in p.argmax(axis=1)],
-                       "classes": list(clf.classes)})
-
-    try:
-        if overlap:
-            th.start()
-        else:
-            producer()
-        while True:
-            t = time.perf_counter()
-            try:
-                kind, item = q.get(timeout=0.1)
-            except queue.Empty:
-                stats["wait_s"] += time.perf_counter() - t
-                if is_cancelled(cancel):
-                    cancelled = True
-                    break
-                continue
-            stats["wait_s"] += time.perf_counter() - t
-            if kind == "error":
-                raise item
-            if kind == "end":
-                break
-            chunk = item
-            if not len(chunk):
-                continue
-            chunks.append(chunk)
-            n_cells += len(chunk)
-            if clf is not None:
-                t = time.perf_counter()
-                from .classify import extract_crops
-
-                crops = extract_crops(slide, chunk, clf)
-                dt = time.perf_counter() - t
-                stats["crops_s"] += dt
-                stats["classify_s"] += dt
-                pending.append(crops)
-                n_pending += len(crops)
-                run_batches(flush=False)
-            if is_cancelled(cancel):
-                cancelled = True
-                break
-        if clf is not None and not cancelled and not is_cancelled(cancel):
-            run_batches(flush=True)
-    finally:
-        stop.set()
-        if th.is_alive():
-            th.join(timeout=60)
-    stats["detect_s"] = det_time[0]
-    partial = bool(cancelled or det_partial[0] or is_cancelled(cancel) or (clf is not None and n_pending > 0))
-    if clf is not None:
-        # keep only the cells that were classified (a cancelled run drops the unclassified tail)
-        keep = n_done
-        kept, total = [], 0
-        for c in chunks:
-            if total >= keep:
-                break
-            if total + len(c) <= keep:
-                kept.append(c)
-            else:
-                kept.append(CellTable(c.df.iloc[:keep - total].copy(), c.meta))
-            total += len(c)
-        chunks = kept
-    return chunks, probs, stats, partial
 
 
 # ---------------------------------------------------------------- summary
-def build_summary(table: CellTable, slide, mpp_info, det_info, clf_info, device, region, partial,
-                  review_threshold, batch_size, tile_size, timings) -> dict:
-    """The summary dict of one run (also written as ``summary.json``)."""
+def build_summary(table: CellTable, slide, mpp_info: dict, models: dict, settings: AnalysisSettings, device: str,
+                  partial: bool, timings: dict) -> dict:
+    """The summary dict of one run (also written as ``summary.json``).
+
+    ``models``: the ``detector`` and ``classifier`` records (:func:`model_info`); ``settings``: the run's settings
+    with the review threshold and classification batch size as resolved (the card's, the device's default).
+    """
+    region, review_threshold = settings.region, settings.review_threshold
+    batch_size, tile_size = settings.batch_size, settings.tile_size
     counts = table.counts()
     n = len(table)
     s: dict[str, Any] = {
@@ -497,7 +361,7 @@ def build_summary(table: CellTable, slide, mpp_info, det_info, clf_info, device,
         "partial": bool(partial),
         "complete": False,
         "device": device,
-        "models": {"detector": det_info, "classifier": clf_info},
+        "models": {"detector": models.get("detector"), "classifier": models.get("classifier")},
         "mpp": dict(mpp_info),
         "settings": {"review_threshold": float(review_threshold), "batch_size": int(batch_size),
                      "tile_size": int(tile_size)},

@@ -216,13 +216,14 @@ def model_fingerprint(model) -> Optional[dict]:
 # ------------------------------------------------------------------ settings + block
 def analysis_settings(*, mpp=None, region=None, review_threshold=None, tile_size=1024, batch_size=None,
                       detect_batch_size=None, device="auto", skip_missing=False) -> dict:
-    """Every analysis setting besides the models (recorded in their own block), as requested, JSON-ready."""
-    return {"mpp": None if mpp is None else float(mpp),
-            "region": None if region is None else [int(v) for v in region],
-            "review_threshold": None if review_threshold is None else float(review_threshold), "tile_size": int(tile_size),
-            "batch_size": None if batch_size is None else int(batch_size),
-            "detect_batch_size": None if detect_batch_size is None else int(detect_batch_size),
-            "device": str(device), "skip_missing": bool(skip_missing)}
+    """Every analysis setting besides the models, as requested, JSON-ready
+    (:meth:`leukcore.settings.AnalysisSettings.record`, the one owner of what is recorded).
+    """
+    from .settings import AnalysisSettings
+
+    return AnalysisSettings(mpp=mpp, region=region, review_threshold=review_threshold, tile_size=tile_size,
+                            batch_size=batch_size, detect_batch_size=detect_batch_size, device=device,
+                            skip_missing=skip_missing).record()
 
 
 def fingerprint(input_fp: Optional[dict], settings: dict, detector: Optional[dict],

@@ -6,8 +6,6 @@ Logic lives in :mod:`._layers` (cells layer, colours, edits), :mod:`._regions`
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +26,7 @@ from . import guard_pyside_none
 from ._counts_table import make_counts_table
 from ._regions import RegionError, cells_in_shapes, shapes_region, view_region
 from ._run import friendly_error
+from ._widget_actions import WidgetActions
 from ._worker import start_analysis
 
 guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
@@ -52,22 +51,24 @@ def model_names() -> list:
     return [m for m in MODELS if m in found] + [m for m in found if m not in MODELS]
 
 
-_CARD_CLASSES: dict = {}
+_CARDS: dict = {}
 
 
 def model_classes(name_or_card: str) -> list:
-    """Class names of a classification model, from its card (``[]`` when the card cannot be read)."""
-    if name_or_card not in _CARD_CLASSES:
+    """Class names of a classification model, from its card (:class:`leukcore.models.ModelCard`; ``[]`` when the
+    card cannot be read).
+    """
+    if name_or_card not in _CARDS:
         try:
-            from leukcore.models import load_card
+            from leukcore.models import ModelCard
 
-            _CARD_CLASSES[name_or_card] = [str(c) for c in load_card(name_or_card).get("classes") or []]
+            _CARDS[name_or_card] = ModelCard.load(name_or_card)
         except Exception:
             return []
-    return list(_CARD_CLASSES[name_or_card])
+    return list(_CARDS[name_or_card].classes)
 
 
-class LeukWidget(QWidget):
+class LeukWidget(WidgetActions, QWidget):
     """Find and classify white cells of the selected slide layer; review, edit, export.
 
     Attributes
@@ -89,7 +90,6 @@ class LeukWidget(QWidget):
         self.cancel_token = None
         self.cells_layer = None
         self.last_result = None
-        self._classifiers: dict = {}
         self._build()
         self._refresh_layers()
         ev = self.viewer.layers.events
@@ -299,6 +299,7 @@ class LeukWidget(QWidget):
         from napari.utils.notifications import show_error
 
         from leukcore.progress import CancelToken
+        from leukcore.settings import AnalysisSettings
 
         try:
             layer = self.image_layer()
@@ -320,12 +321,11 @@ class LeukWidget(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting...")
         self.status.setText("loading models...")
-        kw = {"detector": self.detector, "classifier": model, "device": self.device(), "region": box}
-        if mpp:
-            kw["mpp"] = mpp
+        settings = AnalysisSettings(detector=self.detector, classifier=model, device=self.device(), region=box,
+                                    mpp=mpp or None)
         self.worker = start_analysis(analyze, source, cancel=self.cancel_token, on_progress=self._on_progress,
                                      on_done=self._on_done, on_error=self._on_error,
-                                     on_finished=self._on_finished, **kw)
+                                     on_finished=self._on_finished, settings=settings)
 
     def cancel(self):
         if self.cancel_token is not None:
@@ -435,156 +435,3 @@ class LeukWidget(QWidget):
         labels = f["label"] if f is not None and "label" in f else []
         review = f["review"] if f is not None and "review" in f else None
         self.counts.update_counts(labels, self._classes(), review=review)
-
-    def selected_rows(self) -> list:
-        if self.cells_layer is None:
-            return []
-        return sorted(int(i) for i in getattr(self.cells_layer, "selected_data", ()) or ())
-
-    def set_selected_class(self, *_, new_class: Optional[str] = None):
-        from napari.utils.notifications import show_warning
-
-        rows = self.selected_rows()
-        if not rows:
-            show_warning("Select cells first (select tool, or click a cell).")
-            return
-        rev = self._attach_review()
-        if rev is not None:      # through leukcore.corrections: undoable, both calls kept, saved
-            rev.set(rows, new_class or self.class_combo.currentText())
-            return
-        L.set_cell_class(self.cells_layer, rows, new_class or self.class_combo.currentText())
-        if self.low_conf.isChecked():
-            L.show_only_low_confidence(self.cells_layer, True)
-        self.update_counts()
-
-    def _attach_review(self):
-        """The cells layer's :class:`._review.Review` (keys bound; counts follow every change)."""
-        from ._review import review_for
-
-        rev = review_for(self.cells_layer)
-        if rev is not None and not getattr(rev, "_widget_hooked", False):
-            rev.listeners.append(lambda rows: self.update_counts())
-            rev._widget_hooked = True
-        return rev
-
-    def open_gallery(self):
-        """Dock the cell gallery (:class:`._gallery.GalleryWidget`) on the cells layer."""
-        from ._gallery import GalleryWidget
-
-        g = getattr(self, "gallery", None)
-        if g is not None and g.layer is self.cells_layer:
-            return g
-        self.gallery = GalleryWidget(self.viewer, layer=self.cells_layer)
-        self.viewer.window.add_dock_widget(self.gallery, name="cell gallery", area="right")
-        return self.gallery
-
-    def toggle_low_confidence(self, on: bool):
-        if self.cells_layer is not None:
-            n = L.show_only_low_confidence(self.cells_layer, bool(on))
-            self.status.setText(f"{n} cells shown" + (" (low confidence)" if on else ""))
-
-    def _on_mouse_move(self, viewer, event):
-        if self.cells_layer is None or self.cells_layer not in viewer.layers:
-            return
-        try:
-            i = L.cell_index_at(self.cells_layer, viewer.cursor.position)
-        except Exception:
-            return
-        if i is not None:
-            text = L.describe_cell(self.cells_layer.features, i)
-            self.cell_info.setText(text)
-            viewer.status = text
-
-    def _on_click(self, layer, event):
-        if layer.mode not in ("pan_zoom",):
-            return
-        i = L.cell_index_at(layer, event.position)
-        if i is not None:
-            mods = getattr(event, "modifiers", None) or ()
-            if "Shift" in mods or "Control" in mods:      # add / remove a cell (review several at once)
-                layer.selected_data = set(layer.selected_data) ^ {i}
-            else:
-                layer.selected_data = {i}
-            self.cell_info.setText(L.describe_cell(layer.features, i))
-
-    def gradcam_selected(self, *_):
-        from napari.utils.notifications import show_error, show_warning
-
-        from ._worker import run_in_thread
-
-        rows = self.selected_rows()
-        if not rows:
-            show_warning("Select one cell for Grad-CAM.")
-            return
-        row = rows[0]
-        table = L.table_from_layer(self.cells_layer)
-        ctx = self._run_ctx
-        key = (ctx["model"], ctx["device"])
-
-        def work():
-            from leukcore.io import open_slide
-            from leukcore.pipeline import load_classifier
-
-            from ._gradcam import cell_gradcam
-
-            clf = self._classifiers.get(key) or load_classifier(ctx["model"], device=ctx["device"])
-            self._classifiers[key] = clf
-            src = ctx["source"]
-            slide = open_slide(src) if isinstance(src, str) else src
-            return clf, cell_gradcam(clf, slide, table, row)
-
-        def done(res):
-            from napari.layers import Layer
-
-            from ._gradcam import gradcam_layer_data
-
-            clf, heat = res
-            r = table.df.iloc[row]
-            mpp = table.meta.get("mpp") or 1.0
-            layer = ctx["layer"]
-            data, kw, lt = gradcam_layer_data(heat, (r["centroid_y"], r["centroid_x"]), clf.spec.crop_um, mpp,
-                                              layer.scale, layer.translate,
-                                              name=f"Grad-CAM cell {int(r['cell_id'])} ({r['label']})")
-            kw["units"] = tuple(str(u) for u in layer.units[-2:])
-            self.viewer.add_layer(Layer.create(data, kw, lt))
-
-        w = run_in_thread(work, _connect={"returned": done,
-                                          "errored": lambda e: show_error(f"Grad-CAM failed: {e}")})
-        self._gradcam_worker = w
-        return w
-
-    # --------------------------------------------------------------- export
-    def export_table(self, path: Optional[str] = None):
-        from napari.utils.notifications import show_error, show_info
-
-        from ._export import TABLE_FILTER, export_table
-
-        if self.cells_layer is None:
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export cells", "cells.parquet", TABLE_FILTER)
-            if not path:
-                return None
-        try:
-            out = export_table(L.table_from_layer(self.cells_layer), path)
-        except Exception as e:
-            show_error(f"Export failed: {e}")
-            return None
-        show_info(f"wrote {out}")
-        return out
-
-    def screenshot(self, path: Optional[str] = None):
-        from napari.utils.notifications import show_info
-
-        from ._export import save_screenshot
-
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Screenshot with legend", "cells.png", "PNG (*.png)")
-            if not path:
-                return None
-        bp = self.counts.blast
-        out = save_screenshot(self.viewer, path, {r.name: r.count for r in self.counts.rows},
-                              title=self.image_combo.currentText(),
-                              extra=[] if bp is None else [f"ALL / blast: {bp:.1f} %"])
-        show_info(f"wrote {out}")
-        return out

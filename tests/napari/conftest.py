@@ -16,6 +16,15 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of this folder is a ``napari`` test (the fast lane ``-m "not slow and not napari"`` skips them)."""
+    for item in items:
+        if str(item.fspath).startswith(_HERE + os.sep):
+            item.add_marker(pytest.mark.napari)
+
 
 def make_table(n=12, size=2000, classes=("ALL", "normal"), mpp=0.5, seed=0, conf=None):
     from leukcore.results import CellTable
@@ -44,10 +53,14 @@ class FakeAnalyze:
         self.n_tiles, self.per_tile, self.delay, self.error, self.classes = n_tiles, per_tile, delay, error, classes
         self.calls = []
 
-    def __call__(self, source, detector="wbc-stardist", classifier="all-binary", *, device="auto", mpp=None,
-                 region=None, progress=None, cancel=None, **kw):
+    def __call__(self, source, detector="wbc-stardist", classifier="all-binary", *, settings=None, device="auto",
+                 mpp=None, region=None, progress=None, cancel=None, **kw):
         from leukcore.pipeline import AnalysisResult
         from leukcore.progress import emit, is_cancelled
+
+        if settings is not None:  # the widget passes one AnalysisSettings
+            classifier, device = settings.classifier, settings.device
+            mpp, region = settings.mpp, settings.region
 
         self.calls.append(dict(source=source, classifier=classifier, device=device, region=region, mpp=mpp))
         if self.error is not None:

@@ -21,6 +21,20 @@ def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | p
     p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
 
 
+def settings_from_args(args):
+    """The :class:`~leukcore.settings.AnalysisSettings` of the options :func:`add_model_args` added (and
+    ``--region`` / ``--skip-missing`` where the command has them).
+    """
+    from ..settings import AnalysisSettings
+
+    region = getattr(args, "region", None)
+    return AnalysisSettings(detector=args.detector, classifier=args.model, device=args.device, mpp=args.mpp,
+                            batch_size=args.batch_size, review_threshold=args.review_threshold,
+                            tile_size=args.tile_size, region=tuple(region) if region else None,
+                            trust_unverified=args.trust_unverified,
+                            skip_missing=bool(getattr(args, "skip_missing", False)))
+
+
 def register(sub):
     """Add the ``leuk analyze`` subcommand to ``sub``."""
     p = sub.add_parser("analyze", help="find and classify the white cells of one slide; write all outputs",
@@ -100,11 +114,7 @@ def run(args):
 
     bar = TqdmProgress(disable=args.quiet)
     try:
-        res = analyze_slide(args.slide, detector=args.detector, classifier=args.model, device=args.device,
-                            mpp=args.mpp, region=tuple(args.region) if args.region else None, progress=bar,
-                            batch_size=args.batch_size, review_threshold=args.review_threshold,
-                            tile_size=args.tile_size, out_dir=args.out,
-                            trust_unverified=args.trust_unverified, skip_missing=args.skip_missing)
+        res = analyze_slide(args.slide, settings=settings_from_args(args), progress=bar, out_dir=args.out)
     finally:
         bar.close()
     print_result(res)

@@ -39,6 +39,7 @@ def run(args):
     from tqdm import tqdm
 
     from ..batch import run_batch
+    from .analyze import settings_from_args
 
     bar = None
 
@@ -58,12 +59,9 @@ def run(args):
         bar.refresh()
 
     try:
-        res = run_batch(args.source, args.out, workers=args.workers, scheduler=args.scheduler,
-                        detector=args.detector, classifier=args.model, device=args.device, mpp=args.mpp,
-                        batch_size=args.batch_size, review_threshold=args.review_threshold,
-                        tile_size=args.tile_size, threads_per_worker=args.threads_per_worker,
-                        resume=not args.no_resume, progress=progress,
-                        trust_unverified=args.trust_unverified, skip_missing=args.skip_missing)
+        res = run_batch(args.source, args.out, settings=settings_from_args(args), workers=args.workers,
+                        scheduler=args.scheduler, threads_per_worker=args.threads_per_worker,
+                        resume=not args.no_resume, progress=progress)
     finally:
         if bar is not None:
             bar.close()

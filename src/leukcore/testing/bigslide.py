@@ -6,6 +6,7 @@ same encoded bytes are written for every tile of every level, so nothing is
 computed per tile.  The file is a valid, fully populated, tiled BigTIFF that
 any reader has to decode tile by tile like a scanner's slide.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,9 @@ def _encoded_tile(tile_rgb: np.ndarray, quality: int) -> bytes:
 
     buf = io.BytesIO()
     t = np.ascontiguousarray(tile_rgb)
-    tifffile.imwrite(buf, t, tile=t.shape[:2], compression="jpeg", compressionargs={"level": quality},
-                     photometric="rgb")
+    tifffile.imwrite(
+        buf, t, tile=t.shape[:2], compression="jpeg", compressionargs={"level": quality}, photometric="rgb"
+    )
     buf.seek(0)
     with tifffile.TiffFile(buf) as tif:
         p = tif.pages[0]
@@ -38,8 +40,14 @@ def _encoded_tile(tile_rgb: np.ndarray, quality: int) -> bytes:
         return fh.read(p.databytecounts[0])
 
 
-def write_repeated_tile_slide(path, shape_yx, tile_rgb: np.ndarray, mpp: Optional[float] = 0.25,
-                              quality: int = 85, min_level_size: Optional[int] = None) -> str:
+def write_repeated_tile_slide(
+    path,
+    shape_yx,
+    tile_rgb: np.ndarray,
+    mpp: Optional[float] = 0.25,
+    quality: int = 85,
+    min_level_size: Optional[int] = None,
+) -> str:
     """Write a pyramidal OME-TIFF of ``shape_yx`` whose every tile is ``tile_rgb`` (JPEG).
 
     Parameters

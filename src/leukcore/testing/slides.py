@@ -14,6 +14,7 @@ against that format::
 
 This module imports pytest; it is only for tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -143,7 +144,7 @@ class SlideConformance:
                 y, x = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
                 reg = slide.read_region(level, y, x, rh, rw)
                 assert reg.shape == (rh, rw, 3) and reg.dtype == np.uint8
-                np.testing.assert_array_equal(reg, slide.levels[level][y:y + rh, x:x + rw].compute())
+                np.testing.assert_array_equal(reg, slide.levels[level][y : y + rh, x : x + rw].compute())
 
     def test_out_of_bounds_is_padded(self, slide_ref):
         slide, _ = slide_ref
@@ -151,7 +152,7 @@ class SlideConformance:
         reg = slide.read_region(0, -5, w - 7, 20, 20)
         assert reg.shape == (20, 20, 3)
         assert (reg[:5] == PAD_VALUE).all() and (reg[:, 7:] == PAD_VALUE).all()
-        np.testing.assert_array_equal(reg[5:, :7], slide.levels[0][:15, w - 7:].compute())
+        np.testing.assert_array_equal(reg[5:, :7], slide.levels[0][:15, w - 7 :].compute())
         far = slide.read_region(0, h + 100, w + 100, 8, 8)
         assert (far == PAD_VALUE).all()
         with pytest.raises(IndexError):
@@ -178,8 +179,7 @@ class SlideConformance:
         slide, _ = slide_ref
         info = json.loads(json.dumps(slide.info()))
         assert info["format"] == slide.format
-        assert [lv["shape"][:2] for lv in info["levels"]] == [list(slide.level_shape(i))
-                                                               for i in range(slide.n_levels)]
+        assert [lv["shape"][:2] for lv in info["levels"]] == [list(slide.level_shape(i)) for i in range(slide.n_levels)]
 
     def test_thumbnail(self, slide_ref):
         slide, _ = slide_ref
@@ -206,8 +206,9 @@ class SlideConformance:
         slide, _ = slide_ref
         lv = pickle.loads(pickle.dumps(slide.levels[0]))
         h, w = slide.level_shape(0)
-        np.testing.assert_array_equal(lv[:min(h, 33), :min(w, 47)].compute(),
-                                      slide.levels[0][:min(h, 33), :min(w, 47)].compute())
+        np.testing.assert_array_equal(
+            lv[: min(h, 33), : min(w, 47)].compute(), slide.levels[0][: min(h, 33), : min(w, 47)].compute()
+        )
         s2 = pickle.loads(pickle.dumps(slide))  # whole slides too (e.g. sent to dask workers)
         assert s2.mpp == slide.mpp and s2.downsamples == slide.downsamples
         np.testing.assert_array_equal(s2.read_region(0, 1, 2, 20, 30), slide.read_region(0, 1, 2, 20, 30))

@@ -148,78 +148,122 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
 
     t0 = time.perf_counter()
     clf = model if isinstance(model, Classifier) else Classifier.load(model, device=device, backend=backend)
-    df, classes, spec, cells = prepared or prepare(cfg)
-    if list(classes) != list(clf.classes):
-        raise ValueError(f"model classes {clf.classes} differ from the config's {classes}")
-    C = len(classes)
-    split_type = df.attrs.get("split_type", "image-level")
-    lab_of_row = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    te = np.flatnonzero(cells["split"] == "test")
-    test_rows = np.flatnonzero(df["split"].to_numpy() == "test")
-    train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
-    y = cells["label"][te]
-    rows = cells["row"][te]
-    P = clf.predict_crops(cells["crops"][te])
-    # ---- field rule: chosen on the validation split (or given), then applied to the test split
-    from ..classify.fields import field_rule as _card_rule
-    va = np.flatnonzero(cells["split"] == "val")
-    rule_table: list = []
-    if field_rule == "select":
-        vp = {}
-        for t in tta_modes:
-            if len(va):
-                vp[t] = (clf.predict_crops(cells["crops"][va], tta=t), cells["row"][va])
-        rule, rule_table = select_field_rule(vp, lab_of_row, tta_modes)
-        rule["selected_on"] = "validation split, images accuracy (ties: cheaper rule)"
-    elif field_rule == "card":
-        rule = _card_rule(clf.card)
-    else:
-        rule = _card_rule({"inference": field_rule})
-    Pt = {None: P}
-    for t in set(tta_modes) | {rule["tta"]}:
-        if t not in Pt:
-            Pt[t] = clf.predict_crops(cells["crops"][te], tta=t)
-    P_field = Pt[rule["tta"]]
-    how = rule["field_aggregation"]
-    for r in rule_table:
-        r["test_images_accuracy"] = _field_acc(Pt[r["tta"]], rows, lab_of_row, r["field_aggregation"])
-    for t in Pt:
-        for h in ("mean_prob", "mean_log_prob"):
-            if not any(r["tta"] == t and r["field_aggregation"] == h for r in rule_table):
-                rule_table.append({"tta": t, "field_aggregation": h,
-                                   "test_images_accuracy": _field_acc(Pt[t], rows, lab_of_row, h)})
-    for mc in (1, 8):
-        rule_table.append({"tta": rule["tta"], "field_aggregation": how, "max_cells_per_image": mc,
-                           "test_images_accuracy": _field_acc(P_field, rows, lab_of_row, how, mc)})
-    bc = baseline_cells if baseline_cells is not None else cells       # colour baseline's training cells
-    btr = np.flatnonzero(bc["split"] == "train")
-    colour = ColourBaseline().fit(bc["crops"][btr], bc["label"][btr])
-    Pc = colour.predict_proba(cells["crops"][te], C)
+    ev = _Evaluation(clf, cfg, prepared or prepare(cfg), n_boot)
+    rule, rule_table = ev.field_rule(field_rule, tta_modes)
+    ev.predict_test(rule, rule_table, tta_modes)
+    ev.colour_baseline(baseline_cells)
+    res = ev.results(rule, rule_table, baseline_cells is not None)
+    ev.pbc_and_source_blocks(res)
+    if stain_swap:
+        ev.stain_swap(res, rule)
+    res["eval_s"] = round(time.perf_counter() - t0, 1)
+    if out_dir is not None:
+        _write(res, Path(out_dir), ev, clf, update_card, log)
+    return res
 
-    res: dict = {"model": clf.name, "classes": classes, "split_type": split_type,
-                 "held_out": "test split: never used for training or model selection",
-                 "backend": clf.backend,
-                 "test_images": int(len(test_rows)),
-                 "test_images_without_cells": int((cells["n_cells"][test_rows] == 0).sum()),
-                 "test_cells": int(len(te)),
-                 "crops": cfg["data"]["finder"] + (" (held-out images only)" if cfg["data"].get("only_cached") else "")}
-    if baseline_cells is not None:
-        res["colour_baseline_trained_on"] = "training cells of another crop source (baseline_cells)"
-    res["cnn"] = {"cells": _block(y, P, rows, classes, split_type, n_boot)}
-    res["colour_baseline"] = {"cells": _block(y, Pc, rows, classes, split_type, n_boot)}
-    if len(te):
-        res["cnn"]["cells_tta"] = {str(t): {"accuracy": float((Pt[t].argmax(1) == y).mean())} for t in Pt}
-    res["field_rule"] = {k: v for k, v in rule.items()}
-    res["field_rule_ablation"] = rule_table
-    u, yi, Pi = image_level(P_field, rows, lab_of_row, how)
-    _, _, Pci = image_level(Pc, rows, lab_of_row, how)
-    res["cnn"]["images"] = _block(yi, Pi, u, classes, split_type, n_boot, groups=False)
-    res["colour_baseline"]["images"] = _block(yi, Pci, u, classes, split_type, n_boot, groups=False)
-    n_img = len(test_rows)
-    res["cnn"]["images"]["accuracy_counting_images_without_cells_as_wrong"] = \
-        float((Pi.argmax(1) == yi).sum() / max(1, n_img))
 
-    if "ALL" in classes and (df["source"] == "pbc").any():
+class _Evaluation:
+    """One call of :func:`evaluate_model`: the held-out cells, their predictions, the blocks of metrics."""
+
+    def __init__(self, clf, cfg: dict, prepared, n_boot: int):
+        df, classes, spec, cells = prepared
+        if list(classes) != list(clf.classes):
+            raise ValueError(f"model classes {clf.classes} differ from the config's {classes}")
+        self.clf, self.cfg, self.n_boot = clf, cfg, n_boot
+        self.df, self.classes, self.spec, self.cells = df, classes, spec, cells
+        self.C = len(classes)
+        self.split_type = df.attrs.get("split_type", "image-level")
+        self.lab_of_row = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        self.te = te = np.flatnonzero(cells["split"] == "test")
+        self.test_rows = np.flatnonzero(df["split"].to_numpy() == "test")
+        self.train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
+        self.y = cells["label"][te]
+        self.rows = cells["row"][te]
+        self.P = clf.predict_crops(cells["crops"][te])
+
+    def block(self, y, P, rows, groups=True, n_boot=None):
+        return _block(y, P, rows, self.classes, self.split_type, self.n_boot if n_boot is None else n_boot, groups)
+
+    def field_rule(self, field_rule, tta_modes) -> tuple[dict, list]:
+        """The field rule: chosen on the validation split (or given), then applied to the test split."""
+        from ..classify.fields import field_rule as _card_rule
+
+        clf, cells = self.clf, self.cells
+        va = np.flatnonzero(cells["split"] == "val")
+        rule_table: list = []
+        if field_rule == "select":
+            vp = {}
+            for t in tta_modes:
+                if len(va):
+                    vp[t] = (clf.predict_crops(cells["crops"][va], tta=t), cells["row"][va])
+            rule, rule_table = select_field_rule(vp, self.lab_of_row, tta_modes)
+            rule["selected_on"] = "validation split, images accuracy (ties: cheaper rule)"
+        elif field_rule == "card":
+            rule = _card_rule(clf.card)
+        else:
+            rule = _card_rule({"inference": field_rule})
+        return rule, rule_table
+
+    def predict_test(self, rule: dict, rule_table: list, tta_modes) -> None:
+        """Test predictions under every TTA mode; the test accuracy of each rule (ablation, not a choice)."""
+        rows, lab = self.rows, self.lab_of_row
+        self.Pt = Pt = {None: self.P}
+        for t in set(tta_modes) | {rule["tta"]}:
+            if t not in Pt:
+                Pt[t] = self.clf.predict_crops(self.cells["crops"][self.te], tta=t)
+        self.P_field = Pt[rule["tta"]]
+        self.how = how = rule["field_aggregation"]
+        for r in rule_table:
+            r["test_images_accuracy"] = _field_acc(Pt[r["tta"]], rows, lab, r["field_aggregation"])
+        for t in Pt:
+            for h in ("mean_prob", "mean_log_prob"):
+                if not any(r["tta"] == t and r["field_aggregation"] == h for r in rule_table):
+                    rule_table.append({"tta": t, "field_aggregation": h,
+                                       "test_images_accuracy": _field_acc(Pt[t], rows, lab, h)})
+        for mc in (1, 8):
+            rule_table.append({"tta": rule["tta"], "field_aggregation": how, "max_cells_per_image": mc,
+                               "test_images_accuracy": _field_acc(self.P_field, rows, lab, how, mc)})
+
+    def colour_baseline(self, baseline_cells: Optional[dict]) -> None:
+        bc = baseline_cells if baseline_cells is not None else self.cells   # colour baseline's training cells
+        btr = np.flatnonzero(bc["split"] == "train")
+        self.colour = ColourBaseline().fit(bc["crops"][btr], bc["label"][btr])
+        self.Pc = self.colour.predict_proba(self.cells["crops"][self.te], self.C)
+
+    def results(self, rule: dict, rule_table: list, other_baseline: bool) -> dict:
+        """Cell and image metrics of the CNN and the colour baseline."""
+        cells, cfg, te, y, rows, P, Pc = self.cells, self.cfg, self.te, self.y, self.rows, self.P, self.Pc
+        res: dict = {"model": self.clf.name, "classes": self.classes, "split_type": self.split_type,
+                     "held_out": "test split: never used for training or model selection",
+                     "backend": self.clf.backend,
+                     "test_images": int(len(self.test_rows)),
+                     "test_images_without_cells": int((cells["n_cells"][self.test_rows] == 0).sum()),
+                     "test_cells": int(len(te)),
+                     "crops": cfg["data"]["finder"] + (" (held-out images only)"
+                                                       if cfg["data"].get("only_cached") else "")}
+        if other_baseline:
+            res["colour_baseline_trained_on"] = "training cells of another crop source (baseline_cells)"
+        res["cnn"] = {"cells": self.block(y, P, rows)}
+        res["colour_baseline"] = {"cells": self.block(y, Pc, rows)}
+        if len(te):
+            res["cnn"]["cells_tta"] = {str(t): {"accuracy": float((self.Pt[t].argmax(1) == y).mean())}
+                                       for t in self.Pt}
+        res["field_rule"] = {k: v for k, v in rule.items()}
+        res["field_rule_ablation"] = rule_table
+        u, self.yi, self.Pi = image_level(self.P_field, rows, self.lab_of_row, self.how)
+        _, _, Pci = image_level(Pc, rows, self.lab_of_row, self.how)
+        res["cnn"]["images"] = self.block(self.yi, self.Pi, u, groups=False)
+        res["colour_baseline"]["images"] = self.block(self.yi, Pci, u, groups=False)
+        n_img = len(self.test_rows)
+        res["cnn"]["images"]["accuracy_counting_images_without_cells_as_wrong"] = \
+            float((self.Pi.argmax(1) == self.yi).sum() / max(1, n_img))
+        return res
+
+    def pbc_and_source_blocks(self, res: dict) -> None:
+        """PBC (all normal) false-positive rates and the four-class-only cell block, when both sources are in."""
+        df, classes, rows, P, Pc, y = self.df, self.classes, self.rows, self.P, self.Pc, self.y
+        if not ("ALL" in classes and (df["source"] == "pbc").any()):
+            return
         pbc = np.isin(rows, np.flatnonzero(df["source"].to_numpy() == "pbc"))
         a = classes.index("ALL")
         if pbc.any():
@@ -230,31 +274,29 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
                                   for t in sorted(set(np.asarray(df["cell_type"])[rows[pbc]]))}}
         fa = np.isin(rows, np.flatnonzero(df["source"].to_numpy() == "all4class"))
         if fa.any():
-            res["cnn"]["cells_all4class_only"] = _block(y[fa], P[fa], rows[fa], classes, split_type, 0)
-    if stain_swap:
-        sw = stain_swap_crops(df, cells, spec, test_rows, train_rows)
-        if sw is not None:
-            crops_s, idx_s, tgt = sw
-            ys, rs = cells["label"][idx_s], cells["row"][idx_s]
-            Ps = clf.predict_crops(crops_s)
-            Psf = Ps if rule["tta"] is None else clf.predict_crops(crops_s, tta=rule["tta"])
-            Pcs = colour.predict_proba(crops_s, C)
-            us, ysi, Psi = image_level(Psf, rs, lab_of_row, how)
-            _, _, Pcsi = image_level(Pcs, rs, lab_of_row, how)
-            res["stain_swap"] = {
-                "method": "Reinhard LAB mean/std transfer of each held-out field to the mean of another "
-                          "stain group's training fields (cycling through the other groups)",
-                "cnn": {"cells": _block(ys, Ps, rs, classes, split_type, n_boot),
-                        "images": _block(ysi, Psi, us, classes, split_type, n_boot, groups=False)},
-                "colour_baseline": {"cells": _block(ys, Pcs, rs, classes, split_type, n_boot),
-                                    "images": _block(ysi, Pcsi, us, classes, split_type, n_boot, groups=False)},
-                "cnn_cells_accuracy_by_target": {str(t): float((Ps[tgt == t].argmax(1) == ys[tgt == t]).mean())
-                                                 for t in sorted(set(tgt))},
-            }
-    res["eval_s"] = round(time.perf_counter() - t0, 1)
-    if out_dir is not None:
-        _write(res, Path(out_dir), classes, y, P, yi, Pi, clf, update_card, log)
-    return res
+            res["cnn"]["cells_all4class_only"] = self.block(y[fa], P[fa], rows[fa], n_boot=0)
+
+    def stain_swap(self, res: dict, rule: dict) -> None:
+        """The held-out fields Reinhard-transferred to other stain groups: cell and image metrics."""
+        sw = stain_swap_crops(self.df, self.cells, self.spec, self.test_rows, self.train_rows)
+        if sw is None:
+            return
+        clf, cells, lab, how = self.clf, self.cells, self.lab_of_row, self.how
+        crops_s, idx_s, tgt = sw
+        ys, rs = cells["label"][idx_s], cells["row"][idx_s]
+        Ps = clf.predict_crops(crops_s)
+        Psf = Ps if rule["tta"] is None else clf.predict_crops(crops_s, tta=rule["tta"])
+        Pcs = self.colour.predict_proba(crops_s, self.C)
+        us, ysi, Psi = image_level(Psf, rs, lab, how)
+        _, _, Pcsi = image_level(Pcs, rs, lab, how)
+        res["stain_swap"] = {
+            "method": "Reinhard LAB mean/std transfer of each held-out field to the mean of another "
+                      "stain group's training fields (cycling through the other groups)",
+            "cnn": {"cells": self.block(ys, Ps, rs), "images": self.block(ysi, Psi, us, groups=False)},
+            "colour_baseline": {"cells": self.block(ys, Pcs, rs), "images": self.block(ysi, Pcsi, us, groups=False)},
+            "cnn_cells_accuracy_by_target": {str(t): float((Ps[tgt == t].argmax(1) == ys[tgt == t]).mean())
+                                             for t in sorted(set(tgt))},
+        }
 
 
 def headline(res: dict) -> dict:
@@ -286,7 +328,8 @@ def headline(res: dict) -> dict:
     return h
 
 
-def _write(res, out: Path, classes, y, P, yi, Pi, clf, update_card, log):
+def _write(res, out: Path, ev: _Evaluation, clf, update_card, log):
+    classes, y, P, yi, Pi = ev.classes, ev.y, ev.P, ev.yi, ev.Pi
     from ..results import atomic_path, json_default
 
     out.mkdir(parents=True, exist_ok=True)

@@ -146,101 +146,172 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
 
     Returns the run directory (its ``model.yaml`` loads with ``Classifier.load(run_dir)``).
     """
-    import torch
+    t = _Training(cfg, Path(out_dir), resume, log)
+    t.prepare()
+    t.build_network()
+    t.cache_features()
+    t.init_training()
+    t.phase1()
+    t.phase2()
+    t.finish_timings()
+    if t.rank != 0:                   # only rank 0 writes the model
+        return t.run
+    t.save()
+    if evaluate:
+        t.evaluate()
+    return t.run
 
-    from ..classify.network import build_network
-    from ..device import device_settings, resolve_device
-    from ..models.imagenet import load_imagenet_weights
-    from .features import augment_crops, pooled_features, split_network, trunk_features
-    from .prepare import prepare
 
-    tr = cfg["train"]
-    rank, world, local = _dist()
-    if tr.get("threads"):
-        torch.set_num_threads(int(tr["threads"]))
-    device = resolve_device(tr["device"] if world == 1 else f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    st = device_settings(device)
-    seed_everything(int(tr["seed"]))
-    run = Path(out_dir)
-    if rank == 0:                     # only rank 0 writes the run directory
-        run.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run / "config.yaml")
-    t0 = time.perf_counter()
-    report: dict = {}
-    df, classes, spec, cells = prepare(cfg, device="cpu", report=report)
-    if rank == 0:
-        df.drop(columns=[c for c in ("cell_type",) if c not in df]).to_csv(run / "splits.csv", index=False)
-    C = len(classes)
-    log(f"[train] {cfg['name']}: {len(df)} images, {report['cells']} cells, classes={classes}, "
-        f"split={report['split_type']} {report['cells_per_split']} ({time.perf_counter() - t0:.0f}s)")
-    timings: dict = {"prepare_s": round(time.perf_counter() - t0, 1)}
+class _Training:
+    """One run of :func:`train_classifier`, step by step (the state the steps share)."""
 
-    net = build_network(cfg["model"]["architecture"], C)
-    origin = load_imagenet_weights(net, cfg["model"]["architecture"], cfg["model"].get("imagenet", "auto"))
-    net.to(device)
-    if st["channels_last"] and device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    p2 = tr["phase2"]
-    trunk, top = split_network(net, int(p2.get("finetune_stages", 2)))
+    def __init__(self, cfg: dict, run: Path, resume: bool, log):
+        import torch
 
-    tri = np.flatnonzero(cells["split"] == "train")
-    vai = np.flatnonzero(cells["split"] == "val")
-    ytr, yva = cells["label"][tri], cells["label"][vai]
-    V = max(1, int(tr.get("views", 1)))
+        from ..device import device_settings, resolve_device
 
-    # ---------------------------------------------------------------- cached trunk features
-    fpath = run / "features.npz"
-    t1 = time.perf_counter()
-    if fpath.exists():
-        z = np.load(fpath)
-        ftr, fva = z["train"], z["val"]
-    else:
-        rng = np.random.default_rng(int(tr["seed"]))
-        stain = tr.get("stain_aug") or None
-        from .features import onnx_runner
-        runner = onnx_runner(trunk, spec.size) if device.type == "cpu" else None
-        trunk.to(device)
-        views = [trunk_features(trunk, cells["crops"][tri], spec, device, desc="train view 0", runner=runner,
-                                amp=st["amp"], channels_last=device.type == "cuda")]
-        for v in range(1, V):
-            views.append(trunk_features(trunk, cells["crops"][tri], spec, device, desc=f"train view {v}",
-                                        augment=lambda c: augment_crops(c, rng, stain), amp=st["amp"], runner=runner,
-                                        channels_last=device.type == "cuda"))
-        ftr = np.stack(views)                       # (V, N, C, h, w)
-        fva = trunk_features(trunk, cells["crops"][vai], spec, device, desc="val", amp=st["amp"], runner=runner)
-        if rank == 0:
-            from ..results import atomic_path
-            with atomic_path(fpath) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, train=ftr, val=fva)
-    n_feat = V * len(tri) + len(vai)
-    if resume and ck_exists_before(fpath, t1):
-        timings["features"] = "read from the run's cache (resumed run)"
-    else:
-        timings["features_s"] = round(time.perf_counter() - t1, 1)
-        timings["frozen_images_per_s"] = round(n_feat / max(timings["features_s"], 1e-9), 2)
+        self.cfg, self.run, self.resume, self.log = cfg, run, resume, log
+        self.tr = tr = cfg["train"]
+        self.rank, self.world, local = _dist()
+        if tr.get("threads"):
+            torch.set_num_threads(int(tr["threads"]))
+        self.device = resolve_device(tr["device"] if self.world == 1
+                                     else f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        self.st = device_settings(self.device)
+        seed_everything(int(tr["seed"]))
+        if self.rank == 0:                # only rank 0 writes the run directory
+            run.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, run / "config.yaml")
+        self.t0 = time.perf_counter()
 
-    ckpt_path = run / "checkpoint.pt"
-    ck = _load_ckpt(ckpt_path) if resume else None
-    history = ck["history"] if ck else []
-    wts = torch.from_numpy(_class_weights(ytr, C) if tr["balance"] == "loss" else np.ones(C, np.float32)).to(device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=wts)
-    head = net.get_classifier()
-    with torch.no_grad():             # zero-init the new head: phase 1 starts at loss log(C)
-        head.weight.zero_()
-        head.bias.zero_()
+    # ------------------------------------------------------------ data and network
+    def prepare(self) -> None:
+        from .prepare import prepare
 
-    # ---------------------------------------------------------------- phase 1: head
-    p1 = tr["phase1"]
-    if ck is None or ck["phase"] == 1:
+        self.report: dict = {}
+        df, classes, spec, cells = prepare(self.cfg, device="cpu", report=self.report)
+        self.df, self.classes, self.spec, self.cells = df, classes, spec, cells
+        if self.rank == 0:
+            df.drop(columns=[c for c in ("cell_type",) if c not in df]).to_csv(self.run / "splits.csv", index=False)
+        self.C = len(classes)
+        report, t0 = self.report, self.t0
+        self.log(f"[train] {self.cfg['name']}: {len(df)} images, {report['cells']} cells, classes={classes}, "
+                 f"split={report['split_type']} {report['cells_per_split']} ({time.perf_counter() - t0:.0f}s)")
+        self.timings: dict = {"prepare_s": round(time.perf_counter() - t0, 1)}
+
+    def build_network(self) -> None:
+        import torch
+
+        from ..classify.network import build_network
+        from ..models.imagenet import load_imagenet_weights
+        from .features import split_network
+
+        cfg, device = self.cfg, self.device
+        net = build_network(cfg["model"]["architecture"], self.C)
+        self.origin = load_imagenet_weights(net, cfg["model"]["architecture"], cfg["model"].get("imagenet", "auto"))
+        net.to(device)
+        if self.st["channels_last"] and device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self.p2 = self.tr["phase2"]
+        self.trunk, self.top = split_network(net, int(self.p2.get("finetune_stages", 2)))
+        cells = self.cells
+        self.tri = np.flatnonzero(cells["split"] == "train")
+        self.vai = np.flatnonzero(cells["split"] == "val")
+        self.ytr, self.yva = cells["label"][self.tri], cells["label"][self.vai]
+        self.V = max(1, int(self.tr.get("views", 1)))
+
+    def cache_features(self) -> None:
+        """Trunk features of ``V`` views of the training crops and of the validation crops (``features.npz``)."""
+        from .features import augment_crops, onnx_runner, trunk_features
+
+        tr, device, st, spec, cells, V = self.tr, self.device, self.st, self.spec, self.cells, self.V
+        fpath = self.run / "features.npz"
+        t1 = time.perf_counter()
+        if fpath.exists():
+            z = np.load(fpath)
+            self.ftr, self.fva = z["train"], z["val"]
+        else:
+            rng = np.random.default_rng(int(tr["seed"]))
+            stain = tr.get("stain_aug") or None
+            runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" else None
+            self.trunk.to(device)
+            tri = self.tri
+            views = [trunk_features(self.trunk, cells["crops"][tri], spec, device, desc="train view 0", runner=runner,
+                                    amp=st["amp"], channels_last=device.type == "cuda")]
+            for v in range(1, V):
+                views.append(trunk_features(self.trunk, cells["crops"][tri], spec, device, desc=f"train view {v}",
+                                            augment=lambda c: augment_crops(c, rng, stain), amp=st["amp"],
+                                            runner=runner, channels_last=device.type == "cuda"))
+            self.ftr = np.stack(views)                       # (V, N, C, h, w)
+            self.fva = trunk_features(self.trunk, cells["crops"][self.vai], spec, device, desc="val", amp=st["amp"],
+                                      runner=runner)
+            if self.rank == 0:
+                from ..results import atomic_path
+
+                with atomic_path(fpath) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, train=self.ftr, val=self.fva)
+        n_feat = V * len(self.tri) + len(self.vai)
+        if self.resume and ck_exists_before(fpath, t1):
+            self.timings["features"] = "read from the run's cache (resumed run)"
+        else:
+            self.timings["features_s"] = round(time.perf_counter() - t1, 1)
+            self.timings["frozen_images_per_s"] = round(n_feat / max(self.timings["features_s"], 1e-9), 2)
+
+    def init_training(self) -> None:
+        """Checkpoint (a resumed run), history, the class-weighted loss, the zeroed head."""
+        import torch
+
+        self.ckpt_path = self.run / "checkpoint.pt"
+        self.ck = _load_ckpt(self.ckpt_path) if self.resume else None
+        self.history = self.ck["history"] if self.ck else []
+        C = self.C
+        w = _class_weights(self.ytr, C) if self.tr["balance"] == "loss" else np.ones(C, np.float32)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w).to(self.device))
+        self.head = self.net.get_classifier()
+        with torch.no_grad():             # zero-init the new head: phase 1 starts at loss log(C)
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+
+    def _checkpoint(self, phase: int, ep: int, opt, best, best_state, bad) -> None:
+        if self.rank == 0:
+            _save_ckpt(self.ckpt_path, {"phase": phase, "epoch": ep, "state": self.net.state_dict(),
+                                        "opt": opt.state_dict(), "best": best, "best_state": best_state, "bad": bad,
+                                        "history": self.history})
+
+    # ------------------------------------------------------------ phase 1: head
+    def phase1(self) -> None:
+        """Phase 1 (or the phase-2 state of a resumed run): sets the starting point of phase 2."""
+        ck = self.ck
+        if ck is not None and ck["phase"] != 1:
+            self.net.load_state_dict(ck["state"])
+            self.p2_start, self.p2_best, self.p2_state = ck["epoch"] + 1, ck["best"], ck["best_state"]
+            self.p2_bad, self.p2_opt = ck["bad"], ck["opt"]
+            return
         t2 = time.perf_counter()
-        Ptr = np.concatenate([pooled_features(top, ftr[v], device) for v in range(V)])
+        best, best_state = self._phase1_epochs()
+        self.net.load_state_dict(best_state)
+        self.log(f"[train] phase 1 (head, frozen backbone): best val macro-F1 {best:.4f} after "
+                 f"{len(self.history)} epochs")
+        self.timings["phase1_s"] = round(time.perf_counter() - t2, 1)
+        self.ck = None
+        self.p2_start, self.p2_best, self.p2_state, self.p2_bad, self.p2_opt = 0, best, best_state, 0, None
+
+    def _phase1_epochs(self):
+        import torch
+
+        from .features import pooled_features
+
+        tr, device, top, head, ck, C, V = self.tr, self.device, self.top, self.head, self.ck, self.C, self.V
+        p1, ytr, yva = tr["phase1"], self.ytr, self.yva
+        Ptr = np.concatenate([pooled_features(top, self.ftr[v], device) for v in range(V)])
         Ytr = np.tile(ytr, V)
-        Pva = pooled_features(top, fva, device)
+        Pva = pooled_features(top, self.fva, device)
         opt = torch.optim.AdamW(head.parameters(), lr=p1["lr"], weight_decay=p1["weight_decay"])
         start, best, best_state, bad = 0, -1.0, None, 0
         if ck is not None:
-            net.load_state_dict(ck["state"])
+            self.net.load_state_dict(ck["state"])
             opt.load_state_dict(ck["opt"])
             start, best, best_state, bad = ck["epoch"] + 1, ck["best"], ck["best_state"], ck["bad"]
         rng = np.random.default_rng(int(tr["seed"]) + 1)
@@ -253,7 +324,7 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
             tot = 0.0
             for b in _batches(len(Ytr), p1["batch_size"], rng, Ytr, tr["balance"], C):
                 bi = torch.from_numpy(b).to(device)
-                loss = loss_fn(head(Pt[bi]), Yt[bi])
+                loss = self.loss_fn(head(Pt[bi]), Yt[bi])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -261,131 +332,151 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
             head.eval()
             with torch.no_grad():
                 f1 = macro_f1(yva, head(Pv).argmax(1).cpu().numpy(), C) if len(yva) else 0.0
-            history.append({"phase": 1, "epoch": ep, "loss": tot / len(Ytr), "val_macro_f1": f1})
+            self.history.append({"phase": 1, "epoch": ep, "loss": tot / len(Ytr), "val_macro_f1": f1})
             if f1 > best:
                 best, bad = f1, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
             else:
                 bad += 1
-            if rank == 0:
-                _save_ckpt(ckpt_path, {"phase": 1, "epoch": ep, "state": net.state_dict(), "opt": opt.state_dict(),
-                                       "best": best, "best_state": best_state, "bad": bad, "history": history})
+            self._checkpoint(1, ep, opt, best, best_state, bad)
             if bad >= p1["patience"]:
                 break
-        net.load_state_dict(best_state)
-        log(f"[train] phase 1 (head, frozen backbone): best val macro-F1 {best:.4f} after {len(history)} epochs")
-        timings["phase1_s"] = round(time.perf_counter() - t2, 1)
-        ck = None
-        p2_start, p2_best, p2_state, p2_bad, p2_opt = 0, best, best_state, 0, None
-    else:
-        net.load_state_dict(ck["state"])
-        p2_start, p2_best, p2_state, p2_bad, p2_opt = ck["epoch"] + 1, ck["best"], ck["best_state"], ck["bad"], ck["opt"]
+        return best, best_state
 
-    # ---------------------------------------------------------------- phase 2: top stages
-    t3 = time.perf_counter()
-    for p_ in trunk.parameters():     # the trunk is frozen (its features are cached); DDP must not wait for it
-        p_.requires_grad_(False)
-    params = [p for p in top.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=p2["lr"], weight_decay=p2["weight_decay"])
-    if p2_opt is not None:
-        opt.load_state_dict(p2_opt)
-    model = top
-    if world > 1:                     # DDP broadcasts rank 0's weights, then averages gradients every step
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(top, device_ids=[device.index] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler(enabled=bool(st["amp"]))
-    rng = np.random.default_rng(int(tr["seed"]) + 2)
-    n_seen = 0
-    sched = p2.get("schedule", "constant")
-    if sched not in ("constant", "cosine"):
-        raise ValueError(f"config: train.phase2.schedule must be constant | cosine, got {sched!r}")
-    for ep in range(p2_start, int(p2["epochs"])):
-        if sched == "cosine":         # per-epoch cosine decay from lr towards 0 over the planned epochs
-            for g in opt.param_groups:
-                # math.cos keeps it a plain float: checkpoints then load with weights_only
-                g["lr"] = float(p2["lr"]) * 0.5 * (1 + math.cos(math.pi * ep / max(1, int(p2["epochs"]))))
+    # ------------------------------------------------------------ phase 2: top stages
+    def phase2(self) -> None:
+        import torch
+
+        p2, world = self.p2, self.world
+        t3 = time.perf_counter()
+        for p_ in self.trunk.parameters():  # the trunk is frozen (its features are cached); DDP must not wait for it
+            p_.requires_grad_(False)
+        params = [p for p in self.top.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=p2["lr"], weight_decay=p2["weight_decay"])
+        if self.p2_opt is not None:
+            opt.load_state_dict(self.p2_opt)
+        model = self.top
+        if world > 1:                     # DDP broadcasts rank 0's weights, then averages gradients every step
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            device = self.device
+            model = DDP(self.top, device_ids=[device.index] if device.type == "cuda" else None)
+        scaler = torch.amp.GradScaler(enabled=bool(self.st["amp"]))
+        rng = np.random.default_rng(int(self.tr["seed"]) + 2)
+        self.n_seen = 0
+        sched = p2.get("schedule", "constant")
+        if sched not in ("constant", "cosine"):
+            raise ValueError(f"config: train.phase2.schedule must be constant | cosine, got {sched!r}")
+        for ep in range(self.p2_start, int(p2["epochs"])):
+            if sched == "cosine":         # per-epoch cosine decay from lr towards 0 over the planned epochs
+                for g in opt.param_groups:
+                    # math.cos keeps it a plain float: checkpoints then load with weights_only
+                    g["lr"] = float(p2["lr"]) * 0.5 * (1 + math.cos(math.pi * ep / max(1, int(p2["epochs"]))))
+            tot = self._phase2_epoch(ep, model, opt, scaler, rng)
+            if self._phase2_validate(ep, tot, opt):
+                break
+        self.net.load_state_dict(self.p2_state)
+        for p_ in self.trunk.parameters():
+            p_.requires_grad_(True)
+        self.timings["phase2_s"] = round(time.perf_counter() - t3, 1)
+
+    def _phase2_epoch(self, ep: int, model, opt, scaler, rng) -> float:
+        """One epoch of phase 2 (BatchNorm statistics frozen); the summed loss."""
+        import torch
+        from tqdm import tqdm
+
+        top, device, st, tri, ytr, tr = self.top, self.device, self.st, self.tri, self.ytr, self.tr
         top.train()
         for m in top.modules():       # keep BatchNorm statistics frozen (small batches, small data)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-        view = rng.integers(0, V, size=len(tri))
-        batches = _batches(len(tri), p2["batch_size"], rng, ytr, tr["balance"], C)
-        batches = _shard(batches, rank, world)
-        from tqdm import tqdm
+        view = rng.integers(0, self.V, size=len(tri))
+        batches = _batches(len(tri), self.p2["batch_size"], rng, ytr, tr["balance"], self.C)
+        batches = _shard(batches, self.rank, self.world)
         tot = 0.0
         for b in tqdm(batches, desc=f"phase 2 epoch {ep}", unit="batch", mininterval=10, leave=False):
-            x = torch.from_numpy(ftr[view[b], b].astype(np.float32)).to(device, non_blocking=True)
+            x = torch.from_numpy(self.ftr[view[b], b].astype(np.float32)).to(device, non_blocking=True)
             y = torch.from_numpy(ytr[b]).long().to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=bool(st["amp"])):
-                loss = loss_fn(model(x), y)
+                loss = self.loss_fn(model(x), y)
             opt.zero_grad()
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             tot += float(loss.detach()) * len(b)
-            n_seen += len(b)
-        top.eval()
-        from .features import pooled_features as _pf  # noqa: F401  (keeps import cost out of the loop)
-        with torch.inference_mode():
-            pv = np.concatenate([top(torch.from_numpy(fva[i:i + 256].astype(np.float32)).to(device)).float().cpu().numpy()
-                                 for i in range(0, len(fva), 256)]) if len(fva) else np.zeros((0, C))
-        f1 = _broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, world)   # one decision for all ranks
-        history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1,
-                        "lr": float(opt.param_groups[0]["lr"])})
-        log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
-        if f1 > p2_best:
-            p2_best, p2_bad = f1, 0
-            p2_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            p2_bad += 1
-        if rank == 0:
-            _save_ckpt(ckpt_path, {"phase": 2, "epoch": ep, "state": net.state_dict(), "opt": opt.state_dict(),
-                                   "best": p2_best, "best_state": p2_state, "bad": p2_bad, "history": history})
-        if p2_bad >= int(p2["patience"]):
-            break
-    net.load_state_dict(p2_state)
-    for p_ in trunk.parameters():
-        p_.requires_grad_(True)
-    timings["phase2_s"] = round(time.perf_counter() - t3, 1)
-    if world > 1:
-        import torch.distributed as dist
-        digest = weights_digest(net)
-        log(f"[train] rank {rank}/{world} weights sha256 {digest}")
-        every = [None] * world
-        dist.all_gather_object(every, digest)
-        if len(set(every)) != 1:
-            raise RuntimeError(f"DDP ranks ended with different weights: {every}")
-        timings["ddp"] = {"world_size": world, "backend": dist.get_backend(), "ranks_agree_on_weights": True}
-    if resume:
-        timings["resumed"] = True
-    if n_seen:
-        timings["finetune_images_per_s"] = round(n_seen / max(timings["phase2_s"], 1e-9), 2)
-    timings["total_s"] = round(time.perf_counter() - t0, 1)
-    if rank != 0:
-        return run
+            self.n_seen += len(b)
+        return tot
 
-    from ..models.registry import save_model
-    finder_name = cfg["data"]["finder"]
-    extra = {"training": {
-        "config": {k: v for k, v in cfg.items() if k != "eval"},
-        "imagenet_init": origin,
-        "data": report,
-        "cells": ("Per-cell crops from the project's own detector "
-                  f"({cfg['data'].get('detector')}) run on each image (Slide.from_array at the dataset's mpp); "
-                  "every crop of a field takes its field's label (label noise: a field's other cells).")
-        if finder_name == "detector" else f"Per-cell crops from the {finder_name!r} finder.",
-        "split_type": report["split_type"],
-        "best_val_macro_f1": float(p2_best),
-        "timings": timings,
-        "command": f"leuk train {cfg.get('_config_path', 'CONFIG.yaml')}",
-    }}
-    card = build_card(cfg, classes, spec, extra)
-    save_model({k: v for k, v in net.state_dict().items()}, card, run, "model")
-    (run / "history.json").write_text(json.dumps(history, indent=1))
-    log(f"[train] model written to {run / 'model.yaml'} ({timings})")
-    if evaluate:
+    def _phase2_validate(self, ep: int, tot: float, opt) -> bool:
+        """Validation macro-F1 of the epoch, the best state kept, the checkpoint; True to stop early."""
+        import torch
+
+        top, fva, device, C, yva, tri = self.top, self.fva, self.device, self.C, self.yva, self.tri
+        top.eval()
+        with torch.inference_mode():
+            pv = np.concatenate([top(torch.from_numpy(fva[i:i + 256].astype(np.float32)).to(device)).float()
+                                 .cpu().numpy() for i in range(0, len(fva), 256)]) if len(fva) else np.zeros((0, C))
+        f1 = _broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, self.world)  # one decision for all
+        self.history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1,
+                             "lr": float(opt.param_groups[0]["lr"])})
+        self.log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
+        if f1 > self.p2_best:
+            self.p2_best, self.p2_bad = f1, 0
+            self.p2_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        else:
+            self.p2_bad += 1
+        self._checkpoint(2, ep, opt, self.p2_best, self.p2_state, self.p2_bad)
+        return self.p2_bad >= int(self.p2["patience"])
+
+    # ------------------------------------------------------------ the end
+    def finish_timings(self) -> None:
+        """DDP: every rank ended with the same weights (checked); throughput and total time."""
+        timings, world = self.timings, self.world
+        if world > 1:
+            import torch.distributed as dist
+
+            digest = weights_digest(self.net)
+            self.log(f"[train] rank {self.rank}/{world} weights sha256 {digest}")
+            every = [None] * world
+            dist.all_gather_object(every, digest)
+            if len(set(every)) != 1:
+                raise RuntimeError(f"DDP ranks ended with different weights: {every}")
+            timings["ddp"] = {"world_size": world, "backend": dist.get_backend(), "ranks_agree_on_weights": True}
+        if self.resume:
+            timings["resumed"] = True
+        if self.n_seen:
+            timings["finetune_images_per_s"] = round(self.n_seen / max(timings["phase2_s"], 1e-9), 2)
+        timings["total_s"] = round(time.perf_counter() - self.t0, 1)
+
+    def save(self) -> None:
+        """``model.safetensors`` + ``model.yaml`` (the card) and ``history.json``."""
+        from ..models.registry import save_model
+
+        cfg, report, run = self.cfg, self.report, self.run
+        finder_name = cfg["data"]["finder"]
+        extra = {"training": {
+            "config": {k: v for k, v in cfg.items() if k != "eval"},
+            "imagenet_init": self.origin,
+            "data": report,
+            "cells": ("Per-cell crops from the project's own detector "
+                      f"({cfg['data'].get('detector')}) run on each image (Slide.from_array at the dataset's mpp); "
+                      "every crop of a field takes its field's label (label noise: a field's other cells).")
+            if finder_name == "detector" else f"Per-cell crops from the {finder_name!r} finder.",
+            "split_type": report["split_type"],
+            "best_val_macro_f1": float(self.p2_best),
+            "timings": self.timings,
+            "command": f"leuk train {cfg.get('_config_path', 'CONFIG.yaml')}",
+        }}
+        card = build_card(cfg, self.classes, self.spec, extra)
+        save_model({k: v for k, v in self.net.state_dict().items()}, card, run, "model")
+        (run / "history.json").write_text(json.dumps(self.history, indent=1))
+        self.log(f"[train] model written to {run / 'model.yaml'} ({self.timings})")
+
+    def evaluate(self) -> None:
         from .evaluate import evaluate_model
-        evaluate_model(run / "model.yaml", cfg, out_dir=run, stain_swap=cfg["eval"].get("stain_swap", True),
-                       n_boot=cfg["eval"].get("n_boot", 1000), prepared=(df, classes, spec, cells), log=log,
+
+        cfg = self.cfg
+        evaluate_model(self.run / "model.yaml", cfg, out_dir=self.run, stain_swap=cfg["eval"].get("stain_swap", True),
+                       n_boot=cfg["eval"].get("n_boot", 1000),
+                       prepared=(self.df, self.classes, self.spec, self.cells), log=self.log,
                        tta_modes=tuple(cfg["eval"].get("tta") or (None,)))
-    return run
