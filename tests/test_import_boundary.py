@@ -74,3 +74,15 @@ def test_lint_imports_contracts_kept():
     r = subprocess.run([exe], cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "broken" not in r.stdout.split("Contracts:")[-1] or " 0 broken" in r.stdout
+
+
+def test_type_stub_names_what_the_package_loads_lazily():
+    """``leukcore/__init__.pyi`` (what IDEs see) names exactly the lazily loaded public names."""
+    import ast
+    from pathlib import Path
+
+    import leukcore
+
+    stub = Path(leukcore.__file__).with_suffix(".pyi")
+    names = {a.asname for n in ast.parse(stub.read_text()).body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert names == set(leukcore.__all__)

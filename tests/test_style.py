@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LINTED = ["src", "tests", "benchmarks", "tools", "docs"]
 #: files kept in ``ruff format`` style; extend this list as files are formatted (the goal: the whole tree)
 FORMATTED = [
+    "src/leukcore/__init__.pyi",
     "src/leukcore/corrections/__init__.py",
     "src/leukcore/corrections/files.py",
     "src/leukcore/corrections/folders.py",
