@@ -9,7 +9,8 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from .app import make_app, protocol_class, require_web
+from .app import make_app, require_web
+from .guards import protocol_class
 from .images import Limits
 
 __all__ = ["DemoServer", "make_server", "serve"]
