@@ -190,8 +190,8 @@ def test_predict_in_strips_equals_one_pass(det, sample):
             return real(b)
 
     c = Counting()
-    from leukcore.detect import predict as pr
-    pr._RF_CACHE[c] = receptive_radius(det)
+    from leukcore.detect import receptive
+    receptive._RF_CACHE[c] = receptive_radius(det)
     p, d = predict_in_strips(c, x, budget=256 * 160)
     assert len(calls) >= 3 and max(calls) * 256 <= 256 * 160       # several strips, each within budget
     np.testing.assert_allclose(p, p_ref, atol=1e-4)
@@ -203,7 +203,8 @@ def test_predict_in_strips_equals_one_pass(det, sample):
 
 # ------------------------------------------------------------------ windows="tight" (per-cell windows)
 def test_tight_windows_geometry_and_margin(det, sample):
-    from leukcore.detect.predict import TIGHT_BLOCK, TIGHT_MARGIN
+    from leukcore.detect.predict import TIGHT_BLOCK
+    from leukcore.detect.receptive import TIGHT_MARGIN
 
     with open_slide(sample) as s:
         exact = plan_detection(s, det, tile_size=256, windows="exact")
