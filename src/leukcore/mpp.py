@@ -252,6 +252,31 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
     """
     if method not in METHODS:
         raise ValueError(f"estimate_mpp: unknown method {method!r}; known: {', '.join(METHODS)}")
+    regions, name = _regions_of(image_or_slide, max_regions)
+    rbc = _rbc_ruler(regions, min_cells, rbc_diameter_um)
+    if method == "rbc":
+        if rbc is None:
+            n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
+            raise MppError(f"{name}: cannot estimate the pixel size: found {n} clean red cells "
+                           f"(need {min_cells}){_ASK}")
+        reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
+        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
+                           diameter_px=rbc["d"], reliable=not reasons, reason="; ".join(reasons),
+                           rbc_mpp=rbc["mpp"])
+    if not regions or _is_blank(regions):
+        raise MppError(f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues "
+                       f"to measure{_ASK}")
+    from .mpp_net import load_scalenet, scalenet_estimate
+
+    net, _ = load_scalenet(model or "mpp-scalenet")
+    return _weigh_rulers(scalenet_estimate(regions, net), rbc, method, name)
+
+
+_ASK = "; pass the pixel size explicitly (mpp=... / --mpp)"
+
+
+def _regions_of(image_or_slide, max_regions: int) -> tuple[list, str]:
+    """``(RGB uint8 regions, name)``: a few busy level-0 regions of a slide, or the image itself."""
     if hasattr(image_or_slide, "read_region"):
         regions = list(_sample_regions(image_or_slide, max_regions=max_regions))
         name = getattr(image_or_slide, "path", None) or "slide"
@@ -261,29 +286,15 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
             raise ValueError(f"estimate_mpp: expected an RGB (Y, X, 3) image, got shape {img.shape}")
         regions = [img.astype(np.uint8, copy=False)]
         name = "image"
-    regions = [np.asarray(r)[..., :3].astype(np.uint8, copy=False) for r in regions]
-    ask = "; pass the pixel size explicitly (mpp=... / --mpp)"
-    rbc = _rbc_ruler(regions, min_cells, rbc_diameter_um)
-    if method == "rbc":
-        if rbc is None:
-            n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
-            raise MppError(f"{name}: cannot estimate the pixel size: found {n} clean red cells "
-                           f"(need {min_cells}){ask}")
-        reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
-        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
-                           diameter_px=rbc["d"], reliable=not reasons, reason="; ".join(reasons),
-                           rbc_mpp=rbc["mpp"])
-    if not regions or _is_blank(regions):
-        raise MppError(f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues "
-                       f"to measure{ask}")
-    from .mpp_net import load_scalenet, scalenet_estimate
+    return [np.asarray(r)[..., :3].astype(np.uint8, copy=False) for r in regions], name
 
-    net, _ = load_scalenet(model or "mpp-scalenet")
-    sn = scalenet_estimate(regions, net)
+
+def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstimate:
+    """The estimate from the network ruler ``sn`` and the red-cell ruler ``rbc`` (``auto``: cross-checked)."""
     rbc_mpp = rbc["mpp"] if rbc else math.nan
     if not math.isfinite(sn["mpp"]):
         if rbc is None:
-            raise MppError(f"{name}: cannot estimate the pixel size: no window or red cell to measure{ask}")
+            raise MppError(f"{name}: cannot estimate the pixel size: no window or red cell to measure{_ASK}")
         return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
                            diameter_px=rbc["d"], reliable=False, reason="image too small for the network ruler",
                            rbc_mpp=rbc_mpp)

@@ -293,33 +293,14 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
     limits = limits or {"four-class": 1500, "bccd": None, "pbc": 800}
     t0 = time.time()
     if bank is not None:
-        ws, ys_, ss = [], [], []
-        for b in ([bank] if isinstance(bank, (str, Path)) else bank):
-            z = np.load(b)
-            names = [str(x) for x in z["sources"]]
-            keep = np.isin(np.asarray(names)[z["source"]], list(sources))
-            ws.append(z["windows"][keep])
-            ys_.append(z["y"][keep])
-            ss.extend(np.asarray(names)[z["source"][keep]])
-        bank_w, bank_y, ss = np.concatenate(ws), np.concatenate(ys_), np.asarray(ss)
-        idx = {s: np.flatnonzero(ss == s) for s in sources}
+        bank_w, bank_y, idx = _bank_windows(bank, sources)
         counts = {s: int(len(i)) for s, i in idx.items()}
         log(f"bank {bank}: {counts} windows")
     else:
         pools = {s: load_source(data, s, "train", limits.get(s), cache_dir=cache_dir, seed=seed) for s in sources}
         counts = {s: len(p[0]) for s, p in pools.items()}
         log(f"loaded {counts} in {time.time() - t0:.0f} s")
-    if init_from is not None:
-        from .mpp_net import load_scalenet
-
-        base_net, base_card = load_scalenet(str(init_from))
-        channels = tuple(base_card["architecture"]["channels"])
-        net = ScaleNet(channels)
-        net.load_state_dict(base_net.state_dict())
-        for p_ in net.parameters():
-            p_.requires_grad_(True)
-    else:
-        net = ScaleNet(tuple(channels))
+    net, channels = _initial_net(init_from, channels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     budget = minutes * 60.0
     t1 = time.time()
@@ -354,27 +335,65 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
         if step % 100 == 0:
             log(f"step {step} ({time.time() - t1:.0f} s): mean |log err| {np.mean(hist[-100:]):.3f} lr {cur:.2e}")
     net.eval()
-    card = {
+    card = _scalenet_card(name, channels, sources, counts, dict(
+        steps=step, batch=batch, minutes=minutes, seed=seed, lr=lr, bank=bank is not None,
+        init_from=init_from is not None))
+    cpath = save_model(net.state_dict(), card, out_dir, name)
+    Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
+    log(f"saved {cpath} after {step} steps")
+    return cpath
+
+
+def _bank_windows(bank, sources) -> tuple:
+    """``(windows, targets, {source: indices})`` of the window bank(s), ``sources`` only."""
+    ws, ys_, ss = [], [], []
+    for b in ([bank] if isinstance(bank, (str, Path)) else bank):
+        z = np.load(b)
+        names = [str(x) for x in z["sources"]]
+        keep = np.isin(np.asarray(names)[z["source"]], list(sources))
+        ws.append(z["windows"][keep])
+        ys_.append(z["y"][keep])
+        ss.extend(np.asarray(names)[z["source"][keep]])
+    bank_w, bank_y, ss = np.concatenate(ws), np.concatenate(ys_), np.asarray(ss)
+    return bank_w, bank_y, {s: np.flatnonzero(ss == s) for s in sources}
+
+
+def _initial_net(init_from, channels) -> tuple:
+    """``(network, channels)``: a new ScaleNet, or a copy of the ``init_from`` card's (its architecture kept)."""
+    if init_from is None:
+        return ScaleNet(tuple(channels)), channels
+    from .mpp_net import load_scalenet
+
+    base_net, base_card = load_scalenet(str(init_from))
+    channels = tuple(base_card["architecture"]["channels"])
+    net = ScaleNet(channels)
+    net.load_state_dict(base_net.state_dict())
+    for p_ in net.parameters():
+        p_.requires_grad_(True)
+    return net, channels
+
+
+def _scalenet_card(name: str, channels, sources, counts: dict, run: dict) -> dict:
+    """The model card of a trained ScaleNet (``run``: steps, batch, minutes, seed, lr, bank, init_from)."""
+    bank, init_from = run["bank"], run["init_from"]
+    minutes, seed, lr = run["minutes"], run["seed"], run["lr"]
+    return {
         "name": name, "task": "pixel-size", "version": 1,
         "architecture": {"type": "scalenet", "channels": list(channels), "window": WINDOW,
                          "output": "mu = log(mpp / work_mpp), log variance"},
         "input": {"work_mpp": WORK_MPP, "window": WINDOW, "normalization": "per-window channel mean removed, "
                   "divided by the window's std + 0.02", "train_range_mpp": list(TRAIN_RANGE),
                   "wide_range_mpp": list(WIDE_RANGE)},
-        "training": {"sources": {s: {"mpp": SOURCE_MPP[s], ("windows" if bank is not None else "images"): counts[s]}
+        "training": {"sources": {s: {"mpp": SOURCE_MPP[s], ("windows" if bank else "images"): counts[s]}
                                  for s in sources},
                      "split": "image-level (four-class, PBC: content-hash fifth held out as test, bundled "
                               "sample fields always test; BCCD: ImageSets/Main/test.txt held out)",
-                     "steps": step, "batch": batch, "minutes": minutes, "seed": seed, "lr": lr,
+                     "steps": run["steps"], "batch": run["batch"], "minutes": minutes, "seed": seed, "lr": lr,
                      "command": f"python -m leukcore.mpp_train --data DATA -o RUN --minutes {minutes:g} "
                                 f"--sources {','.join(sources)} --seed {seed} --lr {lr:g}"
-                                + (" --bank BANKS" if bank is not None else "")
-                                + (" --init-from CARD" if init_from is not None else "")},
+                                + (" --bank BANKS" if bank else "")
+                                + (" --init-from CARD" if init_from else "")},
     }
-    cpath = save_model(net.state_dict(), card, out_dir, name)
-    Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
-    log(f"saved {cpath} after {step} steps")
-    return cpath
 
 
 def main(argv=None):

@@ -262,6 +262,28 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
     """
     from .io import write_slide
 
+    flist, rows, cols = _field_grid(fields, mpp, shuffle, grid)
+    sizes, scaled = _scaled_sizes(flist, field_scale, mpp)
+    if cell is None:
+        cell = max(max(h, w) for h, w, _ in scaled.values()) + gap
+    H, W = rows * cell, cols * cell
+    placements, layout = _place_fields(flist, sizes, scaled, (rows, cols), cell, mask_scale_bar)
+    img = _lazy_mosaic((H, W), placements, background, chunk=tile)
+    desc = description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
+                           f"({rows} x {cols} grid, {mpp} um/px)")
+    write_slide(out_path, img, mpp=mpp, tile=tile, compression=compression, quality=quality,
+                description=desc, attribution=attribution, name="leukcore mosaic", progress=progress)
+    mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
+    if write_layout:
+        from .results import atomic_path
+
+        with atomic_path(str(out_path) + ".layout.json") as tmp:
+            Path(tmp).write_text(mos.to_json())
+    return mos
+
+
+def _field_grid(fields, mpp, shuffle, grid) -> tuple[list, int, int]:
+    """``(fields in mosaic order, rows, cols)``; the default grid is square-ish, holding every field once."""
     flist = [_as_field(f) for f in fields]
     if not flist:
         raise ValueError("build_mosaic: no fields given")
@@ -276,7 +298,11 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
     rows, cols = int(grid[0]), int(grid[1])
     if rows < 1 or cols < 1:
         raise ValueError(f"build_mosaic: bad grid {grid!r}")
+    return flist, rows, cols
 
+
+def _scaled_sizes(flist: list, field_scale, mpp: float) -> tuple[dict, dict]:
+    """``({path: (h, w)}, {path: (scaled h, scaled w, scale)})`` of the fields (headers read, not pixels)."""
     from PIL import Image
 
     sizes = {}
@@ -300,9 +326,12 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
         h, w = sizes[f.path]
         s = scale_of(f)
         scaled[f.path] = (max(1, int(round(h * s))), max(1, int(round(w * s))), s)
-    if cell is None:
-        cell = max(max(h, w) for h, w, _ in scaled.values()) + gap
-    H, W = rows * cell, cols * cell
+    return sizes, scaled
+
+
+def _place_fields(flist: list, sizes: dict, scaled: dict, grid: tuple, cell: int, mask_scale_bar: bool):
+    """``(placements, layout)``: each grid cell's field centred in it (fields reused cyclically)."""
+    rows, cols = grid
     placements, layout = [], []
     for k in range(rows * cols):
         f = flist[k % len(flist)]
@@ -319,18 +348,7 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
                      for b in _bccd_wbc_boxes(f.path)]
         layout.append({"file": os.path.basename(f.path), "source": f.source, "label": f.label,
                        "y0": fy, "x0": fx, "y1": fy + fh, "x1": fx + fw, "scale": s, "wbc_boxes": boxes})
-    img = _lazy_mosaic((H, W), placements, background, chunk=tile)
-    desc = description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
-                           f"({rows} x {cols} grid, {mpp} um/px)")
-    write_slide(out_path, img, mpp=mpp, tile=tile, compression=compression, quality=quality,
-                description=desc, attribution=attribution, name="leukcore mosaic", progress=progress)
-    mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
-    if write_layout:
-        from .results import atomic_path
-
-        with atomic_path(str(out_path) + ".layout.json") as tmp:
-            Path(tmp).write_text(mos.to_json())
-    return mos
+    return placements, layout
 
 
 _sample_lock = threading.Lock()

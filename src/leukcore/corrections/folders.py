@@ -109,79 +109,94 @@ def training_rows(
     """
     import pandas as pd
 
-    from ..export.kinds import read_results
-    from ..provenance import input_fingerprint
-
     folders = find_corrections_folders(root)
     if not folders:
         raise CorrectionsError(f"{root}: no {CORRECTIONS_NAME} at or below this folder (review a results folder first)")
     frames, rep = [], {"folders": [], "cells": 0, "skipped_review": 0}
     for folder in folders:
-        table, summary = read_results(folder)
-        df = read_corrections(folder)
-        ctx = corrections_context(table, summary)
-        check_tied(df, table, ctx, str(folder / CORRECTIONS_NAME))
-        keep = df[df["reviewer_label"] != REVIEW_LABEL]
-        rep["skipped_review"] += int(len(df) - len(keep))
-        if not len(keep):
-            continue
-        slide = _resolve_slide(folder, table, summary, slides)
-        if slide is None:
-            raise CorrectionsError(
-                f"{folder}: slide {(summary.get('slide') or {}).get('path')} not found "
-                "(moved? give its folder as `slides:` in the dataset entry)"
-            )
-        if check_slide and ctx.get("slide_fingerprint"):
-            now = slide_key(input_fingerprint(slide))
-            if now != ctx["slide_fingerprint"]:
-                raise CorrectionsError(
-                    f"{folder}: slide {slide} is not the file these results were computed "
-                    "from (its content fingerprint differs)"
-                )
-        mpp = (summary.get("mpp") or {}).get("value") or table.meta.get("mpp")
-        if not mpp:
-            raise CorrectionsError(f"{folder}: pixel size unknown; crops need it")
-        pos = {int(c): i for i, c in enumerate(table.df["cell_id"].to_numpy(np.int64))}
-        rows = [pos[int(c)] for c in keep["cell_id"]]
-        cy = table.df["centroid_y"].to_numpy(np.float64)[rows]
-        cx = table.df["centroid_x"].to_numpy(np.float64)[rows]
-        base = ctx.get("slide_fingerprint") or str(Path(slide).resolve())
-        keys = [hashlib.sha256(f"{base}|{y:.2f}|{x:.2f}".encode()).hexdigest() for y, x in zip(cy, cx, strict=False)]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "path": str(slide),
-                    "label": keep["reviewer_label"].astype(str).to_numpy(),
-                    "source": "corrections",
-                    "subject": None,
-                    "sha256": keys,
-                    "group": keys,
-                    "kind": SLIDE_CELL_KIND,
-                    "mpp": float(mpp),
-                    "centroid_y": cy,
-                    "centroid_x": cx,
-                    "cell_id": keep["cell_id"].to_numpy(np.int64),
-                    "model_label": keep["model_label"].to_numpy(object),
-                    "results": str(folder),
-                }
-            )
-        )
-        rep["folders"].append(
-            {
-                "results": str(folder),
-                "slide": str(slide),
-                "cells": int(len(keep)),
-                "model": ctx.get("model"),
-                "model_sha256": ctx.get("model_sha256"),
-                "corrections_sha256": corrections_digest(df),
-            }
-        )
-        rep["cells"] += int(len(keep))
+        frame = _folder_rows(folder, slides, check_slide, rep)
+        if frame is not None:
+            frames.append(frame)
     if report is not None:
         report.update(rep)
     if not frames:
         raise CorrectionsError(f"{root}: every corrected cell is in {REVIEW_LABEL!r}: nothing to train on")
     return pd.concat(frames, ignore_index=True)
+
+
+def _folder_rows(folder: Path, slides, check_slide: bool, rep: dict):
+    """The training rows of one results folder (None when every correction is ``review``); ``rep`` updated."""
+    import pandas as pd
+
+    from ..export.kinds import read_results
+
+    table, summary = read_results(folder)
+    df = read_corrections(folder)
+    ctx = corrections_context(table, summary)
+    check_tied(df, table, ctx, str(folder / CORRECTIONS_NAME))
+    keep = df[df["reviewer_label"] != REVIEW_LABEL]
+    rep["skipped_review"] += int(len(df) - len(keep))
+    if not len(keep):
+        return None
+    slide = _checked_slide(folder, table, summary, ctx, slides, check_slide)
+    mpp = (summary.get("mpp") or {}).get("value") or table.meta.get("mpp")
+    if not mpp:
+        raise CorrectionsError(f"{folder}: pixel size unknown; crops need it")
+    pos = {int(c): i for i, c in enumerate(table.df["cell_id"].to_numpy(np.int64))}
+    rows = [pos[int(c)] for c in keep["cell_id"]]
+    cy = table.df["centroid_y"].to_numpy(np.float64)[rows]
+    cx = table.df["centroid_x"].to_numpy(np.float64)[rows]
+    base = ctx.get("slide_fingerprint") or str(Path(slide).resolve())
+    keys = [hashlib.sha256(f"{base}|{y:.2f}|{x:.2f}".encode()).hexdigest() for y, x in zip(cy, cx, strict=False)]
+    frame = pd.DataFrame(
+        {
+            "path": str(slide),
+            "label": keep["reviewer_label"].astype(str).to_numpy(),
+            "source": "corrections",
+            "subject": None,
+            "sha256": keys,
+            "group": keys,
+            "kind": SLIDE_CELL_KIND,
+            "mpp": float(mpp),
+            "centroid_y": cy,
+            "centroid_x": cx,
+            "cell_id": keep["cell_id"].to_numpy(np.int64),
+            "model_label": keep["model_label"].to_numpy(object),
+            "results": str(folder),
+        }
+    )
+    rep["folders"].append(
+        {
+            "results": str(folder),
+            "slide": str(slide),
+            "cells": int(len(keep)),
+            "model": ctx.get("model"),
+            "model_sha256": ctx.get("model_sha256"),
+            "corrections_sha256": corrections_digest(df),
+        }
+    )
+    rep["cells"] += int(len(keep))
+    return frame
+
+
+def _checked_slide(folder: Path, table, summary, ctx: dict, slides, check_slide: bool):
+    """The slide of the results (found; with ``check_slide`` the content the corrections were made on)."""
+    from ..provenance import input_fingerprint
+
+    slide = _resolve_slide(folder, table, summary, slides)
+    if slide is None:
+        raise CorrectionsError(
+            f"{folder}: slide {(summary.get('slide') or {}).get('path')} not found "
+            "(moved? give its folder as `slides:` in the dataset entry)"
+        )
+    if check_slide and ctx.get("slide_fingerprint"):
+        now = slide_key(input_fingerprint(slide))
+        if now != ctx["slide_fingerprint"]:
+            raise CorrectionsError(
+                f"{folder}: slide {slide} is not the file these results were computed "
+                "from (its content fingerprint differs)"
+            )
+    return slide
 
 
 def correction_crops(rows, spec) -> tuple[np.ndarray, np.ndarray]:

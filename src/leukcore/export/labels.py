@@ -158,8 +158,8 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
     ids = table.df["cell_id"].astype(np.int64).tolist() if len(table) else []
     buckets = _bucket(table, chunk, (H, W))
     total = len(buckets) * 2 + 1
-    done = 0
 
+    steps = _LabelSteps(chunk, (H, W), progress, cancel, total)
     with atomic_path(path) as tmp:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -168,45 +168,12 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
                                     dtype="uint32", fill_value=0, compressors=comp,
                                     chunk_key_encoding={"name": "v2", "separator": "/"})
                   for i, s in enumerate(shapes)]
-        # level 0: rasterise per chunk
-        written = set()
-        for (cy, cx) in sorted(buckets):
-            if is_cancelled(cancel):
-                raise Cancelled("label export cancelled")
-            y0, x0 = cy * chunk, cx * chunk
-            h, w = min(chunk, H - y0), min(chunk, W - x0)
-            members = buckets[(cy, cx)]
-            block = rasterize_chunk([polys[i] for i in members], [ids[i] for i in members], y0, x0, h, w)
-            if block.any():
-                arrays[0][y0:y0 + h, x0:x0 + w] = block
-                written.add((cy, cx))
-            done += 1
-            emit(progress, "labels", done, total)
+        written = steps.level0(arrays[0], buckets, polys, ids)
         # further levels: nearest 2x from the level above, only where something was written
         for lvl in range(1, len(shapes)):
-            src, dst = arrays[lvl - 1], arrays[lvl]
-            h_l, w_l = shapes[lvl]
-            c0, c1 = dst.chunks
-            # dst chunks are (chunk, chunk) or, for levels smaller than a chunk, one chunk
-            targets = sorted({(cy // 2, cx // 2) for cy, cx in written})
-            new_written = set()
-            for (ty, tx) in targets:
-                if is_cancelled(cancel):
-                    raise Cancelled("label export cancelled")
-                y0, x0 = ty * c0, tx * c1
-                h, w = min(c0, h_l - y0), min(c1, w_l - x0)
-                if h <= 0 or w <= 0:
-                    continue
-                block = np.asarray(src[2 * y0:2 * (y0 + h):2, 2 * x0:2 * (x0 + w):2])
-                block = block[:h, :w]
-                if block.any():
-                    out = np.zeros((h, w), np.uint32)
-                    out[:block.shape[0], :block.shape[1]] = block
-                    dst[y0:y0 + h, x0:x0 + w] = out
-                    new_written.add((ty, tx))
-            written = new_written
-            done += max(1, len(targets)) if buckets else 0
-            emit(progress, "labels", min(done, total - 1), total)
+            written, n_targets = steps.downsample(arrays[lvl - 1], arrays[lvl], shapes[lvl], written)
+            steps.done += max(1, n_targets) if buckets else 0
+            emit(progress, "labels", min(steps.done, total - 1), total)
         root.attrs.update(_ngff_attrs(table, shapes, mpp, name))
         if path.exists():  # atomic_path renames; a directory target must be out of the way first
             trash = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -214,6 +181,55 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
             shutil.rmtree(trash, ignore_errors=True)
     emit(progress, "labels", total, total)
     return path
+
+
+class _LabelSteps:
+    """The chunk loops of :func:`write_labels_zarr`: rasterise level 0, then each coarser level from the last."""
+
+    def __init__(self, chunk: int, shape: tuple[int, int], progress, cancel, total: int):
+        self.chunk, (self.H, self.W), self.progress, self.cancel, self.total = chunk, shape, progress, cancel, total
+        self.done = 0
+
+    def level0(self, arr, buckets: dict, polys: list, ids: list) -> set:
+        """Rasterise each chunk of level 0 with the cells that touch it; the chunks written."""
+        chunk, H, W = self.chunk, self.H, self.W
+        written = set()
+        for (cy, cx) in sorted(buckets):
+            if is_cancelled(self.cancel):
+                raise Cancelled("label export cancelled")
+            y0, x0 = cy * chunk, cx * chunk
+            h, w = min(chunk, H - y0), min(chunk, W - x0)
+            members = buckets[(cy, cx)]
+            block = rasterize_chunk([polys[i] for i in members], [ids[i] for i in members], y0, x0, h, w)
+            if block.any():
+                arr[y0:y0 + h, x0:x0 + w] = block
+                written.add((cy, cx))
+            self.done += 1
+            emit(self.progress, "labels", self.done, self.total)
+        return written
+
+    def downsample(self, src, dst, shape: tuple[int, int], written: set) -> tuple[set, int]:
+        """Nearest 2x of ``src`` into ``dst`` where ``src`` was written; (chunks written, chunks visited)."""
+        h_l, w_l = shape
+        c0, c1 = dst.chunks
+        # dst chunks are (chunk, chunk) or, for levels smaller than a chunk, one chunk
+        targets = sorted({(cy // 2, cx // 2) for cy, cx in written})
+        new_written = set()
+        for (ty, tx) in targets:
+            if is_cancelled(self.cancel):
+                raise Cancelled("label export cancelled")
+            y0, x0 = ty * c0, tx * c1
+            h, w = min(c0, h_l - y0), min(c1, w_l - x0)
+            if h <= 0 or w <= 0:
+                continue
+            block = np.asarray(src[2 * y0:2 * (y0 + h):2, 2 * x0:2 * (x0 + w):2])
+            block = block[:h, :w]
+            if block.any():
+                out = np.zeros((h, w), np.uint32)
+                out[:block.shape[0], :block.shape[1]] = block
+                dst[y0:y0 + h, x0:x0 + w] = out
+                new_written.add((ty, tx))
+        return new_written, len(targets)
 
 
 def open_labels_zarr(path: str | os.PathLike):

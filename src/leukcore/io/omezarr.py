@@ -10,6 +10,7 @@ guessed from its shape (``Y X``, ``Y X C`` with C <= 4, or ``C Y X``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -177,62 +178,8 @@ def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
 
 
 def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
-    import zarr
-
-    try:
-        node = zarr.open(path, mode="r")
-    except FileNotFoundError as e:
-        raise SlideNotFoundError(path, "directory is not a zarr store") from e
-    except Exception as e:
-        raise CorruptSlideError(path, f"unreadable zarr metadata: {type(e).__name__}: {e}") from e
-    entries = []  # (key, array, axes)
-    subpath = None
-    scales, unit, version = [], None, None
-    if isinstance(node, zarr.Array):
-        entries.append((None, node, _guess_axes(path, node.shape)))
-        fmt = "zarr"
-    else:
-        ms = _multiscales(node.attrs)
-        attrs0 = dict(node.attrs)
-        layout = attrs0.get("bioformats2raw.layout") or (attrs0.get("ome") or {}).get("bioformats2raw.layout")
-        if ms is None and layout is not None:
-            # bioformats2raw layout: the first image is the group "0"
-            try:
-                sub = node["0"]
-            except KeyError:
-                sub = None
-            if sub is not None and not isinstance(sub, zarr.Array):
-                node, subpath = sub, "0"
-                ms = _multiscales(node.attrs)
-        if ms is None:
-            if "plate" in dict(node.attrs) or "ome" in dict(node.attrs) and "plate" in node.attrs["ome"]:
-                raise UnsupportedFormatError(path, "OME-Zarr plates (HCS) are not supported; open one image")
-            raise UnsupportedFormatError(path, "zarr group without OME-Zarr 'multiscales' metadata")
-        version = ms["_version"]
-        fmt = "ome-zarr"
-        axes_meta = ms.get("axes") or []
-        global_scale = _scale_of(ms.get("coordinateTransformations"))
-        for ds in ms.get("datasets", []):
-            key = ds.get("path")
-            try:
-                arr = node[key]
-            except KeyError as e:
-                raise CorruptSlideError(path, f"multiscales dataset '{key}' is missing") from e
-            if not isinstance(arr, zarr.Array):
-                raise CorruptSlideError(path, f"multiscales dataset '{key}' is not an array")
-            axes = (_axes_letters(path, axes_meta, arr.shape) if axes_meta and len(axes_meta) == arr.ndim
-                    else _guess_axes(path, arr.shape))
-            sc = _scale_of(ds.get("coordinateTransformations"))
-            if sc is not None and global_scale is not None and len(global_scale) == len(sc):
-                sc = [a * b for a, b in zip(sc, global_scale, strict=False)]
-            entries.append((key, arr, axes))
-            scales.append(sc)
-        if not entries:
-            raise CorruptSlideError(path, "OME-Zarr multiscales lists no datasets")
-        for ax in axes_meta:
-            if isinstance(ax, dict) and str(ax.get("name", "")).lower() == "x":
-                unit = ax.get("unit")
-    key0, arr0, axes0 = entries[0]
+    img = _zarr_image(path)
+    key0, arr0, axes0 = img.entries[0]
     H, W = arr0.shape[axes0.index("Y")], arr0.shape[axes0.index("X")]
     if H == 0 or W == 0:
         raise EmptySlideError(path, f"zero-sized image (shape {tuple(arr0.shape)})")
@@ -243,14 +190,119 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
     if H * W > max_pixels:
         raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
                                  f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
-    _check_scales(path, entries, scales)
+    _check_scales(path, img.entries, img.scales)
     warns: list = []
-    source = Source(_open_node, (path, subpath), None, obj=node)
+    source = Source(_open_node, (path, img.subpath), None, obj=img.node)
     token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
                        else os.path.join(path, ".zattrs"))
     token = f"{token}-{file_token(path)}"
+    levels, downs, native_chunks, readers = _zarr_levels(path, img, source, token, (H, W), max_decode_pixels)
+    if len(levels) == 1:
+        while max(levels[-1].shape[:2]) > 2048 and min(levels[-1].shape[:2]) >= 2:
+            levels.append(downsample2(levels[-1]))
+            downs.append(downs[-1] * 2)
+    mpp, origin = _zarr_mpp(img, axes0, warns)
+    mpp, origin = plausible_metadata_mpp(mpp, origin, warns, path)
+    missing = integrity_of_readers(readers, warns)
+    if arr0.dtype != np.uint8:
+        scale_max, w = value_range_rule(arr0.dtype, readers[-1].sample_max())
+        if scale_max is not None:
+            for r in readers:
+                r.convert = {**r.convert, "scale_max": scale_max}
+            warns.append(w)
+    zf = getattr(getattr(arr0, "metadata", None), "zarr_format", None)
+    meta = {"ngff_version": img.version, "zarr_format": zf, "axes": axes0, "dtype": str(arr0.dtype),
+            "mpp_origin": origin, "computed_levels": len(img.entries) == 1 and len(levels) > 1,
+            "native_chunks": native_chunks}
+    meta.update(_leukcore_attrs(img.node))
+    return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
+                 path=path, format=img.fmt, vendor=None, metadata=meta, warnings=warns, missing=missing,
+                 _closer=source.close, _readers=readers + [None] * (len(levels) - len(readers)))
+
+
+@dataclass
+class _ZarrImage:
+    """The image of a zarr store: its node, its arrays (one per level) with their axes, scales, unit, version."""
+
+    node: object
+    subpath: Optional[str]
+    entries: list  # (key, array, axes)
+    scales: list
+    unit: Optional[str]
+    version: Optional[str]
+    fmt: str
+
+
+def _zarr_image(path) -> _ZarrImage:
+    """Open the store and find its image: a bare array, OME-Zarr multiscales, or bioformats2raw's image 0."""
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r")
+    except FileNotFoundError as e:
+        raise SlideNotFoundError(path, "directory is not a zarr store") from e
+    except Exception as e:
+        raise CorruptSlideError(path, f"unreadable zarr metadata: {type(e).__name__}: {e}") from e
+    if isinstance(node, zarr.Array):
+        return _ZarrImage(node, None, [(None, node, _guess_axes(path, node.shape))], [], None, None, "zarr")
+    subpath = None
+    ms = _multiscales(node.attrs)
+    attrs0 = dict(node.attrs)
+    layout = attrs0.get("bioformats2raw.layout") or (attrs0.get("ome") or {}).get("bioformats2raw.layout")
+    if ms is None and layout is not None:
+        # bioformats2raw layout: the first image is the group "0"
+        try:
+            sub = node["0"]
+        except KeyError:
+            sub = None
+        if sub is not None and not isinstance(sub, zarr.Array):
+            node, subpath = sub, "0"
+            ms = _multiscales(node.attrs)
+    if ms is None:
+        if "plate" in dict(node.attrs) or "ome" in dict(node.attrs) and "plate" in node.attrs["ome"]:
+            raise UnsupportedFormatError(path, "OME-Zarr plates (HCS) are not supported; open one image")
+        raise UnsupportedFormatError(path, "zarr group without OME-Zarr 'multiscales' metadata")
+    entries, scales = _multiscale_arrays(path, node, ms)
+    unit = None
+    for ax in ms.get("axes") or []:
+        if isinstance(ax, dict) and str(ax.get("name", "")).lower() == "x":
+            unit = ax.get("unit")
+    return _ZarrImage(node, subpath, entries, scales, unit, ms["_version"], "ome-zarr")
+
+
+def _multiscale_arrays(path, node, ms: dict) -> tuple[list, list]:
+    """``(entries, scales)`` of the multiscales datasets: (key, array, axes) and each level's scale."""
+    import zarr
+
+    entries, scales = [], []
+    axes_meta = ms.get("axes") or []
+    global_scale = _scale_of(ms.get("coordinateTransformations"))
+    for ds in ms.get("datasets", []):
+        key = ds.get("path")
+        try:
+            arr = node[key]
+        except KeyError as e:
+            raise CorruptSlideError(path, f"multiscales dataset '{key}' is missing") from e
+        if not isinstance(arr, zarr.Array):
+            raise CorruptSlideError(path, f"multiscales dataset '{key}' is not an array")
+        axes = (_axes_letters(path, axes_meta, arr.shape) if axes_meta and len(axes_meta) == arr.ndim
+                else _guess_axes(path, arr.shape))
+        sc = _scale_of(ds.get("coordinateTransformations"))
+        if sc is not None and global_scale is not None and len(global_scale) == len(sc):
+            sc = [a * b for a, b in zip(sc, global_scale, strict=False)]
+        entries.append((key, arr, axes))
+        scales.append(sc)
+    if not entries:
+        raise CorruptSlideError(path, "OME-Zarr multiscales lists no datasets")
+    return entries, scales
+
+
+def _zarr_levels(path, img: _ZarrImage, source, token: str, shape0: tuple, max_decode_pixels: float):
+    """``(levels, downsamples, native chunks, readers)`` of the stored levels (lazy dask arrays)."""
+    H, W = shape0
+    scales = img.scales
     levels, downs, native_chunks, readers = [], [], [], []
-    for i, (key, arr, axes) in enumerate(entries):
+    for i, (key, arr, axes) in enumerate(img.entries):
         lh, lw = arr.shape[axes.index("Y")], arr.shape[axes.index("X")]
         if lh == 0 or lw == 0:
             break
@@ -268,15 +320,17 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
         else:
             downs.append(level_downsample((H, W), (lh, lw)) if i else 1.0)
         reader.downsample = downs[-1]
-        tile, miss = _missing_chunks(path, subpath, key, arr, axes)
+        tile, miss = _missing_chunks(path, img.subpath, key, arr, axes)
         if tile:
             reader.tile, reader.missing = tile, miss
         if i == 0 and miss and len(miss) >= -(-lh // tile[0]) * -(-lw // tile[1]):
             raise CorruptSlideError(path, f"no chunk of level 0 holds pixel data ({next(iter(miss.values()))})")
-    if len(levels) == 1:
-        while max(levels[-1].shape[:2]) > 2048 and min(levels[-1].shape[:2]) >= 2:
-            levels.append(downsample2(levels[-1]))
-            downs.append(downs[-1] * 2)
+    return levels, downs, native_chunks, readers
+
+
+def _zarr_mpp(img: _ZarrImage, axes0, warns: list) -> tuple:
+    """``(mpp, origin)`` from level 0's scale and the x axis unit (None when either is unknown)."""
+    scales, unit = img.scales, img.unit
     mpp, origin = None, None
     if scales and scales[0]:
         from .tiff import UNIT_TO_UM, valid_mpp
@@ -292,24 +346,18 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
             origin = "ome-zarr:scale" if mpp else None
         elif unit and f is None:
             warns.append(f"axis x unit {unit!r} is not a length unit: pixel size unknown")
-    mpp, origin = plausible_metadata_mpp(mpp, origin, warns, path)
-    missing = integrity_of_readers(readers, warns)
-    if arr0.dtype != np.uint8:
-        scale_max, w = value_range_rule(arr0.dtype, readers[-1].sample_max())
-        if scale_max is not None:
-            for r in readers:
-                r.convert = {**r.convert, "scale_max": scale_max}
-            warns.append(w)
-    zf = getattr(getattr(arr0, "metadata", None), "zarr_format", None)
-    meta = {"ngff_version": version, "zarr_format": zf, "axes": axes0, "dtype": str(arr0.dtype),
-            "mpp_origin": origin, "computed_levels": len(entries) == 1 and len(levels) > 1, "native_chunks": native_chunks}
+    return mpp, origin
+
+
+def _leukcore_attrs(node) -> dict:
+    """``description`` and ``attribution`` that leukcore wrote into the group's attributes (the sample slide)."""
+    import zarr
+
     try:
         attrs = dict(node.attrs) if not isinstance(node, zarr.Array) else {}
         leuk = attrs.get("leukcore") or (attrs.get("ome", {}) or {}).get("leukcore")
         if isinstance(leuk, dict):
-            meta.update({k: leuk[k] for k in ("description", "attribution") if k in leuk})
+            return {k: leuk[k] for k in ("description", "attribution") if k in leuk}
     except Exception:  # pragma: no cover
         pass
-    return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=fmt, vendor=None, metadata=meta, warnings=warns, missing=missing,
-                 _closer=source.close, _readers=readers + [None] * (len(levels) - len(readers)))
+    return {}

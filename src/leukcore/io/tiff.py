@@ -308,88 +308,23 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     if page0 is None:
         raise CorruptSlideError(path, "TIFF series has no pages")
     axes = series.axes
-    shape = series.shape
-    if 0 in shape:
-        raise EmptySlideError(path, f"zero-sized image (shape {tuple(shape)})")
-    mapped = _map_axes(path, axes, shape)
-    H, W = shape[axes.index("Y")], shape[axes.index("X")]
-    nchan = shape[mapped.index("C")] if "C" in mapped else 1
-    photometric = int(getattr(page0, "photometric", 2))
-    if photometric == 5:  # SEPARATED (CMYK)
-        raise UnsupportedLayoutError(path, "unsupported sample layout: CMYK (separated) TIFF")
-    convert = {}
-    if photometric == 0:
-        convert["min_is_white"] = True
-    if photometric == 3 and "ColorMap" in page0.tags:
-        convert["colormap"] = np.asarray(page0.tags["ColorMap"].value)
-        nchan = 3
-    else:
-        problem = check_layout(nchan, series.dtype)
-        if problem:
-            raise UnsupportedLayoutError(path, problem)
+    H, W, photometric, convert = _sample_layout(path, series, page0)
     if H * W > max_pixels:
         raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
                                  f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
     slide_warnings = [f"tifffile: {w}" for w in dict.fromkeys(warnings_)][:10]
     if len(set(warnings_)) > 10:
         slide_warnings.append(f"tifffile: ... {len(set(warnings_)) - 10} more warnings")
-
-    mpp, origin = None, None
-    if tif.is_ome:
-        mpp, origin = _ome_mpp(tif, slide_warnings)
-    if mpp is None and tif.is_svs:
-        mpp, origin = _svs_mpp(page0)
-    if mpp is None:
-        mpp, origin = _resolution_mpp(tif, page0)
-    mpp, origin = plausible_metadata_mpp(mpp, origin, slide_warnings, path)
-    fsize = os.path.getsize(path)
+    mpp, origin = _metadata_mpp(tif, page0, slide_warnings, path)
 
     import zarr
 
     with _capture_tifffile_log():
         store = series.aszarr()
         z = zarr.open(store, mode="r")
-    multiscale = len(levels) > 1
     source = Source(_open_store, (path, s_index), _close_store, obj=(tif, z))
-    token = file_token(path)
-    dlevels, downs, native_chunks, readers = [], [], [], []
-    for i, lv in enumerate(levels):
-        arr = z[str(i)] if multiscale else z
-        lshape = lv.shape
-        lmapped = _map_axes(path, lv.axes, lshape)
-        lh, lw = lshape[lv.axes.index("Y")], lshape[lv.axes.index("X")]
-        if lh == 0 or lw == 0:
-            break
-        native = arr.chunks
-        ny, nx = native[lv.axes.index("Y")], native[lv.axes.index("X")]
-        nat_pixels = ny * nx
-        if nat_pixels > max_decode_pixels:
-            raise SlideTooLargeError(path, f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
-                                     f"strip/tile, beyond the decode limit {max_decode_pixels:.3g} "
-                                     "(LEUK_MAX_DECODE_PIXELS)")
-        native_chunks.append([int(ny), int(nx)])
-        reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
-                             convert=convert)
-        ds = level_downsample((H, W), (lh, lw)) if i else 1.0
-        reader.downsample = ds
-        if lv.pages and hasattr(lv.pages[0], "dataoffsets"):
-            tile, miss = _missing_segments(lv.pages[0], (lh, lw), fsize, bool(tif.is_ndpi))
-            if tile:
-                if fmt == "philips-tiff":  # Philips stores blank background tiles with byte count 0
-                    reader.sparse = frozenset(k for k, v in miss.items() if v == "byte count 0")
-                    miss = {k: v for k, v in miss.items() if k not in reader.sparse}
-                    if reader.sparse:
-                        slide_warnings.append(f"level {i}: {len(reader.sparse)} sparse tiles (Philips: byte count 0 "
-                                              "= blank background) read as background")
-                reader.tile, reader.missing = tile, miss
-        if i == 0 and reader.missing and len(reader.missing) >= -(-lh // reader.tile[0]) * -(-lw // reader.tile[1]):
-            why = next(iter(reader.missing.values()))
-            raise CorruptSlideError(path, f"no tile of level 0 holds pixel data ({why})"
-                                    + (f"; {slide_warnings[0]}" if slide_warnings else ""))
-        chunks = choose_chunks((ny, nx), (lh, lw))
-        readers.append(reader)
-        dlevels.append(as_dask(reader, chunks, f"leuk-tiff-{token}-{i}"))
-        downs.append(ds)
+    b = _TiffLevels(path, tif, fmt, convert, (H, W), slide_warnings, max_decode_pixels)
+    dlevels, downs, native_chunks, readers = b.levels(levels, z, source)
     # non-pyramidal large image: lazily computed lower levels
     if len(dlevels) == 1:
         while max(dlevels[-1].shape[:2]) > 2048 and min(dlevels[-1].shape[:2]) >= 2:
@@ -411,6 +346,105 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     return Slide(levels=dlevels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
                  path=path, format=fmt, vendor=vendor, metadata=meta, warnings=slide_warnings, missing=missing,
                  _closer=source.close, _readers=readers)
+
+
+def _sample_layout(path, series, page0) -> tuple:
+    """``(H, W, photometric, convert)`` of the series; unsupported layouts (CMYK, odd channels) refused."""
+    axes = series.axes
+    shape = series.shape
+    if 0 in shape:
+        raise EmptySlideError(path, f"zero-sized image (shape {tuple(shape)})")
+    mapped = _map_axes(path, axes, shape)
+    H, W = shape[axes.index("Y")], shape[axes.index("X")]
+    nchan = shape[mapped.index("C")] if "C" in mapped else 1
+    photometric = int(getattr(page0, "photometric", 2))
+    if photometric == 5:  # SEPARATED (CMYK)
+        raise UnsupportedLayoutError(path, "unsupported sample layout: CMYK (separated) TIFF")
+    convert = {}
+    if photometric == 0:
+        convert["min_is_white"] = True
+    if photometric == 3 and "ColorMap" in page0.tags:
+        convert["colormap"] = np.asarray(page0.tags["ColorMap"].value)
+        nchan = 3
+    else:
+        problem = check_layout(nchan, series.dtype)
+        if problem:
+            raise UnsupportedLayoutError(path, problem)
+    return H, W, photometric, convert
+
+
+def _metadata_mpp(tif, page0, slide_warnings: list, path) -> tuple:
+    """``(mpp, origin)`` from OME-XML, the Aperio description or the resolution tags (plausible values only)."""
+    mpp, origin = None, None
+    if tif.is_ome:
+        mpp, origin = _ome_mpp(tif, slide_warnings)
+    if mpp is None and tif.is_svs:
+        mpp, origin = _svs_mpp(page0)
+    if mpp is None:
+        mpp, origin = _resolution_mpp(tif, page0)
+    return plausible_metadata_mpp(mpp, origin, slide_warnings, path)
+
+
+class _TiffLevels:
+    """The stored levels of a TIFF series as lazy dask arrays, each with its reader and missing tiles."""
+
+    def __init__(self, path, tif, fmt: str, convert: dict, shape0: tuple, slide_warnings: list,
+                 max_decode_pixels: float):
+        self.path, self.tif, self.fmt, self.convert = path, tif, fmt, convert
+        self.H, self.W = shape0
+        self.warnings, self.max_decode_pixels = slide_warnings, max_decode_pixels
+        self.fsize = os.path.getsize(path)
+
+    def levels(self, levels: list, z, source) -> tuple:
+        """``(dask levels, downsamples, native chunks, readers)``."""
+        path = self.path
+        multiscale = len(levels) > 1
+        token = file_token(path)
+        dlevels, downs, native_chunks, readers = [], [], [], []
+        for i, lv in enumerate(levels):
+            arr = z[str(i)] if multiscale else z
+            lshape = lv.shape
+            lmapped = _map_axes(path, lv.axes, lshape)
+            lh, lw = lshape[lv.axes.index("Y")], lshape[lv.axes.index("X")]
+            if lh == 0 or lw == 0:
+                break
+            native = arr.chunks
+            ny, nx = native[lv.axes.index("Y")], native[lv.axes.index("X")]
+            nat_pixels = ny * nx
+            if nat_pixels > self.max_decode_pixels:
+                raise SlideTooLargeError(path, f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
+                                         f"strip/tile, beyond the decode limit {self.max_decode_pixels:.3g} "
+                                         "(LEUK_MAX_DECODE_PIXELS)")
+            native_chunks.append([int(ny), int(nx)])
+            reader = self.reader(i, lv, lmapped, (lh, lw), multiscale, source)
+            chunks = choose_chunks((ny, nx), (lh, lw))
+            readers.append(reader)
+            dlevels.append(as_dask(reader, chunks, f"leuk-tiff-{token}-{i}"))
+            downs.append(reader.downsample)
+        return dlevels, downs, native_chunks, readers
+
+    def reader(self, i: int, lv, lmapped: str, lshape: tuple, multiscale: bool, source) -> LevelReader:
+        """Level ``i``'s reader with its missing tiles (Philips' blank tiles are background, not damage)."""
+        path, slide_warnings = self.path, self.warnings
+        lh, lw = lshape
+        reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
+                             convert=self.convert)
+        reader.downsample = level_downsample((self.H, self.W), (lh, lw)) if i else 1.0
+        if lv.pages and hasattr(lv.pages[0], "dataoffsets"):
+            tile, miss = _missing_segments(lv.pages[0], (lh, lw), self.fsize, bool(self.tif.is_ndpi))
+            if tile:
+                if self.fmt == "philips-tiff":  # Philips stores blank background tiles with byte count 0
+                    reader.sparse = frozenset(k for k, v in miss.items() if v == "byte count 0")
+                    miss = {k: v for k, v in miss.items() if k not in reader.sparse}
+                    if reader.sparse:
+                        slide_warnings.append(f"level {i}: {len(reader.sparse)} sparse tiles (Philips: byte count 0 "
+                                              "= blank background) read as background")
+                reader.tile, reader.missing = tile, miss
+        if i == 0 and reader.missing and len(reader.missing) >= -(-lh // reader.tile[0]) * -(-lw // reader.tile[1]):
+            why = next(iter(reader.missing.values()))
+            raise CorruptSlideError(path, f"no tile of level 0 holds pixel data ({why})"
+                                    + (f"; {slide_warnings[0]}" if slide_warnings else ""))
+        return reader
 
 
 def _ome_description(xml: str) -> Optional[str]:

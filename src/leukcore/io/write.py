@@ -371,16 +371,7 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
     """
     p = os.fspath(path)
     fmt = _infer_format(p, format)
-    tile = int(tile)
-    if tile < 16 or tile % 16:
-        raise ValueError(f"{p}: tile must be a positive multiple of 16, got {tile}")
-    if mpp is not None and not (math.isfinite(float(mpp)) and float(mpp) > 0):
-        raise ValueError(f"{p}: mpp must be a positive number, got {mpp!r}")
-    if fmt == "ome-tiff" and compression not in TIFF_COMPRESSIONS:
-        raise ValueError(f"{p}: unknown TIFF compression {compression!r} "
-                         f"(use one of {sorted(k for k in TIFF_COMPRESSIONS if k)})")
-    if ngff_version not in ("0.4", "0.5"):
-        raise ValueError(f"{p}: ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
+    tile = _checked_tile(p, fmt, tile, mpp, compression, ngff_version)
     try:
         level0, slide_mpp = _as_rgb_dask(image)
     except ValueError as e:
@@ -416,3 +407,18 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
             pyr.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return p
+
+def _checked_tile(p: str, fmt: str, tile, mpp, compression, ngff_version: str) -> int:
+    """``tile`` as an int once every argument of :func:`write_slide` is checked (ValueError naming ``p``)."""
+    tile = int(tile)
+    if tile < 16 or tile % 16:
+        raise ValueError(f"{p}: tile must be a positive multiple of 16, got {tile}")
+    if mpp is not None and not (math.isfinite(float(mpp)) and float(mpp) > 0):
+        raise ValueError(f"{p}: mpp must be a positive number, got {mpp!r}")
+    if fmt == "ome-tiff" and compression not in TIFF_COMPRESSIONS:
+        raise ValueError(f"{p}: unknown TIFF compression {compression!r} "
+                         f"(use one of {sorted(k for k in TIFF_COMPRESSIONS if k)})")
+    if ngff_version not in ("0.4", "0.5"):
+        raise ValueError(f"{p}: ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
+    return tile
+
