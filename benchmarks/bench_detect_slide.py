@@ -585,14 +585,18 @@ def memory(a):
         if not path.exists():
             write_repeated_tile_slide(str(path), (size, size), tile, mpp=0.25)
         for nb in (a.batches, a.batches * 4):
-            r = run_child([str(path), "--tile", "256", "--max-batches", str(nb), "--model", a.model])
+            r = run_child([str(path), "--tile", str(a.mem_tile), "--max-batches", str(nb), "--model", a.model])
             rows[f"{size}_{nb}"] = {"size": size, "batches": nb, **r}
-            print(f"{size:6d} px, {nb:3d} batches of 4 x 256 px tiles: peak RSS {r['peak_rss_mb']:.0f} MB, "
+            print(f"{size:6d} px, {nb:3d} batches of 4 x {a.mem_tile} px tiles: peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"{r['seconds']:.0f} s, {r['cells']} cells, tiles run {r['tiles_run']}/{r['n_tiles']} (partial={r['partial']})")
-    (RESULTS / "bench_detect_memory.json").write_text(json.dumps(
+    from leukcore.detect import onnx_backend
+
+    name = "bench_detect_memory.json" if a.mem_tile == 256 else f"bench_detect_memory_t{a.mem_tile}.json"
+    (RESULTS / name).write_text(json.dumps(
         {"note": "repeated real 512-px tile (from a real-field mosaic) written as a pyramidal OME-TIFF at "
                  "0.25 um/px; detection cancelled after N batches (the plan, incl. the candidate search over "
-                 "the whole slide, always runs in full)", "runs": rows}, indent=2))
+                 "the whole slide, always runs in full)", "tile": a.mem_tile,
+         "onnx_memory": onnx_backend.MEMORY, "runs": rows}, indent=2))
 
 
 def main(argv=None):
@@ -602,6 +606,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["seams", "throughput", "memory"])
     ap.add_argument("--batches", type=int, default=5, help="memory: batches before cancelling (and 4x that)")
+    ap.add_argument("--mem-tile", type=int, default=256, help="memory: tile size (working px)")
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--sub", type=int, default=2048, help="throughput: sub-region edge (level-0 px)")
     ap.add_argument("--n-sub", type=int, default=4, help="throughput: number of random sub-regions")

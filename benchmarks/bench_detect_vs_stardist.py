@@ -56,6 +56,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STARDIST_PY = ROOT / "runs" / "bench-venv-stardist" / "bin" / "python"
+#: extra child arguments of a variant: ``onnx-tight-before`` is the default path before issue 17's arena
+#: and thread levers (no ONNX Runtime arena, spinning threads)
+VARIANT_ARGS = {"onnx-tight-before": ["--memory", "off", "--spin"], "onnx-before": ["--memory", "off", "--spin"]}
 #: white-cell radius (level px at 0.5 um/px) used for the stardist side's distances
 SD_RADIUS = 14.0
 
@@ -75,15 +78,23 @@ def child_ours(argv):
     ap.add_argument("--mode", default="fast", choices=["fast", "tight", "full", "tiles"])
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--cells-out", required=True)
+    ap.add_argument("--memory", default=None, help="ONNX Runtime memory mode (onnx_backend.MEMORY_MODES)")
+    ap.add_argument("--spin", action="store_true", help="let idle ONNX Runtime threads spin (the old setting)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     from leukcore.detect import Detector, detect_cells
+    from leukcore.detect import onnx_backend as ob
     from leukcore.io import open_slide
 
+    if a.memory:
+        ob.MEMORY = a.memory
+    if a.spin:
+        ob.SPIN = True
     t0 = time.perf_counter()
     det = Detector.load("wbc-stardist", device="cpu", backend=a.backend, threads=a.threads)
+    _import_detection_modules()
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     with open_slide(a.slide) as s:
@@ -98,6 +109,18 @@ def child_ours(argv):
                       "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2), "backend": det.backend,
                       "threads": det.threads, "torch_threads": torch.get_num_threads(),
                       "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _import_detection_modules():
+    """Import what detection imports lazily (stardist's NMS, pandas, scikit-image, scipy): process start-up,
+    excluded as the stardist side's TensorFlow / stardist imports are."""
+    import pandas  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+    import scipy.spatial  # noqa: F401
+    import skimage.measure  # noqa: F401
+    import stardist.nms  # noqa: F401
+
+    import leukcore.results  # noqa: F401
 
 
 def _content_prob(x: np.ndarray, grid: int = 2) -> np.ndarray:
@@ -310,8 +333,9 @@ def _trainers() -> list:
 def table(path) -> str:
     """Markdown table of a result JSON (``python bench_detect_vs_stardist.py --table FILE``)."""
     d = json.loads(Path(path).read_text())
-    names = {"torch": "torch (before)", "onnx": "ONNX", "onnx-tight": "ONNX + tight windows", "full": "full path (ONNX)",
-             "stardist": "stardist package"}
+    names = {"torch": "torch (before)", "onnx": "ONNX", "onnx-tight": "ONNX + tight windows (today's default)",
+             "onnx-tight-before": "ONNX + tight windows, no arena, spinning (before issue 17's levers)",
+             "onnx-before": "ONNX, no arena, spinning", "full": "full path (ONNX)", "stardist": "stardist package"}
     rows = ["| slide | threads | variant | MP/s median (best) | rounds | vs stardist median (best) | vs torch median (best) "
             "| cells | relative recall vs full | recall vs placed | network MP | peak RSS MB |", "|" + "---|" * 12]
     for key, row in d["summary"].items():
@@ -472,7 +496,8 @@ def main(argv=None):
             for n in a.threads:
                 jobs = [(v, me + ["_ours", str(s["path"]), "--threads", str(n),
                                   "--backend", "torch" if v == "torch" else "onnx",
-                                  "--mode", {"onnx-tiles": "tiles", "onnx-tight": "tight"}.get(v, "fast")], env)
+                                  "--mode", {"onnx-tiles": "tiles"}.get(v, "tight" if "tight" in v else "fast")]
+                         + VARIANT_ARGS.get(v, []), env)
                         for v in a.variants]
                 if not a.no_full and r == 0 and n == max(a.threads):
                     jobs.append(("full", me + ["_ours", str(s["path"]), "--threads", str(n), "--mode", "full"], env))

@@ -157,3 +157,20 @@ def test_corrupt_cached_export_falls_back_and_is_replaced(tmp_path, monkeypatch)
 def test_bad_backend():
     with pytest.raises(ValueError, match="backend"):
         Detector.load("wbc-stardist", device="cpu", backend="tensorrt")
+
+
+def test_memory_modes_same_maps_and_no_spinning(dets):
+    """The bounded arena (default: shrunk after every run) changes where memory comes from, not the maps."""
+    _, o = dets
+    r = o._onnx
+    assert r.memory == ob.MEMORY == "shrink" and r.run_options is not None
+    opts = r.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    x = ob.probe_tiles(size=128)
+    ref = r(x)
+    for mode in ("off", "arena"):
+        other = ob.DetectorOnnxRunner(r.path, threads=r.threads, memory=mode)
+        p, d = other(x)
+        assert np.array_equal(p, ref[0]) and np.array_equal(d, ref[1])
+    with pytest.raises(ValueError, match="memory"):
+        ob.DetectorOnnxRunner(r.path, threads=1, memory="huge")

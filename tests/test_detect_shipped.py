@@ -76,6 +76,34 @@ def test_cli_detect_writes_cells_csv(tmp_path):
     assert (out / "cells.parquet").exists() and (out / "detect_meta.json").exists()
 
 
+def test_cli_detect_backend_and_threads(tmp_path, capsys):
+    """--backend and --threads reach the detector (recorded in detect_meta.json); --threads 0 is refused."""
+    import json
+
+    from leukcore.cli import main
+
+    img = str(SAMPLE / "bccd" / "BloodImage_00005.jpg")
+    cells = {}
+    for backend in ("onnx", "torch"):
+        out = tmp_path / backend
+        rc = main(["detect", img, "-o", str(out), "--mpp", "0.092", "--device", "cpu", "--quiet",
+                   "--backend", backend, "--threads", "1"])
+        assert rc == 0
+        meta = json.loads((out / "detect_meta.json").read_text())
+        assert meta["detector"]["backend"] == backend
+        with open(out / "cells.csv") as f:
+            cells[backend] = len(list(csv.DictReader(f)))
+    assert cells["onnx"] == cells["torch"] > 0
+    from leukcore.cli import build_parser
+
+    args = build_parser().parse_args(["detect", img, "-o", "x", "--threads", "2", "--backend", "torch"])
+    assert (args.threads, args.backend) == (2, "torch")
+    assert build_parser().parse_args(["detect", img, "-o", "x"]).threads is None      # every core
+    with pytest.raises(SystemExit):
+        main(["detect", img, "-o", str(tmp_path / "x"), "--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
+
+
 def test_cli_detect_labels_image_matches_the_table(tmp_path):
     """--labels writes an OME-NGFF label pyramid aligned with level 0: each cell's centroid pixel holds its id."""
     import zarr

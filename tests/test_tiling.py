@@ -76,3 +76,63 @@ def test_dedupe_points_keeps_best_of_close_pairs():
     keep = dedupe_points(pts, sc, radius=2.0)
     assert keep.tolist() == [1, 2, 3]
     assert dedupe_points(pts[:1], sc[:1], 2.0).tolist() == [0]
+
+
+# ------------------------------------------------------------------ what detection does with the grid
+def test_block_edge_and_tiles_with_blocks():
+    from leukcore.tiling import points_in_blocks
+
+    g = TileGrid((300, 500), tile=96, halo=16, multiple=8)
+    assert g.block_edge(32) == 32 and TileGrid((300, 500), tile=40, halo=8).block_edge(32) == 8
+    blocks = np.zeros((10, 16), bool)                      # 32 px blocks over the 300 x 500 grid
+    blocks[4, 7] = True                                    # pixels (128..160, 224..256): tile row 1, col 2
+    run = g.tiles_with_blocks(blocks, 32)
+    assert run.sum() == 1 and run[g.owner(140, 230)]
+    assert points_in_blocks(np.array([[130.0, 230.0], [10.0, 10.0]]), blocks, 32).tolist() == [True, False]
+
+
+def test_windows_cover_blocks_inside_the_tile():
+    g = TileGrid((256, 256), tile=256, halo=32, multiple=4)
+    t = g[0]
+    blocks = np.zeros((16, 16), bool)
+    blocks[2, 2] = blocks[12, 13] = True                   # two far apart 16 px blocks -> two windows
+    wins = g.windows(t, blocks, 16, halo=28)
+    assert len(wins) == 2 and all(w.index == t.index for w in wins)
+    for w in wins:
+        assert t.core[0] <= w.core[0] < w.core[2] <= t.core[2]
+        assert w.read[0] == w.core[0] - 28 and (w.read[2] - w.read[0]) % 4 == 0
+    blocks[3, 3] = True                                    # a touching block joins the first window
+    assert len(g.windows(t, blocks, 16, halo=28)) == 2
+    assert g.windows(t, np.zeros((16, 16), bool), 16, halo=28) == []
+    dense = np.ones((16, 16), bool)
+    assert g.windows(t, dense, 16, halo=28, max_share=0.75) == [t]   # windows would read most of the tile
+
+
+def test_strips_overlap_by_the_margin_and_cover_the_window():
+    from leukcore.tiling import strips
+
+    pieces = strips(400, 100, budget=100 * 120, margin=12, multiple=4)
+    assert pieces[0][:2] == (0, 96) and pieces[-1][1] == 400
+    covered = np.zeros(400, int)
+    for y0, y1, r0, r1 in pieces:
+        covered[y0:y1] += 1
+        assert (r1 - r0) * 100 <= 100 * 120 and r0 == max(0, y0 - 12) and r1 == min(400, y1 + 12)
+        assert (y1 - y0) % 4 == 0 or y1 == 400
+    assert (covered == 1).all()
+    assert strips(400, 100, budget=100 * 20, margin=12, multiple=4) is None      # too narrow: one piece
+
+
+def test_grid_frame_round_trip_and_seam_guard():
+    from leukcore.tiling import GridFrame, SeamGuard
+
+    f = GridFrame((100, 40), 2.0)
+    p = np.array([[0.0, 0.0], [10.5, 3.25]])
+    np.testing.assert_allclose(f.to_level0(p), [[100.5, 40.5], [121.5, 47.0]])
+    np.testing.assert_allclose(f.from_level0(f.to_level0(p)), p)
+    g = TileGrid((200, 200), tile=100, halo=16)
+    guard = SeamGuard(radius=3.0)
+    a = np.array([[99.0, 50.0], [50.0, 50.0]])             # one near the seam, one in the middle
+    assert guard.keep(g[0], a, np.ones(2, bool)).tolist() == [True, True]
+    assert len(guard.points) == 1                          # only the seam cell is remembered
+    b = np.array([[100.5, 50.5], [150.0, 50.0]])           # the same seam cell seen by the tile below
+    assert guard.keep(g[2], b, np.ones(2, bool)).tolist() == [False, True]

@@ -17,6 +17,12 @@ def register(sub):
     p.add_argument("--tile-size", type=int, default=1024, help="tile core size at the working resolution")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
+                   help="network runtime: auto (ONNX Runtime on CPU when it agrees with torch, else torch), "
+                        "onnx or torch")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="CPU threads for the network (ONNX Runtime intra-op threads / torch threads); "
+                        "default every core this process may use")
     p.add_argument("--no-skip", action="store_true", help="run the network on every tile (no empty-tile skipping)")
     p.add_argument("--region", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), default=None,
                    help="only this level-0 region")
@@ -26,6 +32,18 @@ def register(sub):
     p.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _threads(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, got {text!r}")
+    return n
 
 
 def run(args):
@@ -41,7 +59,8 @@ def run(args):
 
     out = Path(args.out)
 
-    det = Detector.load(load_card(args.model, trust_unverified=args.trust_unverified), device=args.device)
+    det = Detector.load(load_card(args.model, trust_unverified=args.trust_unverified), device=args.device,
+                        backend=args.backend, threads=args.threads)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -27,13 +27,26 @@ import numpy as np
 from ..onnx_cache import cache_dir, onnx_available
 
 __all__ = ["onnx_available", "cache_dir", "detector_onnx_path", "export_detector_onnx", "DetectorOnnxRunner",
-           "default_threads", "max_map_diff", "PROBE_TOL", "OPSET"]
+           "default_threads", "max_map_diff", "PROBE_TOL", "OPSET", "MEMORY_MODES", "MEMORY"]
 
 OPSET = 17
 #: largest accepted difference to torch on the probe tile: probability (absolute) and distances
 #: (relative to the largest distance).  ONNX Runtime and torch agree to ~1e-6 on this network; NMS
 #: compares probabilities quantised to 2^-12 (2.4e-4), so 1e-4 still gives the same candidates.
 PROBE_TOL = {"prob": 1e-4, "dist": 1e-4}
+#: how ONNX Runtime gets the memory of a forward pass on CPU (measured: docs/detection.md, *ONNX Runtime's memory*):
+#: ``"shrink"`` ONNX Runtime's memory arena, handing its free chunks back to the system at the end of every
+#: run (run option ``memory.enable_memory_arena_shrinkage``): large activations are reused within a forward
+#: pass instead of being mapped, faulted in and unmapped one by one, and the arena never keeps more than one
+#: forward pass needs; ``"same"`` one arena per process that grows by exactly what is requested
+#: (``kSameAsRequested``) and keeps it; ``"arena"`` ONNX Runtime's default arena (grows in powers of two, keeps
+#: everything: 3.8 GB peak RSS on the full path); ``"off"`` no arena (every large tensor is mapped and faulted
+#: in at each pass: 1.4x the CPU time on 1,152 px tiles, 28 % of it in the kernel)
+MEMORY_MODES = ("shrink", "same", "arena", "off")
+MEMORY = "shrink"
+#: let idle intra-op threads spin (ONNX Runtime's own default; off here, see :class:`DetectorOnnxRunner`)
+SPIN = False
+_ENV_ARENA = []                                  # the process-wide kSameAsRequested arena, once registered
 
 
 def default_threads() -> int:
@@ -104,32 +117,53 @@ def export_detector_onnx(net, path: Path) -> Path:
 class DetectorOnnxRunner:
     """An ``onnxruntime.InferenceSession`` of an exported detector; ``runner(tiles) -> (prob, dist)``.
 
-    ``threads`` intra-op threads (default :func:`default_threads`); one inter-op thread (the graph
-    is a chain).  Dynamic shapes: the session is shape-agnostic, each new tile shape costs one
+    ``threads`` intra-op threads (default :func:`default_threads`), not spinning when idle; one inter-op
+    thread (the graph is a chain); ``memory`` one of :data:`MEMORY_MODES` (default :data:`MEMORY`).  Dynamic shapes: the session is shape-agnostic, each new tile shape costs one
     planning pass inside ONNX Runtime.
     """
 
-    def __init__(self, path: Path, threads: Optional[int] = None):
+    def __init__(self, path: Path, threads: Optional[int] = None, memory: Optional[str] = None):
         import onnxruntime as ort
 
         self.path = Path(path)
         self.threads = int(threads) if threads else default_threads()
+        self.memory = MEMORY if memory is None else memory
+        if self.memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {self.memory!r}")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # no CPU arena: with tile and window shapes changing from run to run the arena grows in
-        # power-of-two chunks and keeps them (3.8 GB peak RSS on the full path with 1,152 px tiles);
-        # without it the peak is the live activations of the largest forward pass (~1.4 GB)
-        so.enable_cpu_mem_arena = False
+        # idle intra-op threads sleep instead of spinning: with another runnable process (a shared machine,
+        # or the pipeline's classifier running beside detection) a spinning thread burns the core its
+        # partner needs (2 threads under load: 30 % less CPU time and 1.3x faster with spinning off)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN else "0")
+        self.run_options = None
+        if self.memory == "off":
+            so.enable_cpu_mem_arena = False
+        elif self.memory == "shrink":
+            self.run_options = ort.RunOptions()
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        elif self.memory == "same":
+            _register_same_arena(ort)
+            so.add_session_config_entry("session.use_env_allocators", "1")
         self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, tiles: np.ndarray):
         x = np.ascontiguousarray(tiles, dtype=np.float32)
-        prob, dist = self.session.run(None, {"tiles": x})
+        prob, dist = self.session.run(None, {"tiles": x}, self.run_options)
         return prob, dist
+
+
+def _register_same_arena(ort) -> None:
+    """Register (once per process) a CPU arena that extends by exactly the requested size."""
+    if _ENV_ARENA:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+    _ENV_ARENA.append(info)
 
 
 def probe_tiles(size: int = 192, n: int = 2, seed: int = 0) -> np.ndarray:
