@@ -34,14 +34,11 @@ IN_FLIGHT = (
 ALLOWED: dict[str, tuple[str, int]] = {
     "leukcore/batch.py::run_batch (parameters)": ("parameters", 11),
     "leukcore/export/labels.py::write_labels_zarr (parameters)": ("parameters", 9),
-    "leukcore/io/write.py::_write_ome_tiff (parameters)": ("parameters", 11),
-    "leukcore/io/write.py::_write_ome_zarr (parameters)": ("parameters", 10),
     "leukcore/io/write.py::write_slide (parameters)": ("parameters", 14),
     "leukcore/mpp_train.py::build_bank (parameters)": ("parameters", 9),
     "leukcore/mpp_train.py::train_scalenet (parameters)": ("parameters", 15),
     "leukcore/sample.py::build_mosaic (parameters)": ("parameters", 17),
     "leukcore/train/evaluate.py::evaluate_model (parameters)": ("parameters", 13),
-    "leukcore/train/features.py::degrade_crop (parameters)": ("parameters", 11),
     "leukcore/train/features.py::trunk_features (parameters)": ("parameters", 10),
 }
 

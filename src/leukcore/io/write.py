@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -228,9 +229,20 @@ def _tiles_of(bands: Iterator[tuple[int, np.ndarray]], tile: int, width: int) ->
             yield np.ascontiguousarray(t)
 
 
-def _write_ome_tiff(tmp, pyr: _Pyramid, shapes, tile, compression, mpp, description, attribution,
-                    quality, name, maxworkers):
+@dataclass(frozen=True)
+class _About:
+    """What a written file says about its image: pixel size, description, attribution, name."""
+
+    mpp: Optional[float]
+    description: Optional[str]
+    attribution: Optional[str]
+    name: Optional[str]
+
+
+def _write_ome_tiff(tmp, pyr: _Pyramid, shapes, tile, compression, about: _About, quality, maxworkers):
     import tifffile
+
+    mpp, description, attribution, name = about.mpp, about.description, about.attribution, about.name
 
     comp = TIFF_COMPRESSIONS[compression]
     kw = {}
@@ -288,9 +300,10 @@ def _zarr_codecs(compression, zarr_format):
     return {"compressors": None}
 
 
-def _write_ome_zarr(tmp, pyr: _Pyramid, shapes, tile, compression, mpp, description, attribution,
-                    name, ngff_version):
+def _write_ome_zarr(tmp, pyr: _Pyramid, shapes, tile, compression, about: _About, ngff_version):
     import zarr
+
+    mpp, description, attribution, name = about.mpp, about.description, about.attribution, about.name
 
     zarr_format = 3 if ngff_version == "0.5" else 2
     codecs = _zarr_codecs(compression, zarr_format)
@@ -387,12 +400,11 @@ def write_slide(path, image, mpp: Optional[float] = None, tile: int = 512, compr
     pyr = None
     try:
         pyr = _Pyramid(level0, shapes, tile, workdir, progress)
+        about = _About(mpp, description, attribution, name)
         if fmt == "ome-tiff":
-            _write_ome_tiff(tmp, pyr, shapes, tile, compression, mpp, description, attribution, quality,
-                            name, maxworkers)
+            _write_ome_tiff(tmp, pyr, shapes, tile, compression, about, quality, maxworkers)
         else:
-            _write_ome_zarr(tmp, pyr, shapes, tile, compression, mpp, description, attribution, name,
-                            ngff_version)
+            _write_ome_zarr(tmp, pyr, shapes, tile, compression, about, ngff_version)
         if os.path.isdir(p) and fmt == "ome-zarr":
             shutil.rmtree(p)
         os.replace(tmp, p)

@@ -11,6 +11,7 @@ Works for timm's EfficientNet / MobileNet family (``conv_stem``, ``bn1``, ``bloc
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,7 +19,8 @@ import numpy as np
 from ..classify.geometry import CropSpec
 from ..classify.inputs import preprocess
 
-__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "pooled_features", "TopModel", "onnx_runner"]
+__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "CameraQuality", "pooled_features",
+           "TopModel", "onnx_runner"]
 
 
 def _check(net):
@@ -70,7 +72,7 @@ def TopModel(net, k):
 def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[dict] = None) -> np.ndarray:
     """Random flips / 90-degree rotations, optionally HED stain jitter, per crop (uint8 in, uint8 out).
 
-    ``stain["quality"]`` (a dict, see :func:`degrade_crop`) adds zoom, resolution loss, JPEG, blur and
+    ``stain["quality"]`` (a dict of :class:`CameraQuality` fields) adds zoom, resolution loss, JPEG, blur and
     noise: what separates labs' cameras more than their cells do.
     """
     from .stain import hed_jitter
@@ -85,21 +87,40 @@ def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[d
             c = hed_jitter(np.ascontiguousarray(c), rng, sigma=stain.get("hed_sigma", 0.05),
                            bias=stain.get("hed_bias", 0.05))
         if quality is not None:
-            c = degrade_crop(np.ascontiguousarray(c), rng, **quality)
+            c = degrade_crop(np.ascontiguousarray(c), rng, CameraQuality(**quality))
         out[i] = c
     return out
 
 
-def degrade_crop(c: np.ndarray, rng: np.random.Generator, *, zoom=(0.8, 1.25), p_res: float = 0.6,
-                 res=(24, 72), p_jpeg: float = 0.4, jpeg=(30, 90), p_blur: float = 0.3, blur=(0.3, 1.5),
-                 p_noise: float = 0.3, noise=(1.0, 6.0)) -> np.ndarray:
-    """One crop through another lab's optics: zoom (pixel-size error), lower resolution, JPEG, blur, noise.
+@dataclass(frozen=True)
+class CameraQuality:
+    """The recipe of :func:`degrade_crop` (a config's ``stain.quality`` block): ranges and probabilities.
 
     ``zoom``: the crop is magnified by a factor drawn in this range (the pixel size misjudged by it);
     ``res``: with probability ``p_res`` the crop is resampled to this many pixels and back, so sharp
-    high-magnification cells (PBC, CellaVision) also appear as a low-resolution camera shows them,
-    and image quality cannot tell one source's class from another's.  uint8 in, uint8 out.
+    high-magnification cells (PBC, CellaVision) also appear as a low-resolution camera shows them, and
+    image quality cannot tell one source's class from another's; ``jpeg`` quality with ``p_jpeg``, Gaussian
+    ``blur`` sigma with ``p_blur``, ``noise`` sigma with ``p_noise``.
     """
+
+    zoom: tuple = (0.8, 1.25)
+    p_res: float = 0.6
+    res: tuple = (24, 72)
+    p_jpeg: float = 0.4
+    jpeg: tuple = (30, 90)
+    p_blur: float = 0.3
+    blur: tuple = (0.3, 1.5)
+    p_noise: float = 0.3
+    noise: tuple = (1.0, 6.0)
+
+
+def degrade_crop(c: np.ndarray, rng: np.random.Generator, quality: CameraQuality = CameraQuality()) -> np.ndarray:
+    """One crop through another lab's optics (:class:`CameraQuality`): zoom (pixel-size error), lower
+    resolution, JPEG, blur, noise.  uint8 in, uint8 out.
+    """
+    q = quality
+    zoom, p_res, res, p_jpeg, jpeg = q.zoom, q.p_res, q.res, q.p_jpeg, q.jpeg
+    p_blur, blur, p_noise, noise = q.p_blur, q.blur, q.p_noise, q.noise
     import io
 
     from PIL import Image
