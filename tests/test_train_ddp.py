@@ -110,7 +110,7 @@ def test_ddp_two_cpu_ranks_agree_and_only_rank0_writes(tmp_path):
 
 
 def test_shard_gives_every_rank_the_same_number_of_steps_and_covers_every_batch():
-    from leukcore.train.loop import _shard
+    from leukcore.train.ddp import shard as _shard
 
     batches = [f"b{i}" for i in range(5)]
     parts = [_shard(batches, r, 2) for r in range(2)]

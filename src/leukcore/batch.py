@@ -35,6 +35,7 @@ Output layout::
 share a name, each gets ``-<8 hex of sha1(absolute path)>`` appended, so names
 are unique and the same for the same source list.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,100 +46,15 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
+from .io.find import SLIDE_SUFFIXES, find_slides, slide_names
 from .progress import emit, is_cancelled
 from .settings import AnalysisSettings
 
 __all__ = ["run_batch", "find_slides", "slide_names", "process_slide", "BatchResult", "SLIDE_SUFFIXES"]
 
-#: suffixes recognised as slides when a folder is searched (longest first)
-SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".scn",
-                  ".zarr", ".png", ".jpg", ".jpeg", ".bmp")
-
 _THREADS_SET = [False]
-
-
-# ------------------------------------------------------------------ sources
-def _slide_suffix(name: str) -> Optional[str]:
-    low = name.lower()
-    for s in SLIDE_SUFFIXES:
-        if low.endswith(s):
-            return s
-    return None
-
-
-def find_slides(source: str | os.PathLike | Sequence, *, exclude: Optional[os.PathLike] = None) -> list[Path]:
-    """Slides named by ``source``: a folder (recursive), a list file, one slide, or a list of paths.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``source`` (or a path in a list file) does not exist.
-    ValueError
-        A folder holds no slide.
-    """
-    if isinstance(source, (list, tuple)):
-        return [Path(p) for p in source]
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: batch source does not exist (give a folder, a list file or a slide)")
-    ex = Path(exclude).resolve() if exclude else None
-    if src.is_dir() and not _slide_suffix(src.name):
-        found = []
-        for root, dirs, files in os.walk(src):
-            rp = Path(root)
-            if ex is not None and (rp.resolve() == ex or ex in rp.resolve().parents):
-                dirs[:] = []
-                continue
-            keep = []
-            for d in sorted(dirs):
-                if d.startswith("."):
-                    continue
-                if _slide_suffix(d) in (".zarr", ".ome.zarr"):
-                    found.append(rp / d)
-                else:
-                    keep.append(d)
-            dirs[:] = keep
-            for f in sorted(files):
-                if not f.startswith(".") and _slide_suffix(f):
-                    found.append(rp / f)
-        if not found:
-            raise ValueError(f"{src}: no slides found (looked for {', '.join(SLIDE_SUFFIXES)})")
-        return sorted(found)
-    if _slide_suffix(src.name):
-        return [src]
-    # a list file
-    out = []
-    for line in src.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        p = Path(line)
-        if not p.is_absolute():
-            p = src.parent / p
-        out.append(p)
-    if not out:
-        raise ValueError(f"{src}: list file names no slides")
-    return out
-
-
-def slide_names(sources: Sequence[Path]) -> list[str]:
-    """Unique, deterministic output folder names for ``sources`` (stem, + hash when stems collide)."""
-    stems = []
-    for p in sources:
-        s = _slide_suffix(p.name)
-        stems.append(p.name[: -len(s)] if s else p.stem)
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s.lower()] = counts.get(s.lower(), 0) + 1
-    names = []
-    for p, s in zip(sources, stems, strict=False):
-        if counts[s.lower()] > 1:
-            h = hashlib.sha1(str(Path(p).resolve()).encode()).hexdigest()[:8]
-            s = f"{s}-{h}"
-        names.append(s)
-    return names
 
 
 # ------------------------------------------------------------------ the task
@@ -165,10 +81,14 @@ def process_slide(source: str, out_dir: str, settings: AnalysisSettings) -> dict
     from .provenance import invalidate
 
     t0 = time.perf_counter()
-    row: dict[str, Any] = {"slide": Path(out_dir).name, "source": str(source), "out_dir": str(out_dir),
-                           "worker_pid": os.getpid()}
+    row: dict[str, Any] = {
+        "slide": Path(out_dir).name,
+        "source": str(source),
+        "out_dir": str(out_dir),
+        "worker_pid": os.getpid(),
+    }
     try:
-        invalidate(out_dir)          # before any work: a failure never leaves an old complete summary
+        invalidate(out_dir)  # before any work: a failure never leaves an old complete summary
         if not _THREADS_SET[0] and settings.threads:
             import torch
 
@@ -211,8 +131,14 @@ def _skipped_row(source: Path, out: Path, summary: dict) -> dict:
     from .export.summary import summary_row
 
     row = summary_row(summary)
-    row.update(slide=out.name, source=str(source), out_dir=str(out), status="skipped", worker_pid=None,
-               resume="skipped (complete)")
+    row.update(
+        slide=out.name,
+        source=str(source),
+        out_dir=str(out),
+        status="skipped",
+        worker_pid=None,
+        resume="skipped (complete)",
+    )
     return row
 
 
@@ -231,9 +157,11 @@ def current_models(detector, classifier, trust_unverified: bool = False) -> dict
     for role, m in (("detector", detector), ("classifier", classifier)):
         rec = model_fingerprint(m)
         if rec is not None and rec.get("weights_verified") is False and not trust_unverified:
-            raise ModelError(f"{rec.get('card_path')}: model card gives no sha256 for its weights, so they "
-                             f"cannot be verified; add weights.sha256 or pass trust_unverified=True "
-                             f"(--trust-unverified)")
+            raise ModelError(
+                f"{rec.get('card_path')}: model card gives no sha256 for its weights, so they "
+                f"cannot be verified; add weights.sha256 or pass trust_unverified=True "
+                f"(--trust-unverified)"
+            )
         out[role] = rec
     return out
 
@@ -266,8 +194,23 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
 
     from .results import atomic_path
 
-    fixed = ["slide", "status", "resume", "source", "out_dir", "cells", "blast_percent", "review", "mpp",
-             "mpp_source", "detector", "classifier", "seconds", "worker_pid", "error"]
+    fixed = [
+        "slide",
+        "status",
+        "resume",
+        "source",
+        "out_dir",
+        "cells",
+        "blast_percent",
+        "review",
+        "mpp",
+        "mpp_source",
+        "detector",
+        "classifier",
+        "seconds",
+        "worker_pid",
+        "error",
+    ]
     df = pd.DataFrame(sorted(rows, key=lambda r: r["slide"])).drop(columns=["traceback", "partial"], errors="ignore")
     extra = sorted(c for c in df.columns if c not in fixed)
     df = df.reindex(columns=[c for c in fixed] + extra)
@@ -280,11 +223,21 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
     return {"summary_csv": p_csv, "errors_json": p_err}
 
 
-def run_batch(sources, out_dir: str | os.PathLike, *, settings: Optional[AnalysisSettings] = None,
-              workers: Optional[int] = None, scheduler: Optional[str] = None, client=None,
-              threads_per_worker: Optional[int] = None, resume: bool = True,
-              progress: Optional[Callable] = None, cancel=None, on_submitted: Optional[Callable] = None,
-              **options) -> BatchResult:
+def run_batch(
+    sources,
+    out_dir: str | os.PathLike,
+    *,
+    settings: Optional[AnalysisSettings] = None,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    client=None,
+    threads_per_worker: Optional[int] = None,
+    resume: bool = True,
+    progress: Optional[Callable] = None,
+    cancel=None,
+    on_submitted: Optional[Callable] = None,
+    **options,
+) -> BatchResult:
     """Analyse many slides on dask.distributed; returns per-slide rows and writes the batch files.
 
     Parameters
@@ -345,15 +298,28 @@ def run_batch(sources, out_dir: str | os.PathLike, *, settings: Optional[Analysi
     if todo:
         with _dask_client(client, scheduler, workers, threads) as c:
             _run_tasks(c, todo, s, _Tally(rows, plan, total, progress, cancel), on_submitted)
-    errors = [{"slide": r["slide"], "source": r["source"], "error": r.get("error"),
-               "traceback": r.get("traceback")} for r in rows if r.get("status") == "error"]
+    return _batch_result(out, rows, total, t0, bool(is_cancelled(cancel)))
+
+
+def _batch_result(out: Path, rows: list, total: int, t0: float, cancelled: bool) -> BatchResult:
+    """The batch files written (``batch_summary.csv``, ``errors.json``) and the :class:`BatchResult` (``t0``: start)."""
+    errors = [
+        {"slide": r["slide"], "source": r["source"], "error": r.get("error"), "traceback": r.get("traceback")}
+        for r in rows
+        if r.get("status") == "error"
+    ]
     paths = _write_batch_files(out, rows, errors)
-    return BatchResult(rows=sorted(rows, key=lambda r: r["slide"]), errors=errors, paths=paths,
-                       wall_s=time.perf_counter() - t0,
-                       n_done=sum(r["status"] == "done" for r in rows),
-                       n_skipped=sum(r["status"] == "skipped" for r in rows),
-                       n_error=len(errors), n_total=total,
-                       cancelled=bool(is_cancelled(cancel)))
+    return BatchResult(
+        rows=sorted(rows, key=lambda r: r["slide"]),
+        errors=errors,
+        paths=paths,
+        wall_s=time.perf_counter() - t0,
+        n_done=sum(r["status"] == "done" for r in rows),
+        n_skipped=sum(r["status"] == "skipped" for r in rows),
+        n_error=len(errors),
+        n_total=total,
+        cancelled=cancelled,
+    )
 
 
 def _plan(srcs: list[Path], out: Path, s: AnalysisSettings, resume: bool):
@@ -373,7 +339,7 @@ def _plan(srcs: list[Path], out: Path, s: AnalysisSettings, resume: bool):
         if skip:
             rows.append(_skipped_row(src, d, read_summary(d)))
         else:
-            invalidate(d)            # before any work: a killed run never leaves the old complete summary
+            invalidate(d)  # before any work: a killed run never leaves the old complete summary
             todo.append((src, d))
     return rows, todo, plan
 
@@ -392,8 +358,13 @@ def _dask_client(client, scheduler: Optional[str], workers: Optional[int], threa
     else:
         import logging
 
-        own_cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=threads, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+        own_cluster = LocalCluster(
+            n_workers=int(workers or 1),
+            threads_per_worker=threads,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
         own_client = Client(own_cluster)
     try:
         yield own_client
@@ -416,8 +387,15 @@ class _Tally:
     def add(self, row: dict, name: str) -> None:
         row["resume"] = self.plan[name]
         self.rows.append(row)
-        emit(self.progress, "batch", len(self.rows), self.total, cells=int(row.get("cells") or 0),
-             message=f"{name}: {row['status']}", data={"row": row})
+        emit(
+            self.progress,
+            "batch",
+            len(self.rows),
+            self.total,
+            cells=int(row.get("cells") or 0),
+            message=f"{name}: {row['status']}",
+            data={"row": row},
+        )
 
 
 def _run_tasks(client, todo: list, s: AnalysisSettings, tally: _Tally, on_submitted: Optional[Callable]) -> None:
@@ -436,8 +414,14 @@ def _run_tasks(client, todo: list, s: AnalysisSettings, tally: _Tally, on_submit
         try:
             row = f.result()
         except Exception as e:  # the task itself died (e.g. worker killed too often)
-            row = {"slide": d.name, "source": str(src), "out_dir": str(d), "status": "error",
-                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+            row = {
+                "slide": d.name,
+                "source": str(src),
+                "out_dir": str(d),
+                "status": "error",
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(limit=5),
+            }
         tally.add(row, d.name)
         if is_cancelled(tally.cancel):
             for g in futs:

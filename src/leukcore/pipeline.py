@@ -26,6 +26,7 @@ killed run never leaves a previous run's marker behind.  Timings live only in
 file (size, mtime, bounded content hashes), every setting and each model (card
 path, card sha256, weights sha256); ``leuk batch`` resumes only on an exact match.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,13 +39,22 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ._version import __version__
+from .export.folder import write_outputs
 from .loader import load_classifier, load_detector
-from .progress import Cancelled, ProgressEvent, emit, is_cancelled
+from .progress import ProgressEvent
 from .results import BLAST_CLASSES, CellTable
 from .settings import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, AnalysisSettings
 
-__all__ = ["AnalysisResult", "AnalysisSettings", "analyze_slide", "write_outputs", "load_detector",
-           "load_classifier", "model_info", "DEFAULT_BATCH_SIZE"]
+__all__ = [
+    "AnalysisResult",
+    "AnalysisSettings",
+    "analyze_slide",
+    "write_outputs",
+    "load_detector",
+    "load_classifier",
+    "model_info",
+    "DEFAULT_BATCH_SIZE",
+]
 
 #: classification batch size per device type
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 256}
@@ -77,8 +87,10 @@ class AnalysisResult:
         return dict(self.summary.get("counts", {}))
 
     def __repr__(self) -> str:
-        return (f"<AnalysisResult: {len(self.table)} cells, counts={self.counts}, "
-                f"blast%={self.summary.get('blast_percent')}, partial={self.partial}>")
+        return (
+            f"<AnalysisResult: {len(self.table)} cells, counts={self.counts}, "
+            f"blast%={self.summary.get('blast_percent')}, partial={self.partial}>"
+        )
 
 
 # ---------------------------------------------------------------- models
@@ -138,11 +150,20 @@ def _resolve_mpp(slide) -> tuple[Any, dict]:
     try:
         est = estimate_mpp(slide)
     except Exception as e:
-        raise ValueError(f"{slide.path or 'slide'}: pixel size unknown and it could not be estimated "
-                         f"from red cells ({e}); pass mpp= (or --mpp)") from None
+        raise ValueError(
+            f"{slide.path or 'slide'}: pixel size unknown and it could not be estimated "
+            f"from red cells ({e}); pass mpp= (or --mpp)"
+        ) from None
     slide = slide.with_mpp(est.mpp, "estimated")
-    info.update(value=float(est.mpp), source="estimated", spread=float(est.spread), n_cells=int(est.n_cells),
-                method=est.method, reliable=bool(est.reliable), reason=est.reason)
+    info.update(
+        value=float(est.mpp),
+        source="estimated",
+        spread=float(est.spread),
+        n_cells=int(est.n_cells),
+        method=est.method,
+        reliable=bool(est.reliable),
+        reason=est.reason,
+    )
     return slide, info
 
 
@@ -151,19 +172,30 @@ def _clean_meta(slide, mpp_info, det_info, clf_info, region, partial, classes, r
     return {
         "slide": Path(str(slide.path)).name if slide.path else None,
         "shape": [int(s) for s in slide.shape],
-        "mpp": mpp_info["value"], "mpp_source": mpp_info["source"],
-        "detector": _table_model_info(det_info), "classifier": _table_model_info(clf_info),
-        "classes": list(classes), "review_threshold": float(review_threshold),
+        "mpp": mpp_info["value"],
+        "mpp_source": mpp_info["source"],
+        "detector": _table_model_info(det_info),
+        "classifier": _table_model_info(clf_info),
+        "classes": list(classes),
+        "review_threshold": float(review_threshold),
         "region": list(region) if region is not None else None,
-        "partial": bool(partial), "leukcore_version": __version__,
+        "partial": bool(partial),
+        "leukcore_version": __version__,
     }
 
 
 # ---------------------------------------------------------------- main
-def analyze_slide(slide_or_path, detector=DEFAULT_DETECTOR, classifier=DEFAULT_CLASSIFIER, *,
-                  settings: Optional[AnalysisSettings] = None,
-                  progress: Optional[Callable[[ProgressEvent], Any]] = None, cancel=None,
-                  out_dir: Optional[str | os.PathLike] = None, **options) -> AnalysisResult:
+def analyze_slide(
+    slide_or_path,
+    detector=DEFAULT_DETECTOR,
+    classifier=DEFAULT_CLASSIFIER,
+    *,
+    settings: Optional[AnalysisSettings] = None,
+    progress: Optional[Callable[[ProgressEvent], Any]] = None,
+    cancel=None,
+    out_dir: Optional[str | os.PathLike] = None,
+    **options,
+) -> AnalysisResult:
     """Find and classify every white cell of a slide.
 
     Parameters
@@ -250,8 +282,9 @@ class _SlideRun:
             provenance.invalidate(self.out_dir)
         self.dev = resolve_device(s.device)
         self.dev_name = str(self.dev)
-        src_path = (slide_or_path if isinstance(slide_or_path, (str, os.PathLike))
-                    else getattr(slide_or_path, "path", None))
+        src_path = (
+            slide_or_path if isinstance(slide_or_path, (str, os.PathLike)) else getattr(slide_or_path, "path", None)
+        )
         self.input_fp = self._timed("fingerprint_s", provenance.input_fingerprint, src_path)
         slide, opened = self._timed("open_s", _open, slide_or_path, s.mpp)
         try:
@@ -275,13 +308,11 @@ class _SlideRun:
         from .stages import run_stages
 
         t_pipe = time.perf_counter()
-        st = run_stages(slide, det, clf, s, device=self.dev_name, progress=self.prog, cancel=self.cancel,
-                        batch_size=bs)
+        st = run_stages(slide, det, clf, s, device=self.dev_name, progress=self.prog, cancel=self.cancel, batch_size=bs)
         self.timings["pipeline_s"] = time.perf_counter() - t_pipe
         self.timings.update(st.stats)
         table, review_threshold = self.table(slide, mpp_info, det, clf, st)
-        result = AnalysisResult(table, self.summary(table, slide, mpp_info, det, clf, st.partial,
-                                                    review_threshold, bs))
+        result = AnalysisResult(table, self.summary(table, slide, mpp_info, det, clf, st.partial, review_threshold, bs))
         result.summary.update(integrity_summary(slide, s.skip_missing))
         return self.finish(result, slide, st.partial)
 
@@ -289,8 +320,10 @@ class _SlideRun:
         from .loader import load_classifier, load_detector
 
         s = self.s
-        return (load_detector(s.detector, device=self.dev_name, trust_unverified=s.trust_unverified),
-                load_classifier(s.classifier, device=self.dev_name, trust_unverified=s.trust_unverified))
+        return (
+            load_detector(s.detector, device=self.dev_name, trust_unverified=s.trust_unverified),
+            load_classifier(s.classifier, device=self.dev_name, trust_unverified=s.trust_unverified),
+        )
 
     def table(self, slide, mpp_info, det, clf, st) -> tuple[CellTable, float]:
         """The sorted cell table with its classification, and the review threshold used."""
@@ -299,13 +332,14 @@ class _SlideRun:
 
         classes = list(clf.classes) if clf is not None else []
         review_threshold, blast_threshold = review_rule(clf, self.s.review_threshold)
-        meta = _clean_meta(slide, mpp_info, model_info(det), model_info(clf), self.s.region, st.partial, classes,
-                           review_threshold)
+        meta = _clean_meta(
+            slide, mpp_info, model_info(det), model_info(clf), self.s.region, st.partial, classes, review_threshold
+        )
         table = CellTable.concat(st.chunks, meta=meta) if st.chunks else CellTable(None, meta)
         table.meta = meta
         if clf is not None:
             P = np.concatenate(st.probs, axis=0) if st.probs else np.zeros((0, len(classes)), np.float32)
-            table.set_classification(P[:len(table)], classes, review_threshold, blast_threshold=blast_threshold)
+            table.set_classification(P[: len(table)], classes, review_threshold, blast_threshold=blast_threshold)
         table = table.sorted()
         table.meta = meta
         return table, review_threshold
@@ -318,8 +352,16 @@ class _SlideRun:
         timings["efficiency"] = (timings["pipeline_s"] / slower) if slower > 0 else None
         det_info, clf_info = model_info(det), model_info(clf)
         resolved = self.s.replace(review_threshold=review_threshold, batch_size=bs)
-        summary = build_summary(table, slide, mpp_info, {"detector": det_info, "classifier": clf_info}, resolved,
-                                self.dev_name, partial, timings)
+        summary = build_summary(
+            table,
+            slide,
+            mpp_info,
+            {"detector": det_info, "classifier": clf_info},
+            resolved,
+            self.dev_name,
+            partial,
+            timings,
+        )
         summary["provenance"] = provenance.fingerprint(self.input_fp, self.s.record(), det_info, clf_info)
         return summary
 
@@ -337,8 +379,16 @@ class _SlideRun:
 
 
 # ---------------------------------------------------------------- summary
-def build_summary(table: CellTable, slide, mpp_info: dict, models: dict, settings: AnalysisSettings, device: str,
-                  partial: bool, timings: dict) -> dict:
+def build_summary(
+    table: CellTable,
+    slide,
+    mpp_info: dict,
+    models: dict,
+    settings: AnalysisSettings,
+    device: str,
+    partial: bool,
+    timings: dict,
+) -> dict:
     """The summary dict of one run (also written as ``summary.json``).
 
     ``models``: the ``detector`` and ``classifier`` records (:func:`model_info`); ``settings``: the run's settings
@@ -350,11 +400,13 @@ def build_summary(table: CellTable, slide, mpp_info: dict, models: dict, setting
     n = len(table)
     s: dict[str, Any] = {
         "leukcore_version": __version__,
-        "slide": {"name": Path(str(slide.path)).name if slide.path else None,
-                  "path": str(slide.path) if slide.path else None,
-                  "format": getattr(slide, "format", None),
-                  "shape": [int(v) for v in slide.shape],
-                  "levels": int(slide.n_levels)},
+        "slide": {
+            "name": Path(str(slide.path)).name if slide.path else None,
+            "path": str(slide.path) if slide.path else None,
+            "format": getattr(slide, "format", None),
+            "shape": [int(v) for v in slide.shape],
+            "levels": int(slide.n_levels),
+        },
         "region": list(region) if region is not None else None,
         "cells": n,
         "counts": counts,
@@ -363,97 +415,19 @@ def build_summary(table: CellTable, slide, mpp_info: dict, models: dict, setting
         "device": device,
         "models": {"detector": models.get("detector"), "classifier": models.get("classifier")},
         "mpp": dict(mpp_info),
-        "settings": {"review_threshold": float(review_threshold), "batch_size": int(batch_size),
-                     "tile_size": int(tile_size)},
+        "settings": {
+            "review_threshold": float(review_threshold),
+            "batch_size": int(batch_size),
+            "tile_size": int(tile_size),
+        },
         "timings": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
     }
     if table.is_classified:
         s["classes"] = table.classes
         s["percent"] = {k: (round(100.0 * v / n, 3) if n else None) for k, v in counts.items()}
         s["blast_classes"] = [c for c in table.classes if c in BLAST_CLASSES]
-        ts = table.summary()             # the one owner of blast percentage and review numbers
+        ts = table.summary()  # the one owner of blast percentage and review numbers
         for k in ("blast_percent", "blast_percent_all_cells", "blast_percent_basis", "review", "confident_counts"):
             s[k] = ts.get(k)
         s["mean_confidence"] = round(float(table.df["confidence"].mean()), 4) if n else None
     return s
-
-
-# ---------------------------------------------------------------- outputs
-def _clear_marker_and_temps(out: Path) -> None:
-    from .export.kinds import SUMMARY_NAME
-
-    (out / SUMMARY_NAME).unlink(missing_ok=True)
-    for p in out.glob(".*.tmp-*"):  # left by a killed run
-        if p.is_dir():
-            import shutil
-
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike, *, slide=None,
-                  formats=("parquet", "csv", "geojson", "labels", "overlay"),
-                  progress=None, cancel=None, label_chunk: int = 1024) -> dict:
-    """Write a result's folder; ``summary.json`` last (the completion marker).
-
-    Parameters
-    ----------
-    result : AnalysisResult
-        A complete (not partial) result.
-    out_dir : path-like
-        The slide's output folder (created).
-    slide : Slide, optional
-        The analysed slide (for the overlay thumbnail and the label shape); re-opened
-        from ``result.summary["slide"]["path"]`` when not given.
-    formats : sequence of str
-        Subset of ``parquet, csv, geojson, labels, overlay``.
-
-    Returns
-    -------
-    dict
-        Paths by kind (also stored in ``result.outputs`` and ``summary["outputs"]``).
-
-    Raises
-    ------
-    ValueError
-        For a partial (cancelled) result: it is never written as if complete.
-    """
-    from .export.kinds import FILE_NAMES, SUMMARY_NAME, write_output
-    from .export.summary import write_summary
-
-    if result.partial:
-        raise ValueError("refusing to write a partial (cancelled) result as complete outputs")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_marker_and_temps(out)
-    t0 = time.perf_counter()
-    table = result.table
-    own = False
-    if slide is None and ("labels" in formats or "overlay" in formats):
-        from .io import open_slide
-
-        slide = open_slide(result.summary["slide"]["path"], mpp=result.summary["mpp"]["value"])
-        own = True
-    title = result.summary.get("slide", {}).get("name")
-    paths: dict[str, Path] = {}
-    steps = [f for f in ("parquet", "csv", "geojson", "labels", "overlay") if f in formats]
-    try:
-        for i, kind in enumerate(steps):
-            if is_cancelled(cancel):
-                raise Cancelled("cancelled while writing outputs")
-            emit(progress, "write", i, len(steps) + 1, cells=len(table), message=FILE_NAMES[kind])
-            paths[kind] = write_output(kind, table, out, slide=slide, title=title, label_chunk=label_chunk,
-                                       cancel=cancel)
-    finally:
-        if own:
-            slide.close()
-    s = result.summary
-    s["outputs"] = {k: v.name for k, v in paths.items()}
-    s["complete"] = not (s.get("missing") or {}).get("count")  # skipped regions: never complete
-    s.setdefault("timings", {})["write_s"] = round(time.perf_counter() - t0, 4)
-    paths["summary"] = out / SUMMARY_NAME
-    write_summary(s, paths["summary"])
-    emit(progress, "write", len(steps) + 1, len(steps) + 1, cells=len(table), message="done")
-    result.outputs = paths
-    return paths

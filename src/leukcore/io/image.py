@@ -100,7 +100,7 @@ def _identity(obj):
 
 
 def _pil_mpp(info) -> tuple[Optional[float], Optional[str]]:
-    from .tiff import valid_mpp
+    from .mppcheck import valid_mpp
 
     dpi = info.get("dpi")
     if not dpi:

@@ -333,7 +333,7 @@ def _zarr_mpp(img: _ZarrImage, axes0, warns: list) -> tuple:
     scales, unit = img.scales, img.unit
     mpp, origin = None, None
     if scales and scales[0]:
-        from .tiff import UNIT_TO_UM, valid_mpp
+        from .mppcheck import UNIT_TO_UM, valid_mpp
 
         xi = axes0.index("X")
         f = UNIT_TO_UM.get(str(unit).strip().lower()) if unit else None

@@ -6,7 +6,6 @@ native tile or strip at a time; opening reads only the IFDs (metadata).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
@@ -24,33 +23,11 @@ from .errors import (
     UnsupportedLayoutError,
 )
 from .lazy import LevelReader, Source, as_dask, choose_chunks, file_token, integrity_of_readers, level_downsample
-from .mppcheck import plausible_metadata_mpp
+from .mppcheck import MPP_RANGE, UNIT_TO_UM, valid_mpp
 from .slide import Slide, downsample2
+from .tiff_mpp import metadata_mpp
 
 __all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM", "valid_mpp"]
-
-#: pixel sizes (um) outside this range are treated as "not a microscope resolution"
-#: (e.g. the 72 / 96 dpi defaults many tools write) and ignored.
-MPP_RANGE = (0.01, 50.0)
-
-UNIT_TO_UM = {
-    "m": 1e6, "meter": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3,
-    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6, "picometer": 1e-6,
-    "inch": 25400.0, "in": 25400.0,
-}
-
-
-def valid_mpp(v) -> Optional[float]:
-    """``v`` as a float pixel size (um/px) when it is finite and inside :data:`MPP_RANGE`, else None."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(v) or not (MPP_RANGE[0] <= v <= MPP_RANGE[1]):
-        return None
-    return v
-
 
 class _LogCapture(logging.Handler):
     def __init__(self):
@@ -111,77 +88,6 @@ class _LevelGetter:
     def __call__(self, obj):
         z = obj[1]
         return z[str(self.level)] if self.multiscale else z
-
-
-def _ome_mpp(tif, warnings: Optional[list] = None) -> tuple[Optional[float], Optional[str]]:
-    xml = tif.ome_metadata
-    if not xml:
-        return None, None
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as e:
-        if warnings is not None:
-            warnings.append(f"OME-XML metadata is not valid XML ({e}): ignored, pixel size from TIFF tags")
-        return None, None
-    for el in root.iter():
-        if el.tag.endswith("}Pixels") or el.tag == "Pixels":
-            v = el.get("PhysicalSizeX")
-            if v is None:
-                return None, None
-            unit = (el.get("PhysicalSizeXUnit") or "µm").strip().lower()
-            f = UNIT_TO_UM.get(unit)
-            if f is None:
-                if warnings is not None:
-                    warnings.append(f"OME PhysicalSizeXUnit={unit!r} is not a length unit: pixel size unknown")
-                return None, None
-            try:
-                fv = float(v)
-            except (TypeError, ValueError):
-                if warnings is not None:
-                    warnings.append(f"OME PhysicalSizeX={v!r} is not a number: pixel size unknown")
-                return None, None
-            mpp = valid_mpp(fv * f)
-            return mpp, ("ome:PhysicalSizeX" if mpp else None)
-    return None, None
-
-
-def _svs_mpp(page) -> tuple[Optional[float], Optional[str]]:
-    from tifffile.tifffile import svs_description_metadata
-
-    try:
-        meta = svs_description_metadata(page.description)
-    except Exception:
-        return None, None
-    mpp = valid_mpp(meta.get("MPP"))
-    return mpp, ("svs:MPP" if mpp else None)
-
-
-def _resolution_mpp(tif, page) -> tuple[Optional[float], Optional[str]]:
-    tags = page.tags
-    if "XResolution" not in tags:
-        return None, None
-    xr = tags["XResolution"].value
-    try:
-        xres = xr[0] / xr[1] if isinstance(xr, tuple) else float(xr)
-    except (ZeroDivisionError, TypeError):
-        return None, None
-    if not xres or xres <= 0:
-        return None, None
-    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-    if unit == 2:
-        mpp = 25400.0 / xres
-    elif unit == 3:
-        mpp = 1e4 / xres
-    elif unit == 1 and tif.is_imagej:
-        ij = tif.imagej_metadata or {}
-        f = UNIT_TO_UM.get(str(ij.get("unit", "")).strip().lower().replace("\\u00b5", "µ"))
-        if f is None:
-            return None, None
-        mpp = f / xres
-    else:
-        return None, None
-    mpp = valid_mpp(mpp)
-    return mpp, ("tiff:resolution" if mpp else None)
 
 
 def _vendor_format(tif) -> tuple[str, Optional[str]]:
@@ -315,7 +221,7 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     slide_warnings = [f"tifffile: {w}" for w in dict.fromkeys(warnings_)][:10]
     if len(set(warnings_)) > 10:
         slide_warnings.append(f"tifffile: ... {len(set(warnings_)) - 10} more warnings")
-    mpp, origin = _metadata_mpp(tif, page0, slide_warnings, path)
+    mpp, origin = metadata_mpp(tif, page0, slide_warnings, path)
 
     import zarr
 
@@ -371,18 +277,6 @@ def _sample_layout(path, series, page0) -> tuple:
         if problem:
             raise UnsupportedLayoutError(path, problem)
     return H, W, photometric, convert
-
-
-def _metadata_mpp(tif, page0, slide_warnings: list, path) -> tuple:
-    """``(mpp, origin)`` from OME-XML, the Aperio description or the resolution tags (plausible values only)."""
-    mpp, origin = None, None
-    if tif.is_ome:
-        mpp, origin = _ome_mpp(tif, slide_warnings)
-    if mpp is None and tif.is_svs:
-        mpp, origin = _svs_mpp(page0)
-    if mpp is None:
-        mpp, origin = _resolution_mpp(tif, page0)
-    return plausible_metadata_mpp(mpp, origin, slide_warnings, path)
 
 
 class _TiffLevels:

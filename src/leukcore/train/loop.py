@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .config import dump_config
+from .ddp import broadcast, dist_context, shard, weights_digest
 from .metrics import macro_f1
 
 __all__ = ["train_classifier", "seed_everything", "build_card", "weights_digest"]
@@ -43,52 +44,12 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _dist():
-    """(rank, world, local_rank); initialises torch.distributed under torchrun."""
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def weights_digest(module) -> str:
-    """sha256 of a module's state (names, shapes, values): equal on every DDP rank after training."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
-def _shard(batches: list, rank: int, world: int) -> list:
-    """The share of an epoch's batches for this rank; every rank gets the same number of steps (DDP needs it):
-    the list is padded with its first batches up to a multiple of ``world``.
-    """
-    if world <= 1 or not batches:
-        return batches
-    pad = (-len(batches)) % world
-    full = batches + batches[:pad] if pad <= len(batches) else batches * (1 + pad // len(batches))
-    full = full[: len(batches) + pad]
-    return full[rank::world]
 
 
-def _broadcast(obj, world: int):
-    """Rank 0's value of ``obj`` on every rank (DDP); ``obj`` unchanged when not distributed."""
-    if world <= 1:
-        return obj
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _class_weights(y: np.ndarray, C: int) -> np.ndarray:
@@ -172,7 +133,7 @@ class _Training:
 
         self.cfg, self.run, self.resume, self.log = cfg, run, resume, log
         self.tr = tr = cfg["train"]
-        self.rank, self.world, local = _dist()
+        self.rank, self.world, local = dist_context()
         if tr.get("threads"):
             torch.set_num_threads(int(tr["threads"]))
         self.device = resolve_device(tr["device"] if self.world == 1
@@ -392,7 +353,7 @@ class _Training:
                 m.eval()
         view = rng.integers(0, self.V, size=len(tri))
         batches = _batches(len(tri), self.p2["batch_size"], rng, ytr, tr["balance"], self.C)
-        batches = _shard(batches, self.rank, self.world)
+        batches = shard(batches, self.rank, self.world)
         tot = 0.0
         for b in tqdm(batches, desc=f"phase 2 epoch {ep}", unit="batch", mininterval=10, leave=False):
             x = torch.from_numpy(self.ftr[view[b], b].astype(np.float32)).to(device, non_blocking=True)
@@ -416,7 +377,7 @@ class _Training:
         with torch.inference_mode():
             pv = np.concatenate([top(torch.from_numpy(fva[i:i + 256].astype(np.float32)).to(device)).float()
                                  .cpu().numpy() for i in range(0, len(fva), 256)]) if len(fva) else np.zeros((0, C))
-        f1 = _broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, self.world)  # one decision for all
+        f1 = broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, self.world)  # one decision for all
         self.history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1,
                              "lr": float(opt.param_groups[0]["lr"])})
         self.log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
