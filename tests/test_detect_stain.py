@@ -82,3 +82,16 @@ def test_a_card_with_an_unknown_normalisation_is_refused():
     det2 = Detector.from_network(det.net, card)
     with pytest.raises(ValueError, match="unknown input normalization 'macenko'"):
         _ = det2.stain_template
+
+
+def test_cached_training_cells_are_keyed_by_the_detectors_input_normalisation():
+    """Same weights read through another normalisation find other cells: the crop cache must not mix them."""
+    from leukcore.detect import Detector
+    from leukcore.train.cells import detector_finder
+
+    det = Detector.load("wbc-stardist", backend="torch")
+    plain = dict(det.card)
+    plain["input"] = {k: v for k, v in det.card["input"].items() if k != "normalization"}
+    a = detector_finder(det).name
+    b = detector_finder(Detector.from_network(det.net, plain)).name
+    assert a != b and a.split(":")[:3] == b.split(":")[:3]      # same model name and weights hash

@@ -76,8 +76,12 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
 
     card = getattr(det, "card", {}) or {}
     t, i = card.get("thresholds", {}) or {}, card.get("input", {}) or {}
+    # everything that changes the cells found: thresholds, pixel size, sizes, and the input normalisation
+    # (wbc-stardist v4 reads the v3 weights through a stain normalisation: same weights, other cells)
     thr = hashlib.sha256(json.dumps([t.get("prob"), t.get("nms"), i.get("mpp"), i.get("min_cell_um"),
-                                     i.get("max_cell_um"), detect_kw], sort_keys=True, default=str).encode()).hexdigest()[:8]
+                                     i.get("max_cell_um"), detect_kw]
+                                    + ([i["normalization"]] if "reinhard" in str(i.get("normalization")) else []),
+                                    sort_keys=True, default=str).encode()).hexdigest()[:8]
     find.name = f"detector:{card.get('name', 'custom')}:{card.get('weights', {}).get('sha256', '')[:12]}:{thr}"
     return find
 
