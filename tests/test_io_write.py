@@ -200,7 +200,7 @@ def test_read_conversions_through_files(tmp_path):
 
 
 def test_disk_buffered_levels_match_in_memory(tmp_path, monkeypatch):
-    import leukcore.io.write as w
+    import leukcore.io.pyramid as w  # the level buffers (write_slide's pyramid)
 
     img = np.tile(sample_field(3, "bccd"), (2, 2, 1))[:950, :1270]  # odd-ish sizes
     write_slide(tmp_path / "mem.ome.tif", img, tile=128)

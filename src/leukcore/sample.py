@@ -264,8 +264,7 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
 
     flist, rows, cols = _field_grid(fields, mpp, shuffle, grid)
     sizes, scaled = _scaled_sizes(flist, field_scale, mpp)
-    if cell is None:
-        cell = max(max(h, w) for h, w, _ in scaled.values()) + gap
+    cell = cell if cell is not None else max(max(h, w) for h, w, _ in scaled.values()) + gap
     H, W = rows * cell, cols * cell
     placements, layout = _place_fields(flist, sizes, scaled, (rows, cols), cell, mask_scale_bar)
     img = _lazy_mosaic((H, W), placements, background, chunk=tile)
@@ -275,11 +274,16 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
                 description=desc, attribution=attribution, name="leukcore mosaic", progress=progress)
     mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
     if write_layout:
-        from .results import atomic_path
-
-        with atomic_path(str(out_path) + ".layout.json") as tmp:
-            Path(tmp).write_text(mos.to_json())
+        _write_layout(mos, out_path)
     return mos
+
+
+def _write_layout(mos: Mosaic, out_path) -> None:
+    """``<out_path>.layout.json``: where every field of the mosaic lies (atomically)."""
+    from .results import atomic_path
+
+    with atomic_path(str(out_path) + ".layout.json") as tmp:
+        Path(tmp).write_text(mos.to_json())
 
 
 def _field_grid(fields, mpp, shuffle, grid) -> tuple[list, int, int]:
