@@ -138,9 +138,6 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     ``path``: an image file, or an already decoded ``(Y, X, 3)`` uint8 array (the web demo's
     upload; its record then has no ``path``).
     """
-    from .classify.crops import extract_crops, resize_rgb
-    from .io.slide import Slide
-
     if mpp is not None:
         from .io.mppcheck import check_user_mpp
         mpp = check_user_mpp(mpp)
@@ -163,24 +160,41 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
         mpp_info = {"reliable": True} if mpp else {}
         table, m, src = find_cells(img, mpp, detector, device, info=mpp_info)
         if len(table):
-            slide = Slide.from_array(np.ascontiguousarray(img), mpp=m)
-            from .classify.fields import aggregate_cells, field_rule
-            fr = field_rule(clf.card)
-            probs = clf.predict_crops(extract_crops(slide, table, clf), tta=fr["tta"])
-            p = aggregate_cells(probs, fr["field_aggregation"])
-            per_cell = [clf.classes[i] for i in probs.argmax(1)]
-            rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
-            rec.update(label=clf.classes[int(p.argmax())],
-                       probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
-                       rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
-                       cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=m, mpp_source=src,
-                       mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
+            rec.update(_cells_record(img, table, clf, m), mpp_source=src, mpp_reliable=mpp_info.get("reliable"),
+                       **_why(mpp_info))
             return _review(rec, clf)
         if kind == "field":
             rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="no-cells", n_cells=0,
                        reason="no white cell detected", mpp=m, mpp_source=src,
                        mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
             return rec
+    rec.update(_one_cell_record(img, clf, mpp))
+    return _review(rec, clf)
+
+
+def _cells_record(img: np.ndarray, table, clf, mpp: float) -> dict:
+    """The field's call from its detected cells (the card's field rule: TTA and aggregation)."""
+    from .classify.crops import extract_crops
+    from .classify.fields import aggregate_cells, field_rule
+    from .io.slide import Slide
+
+    slide = Slide.from_array(np.ascontiguousarray(img), mpp=mpp)
+    fr = field_rule(clf.card)
+    probs = clf.predict_crops(extract_crops(slide, table, clf), tta=fr["tta"])
+    p = aggregate_cells(probs, fr["field_aggregation"])
+    per_cell = [clf.classes[i] for i in probs.argmax(1)]
+    rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
+    return dict(label=clf.classes[int(p.argmax())],
+                probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
+                rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
+                cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=mpp)
+
+
+def _one_cell_record(img: np.ndarray, clf, mpp: Optional[float]) -> dict:
+    """The image as one cell: its centre crop at ``mpp``, else the whole image letterboxed."""
+    from .classify.crops import resize_rgb
+    from .io.slide import Slide
+
     if mpp:
         side = int(round(clf.spec.side_px(mpp)))
         H, W = img.shape[:2]
@@ -190,9 +204,10 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     else:
         crop, rule = letterbox(img, clf.spec.size), "whole-image"
     p = clf.predict_crops(crop[None])[0]
-    rec.update(label=clf.classes[int(p.argmax())], probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
-               rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None, mpp_reliable=True if mpp else None)
-    return _review(rec, clf)
+    return dict(label=clf.classes[int(p.argmax())],
+                probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
+                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None,
+                mpp_reliable=True if mpp else None)
 
 
 #: the label of an image the model is not sure about (CellaVision's "unidentified")

@@ -216,7 +216,37 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
         log(f"loaded {counts} in {time.time() - t0:.0f} s")
     net, channels = _initial_net(init_from, channels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    budget = minutes * 60.0
+    if bank is not None:
+        def draw():
+            return _bank_batch(bank_w, bank_y, idx, sources, rng, batch)
+    else:
+        def draw():
+            return make_batch(pools, rng, batch)
+    step, hist = _train_for(net, opt, draw, lr, minutes * 60.0, log)
+    net.eval()
+    card = _scalenet_card(name, channels, sources, counts, dict(
+        steps=step, batch=batch, minutes=minutes, seed=seed, lr=lr, bank=bank is not None,
+        init_from=init_from is not None))
+    cpath = save_model(net.state_dict(), card, out_dir, name)
+    Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
+    log(f"saved {cpath} after {step} steps")
+    return cpath
+
+
+def _bank_batch(bank_w, bank_y, idx: dict, sources, rng, batch: int) -> tuple:
+    """A batch of bank windows (equal share per source), flipped and turned at random: ``(x, y)``."""
+    sel = np.concatenate([rng.choice(idx[s], batch // len(sources)) for s in sources])
+    w = bank_w[sel]
+    if rng.random() < 0.5:
+        w = w[:, :, ::-1]
+    w = np.rot90(w, int(rng.integers(4)), axes=(1, 2))
+    return window_input(np.ascontiguousarray(w)), bank_y[sel]
+
+
+def _train_for(net, opt, draw, lr: float, budget: float, log) -> tuple[int, list]:
+    """Steps on ``draw()`` batches for ``budget`` seconds (warm-up, cosine decay, beta-NLL); ``(steps, |err|s)``."""
+    import torch
+
     t1 = time.time()
     step, hist = 0, []
     net.train()
@@ -227,15 +257,7 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
         cur = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         for g in opt.param_groups:
             g["lr"] = cur
-        if bank is not None:
-            sel = np.concatenate([rng.choice(idx[s], batch // len(sources)) for s in sources])
-            w = bank_w[sel]
-            if rng.random() < 0.5:
-                w = w[:, :, ::-1]
-            w = np.rot90(w, int(rng.integers(4)), axes=(1, 2))
-            x, y = window_input(np.ascontiguousarray(w)), bank_y[sel]
-        else:
-            x, y = make_batch(pools, rng, batch)
+        x, y = draw()
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         mu, lv = net(x)
         # beta-NLL (Seitzer et al. 2022, beta 0.5): the Gaussian NLL weighted by sigma^(2 beta), detached
@@ -248,14 +270,7 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
         step += 1
         if step % 100 == 0:
             log(f"step {step} ({time.time() - t1:.0f} s): mean |log err| {np.mean(hist[-100:]):.3f} lr {cur:.2e}")
-    net.eval()
-    card = _scalenet_card(name, channels, sources, counts, dict(
-        steps=step, batch=batch, minutes=minutes, seed=seed, lr=lr, bank=bank is not None,
-        init_from=init_from is not None))
-    cpath = save_model(net.state_dict(), card, out_dir, name)
-    Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
-    log(f"saved {cpath} after {step} steps")
-    return cpath
+    return step, hist
 
 
 def _bank_windows(bank, sources) -> tuple:

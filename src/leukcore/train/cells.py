@@ -184,11 +184,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         pixels, ``n_cells`` int (len(df),) cells found per image.  Cached as ``.npz`` keyed by the images'
         hashes, the crop spec and the finder's name.
     """
-    geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}   # not the input mode
-    key = hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom, "only_cached": only_cached,
-                                     "mpp": [float(m) if m == m else None for m in df["mpp"]],
-                                     "finder": getattr(finder, "name", repr(finder)),
-                                     "max": max_cells_per_image}).encode()).hexdigest()[:20]
+    key = _cell_set_key(df, spec, finder, max_cells_per_image, only_cached)
     path = None
     if cache:
         d = cell_cache_dir() if cache == "auto" else Path(cache)
@@ -229,9 +225,24 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
            "centroid": np.concatenate(cents) if cents else np.zeros((0, 2)),
            "n_cells": ncell, "found": ncached}
     if path is not None and ncached.all():
-        from ..results import atomic_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **out)
+        _save_cell_set(path, out)
     return out
+
+
+def _cell_set_key(df, spec: CropSpec, finder, max_cells_per_image: int, only_cached: bool) -> str:
+    """The cache key of a cell set: the images' hashes and pixel sizes, the crop geometry, the finder."""
+    geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}   # not the input mode
+    return hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom, "only_cached": only_cached,
+                                      "mpp": [float(m) if m == m else None for m in df["mpp"]],
+                                      "finder": getattr(finder, "name", repr(finder)),
+                                      "max": max_cells_per_image}).encode()).hexdigest()[:20]
+
+
+def _save_cell_set(path: Path, out: dict) -> None:
+    """Write a cell set's ``.npz`` atomically."""
+    from ..results import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **out)
