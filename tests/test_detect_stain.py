@@ -95,3 +95,17 @@ def test_cached_training_cells_are_keyed_by_the_detectors_input_normalisation():
     a = detector_finder(det).name
     b = detector_finder(Detector.from_network(det.net, plain)).name
     assert a != b and a.split(":")[:3] == b.split(":")[:3]      # same model name and weights hash
+
+
+def test_a_run_records_how_far_the_slides_stain_is_from_the_training_template():
+    from leukcore.detect import Detector, detect_cells
+    from leukcore.detect.augment import restain
+    from leukcore.io import Slide
+
+    det = Detector.load("wbc-stardist", backend="torch")
+    img = _fields()[0]
+    own = detect_cells(Slide.from_array(img, mpp=0.092), det, progress=None).meta["stain"]
+    assert own["applied"] and own["distance"] < S.UNLIKE_TRAINING_DISTANCE and not own["unlike_training"]
+    red = restain(img, "deep-red", "white", "as-is", lab=None)
+    other = detect_cells(Slide.from_array(red, mpp=0.092), det, progress=None).meta["stain"]
+    assert other["distance"] > own["distance"]

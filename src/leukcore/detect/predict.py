@@ -234,20 +234,19 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
 
 
 def _read_batch(plan: DetectionPlan, tiles) -> list:
-    """Per tile: list of (window, normalised pixels); one read of the windows' bounding box per tile."""
+    """Per tile: list of (window, normalised pixels).  One read of the windows' bounding box per tile, but
+    only the windows' pixels are normalised (per pixel, so the values do not depend on the box)."""
     from .data import normalize_image
 
     out = []
     for t in tiles:
         wins = tile_windows(plan, t)
-        if not wins:
-            out.append([])
-            continue
-        box = wins[0].read
+        box = wins[0].read if wins else None
         for w in wins[1:]:
             box = box_union(box, w.read)
-        a = normalize_image(read_working(plan, box), plan.bg, plan.stain)
-        out.append([(w, a[w.read[0] - box[0]:w.read[2] - box[0], w.read[1] - box[1]:w.read[3] - box[1]])
+        raw = read_working(plan, box) if wins else None
+        out.append([(w, normalize_image(raw[w.read[0] - box[0]:w.read[2] - box[0],
+                                            w.read[1] - box[1]:w.read[3] - box[1]], plan.bg, plan.stain))
                     for w in wins])
     return out
 
@@ -335,9 +334,9 @@ def _run_meta(plan: DetectionPlan, detector, skip_empty: bool) -> dict:
             "detector": detector.info(), "n_tiles": len(plan.grid), "tiles_run": int(plan.run.sum()),
             "tile_size": plan.grid.tile, "halo": plan.grid.halo, "working_mpp": plan.working_mpp,
             "level": plan.level, "region": list(plan.region), "skip_empty": bool(skip_empty),
-            "shape": list(plan.slide.shape), "slide": plan.slide.path,
-            "windows": bool(plan.windows and plan.blocks is not None), "block": plan.block,
-            "window_mode": plan.window_mode if plan.blocks is not None else "", "window_halo": plan.window_halo}
+            "shape": list(plan.slide.shape), "slide": plan.slide.path, "block": plan.block,
+            "windows": bool(plan.windows and plan.blocks is not None), "window_halo": plan.window_halo,
+            "window_mode": plan.window_mode * (plan.blocks is not None), "stain": plan.stain and plan.stain.describe()}
 
 
 class _DetectRun:

@@ -33,6 +33,9 @@ STAIN_FG_OD = 0.25
 MIN_STAINED_PX = 200
 #: bound on each channel's std ratio (a nearly uniform sample must not be blown up)
 MAX_STD_RATIO = 2.0
+#: a slide whose stained-pixel Lab mean lies further than this from the template's (in template standard
+#: deviations, largest channel) is flagged ``unlike_training``: 40 fields per training source reach 1.7 at most
+UNLIKE_TRAINING_DISTANCE = 2.0
 #: ``input.normalization.type`` values the detector understands
 NORMALIZATIONS = ("background-white-balance", "background-white-balance+reinhard")
 _LUT_BITS = 7
@@ -121,6 +124,23 @@ class StainNormalizer:
         bg = np.asarray(bg, np.float32)
         return cls(bg=bg, stats=stain_stats(sample, bg), template=np.asarray(template, np.float32),
                    use_lut=use_lut)
+
+    def describe(self) -> dict:
+        """What the run records (``meta["stain"]``): the slide's statistics, the template, and how far apart.
+
+        ``distance`` is the largest per-channel gap between the slide's and the template's stained-pixel
+        Lab means, in template standard deviations; ``unlike_training`` when it exceeds
+        :data:`UNLIKE_TRAINING_DISTANCE` (training-source fields reach 1.7 at most; re-stained pink-red
+        and deep-red copies 1.7-2.3, Zheng crops 1.2-3.8).
+        """
+        out = {"method": "reinhard", "template_lab_mean": [round(float(v), 2) for v in self.template[0]],
+               "template_lab_std": [round(float(v), 2) for v in self.template[1]]}
+        if self.stats is None:
+            return {**out, "applied": False, "reason": f"fewer than {MIN_STAINED_PX} stained pixels"}
+        d = float(np.max(np.abs(self.stats[0] - self.template[0]) / np.maximum(self.template[1], 1e-3)))
+        return {**out, "applied": True, "slide_lab_mean": [round(float(v), 2) for v in self.stats[0]],
+                "slide_lab_std": [round(float(v), 2) for v in self.stats[1]], "distance": round(d, 3),
+                "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE)}
 
     def lut(self) -> np.ndarray:
         if self._lut is None:
