@@ -113,7 +113,7 @@ def bench_bccd(det, data, limit=None):
 def bench_fourclass_skip(det, data, limit=40):
     """Skip recall on four-class fields (derived instances of the Segmented masks, per-class mpp)."""
     from leukcore.detect import plan_detection
-    from leukcore.detect.data import FOUR_CLASSES, _fourclass_item, folder_mpp
+    from leukcore.detect.data import FOUR_CLASSES, fourclass_item, folder_mpp
     from leukcore.io import Slide
     from leukcore.detect.data import read_rgb
     from skimage.measure import regionprops
@@ -123,7 +123,7 @@ def bench_fourclass_skip(det, data, limit=40):
         files = sorted((data / "all4class" / "Original" / cls).glob("*.jpg"))[-limit:]   # tail: mostly not trained on
         m = folder_mpp(files[:30])
         for f in files:
-            it = _fourclass_item(f, data / "all4class" / "Segmented" / cls / f.name, m, det.mpp,
+            it = fourclass_item(f, data / "all4class" / "Segmented" / cls / f.name, m, det.mpp,
                                  use_colour=(cls == "Pro"))
             if it is None:
                 continue
@@ -143,7 +143,6 @@ def bench_zheng(det, data, limit=None):
     from leukcore.detect import detect_cells
     from leukcore.detect.data import read_rgb
     from leukcore.detect.postprocess import polygons_to_labels
-    from leukcore.mpp import _rbc_diameters, RBC_DIAMETER_UM
 
     folder = data / "wbc_masks_zheng2018" / "Dataset 1"
     imgs = sorted(folder.glob("*.bmp"))[:limit]

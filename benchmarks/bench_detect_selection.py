@@ -45,7 +45,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     from leukcore.detect import Detector
     from leukcore.detect.data import default_data_dir
-    from leukcore.detect.train import (VAL_IGNORE_BELOW_UM, _training_draws, compare_tunings, tune_thresholds,
+    from leukcore.detect.train import (VAL_IGNORE_BELOW_UM, training_draws, compare_tunings, tune_thresholds,
                                        tuning_sets)
 
     data = Path(a.data) if a.data else default_data_dir()
@@ -54,7 +54,7 @@ def main(argv=None):
         card, _, tta = c.partition("@")
         specs.append((c, card, int(tta or 1)))
     dets = [(c, Detector.load(card, device="auto"), tta) for c, card, tta in specs]
-    draws = [_training_draws(d.card) for _, d, _ in dets]
+    draws = [training_draws(d.card) for _, d, _ in dets]
     if any(dr != draws[0] for dr in draws):
         sys.exit(f"candidates were trained with different PBC draws ({draws}): their validation sets differ")
     mpps = {d.mpp for _, d, _ in dets}

@@ -274,7 +274,7 @@ def _ignore_irregular(lab: np.ndarray, min_solidity: float = 0.8) -> np.ndarray:
     return out
 
 
-def _fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = False,
+def fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = False,
                     ignore_below_um: Optional[float] = None) -> Optional[TrainItem]:
     """One four-class field: authors' ``Segmented`` mask, or (``use_colour``) a purple/magenta colour mask.
 
@@ -422,7 +422,7 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
         for f in picked:
             if n_ok >= n_fourclass:
                 break
-            it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
+            it = fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
                                  use_colour=(cls == "Pro"), ignore_below_um=fourclass_ignore_below_um)
             if it is not None:
                 items.append(it)

@@ -631,7 +631,7 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
     instances are smaller than a 7 um disc, the smallest white cell), which otherwise count as
     cells to find.  Default :data:`VAL_IGNORE_BELOW_UM`; ``None`` or 0 counts every instance.
     """
-    from .data import FOUR_CLASSES, _fourclass_item, dedup, folder_mpp
+    from .data import FOUR_CLASSES, fourclass_item, dedup, folder_mpp
 
     data_dir = Path(data_dir)
     out = []
@@ -645,7 +645,7 @@ def fourclass_val_items(data_dir, mpp: float = 0.5, log=None,
         n = 0
         for f in files:
             if _is_val_name(Path(f).name):
-                it = _fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
+                it = fourclass_item(f, data_dir / "all4class" / "Segmented" / cls / Path(f).name, m_src, mpp,
                                      use_colour=(cls == "Pro"), ignore_below_um=ignore_below_um)
                 if it is not None:
                     out.append(it)
@@ -691,7 +691,7 @@ def _apply_tuning(card: dict, det, val_sets: dict, say, ignore_below_um: Optiona
     return tuned
 
 
-def _training_draws(card: dict) -> dict:
+def training_draws(card: dict) -> dict:
     """Seed and PBC caps of the run that trained ``card`` (what :func:`pbc_heldout_items` replays)."""
     tr = card.get("training", {})
     src = tr.get("data", {})
@@ -719,7 +719,7 @@ def retune_detector(card_path, data_dir, out_dir, *, mpp: Optional[float] = None
     state = load_state_dict(card)                    # checks the weights' sha256
     det = Detector.load(card_path, device=device)
     mpp = float(mpp or det.mpp)
-    val_sets = tuning_sets(data_dir, mpp, _training_draws(card) if pbc else None, log=say,
+    val_sets = tuning_sets(data_dir, mpp, training_draws(card) if pbc else None, log=say,
                            ignore_below_um=val_ignore_below_um)
     card["metrics"] = {k: v for k, v in card.get("metrics", {}).items() if k != "test"}
     tuned = _apply_tuning(card, det, val_sets, say, val_ignore_below_um)

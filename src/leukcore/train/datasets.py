@@ -59,12 +59,10 @@ class DatasetError(ValueError):
 
 
 def data_root() -> Path:
-    """``$LEUK_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("LEUK_DATA")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    return repo.parent / "shared" / "data"
+    """``$LEUK_DATA`` or ``<repo>/../shared/data`` (:func:`leukcore.paths.data_dir`)."""
+    from ..paths import data_dir
+
+    return data_dir()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
