@@ -45,7 +45,9 @@ def test_glass_stays_glass_and_stained_pixels_move_to_the_template():
     assert glass.mean() > 0.01                      # pixels at least as bright as the glass colour
     assert np.abs(out[glass] - S._white_balanced(img, bg)[glass]).max() < 1e-6
     st = S.stain_stats(np.round(out * 255).astype(np.uint8), np.full(3, 255.0))
-    assert st is not None and np.abs(st[0] - tpl[0]).max() < 8.0
+    before = S.stain_stats(img, bg)
+    assert st is not None and np.abs(st[0] - tpl[0]).max() < 10.0      # sRGB clipping and glass blend aside
+    assert np.abs(st[0] - tpl[0]).max() < 0.5 * np.abs(before[0] - tpl[0]).max()
 
 
 def test_a_re_stained_copy_comes_back_close_to_the_original():
