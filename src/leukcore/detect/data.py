@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["default_data_dir", "TrainItem", "load_training_items", "folder_mpp", "background_color",
-           "normalize_image", "bccd_boxes", "bccd_split", "resize_to_mpp", "purple_measure",
+           "normalize_image", "field_input", "bccd_boxes", "bccd_split", "resize_to_mpp", "purple_measure",
            "pbc_heldout_items"]
 
 PBC_WBC = ["basophil", "eosinophil", "ig", "lymphocyte", "monocyte", "neutrophil"]
@@ -74,6 +74,17 @@ def normalize_image(img: np.ndarray, bg: Optional[np.ndarray] = None, stain=None
     if bg is None:
         bg = background_color(img)
     return np.clip(img.astype(np.float32) / np.asarray(bg, np.float32).reshape(1, 1, 3), 0.0, 1.25)
+
+
+def field_input(img: np.ndarray, template: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None) -> np.ndarray:
+    """The detector's input for one in-memory field or training patch: its own glass colour and, with a
+    stain ``template`` (a card's, :attr:`Detector.stain_template`), its own stain statistics."""
+    bg = background_color(img) if bg is None else bg
+    if template is None:
+        return normalize_image(img, bg)
+    from .stain import StainNormalizer
+
+    return StainNormalizer.for_image(img, bg, template, use_lut=False)(img)
 
 
 def purple_measure(img: np.ndarray) -> np.ndarray:

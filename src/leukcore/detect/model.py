@@ -296,15 +296,13 @@ class Detector:
         t = norm.get("template") or {}
         return np.asarray([t["lab_mean"], t["lab_std"]], np.float32)
 
-    def stain_normalizer(self, sample: np.ndarray, bg, use_lut: bool = True):
-        """The colour map of the slide or field that ``sample`` shows (None when the model uses none).
-
-        ``use_lut=False`` for one in-memory field (no table to build).
-        """
+    def stain_normalizer(self, sample: np.ndarray, bg):
+        """The colour map (a lookup table) of the slide that ``sample`` (its thumbnail) shows; None when the
+        model uses none.  One in-memory field: :func:`leukcore.detect.data.field_input`."""
         from .stain import StainNormalizer
 
         tpl = self.stain_template
-        return None if tpl is None else StainNormalizer.for_image(sample, bg, tpl, use_lut=use_lut)
+        return None if tpl is None else StainNormalizer.for_image(sample, bg, tpl)
 
     @property
     def min_area_px(self) -> float:
@@ -387,19 +385,13 @@ class Detector:
         Returns ``(points, scores, polys)`` in the image's pixels (see
         :func:`~leukcore.detect.postprocess.instances_from_maps`).
         """
-        from .data import normalize_image
+        from .data import field_input
 
         img = np.asarray(image)
         H, W = img.shape[:2]
         m = self.multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        if self.stain_template is not None:
-            from .data import background_color
-
-            bg = background_color(img) if bg is None else bg
-            x = normalize_image(img, bg, self.stain_normalizer(img, bg, use_lut=False))
-        else:
-            x = normalize_image(img, bg)
+        x = field_input(img, self.stain_template, bg)
         if (Hp, Wp) != (H, W):
             x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="constant", constant_values=1.0)
         prob, dist = self.predict_maps(x[None])

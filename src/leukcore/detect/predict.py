@@ -170,13 +170,14 @@ def _in_marked_block(plan: DetectionPlan, pts_w: np.ndarray) -> np.ndarray:
     return points_in_blocks(pts_w, plan.blocks, plan.block)
 
 
-def _slide_background(slide) -> np.ndarray:
+def _slide_colours(slide, detector) -> tuple:
+    """The glass colour and, for a model that normalises stain, the slide's colour map: one thumbnail read."""
     from .data import background_color
 
     th = slide.thumbnail(1024)
-    if th.size == 0:
-        return np.full(3, 255.0, np.float32)
-    return background_color(th)
+    bg = background_color(th) if th.size else np.full(3, 255.0, np.float32)
+    stain = detector.stain_normalizer(th, bg) if getattr(detector, "stain_template", None) is not None else None
+    return bg, stain
 
 
 def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_empty: bool = True,
@@ -215,9 +216,7 @@ def plan_detection(slide, detector, *, tile_size: int = 1024, region=None, skip_
     if tile < 2 * m:
         raise ValueError(f"tile_size {tile_size} too small (minimum {2 * m})")
     grid = TileGrid((H, W), tile=tile, halo=halo, multiple=m, max_object=halo_px)
-    bg = _slide_background(slide)
-    stain = (detector.stain_normalizer(slide.thumbnail(1024), bg)
-             if getattr(detector, "stain_template", None) is not None else None)
+    bg, stain = _slide_colours(slide, detector)
     plan = DetectionPlan(slide=slide, level=lvl, scale=scale, ds=ds, origin=(reg[0], reg[1]), grid=grid,
                          run=np.ones(len(grid), bool), bg=bg, stain=stain, mpp_info=mpp_info,
                          working_mpp=float(ds * slide.mpp), region=reg,

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import TrainItem, background_color, normalize_image
+from .data import TrainItem, background_color, field_input
 
 __all__ = ["augment", "make_targets", "sample_batch", "stardist_loss", "train_detector",
            "train_network", "tune_thresholds", "compare_tunings", "retune_detector", "validation_sets",
@@ -129,22 +129,12 @@ def sample_batch(items: Sequence[TrainItem], weights: np.ndarray, rng, batch: in
     for i in idx:
         img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
         p, d, w = make_targets(lab, n_rays)
-        xs.append(_network_input(img, template))
+        xs.append(field_input(img, template))
         ps.append(p)
         ds.append(d)
         ws.append(w)
     return (np.stack(xs).transpose(0, 3, 1, 2), np.stack(ps)[:, None], np.stack(ds).transpose(0, 3, 1, 2),
             np.stack(ws)[:, None])
-
-
-def _network_input(img: np.ndarray, template: Optional[np.ndarray]) -> np.ndarray:
-    """As the detector normalises a field (:meth:`Detector.predict_image`): the patch is its own sample."""
-    if template is None:
-        return normalize_image(img)
-    from .stain import StainNormalizer
-
-    bg = background_color(img)
-    return StainNormalizer.for_image(img, bg, template, use_lut=False)(img)
 
 
 #: ``leuk train-detector --normalize``: white balance only (v1-v3) or white balance + Reinhard stain transfer
