@@ -111,3 +111,25 @@ def test_a_run_records_how_far_the_slides_stain_is_from_the_training_template():
     red = restain(img, "deep-red", "white", "as-is", lab=None)
     other = detect_cells(Slide.from_array(red, mpp=0.092), det, progress=None).meta["stain"]
     assert other["distance"] > own["distance"]
+
+
+def test_thresholds_are_tuned_on_the_input_the_detector_sees():
+    """A stain-normalising detector is tuned on normalised fields, not on plain white balance."""
+    from leukcore.detect.data import field_input, normalize_image
+    from leukcore.detect.train import tune_thresholds
+
+    img = _fields()[0][:96, :96]
+    tpl = _template()
+    seen = []
+
+    class Recording:
+        mpp, multiple, stain_template = 0.5, 4, tpl
+
+        def predict_maps(self, x):
+            seen.append(x[0])
+            return np.zeros(x.shape[:3], np.float32), np.ones(x.shape[:3] + (16,), np.float32)
+
+    tune_thresholds(Recording(), {"v": [(img, ("boxes", np.zeros((0, 4))))]}, probs=(0.5,), nmss=(0.4,),
+                    min_cells=(4.0,))
+    np.testing.assert_allclose(seen[0], field_input(img, tpl), atol=1e-6)
+    assert np.abs(seen[0] - normalize_image(img)).max() > 0.05

@@ -254,7 +254,6 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
     ``per_image`` holds the best grid point's counts, image by image, in ``val_sets`` order
     (what :func:`compare_tunings` resamples).
     """
-    from .data import normalize_image
     from .model import disc_area_px
     from .postprocess import instances_from_maps
     from ..results import polygon_area
@@ -266,7 +265,9 @@ def tune_thresholds(det, val_sets: dict, probs=(0.3, 0.4, 0.5, 0.6, 0.7), nmss=(
             H, W = img.shape[:2]
             m = det.multiple
             Hp, Wp = -(-H // m) * m, -(-W // m) * m
-            x = np.pad(normalize_image(img), ((0, Hp - H), (0, Wp - W), (0, 0)), constant_values=1.0)
+            # the detector's own input (its stain template too), as predict_image reads a field
+            x = field_input(img, getattr(det, "stain_template", None))
+            x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), constant_values=1.0)
             p, d = det.predict_maps(x[None])
             maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
     # NMS once per (prob, nms); the smallest-cell bound only filters its output by area
