@@ -298,8 +298,8 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
         return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
                            diameter_px=rbc["d"], reliable=False, reason="image too small for the network ruler",
                            rbc_mpp=rbc_mpp)
-    sn_ok = not _scalenet_doubts(sn)
-    if method == "auto" and not sn_ok and rbc is not None and rbc["d"] >= MIN_RBC_DIAMETER_PX:
+    reasons = _scalenet_doubts(sn)
+    if method == "auto" and reasons and rbc is not None and rbc["d"] >= MIN_RBC_DIAMETER_PX:
         # the network found nothing it trusts here (e.g. a mosaic or a smear unlike its training
         # sources): the red-cell ruler answers, reliable by its own rule
         why = (f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
@@ -309,7 +309,6 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
                            diameter_px=rbc["d"], reliable=not rr, reason="; ".join([why] + rr) if rr else "",
                            rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
                            n_windows=int(sn["n_informative"]))
-    reasons = _scalenet_doubts(sn)
     if rbc is None:
         reasons.append("no red cells found (is this a blood smear?)")
     elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
@@ -331,6 +330,7 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
                        method="scalenet", diameter_px=float(rbc["d"]) if rbc else math.nan,
                        reliable=not reasons, reason="; ".join(reasons), rbc_mpp=float(rbc_mpp),
                        scalenet_mpp=float(sn["mpp"]), n_windows=int(sn["n_informative"]))
+
 
 def _scalenet_doubts(sn: dict) -> list[str]:
     """Why the network ruler's answer is not to be trusted here (empty when it is)."""
