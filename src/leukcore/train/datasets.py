@@ -143,14 +143,8 @@ def read_bccd(root: str | os.PathLike | None = None, *, label: str = "normal"):
             break
     else:
         raise DatasetError(f"{root}: no BCCD JPEGImages folder")
-    rows = []
-    for p in _images(cand):
-        h = file_sha256(p)
-        rows.append({"path": str(p), "label": label, "source": "bccd", "subject": None, "sha256": h,
-                     "group": h, "kind": "field", "mpp": BCCD_MPP})
-    if not rows:
-        raise DatasetError(f"{cand}: no images")
-    return _frame(rows)
+    return read_folder_per_class(cand.parent, [cand.name], source="bccd", kind="field", mpp=BCCD_MPP,
+                                 label_map={cand.name: label})
 
 
 def read_corrections(root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None,
