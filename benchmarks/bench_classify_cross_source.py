@@ -25,7 +25,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     import torch
 
-    from leukcore.train.crosssource import cross_source_eval, format_table
+    from leukcore.train.crosssource import CrossSourceOptions, cross_source_eval, format_table
     from leukcore.train.datasets import data_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     allres = json.loads(out.read_text()) if out.exists() else {}
     for m in a.models:
         t0 = time.time()
-        res = cross_source_eval(m, data, sets=tuple(a.sets), n_per_type=a.n_per_type, n_fields=a.n_fields,
-                                mpp=a.mpp, log=lambda s: print(s, file=sys.stderr))
+        opts = CrossSourceOptions(sets=tuple(a.sets), n_per_type=a.n_per_type, n_fields=a.n_fields, mpp=a.mpp)
+        res = cross_source_eval(m, data, opts, log=lambda s: print(s, file=sys.stderr))
         res["seconds"] = round(time.time() - t0, 1)
         res["settings"] = {"n_per_type": a.n_per_type, "n_fields": a.n_fields, "threads": a.threads}
         key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}" + (f"@mpp{a.mpp:g}" if a.mpp else "")

@@ -4,7 +4,14 @@ import pytest
 
 from leukcore.detect.data import TrainItem
 from leukcore.detect.postprocess import instances_from_maps, polygon_centroid, polygons_to_labels
-from leukcore.detect.train import augment, make_targets, match_points_to_boxes, match_points_to_labels, train_network
+from leukcore.detect.train import (
+    DetectorTrainOptions,
+    augment,
+    make_targets,
+    match_points_to_boxes,
+    match_points_to_labels,
+    train_network,
+)
 
 
 def shapes_label(shape=(160, 160)):
@@ -86,7 +93,8 @@ def test_loss_decreases_in_a_few_steps_and_model_round_trips(tmp_path):
             lab[m & (lab == 0)] = k + 1
         items.append(TrainItem(img, lab, "synthetic", f"s{i}"))
     arch = {"n_rays": 8, "channels": [8, 16], "head_channels": 8}
-    net, hist = train_network(items, arch=arch, steps=30, batch=4, size=64, lr=1e-2, device="cpu", threads=1)
+    opts = DetectorTrainOptions(steps=30, minutes=None, batch=4, size=64, lr=1e-2, device="cpu", threads=1)
+    net, hist = train_network(items, opts, arch=arch)
     first = np.mean([h["loss"] for h in hist[:5]])
     last = np.mean([h["loss"] for h in hist[-5:]])
     assert np.isfinite(last) and last < first
@@ -241,7 +249,8 @@ def test_train_detector_rejects_an_unknown_source_before_reading_data(tmp_path):
     from leukcore.detect.train import train_detector
 
     with pytest.raises(ValueError, match="unknown training source.*'pbc-platelets'"):
-        train_detector(tmp_path / "no-data", tmp_path / "run", source_weights={"pbc-platelets": 0.2}, log=None)
+        opts = DetectorTrainOptions(source_weights={"pbc-platelets": 0.2})
+        train_detector(tmp_path / "no-data", tmp_path / "run", opts, log=None)
     assert not (tmp_path / "run").exists()
 
 
@@ -259,7 +268,13 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     import shlex
 
     from leukcore.cli.train_detector import register
-    from leukcore.detect.train import DEFAULT_SOURCE_WEIGHTS, _train_command
+    from leukcore.detect.train import DEFAULT_SOURCE_WEIGHTS, DetectorTrainOptions, train_command
+
+    def _train_command(data, run, minutes, seed, lr, sw, init_from, channels=None, train_ignore=None,
+                       val_ignore=7.0):
+        return train_command(data, run, DetectorTrainOptions(
+            minutes=minutes, seed=seed, lr=lr, source_weights=sw, init_from=init_from, channels=channels,
+            train_ignore_below_um=train_ignore, val_ignore_below_um=val_ignore))
 
     sw = {**DEFAULT_SOURCE_WEIGHTS, "pbc-platelet": 0.15, "pbc": 0.3}
     cmd = _train_command("DATA", "RUN", 35.0, 0, 1e-3, sw, "card.yaml")
@@ -285,9 +300,10 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
     the same PBC replay (seed and caps read back from the card) and every four-class validation field."""
     import leukcore.detect.data as D
     import leukcore.detect.train as T
+    import leukcore.detect.tuning as Tu
 
     calls = []
-    monkeypatch.setattr(T, "tuning_sets", lambda data_dir, mpp, draws, log=None, ignore_below_um=None:
+    monkeypatch.setattr(Tu, "tuning_sets", lambda data_dir, mpp, draws, log=None, ignore_below_um=None:
                         calls.append((mpp, draws, ignore_below_um)) or {})
 
     def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log, fourclass_ignore_below_um=None):
@@ -299,8 +315,9 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
         return [TrainItem(img, np.zeros((64, 64), np.int32), "pbc", "x.jpg")], info
 
     monkeypatch.setattr(D, "load_training_items", fake_items)
-    card = T.train_detector(tmp_path, tmp_path / "run", steps=2, minutes=None, batch=2, size=32, device="cpu",
-                            n_pbc=7, n_platelet=5, seed=11, channels=[8, 16], log=None, train_ignore_below_um=7)
+    opts = T.DetectorTrainOptions(steps=2, minutes=None, batch=2, size=32, device="cpu", n_pbc=7, n_platelet=5,
+                                  seed=11, channels=[8, 16], train_ignore_below_um=7)
+    card = T.train_detector(tmp_path, tmp_path / "run", opts, log=None)
     assert calls[-1] == (0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, T.VAL_IGNORE_BELOW_UM)
     T.retune_detector(card, tmp_path, tmp_path / "retuned", device="cpu", log=None)
     assert calls == [("ignore", 7)] + [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, 7.0)] * 2

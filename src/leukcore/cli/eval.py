@@ -91,11 +91,11 @@ def run(args) -> int:
 def _cross_source(args) -> int:
     from ..paths import data_dir
     from ..train.config import load_config
-    from ..train.crosssource import cross_source_eval, format_table
+    from ..train.crosssource import CrossSourceOptions, cross_source_eval, format_table
 
-    res = cross_source_eval(args.model, Path(args.data) if args.data else data_dir(),
-                            cfg=load_config(args.config) if args.config else None, n_per_type=args.n_per_type,
-                            n_fields=args.n_fields, device=args.device,
+    options = CrossSourceOptions(n_per_type=args.n_per_type, n_fields=args.n_fields, device=args.device)
+    res = cross_source_eval(args.model, Path(args.data) if args.data else data_dir(), options,
+                            cfg=load_config(args.config) if args.config else None,
                             log=lambda s: print(s, file=sys.stderr))
     if args.out:
         out = Path(args.out)

@@ -47,7 +47,7 @@ def register(sub):
 def run(args):
     """Run ``leuk train-detector`` with the parsed ``args``; the exit code."""
     from ..detect.data import default_data_dir
-    from ..detect.train import DEFAULT_LR, VAL_IGNORE_BELOW_UM, train_detector
+    from ..detect.train import DEFAULT_LR, VAL_IGNORE_BELOW_UM, DetectorTrainOptions, train_detector
 
     data = args.data or default_data_dir()
     weights = {}
@@ -62,16 +62,17 @@ def run(args):
         weights[k.strip()] = w
     val_ignore = VAL_IGNORE_BELOW_UM if args.val_ignore_below is None else args.val_ignore_below
     if args.retune:
-        from ..detect.train import retune_detector
+        from ..detect.tuning import retune_detector
 
         path = retune_detector(args.retune, data, args.out, device=args.device, val_ignore_below_um=val_ignore)
         print(f"model card: {path}")
         return 0
-    path = train_detector(data, args.out, mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
-                          device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
-                          seed=args.seed, init_from=args.init_from, source_weights=weights, channels=args.channels,
-                          lr=DEFAULT_LR if args.lr is None else args.lr,
-                          train_ignore_below_um=args.train_ignore_below, val_ignore_below_um=val_ignore,
-                          augmentation=args.augment, normalize=args.normalize)
+    options = DetectorTrainOptions(mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
+                                   device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
+                                   seed=args.seed, init_from=args.init_from, source_weights=weights,
+                                   channels=args.channels, lr=DEFAULT_LR if args.lr is None else args.lr,
+                                   train_ignore_below_um=args.train_ignore_below, val_ignore_below_um=val_ignore,
+                                   augmentation=args.augment, normalize=args.normalize)
+    path = train_detector(data, args.out, options)
     print(f"model card: {path}")
     return 0

@@ -408,10 +408,13 @@ def pbc_heldout_items(data_dir, mpp: float = 0.5, *, per_class: int = 60, n_pbc:
     return out
 
 
+#: the BCCD splits a detector trains on (``val`` tunes the thresholds, ``test`` evaluates)
+BCCD_TRAIN_SPLITS = ("train",)
+
+
 def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n_pbc: int = 60,
-                        n_platelet: int = 40, bccd_splits=("train",), seed: int = 0,
-                        log=None, fourclass_ignore_below_um: Optional[float] = None
-                        ) -> tuple[list[TrainItem], dict]:
+                        n_platelet: int = 40, seed: int = 0, log=None,
+                        fourclass_ignore_below_um: Optional[float] = None) -> tuple[list[TrainItem], dict]:
     """Build the training items (per-class caps keep it quick on CPU).
 
     ``fourclass_ignore_below_um``: four-class derived-mask instances smaller than a disc this many
@@ -442,6 +445,7 @@ def load_training_items(data_dir, mpp: float = 0.5, *, n_fourclass: int = 300, n
                                                 "mask": "colour" if cls == "Pro" else "Segmented"}
         say(f"four-class {cls}: {n_ok} images at estimated {m_src:.3f} um/px")
 
+    bccd_splits = BCCD_TRAIN_SPLITS
     bccd_ids = [i for s in bccd_splits for i in bccd_split(data_dir, s)]
     if bccd_ids:
         jpgs = [data_dir / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in bccd_ids]

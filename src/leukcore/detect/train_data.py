@@ -1,0 +1,145 @@
+"""What the detector trains on, batch by batch: augmentation, StarDist targets, batches, the stain template."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .data import TrainItem, background_color, field_input
+
+__all__ = ["AUGMENTATIONS", "NORMALIZE_CHOICES", "augment", "make_targets", "sample_batch", "training_template"]
+
+
+def _stain_jitter(img: np.ndarray, rng) -> np.ndarray:
+    """HED (haematoxylin-eosin-DAB) and HSV jitter, uint8 in/out."""
+    from skimage.color import hed2rgb, hsv2rgb, rgb2hed, rgb2hsv
+
+    x = img.astype(np.float32) / 255.0
+    if rng.random() < 0.7:
+        hed = rgb2hed(x)
+        alpha = rng.uniform(0.85, 1.15, 3)
+        beta = rng.uniform(-0.03, 0.03, 3)
+        x = np.clip(hed2rgb(hed * alpha + beta), 0, 1)
+    if rng.random() < 0.7:
+        hsv = rgb2hsv(x)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-0.05, 0.05)) % 1.0
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.3), 0, 1)
+        hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.85, 1.1), 0, 1)
+        x = hsv2rgb(hsv)
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+#: augmentation recipes: ``mild`` (v1-v3: scale +-20 %, HED/HSV jitter) and ``strong`` (v4: scale
+#: 0.6-1.67x log-uniform, region-wise Romanowsky re-colouring, glass tints, uneven light, JPEG;
+#: :mod:`leukcore.detect.augment`)
+AUGMENTATIONS = ("mild", "strong")
+
+
+def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2, strength: str = "mild"):
+    """Random scale (+-``scale``), crop/pad to ``size``, flips, 90-degree turns, stain jitter, blur.
+
+    ``strength="strong"`` draws the scale log-uniformly in [0.6, 1.67] and re-colours the patch
+    region by region (:func:`leukcore.detect.augment.romanowsky_jitter`), then blur / noise / JPEG.
+
+    Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
+    """
+    from skimage.transform import resize
+
+    if strength not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {strength!r}; known: {AUGMENTATIONS}")
+    strong = strength == "strong"
+    f = float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
+    h, w = img.shape[:2]
+    nh, nw = max(8, int(round(h * f))), max(8, int(round(w * f)))
+    img = np.clip(resize(img, (nh, nw, 3), order=1, preserve_range=True, anti_aliasing=f < 1) + 0.5, 0, 255).astype(
+        np.uint8
+    )
+    lab = resize(lab, (nh, nw), order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
+    bg = background_color(img)
+    out_i = np.empty((size, size, 3), np.uint8)
+    out_i[:] = np.clip(bg + rng.normal(0, 2, 3), 0, 255).astype(np.uint8)
+    out_l = np.zeros((size, size), np.int32)
+    # random placement: crop when larger, random offset when smaller
+    sy = rng.integers(0, nh - size + 1) if nh > size else 0
+    sx = rng.integers(0, nw - size + 1) if nw > size else 0
+    ch, cw = min(size, nh), min(size, nw)
+    dy = rng.integers(0, size - ch + 1)
+    dx = rng.integers(0, size - cw + 1)
+    out_i[dy : dy + ch, dx : dx + cw] = img[sy : sy + ch, sx : sx + cw]
+    out_l[dy : dy + ch, dx : dx + cw] = lab[sy : sy + ch, sx : sx + cw]
+    k = int(rng.integers(0, 4))
+    out_i, out_l = np.rot90(out_i, k), np.rot90(out_l, k)
+    if rng.random() < 0.5:
+        out_i, out_l = out_i[:, ::-1], out_l[:, ::-1]
+    if strong:
+        from .augment import degrade, romanowsky_jitter
+
+        out_i = romanowsky_jitter(np.ascontiguousarray(out_i), np.ascontiguousarray(out_l), rng)
+        return np.ascontiguousarray(degrade(out_i, rng)), np.ascontiguousarray(out_l)
+    from .augment import blur_and_noise
+
+    out_i = blur_and_noise(_stain_jitter(np.ascontiguousarray(out_i), rng), rng, p=0.3)
+    return np.ascontiguousarray(out_i), np.ascontiguousarray(out_l)
+
+
+def make_targets(lab: np.ndarray, n_rays: int):
+    """StarDist targets with stardist's own functions: prob (edt_prob), dist (star_dist), weight (ignore=0)."""
+    from skimage.segmentation import relabel_sequential
+    from stardist import edt_prob, star_dist
+
+    ignore = lab < 0
+    l = np.where(ignore, 0, lab)
+    l, _, _ = relabel_sequential(l)
+    l = l.astype(np.int32)
+    prob = edt_prob(l).astype(np.float32)
+    dist = star_dist(l, n_rays).astype(np.float32)
+    weight = (~ignore).astype(np.float32)
+    return prob, dist, weight
+
+
+def sample_batch(
+    items: Sequence[TrainItem],
+    weights: np.ndarray,
+    rng,
+    batch: int,
+    size: int,
+    n_rays: int,
+    strength: str = "mild",
+    template: Optional[np.ndarray] = None,
+):
+    """A batch of augmented patches, normalised as at inference (``template``: the stain template)."""
+    xs, ps, ds, ws = [], [], [], []
+    idx = rng.choice(len(items), size=batch, p=weights)
+    for i in idx:
+        img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
+        p, d, w = make_targets(lab, n_rays)
+        xs.append(field_input(img, template))
+        ps.append(p)
+        ds.append(d)
+        ws.append(w)
+    return (
+        np.stack(xs).transpose(0, 3, 1, 2),
+        np.stack(ps)[:, None],
+        np.stack(ds).transpose(0, 3, 1, 2),
+        np.stack(ws)[:, None],
+    )
+
+
+#: ``leuk train-detector --normalize``: white balance only (v1-v3) or white balance + Reinhard stain transfer
+NORMALIZE_CHOICES = ("white-balance", "reinhard")
+
+
+def training_template(items: Sequence[TrainItem], per_source: int = 40, seed: int = 0) -> np.ndarray:
+    """The stain template from the training images: ``per_source`` images of each source, equal weight."""
+    from .stain import template_of
+
+    rng = np.random.default_rng(seed)
+    by: dict = {}
+    for it in items:
+        by.setdefault(it.source.split("/")[0], []).append(it)
+    pick = []
+    for src in sorted(by):
+        lst = by[src]
+        pick += [lst[i].image for i in rng.permutation(len(lst))[:per_source]]
+    return template_of(pick)
