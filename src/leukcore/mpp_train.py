@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -46,7 +47,7 @@ from .mpp_sources import (
 )
 
 __all__ = ["SOURCE_MPP", "SOURCES", "load_source", "read_source_image", "source_files", "sample_window",
-           "augment_window", "train_scalenet"]
+           "augment_window", "train_scalenet", "build_bank", "ScaleNetTrainOptions", "DEFAULT_LIMITS"]
 
 def sample_window(img: np.ndarray, base_mpp: float, tgt_mpp: float, rng):
     """``(window, mpp)``: a random 64 px window of ``img`` resampled from ``base_mpp`` to about
@@ -159,15 +160,69 @@ def make_batch(pools: dict, rng, n: int = 64):
     return window_input(np.stack(wins)), np.asarray(ys, np.float32)
 
 
-def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int = 20000, seed: int = 0,
-               limits: Optional[dict] = None, cache_dir=None, blur_decorrelate: bool = True, log=print) -> Path:
-    """Draw ``n_per_source`` augmented training windows per source once (``.npz``: windows, y, source).
+#: images read per source when drawing windows (``None``: all)
+DEFAULT_LIMITS = {"four-class": 1500, "bccd": None, "pbc": 800}
+
+
+@dataclass(frozen=True)
+class ScaleNetTrainOptions:
+    """What a ScaleNet training run (or a window bank) is made from (``python -m leukcore.mpp_train`` builds one).
+
+    Attributes
+    ----------
+    sources : sequence of str
+        Training sources (:data:`SOURCES`).
+    minutes : float
+        Wall-clock training budget.
+    seed : int
+        Seed of the draws and the initialisation.
+    batch : int
+        Windows per batch.
+    lr : float
+        Peak learning rate.
+    limits : dict, optional
+        Images read per source (default :data:`DEFAULT_LIMITS`).
+    cache_dir : path, optional
+        Folder for decoded-image caches.
+    threads : int
+        torch CPU threads.
+    name : str
+        Model name.
+    channels : tuple of int
+        ScaleNet channels per level (a continued model keeps its own).
+    init_from : path, optional
+        A ScaleNet card to continue from.
+    n_per_source : int
+        Windows per source a bank holds (:func:`build_bank`).
+    blur_decorrelate : bool
+        Bank windows get the optics decorrelation (``False``: the detector's stage-1 blur / noise / JPEG).
+    """
+
+    sources: Sequence[str] = SOURCES
+    minutes: float = 10.0
+    seed: int = 0
+    batch: int = 64
+    lr: float = 2e-3
+    limits: Optional[dict] = None
+    cache_dir: Optional[str] = None
+    threads: int = 1
+    name: str = "mpp-scalenet"
+    channels: tuple = (12, 24, 48, 96)
+    init_from: Optional[str] = None
+    n_per_source: int = 20000
+    blur_decorrelate: bool = True
+
+
+def build_bank(data, out, options: Optional[ScaleNetTrainOptions] = None, *, log=print) -> Path:
+    """Draw ``options.n_per_source`` augmented training windows per source once (``.npz``: windows, y, source).
 
     The windows are drawn as :func:`make_batch` draws them (random pixel size, stain, blur, JPEG);
     training then adds flips / turns.  One bank serves the shipped and the leave-one-source-out runs.
     """
+    o = options or ScaleNetTrainOptions()
+    sources, n_per_source, seed, cache_dir = o.sources, o.n_per_source, o.seed, o.cache_dir
     rng = np.random.default_rng(seed)
-    limits = limits or {"four-class": 1500, "bccd": None, "pbc": 800}
+    limits = o.limits or DEFAULT_LIMITS
     wins, ys, srcs = [], [], []
     for si, src in enumerate(sources):
         imgs, base = load_source(data, src, "train", limits.get(src), cache_dir=cache_dir, seed=seed)
@@ -176,7 +231,7 @@ def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int
             img = imgs[int(rng.integers(len(imgs)))]
             tgt = _draw_target(img.shape, base, SOURCE_MPP[src], rng)
             win, true_mpp = sample_window(img, base, tgt, rng)
-            wins.append(augment_window(win, rng, blur_decorrelate=blur_decorrelate))
+            wins.append(augment_window(win, rng, blur_decorrelate=o.blur_decorrelate))
             ys.append(math.log(true_mpp / WORK_MPP))
             srcs.append(si)
         log(f"bank: {src} {n_per_source} windows in {time.time() - t:.0f} s")
@@ -187,34 +242,33 @@ def build_bank(data, out, *, sources: Sequence[str] = SOURCES, n_per_source: int
     return out
 
 
-def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: float = 10.0, seed: int = 0,
-                   batch: int = 64, lr: float = 2e-3, limits: Optional[dict] = None, cache_dir=None,
-                   threads: int = 1, name: str = "mpp-scalenet", bank=None, channels=(12, 24, 48, 96),
-                   init_from=None, log=print) -> Path:
-    """Train on the ``train`` split of ``sources`` for ``minutes`` (wall clock); returns the card path.
+def train_scalenet(data, out_dir, options: Optional[ScaleNetTrainOptions] = None, *, bank=None, log=print) -> Path:
+    """Train on the ``train`` split of ``options.sources`` for ``options.minutes`` (wall clock); the card path.
 
     ``bank``: window bank(s) from :func:`build_bank` (a path or a list; windows of ``sources`` only;
-    flips and turns added here) instead of drawing windows on the fly.  ``init_from``: a ScaleNet card
+    flips and turns added here) instead of drawing windows on the fly.  ``options.init_from``: a ScaleNet card
     to continue from (its architecture is kept).
     """
     import torch
 
     from .models.registry import save_model
 
-    torch.set_num_threads(int(threads))
+    o = options or ScaleNetTrainOptions()
+    sources, seed, batch, lr, minutes, name = o.sources, o.seed, o.batch, o.lr, o.minutes, o.name
+    torch.set_num_threads(int(o.threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    limits = limits or {"four-class": 1500, "bccd": None, "pbc": 800}
+    limits = o.limits or DEFAULT_LIMITS
     t0 = time.time()
     if bank is not None:
         bank_w, bank_y, idx = _bank_windows(bank, sources)
         counts = {s: int(len(i)) for s, i in idx.items()}
         log(f"bank {bank}: {counts} windows")
     else:
-        pools = {s: load_source(data, s, "train", limits.get(s), cache_dir=cache_dir, seed=seed) for s in sources}
+        pools = {s: load_source(data, s, "train", limits.get(s), cache_dir=o.cache_dir, seed=seed) for s in sources}
         counts = {s: len(p[0]) for s, p in pools.items()}
         log(f"loaded {counts} in {time.time() - t0:.0f} s")
-    net, channels = _initial_net(init_from, channels)
+    net, channels = _initial_net(o.init_from, o.channels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     if bank is not None:
         def draw():
@@ -226,7 +280,7 @@ def train_scalenet(data, out_dir, *, sources: Sequence[str] = SOURCES, minutes: 
     net.eval()
     card = _scalenet_card(name, channels, sources, counts, dict(
         steps=step, batch=batch, minutes=minutes, seed=seed, lr=lr, bank=bank is not None,
-        init_from=init_from is not None))
+        init_from=o.init_from is not None))
     cpath = save_model(net.state_dict(), card, out_dir, name)
     Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
     log(f"saved {cpath} after {step} steps")
@@ -348,14 +402,15 @@ def main(argv=None):
 
     data = Path(a.data) if a.data else data_dir()
     srcs = [s for s in a.sources.split(",") if s]
+    options = ScaleNetTrainOptions(sources=srcs, minutes=a.minutes, seed=a.seed, lr=a.lr, cache_dir=a.cache,
+                                   name=a.name, channels=tuple(int(c) for c in a.channels.split(",")),
+                                   init_from=a.init_from, n_per_source=a.build_bank,
+                                   blur_decorrelate=not a.stage1_optics)
     if a.build_bank:
-        build_bank(data, a.bank, sources=srcs, n_per_source=a.build_bank, seed=a.seed, cache_dir=a.cache,
-                   blur_decorrelate=not a.stage1_optics, log=lambda s: print(s, flush=True))
+        build_bank(data, a.bank, options, log=lambda s: print(s, flush=True))
         return
-    train_scalenet(data, a.out, bank=a.bank.split(",") if a.bank else None, sources=srcs, minutes=a.minutes,
-                   seed=a.seed, name=a.name, cache_dir=a.cache, init_from=a.init_from, lr=a.lr,
-                   channels=tuple(int(c) for c in a.channels.split(",")), log=lambda s: print(s, flush=True))
-
+    train_scalenet(data, a.out, options, bank=a.bank.split(",") if a.bank else None,
+                   log=lambda s: print(s, flush=True))
 
 if __name__ == "__main__":
     main()

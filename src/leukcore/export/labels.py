@@ -118,9 +118,13 @@ def _ngff_attrs(table: CellTable, shapes, mpp: Optional[float], name: str) -> di
     return attrs
 
 
+#: the label image's name in its NGFF metadata
+LABELS_NAME = "cells"
+
+
 def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.PathLike, *,
                       mpp: Optional[float] = None, chunk: int = 1024, min_size: int = 512,
-                      name: str = "cells", progress=None, cancel=None) -> Path:
+                      progress=None, cancel=None) -> Path:
     """Write the cell-id label pyramid of ``table`` to ``path`` (an OME-NGFF 0.4 zarr), chunk by chunk.
 
     Parameters
@@ -174,7 +178,7 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
             written, n_targets = steps.downsample(arrays[lvl - 1], arrays[lvl], shapes[lvl], written)
             steps.done += max(1, n_targets) if buckets else 0
             emit(progress, "labels", min(steps.done, total - 1), total)
-        root.attrs.update(_ngff_attrs(table, shapes, mpp, name))
+        root.attrs.update(_ngff_attrs(table, shapes, mpp, LABELS_NAME))
         if path.exists():  # atomic_path renames; a directory target must be out of the way first
             trash = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, trash)

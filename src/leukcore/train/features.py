@@ -19,7 +19,7 @@ import numpy as np
 from ..classify.geometry import CropSpec
 from ..classify.inputs import preprocess
 
-__all__ = ["split_network", "trunk_features", "augment_crops", "degrade_crop", "CameraQuality", "pooled_features",
+__all__ = ["split_network", "trunk_features", "TrunkRun", "augment_crops", "degrade_crop", "CameraQuality", "pooled_features",
            "TopModel", "onnx_runner"]
 
 
@@ -177,17 +177,41 @@ def onnx_runner(trunk, size: int):
         return None
 
 
-def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, batch_size: int = 64,
-                   augment: Optional[Callable] = None, desc: str = "features", amp: bool = False,
-                   channels_last: bool = False, runner="auto") -> np.ndarray:
+@dataclass(frozen=True)
+class TrunkRun:
+    """How :func:`trunk_features` runs the trunk.
+
+    Attributes
+    ----------
+    batch_size : int
+        Crops per forward pass.
+    amp : bool
+        Autocast to float16 (torch path).
+    channels_last : bool
+        Inputs in channels-last memory format (torch path).
+    runner : "auto", callable or None
+        On CPU the trunk runs in ONNX Runtime when available (``"auto"``); ``None`` for torch, or a runner from
+        a previous call (:func:`onnx_runner`) to reuse its export.
+    """
+
+    batch_size: int = 64
+    amp: bool = False
+    channels_last: bool = False
+    runner: object = "auto"
+
+
+def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, run: Optional[TrunkRun] = None,
+                   augment: Optional[Callable] = None, desc: str = "features") -> np.ndarray:
     """Run the frozen ``trunk`` over crops (optionally augmented) -> float16 features (N, C, h, w).
 
-    On CPU the trunk runs in ONNX Runtime when available (``runner="auto"``); pass ``runner=None``
-    for torch, or a runner from a previous call to reuse its export.
+    ``run``: batch size, AMP, memory format and the ONNX runner (:class:`TrunkRun`; default ``TrunkRun()``: on
+    CPU the trunk runs in ONNX Runtime when available).  ``desc``: the progress bar's label.
     """
     import torch
     from tqdm import tqdm
 
+    r = run or TrunkRun()
+    batch_size, amp, channels_last, runner = r.batch_size, r.amp, r.channels_last, r.runner
     trunk.eval()
     if runner == "auto":
         runner = onnx_runner(trunk, spec.size) if device.type == "cpu" else None

@@ -184,7 +184,7 @@ class _Training:
 
     def cache_features(self) -> None:
         """Trunk features of ``V`` views of the training crops and of the validation crops (``features.npz``)."""
-        from .features import augment_crops, onnx_runner, trunk_features
+        from .features import TrunkRun, augment_crops, onnx_runner, trunk_features
 
         tr, device, st, spec, cells, V = self.tr, self.device, self.st, self.spec, self.cells, self.V
         fpath = self.run / "features.npz"
@@ -198,15 +198,14 @@ class _Training:
             runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" else None
             self.trunk.to(device)
             tri = self.tri
-            views = [trunk_features(self.trunk, cells["crops"][tri], spec, device, desc="train view 0", runner=runner,
-                                    amp=st["amp"], channels_last=device.type == "cuda")]
+            trunk_run = TrunkRun(amp=st["amp"], channels_last=device.type == "cuda", runner=runner)
+            views = [trunk_features(self.trunk, cells["crops"][tri], spec, device, run=trunk_run, desc="train view 0")]
             for v in range(1, V):
-                views.append(trunk_features(self.trunk, cells["crops"][tri], spec, device, desc=f"train view {v}",
-                                            augment=lambda c: augment_crops(c, rng, stain), amp=st["amp"],
-                                            runner=runner, channels_last=device.type == "cuda"))
+                views.append(trunk_features(self.trunk, cells["crops"][tri], spec, device, run=trunk_run,
+                                            desc=f"train view {v}", augment=lambda c: augment_crops(c, rng, stain)))
             self.ftr = np.stack(views)                       # (V, N, C, h, w)
-            self.fva = trunk_features(self.trunk, cells["crops"][self.vai], spec, device, desc="val", amp=st["amp"],
-                                      runner=runner)
+            self.fva = trunk_features(self.trunk, cells["crops"][self.vai], spec, device, desc="val",
+                                      run=TrunkRun(amp=st["amp"], runner=runner))
             if self.rank == 0:
                 from ..results import atomic_path
 
