@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from leukcore.detect import detect_cells
-from leukcore.detect.predict import _in_marked_block, plan_detection, receptive_radius, tile_windows
+from leukcore.detect.plan import in_marked_block, plan_detection, tile_windows
+from leukcore.detect.receptive import receptive_radius
 from leukcore.io import Slide, open_slide
 from test_detect_tiled import OracleDetector, _match, disc_slide
 
@@ -122,7 +123,7 @@ def test_windows_find_same_cells_as_whole_tiles(det, sample):
     assert win.meta["windows"] and not whole.meta["windows"]
     assert win.meta["px_run"] < 0.9 * whole.meta["px_run"]       # windows did save pixels here
     cw = whole.df[["centroid_y", "centroid_x"]].to_numpy()
-    in_block = _in_marked_block(plan, (cw - np.array(region[:2]) + 0.5) / plan.ds - 0.5)
+    in_block = in_marked_block(plan, (cw - np.array(region[:2]) + 0.5) / plan.ds - 0.5)
     ref = cw[in_block]
     got = win.df[["centroid_y", "centroid_x"]].to_numpy()
     assert len(ref) >= 12          # 17 cells with wbc-stardist v3 (22 with v2)

@@ -175,7 +175,7 @@ def test_real_bccd_fields_agree_with_their_rbc_boxes():
 
 def test_estimate_recorded_with_its_verdict_in_detect_and_pipeline_meta():
     """detect_cells' meta["mpp_estimate"] and the pipeline's summary["mpp"] carry method, reliable, reason."""
-    from leukcore.detect.predict import _resolve_mpp as detect_resolve
+    from leukcore.detect.plan import resolve_mpp as detect_resolve
     from leukcore.io import Slide
     from leukcore.pipeline import _resolve_mpp as pipeline_resolve
 

@@ -23,6 +23,7 @@ FORMATTED = [
     "src/leukcore/corrections/files.py",
     "src/leukcore/corrections/folders.py",
     "src/leukcore/corrections/state.py",
+    "src/leukcore/detect/plan.py",
     "src/leukcore/detect/train.py",
     "src/leukcore/detect/train_data.py",
     "src/leukcore/detect/tuning.py",

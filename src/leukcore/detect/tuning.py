@@ -147,9 +147,9 @@ def tune_thresholds(
     ``per_image`` holds the best grid point's counts, image by image, in ``val_sets`` order
     (what :func:`compare_tunings` resamples).
     """
+    from ..results import polygon_area
     from .model import disc_area_px
     from .postprocess import instances_from_maps
-    from ..results import polygon_area
 
     maps = {}
     for name, pairs in val_sets.items():
@@ -290,7 +290,7 @@ def fourclass_val_items(
     instances are smaller than a 7 um disc, the smallest white cell), which otherwise count as
     cells to find.  Default :data:`VAL_IGNORE_BELOW_UM`; ``None`` or 0 counts every instance.
     """
-    from .data import FOUR_CLASSES, fourclass_item, dedup, folder_mpp
+    from .data import FOUR_CLASSES, dedup, folder_mpp, fourclass_item
 
     data_dir = Path(data_dir)
     out = []
