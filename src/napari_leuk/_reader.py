@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from leukcore.io.find import SLIDE_SUFFIXES  # one owner: the suffixes a batch finds
+
 __all__ = ["napari_get_reader", "read_slide", "read_results", "slide_layer_data", "SLIDE_SUFFIXES"]
 
-SLIDE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".svs", ".ndpi", ".ome.zarr", ".zarr",
-                  ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _one_path(path) -> Optional[str]:
