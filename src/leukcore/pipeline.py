@@ -320,8 +320,10 @@ class _SlideRun:
         from .loader import load_classifier, load_detector
 
         s = self.s
+        # the settings' thread count is the detector's (ONNX Runtime intra-op threads, torch threads)
+        det_options = {"threads": int(s.threads)} if s.threads else {}
         return (
-            load_detector(s.detector, device=self.dev_name, trust_unverified=s.trust_unverified),
+            load_detector(s.detector, device=self.dev_name, trust_unverified=s.trust_unverified, **det_options),
             load_classifier(s.classifier, device=self.dev_name, trust_unverified=s.trust_unverified),
         )
 
@@ -429,5 +431,7 @@ def build_summary(
         ts = table.summary()  # the one owner of blast percentage and review numbers
         for k in ("blast_percent", "blast_percent_all_cells", "blast_percent_basis", "review", "confident_counts"):
             s[k] = ts.get(k)
+        if "review_reasons" in ts:  # a classifier with OOD statistics: why cells were left for review
+            s["review_reasons"] = ts["review_reasons"]
         s["mean_confidence"] = round(float(table.df["confidence"].mean()), 4) if n else None
     return s

@@ -49,7 +49,9 @@ class AnalysisSettings:
     detect_batch_size : int, optional
         Detection tiles per forward pass (default the detector's).
     threads : int, optional
-        CPU threads of the network in a batch worker process (``torch.set_num_threads``).
+        CPU threads of the network: the detector's thread count (``Detector.load(threads=)``: ONNX Runtime
+        intra-op threads, torch threads) and, in a batch worker process, ``torch.set_num_threads``.  Default: every
+        core the process may use (one per worker in a batch: ``run_batch``'s ``threads_per_worker``).
     trust_unverified : bool
         Load model cards whose weights have no sha256 (refused by default).
     skip_missing : bool
