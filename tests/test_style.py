@@ -62,6 +62,7 @@ FORMATTED = [
     "src/napari_leuk/_widget_actions.py",
     "src/napari_leuk/_worker.py",
     "tests/test_code_limits.py",
+    "tests/test_iter_analyze.py",
     "tests/test_one_owner.py",
     "tests/test_settings.py",
     "tests/test_style.py",

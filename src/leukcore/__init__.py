@@ -13,6 +13,8 @@ classify_cells
     Crop classification with timm backbones (:mod:`leukcore.classify`).
 analyze_slide
     Detection + classification + summary (:mod:`leukcore.pipeline`).
+iter_analyze
+    The same as a generator: progress events, then the result (for GUIs).
 classify_image
     One field or single-cell image, detected and classified (:mod:`leukcore.field`).
 CellTable
@@ -42,6 +44,7 @@ _ATTRS = {
     "detect_cells": "detect",
     "classify_cells": "classify",
     "analyze_slide": "pipeline",
+    "iter_analyze": "pipeline",
     "classify_image": "field",
     "run_batch": "batch",
     "resolve_device": "device",

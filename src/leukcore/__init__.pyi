@@ -28,6 +28,7 @@ from .io import SlideError as SlideError
 from .io import open_slide as open_slide
 from .io import write_slide as write_slide
 from .pipeline import analyze_slide as analyze_slide
+from .pipeline import iter_analyze as iter_analyze
 from .progress import Cancelled as Cancelled
 from .progress import CancelToken as CancelToken
 from .progress import ProgressEvent as ProgressEvent

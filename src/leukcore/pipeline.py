@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -49,6 +49,7 @@ __all__ = [
     "AnalysisResult",
     "AnalysisSettings",
     "analyze_slide",
+    "iter_analyze",
     "write_outputs",
     "load_detector",
     "load_classifier",
@@ -245,6 +246,51 @@ def analyze_slide(
     """
     s = _settings(settings, detector, classifier, options)
     return _SlideRun(s, progress, cancel, out_dir).run(slide_or_path)
+
+
+def iter_analyze(
+    slide_or_path,
+    *,
+    settings: Optional[AnalysisSettings] = None,
+    cancel=None,
+    out_dir: Optional[str | os.PathLike] = None,
+    min_interval: float = 0.0,
+    analyze: Optional[Callable[..., Any]] = None,
+    **options,
+) -> Iterator[Any]:
+    """:func:`analyze_slide` as a generator: its progress events in order, then, last, its result.
+
+    The analysis runs in a helper thread (:func:`leukcore.progress.iter_progress`), so a GUI or a web handler
+    iterates instead of passing a callback.  The result (an :class:`AnalysisResult`) is the last item and the
+    generator's return value; an error of the analysis is raised from the generator.
+
+    Parameters
+    ----------
+    slide_or_path, settings, out_dir, **options
+        As :func:`analyze_slide`.
+    cancel : CancelToken, optional
+        Cancelling it stops the analysis at its next check; the last item is then the partial result
+        (``summary["partial"]``).  Closing the generator early cancels the analysis too.
+    min_interval : float
+        Events closer together than this many seconds are coalesced, the newest winning (0: every event).
+    analyze : callable, optional
+        The analysis to run (default :func:`analyze_slide`; same signature): a plugin's test double.
+
+    Examples
+    --------
+    >>> for item in iter_analyze("slide.svs", device="cpu"):  # doctest: +SKIP
+    ...     if isinstance(item, ProgressEvent):
+    ...         print(item.stage, item.done, item.total)
+    ...     else:
+    ...         result = item
+    """
+    from .progress import iter_progress
+
+    run = analyze or analyze_slide
+    kwargs = dict(options, settings=settings)
+    if out_dir is not None:
+        kwargs["out_dir"] = out_dir
+    return (yield from iter_progress(run, slide_or_path, cancel=cancel, min_interval=min_interval, **kwargs))
 
 
 def _settings(settings, detector, classifier, options) -> AnalysisSettings:

@@ -10,15 +10,18 @@ The core never knows about threads or GUIs.  Long-running functions take
 
 A cancelled run stops at the next check and returns what it has, marked
 ``partial``; it never raises from inside a worker thread unless asked to.
+
+:func:`iter_progress` turns such a function into a generator of its events and, last, its result
+(:func:`leukcore.pipeline.iter_analyze` for a slide's analysis).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 __all__ = ["ProgressEvent", "ProgressCallback", "CancelToken", "Cancelled",
-           "is_cancelled", "emit"]
+           "is_cancelled", "emit", "iter_progress"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,70 @@ def emit(progress: Optional[ProgressCallback], stage: str, done: int, total: int
     """Call ``progress`` with a :class:`ProgressEvent` if it is not None."""
     if progress is not None:
         progress(ProgressEvent(stage=stage, done=int(done), total=int(total), **kw))
+
+
+_DONE = object()
+
+
+def iter_progress(run: Callable[..., Any], *args, cancel=None, min_interval: float = 0.0, **kwargs) -> Iterator:
+    """Run ``run(*args, progress=..., cancel=cancel, **kwargs)`` in a helper thread, as a generator.
+
+    Yields the run's :class:`ProgressEvent` s in order, then, last, what ``run`` returned (also the generator's
+    return value, ``StopIteration.value``).  An error of the run is raised from the generator.  Events closer
+    together than ``min_interval`` seconds are coalesced, the newest winning (0: every event), so a fast producer
+    cannot flood a GUI.  Cancelling ``cancel`` stops the run at its next check (it then returns what it has,
+    marked partial); closing the generator early cancels the run too (``cancel`` given as a
+    :class:`CancelToken`, or none: one is made).
+    """
+    import queue
+
+    token = CancelToken() if cancel is None else cancel
+    q: queue.Queue = queue.Queue()
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["result"] = run(*args, progress=q.put, cancel=token, **kwargs)
+        except BaseException as e:  # raised from the generator below
+            box["error"] = e
+        finally:
+            q.put(_DONE)
+
+    th = threading.Thread(target=target, name="leukcore-progress", daemon=True)
+    th.start()
+    try:
+        yield from _events(q, min_interval)
+    except GeneratorExit:
+        if hasattr(token, "cancel"):
+            token.cancel()
+        raise
+    th.join()
+    if "error" in box:
+        raise box["error"]
+    result = box.get("result")
+    yield result
+    return result
+
+
+def _events(q, min_interval: float) -> Iterator[ProgressEvent]:
+    """The events put on ``q`` until the end marker, coalesced to one per ``min_interval`` seconds."""
+    import queue
+    import time
+
+    last = 0.0
+    pending: Optional[ProgressEvent] = None
+    while True:
+        try:
+            item = q.get(timeout=min_interval) if min_interval > 0 else q.get()
+        except queue.Empty:
+            item = None
+        if item is _DONE:
+            break
+        if item is not None:
+            pending = item
+        now = time.monotonic()
+        if pending is not None and (now - last >= min_interval or item is None):
+            yield pending
+            pending, last = None, now
+    if pending is not None:
+        yield pending

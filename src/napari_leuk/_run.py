@@ -1,66 +1,36 @@
-"""Analysis fed by leukcore's progress callback, as plain Python (no Qt here).
+"""An analysis as the plugin's worker consumes it, as plain Python (no Qt here).
 
-:func:`progress_stream` runs ``analyze`` in a helper thread and yields its
-:class:`~leukcore.progress.ProgressEvent` s (throttled) until the run ends, then returns the result (or
-re-raises its error); :func:`friendly_error` words a failure for a notification.  The Qt worker that runs it
-is :func:`napari_leuk._worker.start_analysis`.
+:func:`analysis_events` yields the :class:`~leukcore.progress.ProgressEvent` s of
+:func:`leukcore.pipeline.iter_analyze` (throttled) and returns the result (or re-raises its error);
+:func:`friendly_error` words a failure for a notification.  The Qt worker that runs it is
+:func:`napari_leuk._worker.start_analysis`.
 """
 from __future__ import annotations
 
-import queue
-import threading
-import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 from leukcore.progress import CancelToken, ProgressEvent
 
-__all__ = ["progress_stream", "friendly_error"]
+__all__ = ["analysis_events", "friendly_error", "MIN_INTERVAL"]
 
-_DONE = object()
+#: seconds between two progress events shown (closer ones are coalesced, the newest wins)
+MIN_INTERVAL = 0.05
 
 
-def progress_stream(analyze: Callable[..., Any], source, *, cancel: CancelToken,
-                    min_interval: float = 0.05, **kwargs) -> Iterator[ProgressEvent]:
-    """Run ``analyze(source, progress=..., cancel=cancel, **kwargs)``; yield its progress events.
+def analysis_events(analyze: Callable[..., Any], source, *, cancel: CancelToken,
+                    min_interval: float = MIN_INTERVAL, **kwargs) -> Iterator[ProgressEvent]:
+    """The progress events of ``analyze(source, progress=..., cancel=cancel, **kwargs)``.
 
-    Events closer together than ``min_interval`` seconds are coalesced (the newest
-    wins), so a fast producer cannot flood the GUI.  The generator's return value
-    (``StopIteration.value``) is what ``analyze`` returned.
+    :func:`leukcore.pipeline.iter_analyze` runs it; its last item, the result, becomes this generator's
+    return value (``StopIteration.value``: the worker's ``returned`` signal).
     """
-    q: "queue.Queue" = queue.Queue()
-    box: dict[str, Any] = {}
+    from leukcore.pipeline import iter_analyze
 
-    def target():
-        try:
-            box["result"] = analyze(source, progress=q.put, cancel=cancel, **kwargs)
-        except BaseException as e:  # re-raised in the worker thread below
-            box["error"] = e
-        finally:
-            q.put(_DONE)
-
-    th = threading.Thread(target=target, name="napari-leuk-analysis", daemon=True)
-    th.start()
-    last = 0.0
-    pending: Optional[ProgressEvent] = None
-    while True:
-        try:
-            item = q.get(timeout=min_interval)
-        except queue.Empty:
-            item = None
-        if item is _DONE:
-            break
-        if item is not None:
-            pending = item
-        now = time.monotonic()
-        if pending is not None and (now - last >= min_interval or item is None):
-            yield pending
-            pending, last = None, now
-    if pending is not None:
-        yield pending
-    th.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    for item in iter_analyze(source, analyze=analyze, cancel=cancel, min_interval=min_interval, **kwargs):
+        if not isinstance(item, ProgressEvent):
+            return item
+        yield item
+    return None
 
 
 def friendly_error(exc: BaseException) -> str:

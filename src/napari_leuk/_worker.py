@@ -1,4 +1,4 @@
-"""The Qt worker thread of an analysis: :func:`start_analysis` runs :func:`._run.progress_stream` in a superqt
+"""The Qt worker thread of an analysis: :func:`start_analysis` runs :func:`._run.analysis_events` in a superqt
 worker, so events reach the GUI thread through the worker's ``yielded`` signal and the result through
 ``returned``; :func:`run_in_thread` runs any function that way (Grad-CAM).
 """
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from leukcore.progress import CancelToken
 
-from ._run import progress_stream
+from ._run import analysis_events
 
 __all__ = ["start_analysis", "run_in_thread"]
 
 
 def start_analysis(analyze, source, *, cancel: CancelToken, on_progress, on_done, on_error, on_finished=None, **kwargs):
-    """Start :func:`progress_stream` in a worker thread; returns the (started) worker.
+    """Start :func:`analysis_events` in a worker thread; returns the (started) worker.
 
     The worker is superqt's ``thread_worker`` (the one ``napari.qt.threading`` wraps):
     napari 0.9.2's wrapper connects a task-status lambda to ``errored`` that fails with a
@@ -23,7 +23,7 @@ def start_analysis(analyze, source, *, cancel: CancelToken, on_progress, on_done
     connect = {"yielded": on_progress, "returned": on_done, "errored": on_error}
     if on_finished is not None:
         connect["finished"] = on_finished
-    return run_in_thread(progress_stream, analyze, source, cancel=cancel, _connect=connect, **kwargs)
+    return run_in_thread(analysis_events, analyze, source, cancel=cancel, _connect=connect, **kwargs)
 
 
 def run_in_thread(func, *args, _connect: dict, **kwargs):
