@@ -60,13 +60,13 @@ def build_slides(n: int, grid: int) -> Path:
 
 
 def scaling(src: Path, workers: int, model: str, detector: str = "wbc-stardist") -> dict:
-    from leukcore.batch import run_batch
+    from leukcore.batch import BatchCluster, run_batch
 
     out = WORK / f"out_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    res = run_batch(src, out, workers=workers, detector=detector, classifier=model, device="cpu",
-                    threads_per_worker=1)
+    res = run_batch(src, out, cluster=BatchCluster(workers=workers), detector=detector, classifier=model,
+                    device="cpu", threads=1)
     wall = time.perf_counter() - t
     return {"workers": workers, "wall_s": round(wall, 2), "n_done": res["n_done"], "n_error": res["n_error"],
             "cells": int(sum(int(r.get("cells") or 0) for r in res.rows)),
@@ -76,7 +76,7 @@ def scaling(src: Path, workers: int, model: str, detector: str = "wbc-stardist")
 def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
     import pandas as pd
 
-    from leukcore.batch import run_batch
+    from leukcore.batch import BatchCluster, run_batch
     from leukcore.export.summary import is_complete, read_summary
 
     out = WORK / "out_fault"
@@ -101,7 +101,8 @@ def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
                       t=time.time())
 
     t = time.perf_counter()
-    run_batch(src, out, workers=2, detector=detector, classifier=model, device="cpu", progress=progress,
+    run_batch(src, out, cluster=BatchCluster(workers=2), detector=detector, classifier=model, device="cpu",
+              progress=progress,
               on_submitted=on_submitted)
     wall = time.perf_counter() - t
     df = pd.read_csv(out / "batch_summary.csv")

@@ -262,12 +262,12 @@ def client(fakes):
 
 
 def test_batch_resume_redoes_on_any_change(fakes, slide_file, tmp_path, client):
-    from leukcore.batch import run_batch
+    from leukcore.batch import BatchCluster, run_batch
     from test_pipeline_plumbing import FakeClassifier
 
     det, clf = fakes
     out = tmp_path / "out"
-    kw = dict(client=client, detector=det, device="cpu", tile_size=256)
+    kw = dict(cluster=BatchCluster(client=client), detector=det, device="cpu", tile_size=256)
 
     def plan_of(res_events):
         return [e.data["plan"] for e in res_events if e.data and "plan" in e.data][0]["s1"]

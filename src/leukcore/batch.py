@@ -52,7 +52,7 @@ from .io.find import SLIDE_SUFFIXES, find_slides, slide_names
 from .progress import emit, is_cancelled
 from .settings import AnalysisSettings
 
-__all__ = ["run_batch", "find_slides", "slide_names", "process_slide", "BatchResult", "SLIDE_SUFFIXES"]
+__all__ = ["run_batch", "BatchCluster", "find_slides", "slide_names", "process_slide", "BatchResult", "SLIDE_SUFFIXES"]
 
 _THREADS_SET = [False]
 
@@ -223,15 +223,32 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
     return {"summary_csv": p_csv, "errors_json": p_err}
 
 
+@dataclass(frozen=True)
+class BatchCluster:
+    """Where a batch runs: an existing dask client, a scheduler's address, or a new LocalCluster.
+
+    Attributes
+    ----------
+    workers : int, optional
+        Worker processes of the LocalCluster started when neither ``scheduler`` nor ``client`` is given
+        (default 1); each runs ``settings.threads`` threads (default 1).
+    scheduler : str, optional
+        Address of an existing dask scheduler (``tcp://host:8786``); same code path.
+    client : distributed.Client, optional
+        An existing client to run on (not closed here).
+    """
+
+    workers: Optional[int] = None
+    scheduler: Optional[str] = None
+    client: Any = None
+
+
 def run_batch(
     sources,
     out_dir: str | os.PathLike,
     *,
     settings: Optional[AnalysisSettings] = None,
-    workers: Optional[int] = None,
-    scheduler: Optional[str] = None,
-    client=None,
-    threads_per_worker: Optional[int] = None,
+    cluster: Optional[BatchCluster] = None,
     resume: bool = True,
     progress: Optional[Callable] = None,
     cancel=None,
@@ -250,16 +267,11 @@ def run_batch(
         The analysis settings of every slide (:class:`leukcore.settings.AnalysisSettings`: models, device,
         mpp, batch size, review threshold, tile size, ``trust_unverified``, ``skip_missing``...), passed to
         :func:`leukcore.pipeline.analyze_slide` on the workers.
-    workers : int, optional
-        Worker processes of the LocalCluster started when neither ``scheduler`` nor
-        ``client`` is given (default 1).
-    scheduler : str, optional
-        Address of an existing dask scheduler (``tcp://host:8786``); same code path.
-    client : distributed.Client, optional
-        An existing client to run on (not closed here).
-    threads_per_worker : int, optional
-        Threads per worker process (also ``torch.set_num_threads`` in the worker); default
-        ``settings.threads`` or 1.
+        ``settings.threads`` (default 1) is the threads of each worker process (dask threads,
+        ``torch.set_num_threads`` and the detector's threads in the worker).
+    cluster : BatchCluster, optional
+        Where to run: worker processes of a new LocalCluster (default: one), a scheduler's address or an existing
+        client (:class:`BatchCluster`).
     resume : bool
         Skip slides whose output folder is complete and was computed from the same input, settings
         and models (the ``provenance`` fingerprint in its ``summary.json``; default True).  Each row's
@@ -285,18 +297,19 @@ def run_batch(
     """
     t0 = time.perf_counter()
     s = AnalysisSettings.build(settings, **options)
-    threads = int(threads_per_worker or s.threads or 1)
+    cl = cluster or BatchCluster()
+    threads = int(s.threads or 1)
     s = s.replace(detector=_model_arg(s.detector), classifier=_model_arg(s.classifier), threads=threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     srcs = find_slides(sources, exclude=out) if not isinstance(sources, (list, tuple)) else [Path(x) for x in sources]
-    if workers is not None and int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if cl.workers is not None and int(cl.workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {cl.workers}")
     rows, todo, plan = _plan(srcs, out, s, resume)
     total = len(srcs)
     emit(progress, "batch", len(rows), total, message=f"{len(rows)} already complete", data={"plan": plan})
     if todo:
-        with _dask_client(client, scheduler, workers, threads) as c:
+        with _dask_client(cl, threads) as c:
             _run_tasks(c, todo, s, _Tally(rows, plan, total, progress, cancel), on_submitted)
     return _batch_result(out, rows, total, t0, bool(is_cancelled(cancel)))
 
@@ -345,21 +358,21 @@ def _plan(srcs: list[Path], out: Path, s: AnalysisSettings, resume: bool):
 
 
 @contextlib.contextmanager
-def _dask_client(client, scheduler: Optional[str], workers: Optional[int], threads: int):
-    """``client`` itself, or a client of ``scheduler``, or of a new LocalCluster (closed on exit)."""
-    if client is not None:
-        yield client
+def _dask_client(cluster: BatchCluster, threads: int):
+    """The cluster's client itself, or a client of its scheduler, or of a new LocalCluster (closed on exit)."""
+    if cluster.client is not None:
+        yield cluster.client
         return
     from distributed import Client, LocalCluster
 
     own_cluster = None
-    if scheduler:
-        own_client = Client(scheduler)
+    if cluster.scheduler:
+        own_client = Client(cluster.scheduler)
     else:
         import logging
 
         own_cluster = LocalCluster(
-            n_workers=int(workers or 1),
+            n_workers=int(cluster.workers or 1),
             threads_per_worker=threads,
             processes=True,
             dashboard_address=None,

@@ -51,7 +51,7 @@ class AnalysisSettings:
     threads : int, optional
         CPU threads of the network: the detector's thread count (``Detector.load(threads=)``: ONNX Runtime
         intra-op threads, torch threads) and, in a batch worker process, ``torch.set_num_threads``.  Default: every
-        core the process may use (one per worker in a batch: ``run_batch``'s ``threads_per_worker``).
+        core the process may use; in a batch one per worker process (``leuk batch --threads-per-worker``).
     trust_unverified : bool
         Load model cards whose weights have no sha256 (refused by default).
     skip_missing : bool

@@ -38,7 +38,7 @@ def run(args):
     """Run ``leuk batch`` with the parsed ``args``; the exit code."""
     from tqdm import tqdm
 
-    from ..batch import run_batch
+    from ..batch import BatchCluster, run_batch
     from .analyze import settings_from_args
 
     bar = None
@@ -59,8 +59,9 @@ def run(args):
         bar.refresh()
 
     try:
-        res = run_batch(args.source, args.out, settings=settings_from_args(args), workers=args.workers,
-                        scheduler=args.scheduler, threads_per_worker=args.threads_per_worker,
+        settings = settings_from_args(args).replace(threads=args.threads_per_worker)
+        res = run_batch(args.source, args.out, settings=settings,
+                        cluster=BatchCluster(workers=args.workers, scheduler=args.scheduler),
                         resume=not args.no_resume, progress=progress)
     finally:
         if bar is not None:
