@@ -120,10 +120,12 @@ class BatchResult(dict):
 
     @property
     def rows(self) -> list[dict]:
+        """One row per slide (``status`` done / skipped / error), sorted by slide name."""
         return self["rows"]
 
     @property
     def errors(self) -> list[dict]:
+        """The failed slides: ``slide``, ``source``, ``error``, ``traceback``."""
         return self["errors"]
 
 

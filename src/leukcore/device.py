@@ -12,6 +12,8 @@ __all__ = ["resolve_device", "available_devices", "DeviceInfo", "device_settings
 
 @dataclass(frozen=True)
 class DeviceInfo:
+    """A device a model can run on: ``name`` (``cpu``, ``cuda:0``), a human-readable ``label``, ``available``."""
+
     name: str          # "cpu", "cuda:0"
     label: str         # human readable, e.g. "CUDA 0: NVIDIA H100"
     available: bool

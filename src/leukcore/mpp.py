@@ -90,6 +90,7 @@ class MppEstimate:
     n_windows: int = 0
 
     def as_dict(self) -> dict:
+        """The estimate as a plain dict (JSON-ready)."""
         return asdict(self)
 
 

@@ -12,6 +12,7 @@ __all__ = ["cache_dir", "onnx_available"]
 
 
 def onnx_available() -> bool:
+    """True when ONNX Runtime can be imported."""
     try:
         import onnxruntime  # noqa: F401
         return True

@@ -81,10 +81,12 @@ class AnalysisResult:
 
     @property
     def partial(self) -> bool:
+        """True when the run was cancelled before the end (the table holds what was found)."""
         return bool(self.summary.get("partial"))
 
     @property
     def counts(self) -> dict:
+        """Cells per class (a copy of ``summary['counts']``)."""
         return dict(self.summary.get("counts", {}))
 
     def __repr__(self) -> str:

@@ -52,6 +52,7 @@ class ProgressEvent:
 
     @property
     def fraction(self) -> float:
+        """``done / total`` (0 when the total is unknown)."""
         return (self.done / self.total) if self.total else 0.0
 
 
@@ -78,16 +79,19 @@ class CancelToken:
         self._event = threading.Event()
 
     def cancel(self) -> None:
+        """Ask the run to stop at its next check."""
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
         return self._event.is_set()
 
     def __bool__(self) -> bool:  # pragma: no cover - convenience
         return self.cancelled
 
     def raise_if_cancelled(self) -> None:
+        """Raise :class:`Cancelled` when cancelled."""
         if self.cancelled:
             raise Cancelled("cancelled by user")
 

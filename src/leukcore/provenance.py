@@ -296,6 +296,7 @@ def compare(recorded: Optional[Mapping], current: Mapping) -> list[str]:
 
 
 def describe(reasons: list[str]) -> str:
+    """One line of a resume decision's reasons."""
     return "; ".join(reasons)
 
 

@@ -181,6 +181,7 @@ class Mosaic:
     fields: list = field(default_factory=list)
 
     def to_json(self) -> str:
+        """The layout as JSON (what ``<slide>.layout.json`` holds)."""
         return json.dumps(asdict(self), indent=1)
 
 

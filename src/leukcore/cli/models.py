@@ -15,6 +15,7 @@ def register(sub):
 
 
 def facts(card: dict) -> dict:
+    """What ``leuk models`` shows of a model card: name, task, version, architecture, input and headline metrics."""
     inp = card.get("input", {})
     arch = card.get("architecture", {})
     m = card.get("metrics", {}) or {}

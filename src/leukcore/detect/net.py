@@ -62,9 +62,11 @@ class StarDistUNet(nn.Module):
 
     @property
     def depth(self) -> int:
+        """Down-sampling steps of the U-Net (levels - 1)."""
         return len(self.channels) - 1
 
     def forward(self, x: torch.Tensor):
+        """Probability logits ``(N, 1, H, W)`` and ray distances ``(N, n_rays, H, W)`` of a batch ``(N, 3, H, W)``."""
         skips = []
         for i, blk in enumerate(self.down):
             x = blk(x)

@@ -110,6 +110,7 @@ class OutputKind:
 
     @property
     def suffix(self) -> str:
+        """The file name's suffix without its first dot (``ome.zarr`` of ``labels.ome.zarr``)."""
         return self.name.split(".", 1)[1]
 
 

@@ -43,6 +43,7 @@ class Source:
         self._lock = threading.Lock()
 
     def get(self):
+        """The native object, opened on first use (once per process, thread-safe)."""
         obj = self._obj
         if obj is None:
             with self._lock:
@@ -52,6 +53,7 @@ class Source:
         return obj
 
     def close(self) -> None:
+        """Close the native object if it is open (it is reopened by the next :meth:`get`)."""
         with self._lock:
             obj, self._obj = self._obj, None
         if obj is not None and self.closer is not None:
@@ -159,6 +161,7 @@ class LevelReader:
 
     # ------------------------------------------------------------ integrity
     def level0_box(self, y0, x0, y1, x1) -> list:
+        """A box of this level's pixels in level-0 pixels ``[y0, x0, y1, x1]`` (rounded)."""
         d = float(self.downsample or 1.0)
         return [int(round(y0 * d)), int(round(x0 * d)), int(round(y1 * d)), int(round(x1 * d))]
 

@@ -32,6 +32,7 @@ __all__ = ["open_omezarr", "is_zarr_dir"]
 
 
 def is_zarr_dir(path) -> bool:
+    """True when ``path`` is a folder holding a zarr group or array (format 2 or 3)."""
     p = str(path)
     return os.path.isdir(p) and any(os.path.exists(os.path.join(p, f))
                                     for f in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))

@@ -80,12 +80,15 @@ class Slide:
 
     @property
     def n_levels(self) -> int:
+        """Number of pyramid levels."""
         return len(self.levels)
 
     def level_shape(self, level: int) -> tuple[int, int]:
+        """``(height, width)`` of pyramid level ``level``."""
         return tuple(int(s) for s in self.levels[level].shape[:2])
 
     def level_mpp(self, level: int) -> Optional[float]:
+        """Microns per pixel of level ``level`` (None when the slide's pixel size is unknown)."""
         return None if self.mpp is None else self.mpp * self.downsamples[level]
 
     def best_level_for_downsample(self, downsample: float) -> int:
@@ -214,6 +217,7 @@ class Slide:
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:
+        """Release the file handles (idempotent); the slide cannot read afterwards."""
         if self._closer is not None:
             try:
                 self._closer()

@@ -74,6 +74,10 @@ def list_models(task: str | None = None) -> list[str]:
 
 
 def card_path(name_or_path: str | os.PathLike) -> Path:
+    """The card file of a model name, card path or run folder (names searched in the model folders).
+
+    Raises ``ModelError`` when there is none.
+    """
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.exists():
         return p

@@ -50,6 +50,7 @@ class DemoServer:
 
     @property
     def url(self) -> str:
+        """The address the demo serves on (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -71,6 +72,7 @@ class DemoServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop a server started by :meth:`start` (forced after ``timeout`` seconds) and close its socket."""
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)

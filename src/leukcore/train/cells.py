@@ -110,6 +110,7 @@ def segmented_finder(original_root: str, segmented_root: str, min_um2: float = 2
 
 
 def cell_cache_dir() -> Path:
+    """Folder of the cached cell crops of training runs (under the user cache dir)."""
     from ..classify.onnx_backend import cache_dir
     return cache_dir() / "cells"
 

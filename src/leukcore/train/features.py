@@ -66,6 +66,7 @@ def _top_model_cls():
 
 
 def TopModel(net, k):
+    """The head of ``net`` above its first ``k`` stages, over cached trunk features (a torch module)."""
     return _top_model_cls()(net, k)
 
 

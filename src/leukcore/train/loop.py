@@ -35,6 +35,7 @@ def _print(*a):
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and CUDA) random generators."""
     import torch
 
     random.seed(seed)
@@ -89,6 +90,7 @@ def _load_ckpt(path: Path) -> Optional[dict]:
 
 
 def build_card(cfg: dict, classes, spec, extra: dict | None = None) -> dict:
+    """The model card of a classifier trained with ``cfg`` (``extra`` merged in: metrics, thresholds, weights)."""
     card = {
         "name": cfg["name"], "task": "classification", "version": cfg.get("version", 1),
         "architecture": {"name": cfg["model"]["architecture"], "num_classes": len(classes),

@@ -13,6 +13,7 @@ __all__ = ["classification_metrics", "bootstrap_ci", "ece", "plot_confusion", "p
 
 
 def macro_f1(y_true, y_pred, n_classes: int) -> float:
+    """Macro-averaged F1 over ``n_classes`` classes (a class never predicted nor present counts 0)."""
     from sklearn.metrics import f1_score
     return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
 
@@ -126,6 +127,7 @@ def _save_png(fig, path: str | Path) -> Path:
 
 
 def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
+    """Draw the confusion matrix ``cm`` (rows: truth) to ``path``; returns ``path``."""
     plt = _pyplot()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(classes), 1 + 0.9 * len(classes)), dpi=110)
@@ -143,6 +145,7 @@ def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
 
 
 def plot_roc(y_true, probs, classes, path: str | Path, title: str = "") -> Path:
+    """Draw one-vs-rest ROC curves (with AUC) of ``probs`` to ``path``; returns ``path``."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
