@@ -76,6 +76,7 @@ class Tile:
 
     @property
     def read_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the read box (core + halo)."""
         return (self.read[2] - self.read[0], self.read[3] - self.read[1])
 
     def owns(self, points: np.ndarray) -> np.ndarray:
@@ -165,6 +166,7 @@ class TileGrid:
         return self.tile_at(r, c)
 
     def tile_at(self, row: int, col: int) -> Tile:
+        """The :class:`Tile` at grid row ``row``, column ``col``."""
         H, W = self.shape
         t, h, m = self.tile, self.halo, self.multiple
         y0, x0 = row * t, col * t
@@ -304,7 +306,8 @@ def strips(height: int, width: int, budget: float, margin: int, multiple: int = 
 @dataclass(frozen=True)
 class GridFrame:
     """Where a grid lies on the slide: grid pixel ``(y, x)`` has its centre at level-0
-    ``origin + (p + 0.5) * ds - 0.5`` (pixel-centre convention; ``ds`` level-0 px per grid px)."""
+    ``origin + (p + 0.5) * ds - 0.5`` (pixel-centre convention; ``ds`` level-0 px per grid px).
+    """
 
     origin: tuple
     ds: float
@@ -328,7 +331,8 @@ class GridFrame:
 class SeamGuard:
     """The global safety net behind the ownership rule: objects kept near a core edge are remembered,
     and a later tile's object within ``radius`` of one of them is a duplicate (the two tiles placed the
-    same object's centre in their own cores)."""
+    same object's centre in their own cores).
+    """
 
     def __init__(self, radius: float):
         self.radius = float(radius)
@@ -336,7 +340,8 @@ class SeamGuard:
 
     def keep(self, tile: Tile, points: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """``keep`` with the duplicates of remembered seam objects dropped; remembers this tile's kept
-        objects near its core edges.  ``points`` are grid (y, x) centres."""
+        objects near its core edges.  ``points`` are grid (y, x) centres.
+        """
         keep = np.array(keep, dtype=bool)
         near = tile.near_core_edge(points, 2 * self.radius)
         if len(self.points) and near.any():

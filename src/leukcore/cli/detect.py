@@ -1,8 +1,10 @@
 """``leuk detect SLIDE -o OUT``: find white blood cells, write OUT/cells.csv (+ cells.parquet, meta,
-optionally the label image OUT/labels.ome.zarr)."""
+optionally the label image OUT/labels.ome.zarr).
+"""
 
 
 def register(sub):
+    """Add the ``leuk detect`` subcommand to ``sub``."""
     from .analyze import TRUST_HELP
 
     p = sub.add_parser("detect", help="find white blood cells in a slide or field image",
@@ -47,6 +49,7 @@ def _threads(text: str) -> int:
 
 
 def run(args):
+    """Run ``leuk detect`` with the parsed ``args``; the exit code."""
     import json
     import sys
     from pathlib import Path

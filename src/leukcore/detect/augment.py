@@ -121,7 +121,8 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 def blur_and_noise(img: np.ndarray, rng, *, p: float, sigma=(0.3, 1.2), noise=(1.0, 6.0)) -> np.ndarray:
     """With probability ``p`` each: Gaussian defocus (sigma drawn in ``sigma``), then sensor noise (std in
-    ``noise``); uint8 in/out.  The mild (v1-v3) recipe and :func:`degrade` both draw through this."""
+    ``noise``); uint8 in/out.  The mild (v1-v3) recipe and :func:`degrade` both draw through this.
+    """
     from scipy import ndimage as ndi
 
     out = img

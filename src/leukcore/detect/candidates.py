@@ -30,7 +30,8 @@ def candidate_blocks(plan, slide, thresh: float = SKIP_THRESH,
                       blue_thresh: float = SKIP_BLUE_THRESH, radius: Optional[float] = None) -> np.ndarray:
     """Bool (rows, cols) map over the working grid in blocks of ``plan.block`` px: a nucleated-cell
     colour signal (purple measure > ``thresh`` or B-G > ``blue_thresh``) lies within a cell radius of
-    the block (Chebyshev distance, as for whole tiles)."""
+    the block (Chebyshev distance, as for whole tiles).
+    """
     from skimage.measure import block_reduce
 
     grid = plan.grid

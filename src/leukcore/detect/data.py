@@ -78,7 +78,8 @@ def normalize_image(img: np.ndarray, bg: Optional[np.ndarray] = None, stain=None
 
 def field_input(img: np.ndarray, template: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None) -> np.ndarray:
     """The detector's input for one in-memory field or training patch: its own glass colour and, with a
-    stain ``template`` (a card's, :attr:`Detector.stain_template`), its own stain statistics."""
+    stain ``template`` (a card's, :attr:`Detector.stain_template`), its own stain statistics.
+    """
     bg = background_color(img) if bg is None else bg
     if template is None:
         return normalize_image(img, bg)
@@ -166,6 +167,7 @@ class TrainItem:
 
 
 def bccd_split(data_dir, split: str) -> list[str]:
+    """Image ids of a BCCD split (``train``, ``val``, ``test``: ``ImageSets/Main/<split>.txt``)."""
     p = Path(data_dir) / "bccd" / "BCCD" / "ImageSets" / "Main" / f"{split}.txt"
     return [s.strip() for s in p.read_text().split() if s.strip()]
 
@@ -326,7 +328,8 @@ def fourclass_item(orig, seg, mpp_src: float, mpp: float, use_colour: bool = Fal
 
 def ignore_fragments(labels: np.ndarray, min_area_px: float) -> np.ndarray:
     """Mark instances smaller than ``min_area_px`` as *ignore* (-1): neither a cell to find nor a
-    false positive when detected.  Existing ignore pixels stay ignore; a copy is returned."""
+    false positive when detected.  Existing ignore pixels stay ignore; a copy is returned.
+    """
     lab = np.array(labels, copy=True)
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
     small = ids[counts < min_area_px]

@@ -46,7 +46,8 @@ def _untransform_rays(d, t: int, v: int, h: int):
 
     stardist's ray k points at angle 2 pi k / n (dy = sin, dx = cos); undoing a column flip maps
     ray k to n/2 - k, a row flip to -k, a transpose to n/4 - k (checked against ``star_dist``
-    in ``tests/test_detect_tta.py``)."""
+    in ``tests/test_detect_tta.py``).
+    """
     import torch
 
     n = d.shape[1]
@@ -182,9 +183,9 @@ class Detector:
     def from_network(cls, net, card: dict, device: str = "cpu", backend: str = "torch",
                      threads: Optional[int] = None) -> "Detector":
         """Wrap an in-memory network (training / tests); ``backend`` as in :meth:`load` (default torch)."""
-        from ..device import device_settings, resolve_device
-
         import torch
+
+        from ..device import device_settings, resolve_device
 
         dev = resolve_device(device)
         settings = device_settings(dev)
@@ -217,7 +218,8 @@ class Detector:
 
     def _try_onnx(self, required: bool = False) -> None:
         """Export (once per weights hash) and open the ONNX Runtime session; keep it only if it gives
-        torch's maps on a probe tile (:data:`~leukcore.detect.onnx_backend.PROBE_TOL`)."""
+        torch's maps on a probe tile (:data:`~leukcore.detect.onnx_backend.PROBE_TOL`).
+        """
         import warnings
 
         from . import onnx_backend as ob
@@ -259,22 +261,27 @@ class Detector:
 
     @property
     def name(self) -> str:
+        """The model's name (from its card)."""
         return str(self.card.get("name", "detector"))
 
     @property
     def n_rays(self) -> int:
+        """Star-convex polygon rays per cell."""
         return int(self.card["architecture"].get("n_rays", 32))
 
     @property
     def multiple(self) -> int:
+        """Input sides must be multiples of this (2 ** U-Net depth)."""
         return 2 ** (len(self.card["architecture"].get("channels", (16, 32, 64))) - 1)
 
     @property
     def prob_thresh(self) -> float:
+        """Object probability threshold (the card's tuned value)."""
         return float(self.card.get("thresholds", {}).get("prob", 0.5))
 
     @property
     def nms_thresh(self) -> float:
+        """Polygon overlap threshold of non-maximum suppression (the card's tuned value)."""
         return float(self.card.get("thresholds", {}).get("nms", 0.4))
 
     @property
@@ -298,7 +305,8 @@ class Detector:
 
     def stain_normalizer(self, sample: np.ndarray, bg):
         """The colour map (a lookup table) of the slide that ``sample`` (its thumbnail) shows; None when the
-        model uses none.  One in-memory field: :func:`leukcore.detect.data.field_input`."""
+        model uses none.  One in-memory field: :func:`leukcore.detect.data.field_input`.
+        """
         from .stain import StainNormalizer
 
         tpl = self.stain_template
@@ -310,6 +318,7 @@ class Detector:
         return disc_area_px(float(self.card.get("input", {}).get("min_cell_um", 4.0)), self.mpp)
 
     def info(self) -> dict:
+        """What a run records about the detector: name, version, pixel size, thresholds, device, TTA, backend."""
         return {"name": self.name, "version": self.card.get("version"), "mpp": self.mpp,
                 "prob_thresh": self.prob_thresh, "nms_thresh": self.nms_thresh, "device": str(self.device),
                 "tta": self.tta, "backend": self.backend}

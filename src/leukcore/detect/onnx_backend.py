@@ -152,6 +152,7 @@ class DetectorOnnxRunner:
         self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, tiles: np.ndarray):
+        """``(prob, dist)`` maps of a float32 batch ``(N, 3, H, W)``, as the torch network gives them."""
         x = np.ascontiguousarray(tiles, dtype=np.float32)
         prob, dist = self.session.run(None, {"tiles": x}, self.run_options)
         return prob, dist

@@ -62,7 +62,8 @@ __all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan", "De
 MAX_FORWARD_PX = {"cpu": 1.4e6, "cuda": 64e6}
 def _read_batch(plan: DetectionPlan, tiles) -> list:
     """Per tile: list of (window, normalised pixels).  One read of the windows' bounding box per tile, but
-    only the windows' pixels are normalised (per pixel, so the values do not depend on the box)."""
+    only the windows' pixels are normalised (per pixel, so the values do not depend on the box).
+    """
     from .data import normalize_image
 
     out = []
@@ -146,7 +147,8 @@ class DetectOptions:
 
 def _load_detector(detector, opts: DetectOptions):
     """A loaded detector: ``detector`` itself, or the named / carded one loaded with ``opts``' device,
-    backend and threads."""
+    backend and threads.
+    """
     if detector is None or isinstance(detector, (str, dict)) or hasattr(detector, "__fspath__"):
         from .model import Detector
 
@@ -188,7 +190,8 @@ class _DetectRun:
 
     def forward_groups(self, arrays: list) -> list:
         """Windows of one shape (from any tile of the batch) in groups that go through the network together,
-        each within the pixel budget (CPU: ~1 large tile at a time; the output alone is n_rays floats a pixel)."""
+        each within the pixel budget (CPU: ~1 large tile at a time; the output alone is n_rays floats a pixel).
+        """
         shapes: dict = {}
         for wins in arrays:
             for w, a in wins:

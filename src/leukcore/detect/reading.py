@@ -53,6 +53,7 @@ class Prefetch:
         self.fut = self.ex.submit(read, batches[0]) if batches else None
 
     def next(self) -> list:
+        """The next batch's read arrays (waits for the reader thread), starting the read of the one after."""
         arrays = self.fut.result()
         self.i += 1
         if self.i < len(self.batches):
@@ -60,4 +61,5 @@ class Prefetch:
         return arrays
 
     def close(self):
+        """Stop the reader thread (pending reads cancelled)."""
         self.ex.shutdown(wait=True, cancel_futures=True)

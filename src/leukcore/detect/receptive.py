@@ -89,7 +89,8 @@ def predict_in_strips(detector, a: np.ndarray, budget: float):
 
 def window_halo(detector, grid, halo_px: float, tight: bool = False) -> int:
     """Sub-window margin: half the largest cell + the receptive-field radius (+ 4 px), at most the grid halo;
-    ``tight``: the receptive-field radius + :data:`TIGHT_MARGIN`."""
+    ``tight``: the receptive-field radius + :data:`TIGHT_MARGIN`.
+    """
     r = receptive_radius(detector)
     if r is None:
         return grid.halo

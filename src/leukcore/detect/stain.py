@@ -145,6 +145,7 @@ class StainNormalizer:
                 "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE)}
 
     def lut(self) -> np.ndarray:
+        """The colour transfer as a lookup table over quantised RGB (built once, on first use)."""
         if self._lut is None:
             n = 1 << _LUT_BITS
             v = ((np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n))

@@ -131,6 +131,7 @@ def load_config(path: str | Path) -> dict:
 
 
 def dump_config(cfg: dict, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML to ``path`` (atomically); returns ``path``."""
     import yaml
 
     from ..results import atomic_path

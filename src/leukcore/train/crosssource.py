@@ -243,7 +243,7 @@ def _pbc_set(run: _Run, data_dir: Path, cfg: Optional[dict], df) -> dict:
     in_training = cfg is not None and any(d.get("reader") == "pbc" for d in cfg["data"]["datasets"])
     if df is not None and in_training and not held:
         rows = df[(df["source"] == "pbc") & (df["split"] == "test")]
-        pool = [(Path(p), t) for p, t in zip(rows["path"], rows["cell_type"])]
+        pool = [(Path(p), t) for p, t in zip(rows["path"], rows["cell_type"], strict=False)]
         split = "image-level held-out test split of a model trained on PBC (in-source)"
     else:
         pool = [
@@ -306,7 +306,7 @@ def _restained_items(run: _Run, df, items) -> list:
     stats = class_lab_stats(list(tr["path"]), list(tr["stain_group"]))
     targets = swap_targets([m["stain_group"] for _, m in items], sorted(stats))
     out = []
-    for (p, m), t in zip(items, targets):
+    for (p, m), t in zip(items, targets, strict=False):
         img = load_image(p)
         out.append((reinhard(img, stats[t], lab_stats(img)), {**m, "restained_to": t}))
     return out

@@ -36,8 +36,6 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-import numpy as np
-
 __all__ = ["IMAGE_EXTS", "data_root", "file_sha256", "read_folder_per_class", "read_cnmc", "read_all4class",
            "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects",
            "DatasetError", "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES", "read_bccd",
@@ -150,7 +148,8 @@ def read_bccd(root: str | os.PathLike | None = None, *, label: str = "normal"):
 def read_corrections(root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None,
                      report: Optional[dict] = None):
     """Corrected cells of the reviewed results folders at or below ``root`` (reviewer's class as the label,
-    ``review`` cells skipped); see :func:`leukcore.corrections.training_rows`."""
+    ``review`` cells skipped); see :func:`leukcore.corrections.training_rows`.
+    """
     from ..corrections import CorrectionsError, training_rows
 
     try:
@@ -178,6 +177,7 @@ class UnionFind:
         self.parent: dict = {}
 
     def find(self, a):
+        """The root of ``a``'s set (``a`` joins as its own set when new; paths are halved on the way)."""
         self.parent.setdefault(a, a)
         while self.parent[a] != a:
             self.parent[a] = self.parent[self.parent[a]]
@@ -185,6 +185,7 @@ class UnionFind:
         return a
 
     def union(self, a, b):
+        """Join the sets of ``a`` and ``b`` (the smaller root wins, so roots are stable)."""
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
@@ -196,16 +197,16 @@ def link_subjects(df):
     Rows without a subject are grouped by content hash (linked to a subject when they share its image).
     """
     uf = UnionFind()
-    for subj, h in zip(df["subject"], df["sha256"]):
+    for subj, h in zip(df["subject"], df["sha256"], strict=False):
         node = f"s:{subj}" if subj is not None and subj == subj else f"h:{h}"
         uf.union(node, f"h:{h}")
     groups = []
-    for subj, h in zip(df["subject"], df["sha256"]):
+    for h in df["sha256"]:
         root = uf.find(f"h:{h}")
         groups.append(root)
     # name each group by the sorted subjects it holds (stable, readable)
     members: dict = {}
-    for g, subj in zip(groups, df["subject"]):
+    for g, subj in zip(groups, df["subject"], strict=False):
         if subj is not None and subj == subj:
             members.setdefault(g, set()).add(subj)
     df = df.copy()

@@ -11,6 +11,7 @@ __all__ = ["read_datasets", "make_finder", "spec_from_config", "prepare"]
 
 
 def spec_from_config(cfg: dict) -> CropSpec:
+    """The crop spec of a training config (``model.input``)."""
     return CropSpec.from_card(cfg["model"]["input"])
 
 
@@ -26,7 +27,7 @@ def read_datasets(cfg: dict, report: dict | None = None):
             f = ds.read_all4class(d.get("root"))
             f["stain_group"] = f["label"]
             if d.get("label_map"):
-                f["label"] = f["label"].map(lambda x: d["label_map"].get(x, x))
+                f["label"] = f["label"].map(lambda x, m=d["label_map"]: m.get(x, x))
         elif r == "pbc":
             classes = d.get("classes") or [c for c in ds.PBC_CLASSES
                                            if c not in cfg["data"].get("exclude_pbc_classes", [])]
@@ -89,6 +90,7 @@ def read_datasets(cfg: dict, report: dict | None = None):
 
 
 def make_finder(cfg: dict, device="cpu"):
+    """The cell finder a training config's ``data.finder`` names: the detector, the segmented masks or the centre."""
     from .cells import centre_finder, detector_finder, segmented_finder
 
     f = cfg["data"]["finder"]
@@ -104,7 +106,8 @@ def make_finder(cfg: dict, device="cpu"):
 def cap_train_cells(cells: dict, cap: int, seed: int = 0) -> dict:
     """Keep at most ``cap`` cells of each **training** image (a seeded random choice among its cells);
     validation and test keep all (a field is evaluated from all its detected cells).  ``n_cells`` still
-    counts every detected cell."""
+    counts every detected cell.
+    """
     keep = np.ones(len(cells["row"]), bool)
     tr = np.flatnonzero(cells["split"] == "train")
     if len(tr):
@@ -121,7 +124,8 @@ def cap_train_cells(cells: dict, cap: int, seed: int = 0) -> dict:
 
 def _build_cells(df, spec, finder, *, max_cells_per_image: int, only_cached: bool) -> dict:
     """:func:`build_cell_set` of the image rows plus, for ``slide-cell`` rows (corrections), the crop read
-    from the slide at the cell's centroid (:func:`leukcore.corrections.correction_crops`); rows in ``df`` order."""
+    from the slide at the cell's centroid (:func:`leukcore.corrections.correction_crops`); rows in ``df`` order.
+    """
     from .cells import build_cell_set
 
     sl = (df["kind"] == "slide-cell").to_numpy() if "kind" in df else np.zeros(len(df), bool)

