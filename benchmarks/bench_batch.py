@@ -38,7 +38,7 @@ WORK = Path(os.environ.get("LEUK_BENCH_WORK", "/tmp/leuk-bench-batch"))
 
 def build_slides(n: int, grid: int) -> Path:
     from leukcore.paths import data_dir
-    from leukcore.sample import build_mosaic
+    from leukcore.sample import MosaicOptions, build_mosaic
 
     d = data_dir()
     files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + \
@@ -55,7 +55,7 @@ def build_slides(n: int, grid: int) -> Path:
         if out.exists():
             continue
         pick = [str(files[j]) for j in rng.choice(len(files), grid * grid, replace=False)]
-        build_mosaic(pick, out, grid=(grid, grid), mpp=0.25, cell=470, shuffle=None)
+        build_mosaic(pick, out, grid=(grid, grid), mpp=0.25, shuffle=None, options=MosaicOptions(cell=470))
     return src
 
 

@@ -55,7 +55,7 @@ WORK = Path(os.environ.get("LEUK_BENCH_WORK", "/tmp/leuk-bench-detect"))
 
 
 def mosaic(size: int, seed: int = 0, mpp: float = 0.25) -> Path:
-    from leukcore.sample import build_mosaic, data_root
+    from leukcore.sample import MosaicOptions, build_mosaic, data_root
 
     out = WORK / (f"mosaic_{size}.ome.tif" if mpp == 0.25 else f"mosaic_{size}_{mpp:g}.ome.tif")
     if out.exists():
@@ -69,7 +69,7 @@ def mosaic(size: int, seed: int = 0, mpp: float = 0.25) -> Path:
     cell = int(round(470 * 0.25 / mpp))
     n = int(np.ceil(size / cell))
     t = time.perf_counter()
-    build_mosaic(files, out, grid=(n, n), mpp=mpp, cell=cell, shuffle=seed)
+    build_mosaic(files, out, grid=(n, n), mpp=mpp, shuffle=seed, options=MosaicOptions(cell=cell))
     print(f"built {out} ({n * cell} px square) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return out
 

@@ -123,7 +123,7 @@ def bench_mosaic(work: Path, size: int, data_root: Path) -> dict:
     res = _child(f"""
         import json, time, resource, math
         from pathlib import Path
-        from leukcore.sample import build_mosaic, field_mpp_for, _as_field
+        from leukcore.sample import MosaicOptions, build_mosaic, field_mpp_for, _as_field
         files = json.loads(Path({str(flist)!r}).read_text())
         mpp = 0.25
         cell = max(int(round(max(h, w) * _as_field(f).mpp / mpp)) for f, (h, w) in
@@ -131,7 +131,7 @@ def bench_mosaic(work: Path, size: int, data_root: Path) -> dict:
         cell = max(cell, 465)
         n = max(1, {size} // cell)
         t = time.perf_counter()
-        m = build_mosaic(files, {str(path)!r}, grid=(n, n), mpp=mpp, cell=cell, shuffle=0)
+        m = build_mosaic(files, {str(path)!r}, grid=(n, n), mpp=mpp, shuffle=0, options=MosaicOptions(cell=cell))
         dt = time.perf_counter() - t
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print('@@' + json.dumps(dict(t_build=dt, shape=list(m.shape), grid=list(m.grid), cell=m.cell,

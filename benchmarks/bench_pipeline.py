@@ -54,7 +54,7 @@ def mosaic_files() -> list[str]:
 
 def build(size: int, sparse: bool = False) -> Path:
     """An N x N mosaic of real fields at 0.25 um/px (cached in WORK)."""
-    from leukcore.sample import build_mosaic
+    from leukcore.sample import MosaicOptions, build_mosaic
 
     WORK.mkdir(parents=True, exist_ok=True)
     out = WORK / (f"mosaic_{size}{'_sparse' if sparse else ''}.ome.tif")
@@ -68,7 +68,7 @@ def build(size: int, sparse: bool = False) -> Path:
         cell = 470
     n = max(1, -(-size // cell))
     t = time.perf_counter()
-    build_mosaic(files, out, grid=(n, n), mpp=0.25, cell=cell, shuffle=0)
+    build_mosaic(files, out, grid=(n, n), mpp=0.25, shuffle=0, options=MosaicOptions(cell=cell))
     print(f"built {out.name} ({n}x{n} fields) in {time.perf_counter() - t:.0f} s", flush=True)
     return out
 

@@ -182,10 +182,10 @@ def case_fakes_sample(out: Path) -> dict:
 
 def case_fakes_mosaic(out: Path) -> dict:
     from leukcore.io import open_slide
-    from leukcore.sample import build_mosaic, bundled_fields
+    from leukcore.sample import MosaicOptions, build_mosaic, bundled_fields
 
     src = out.parent / f"{out.name}-mosaic.ome.tif"
-    build_mosaic(bundled_fields()[:4], src, grid=(2, 2), write_layout=False)
+    build_mosaic(bundled_fields()[:4], src, grid=(2, 2), options=MosaicOptions(write_layout=False))
     with open_slide(src) as s:
         _run_fakes(s, out)
     return {}

@@ -63,7 +63,7 @@ def test_one_physical_pixel_size(tmp_path):
     bccd = [f for f in sample.bundled_fields() if f.source == "bccd"][:1]
     four = [f for f in sample.bundled_fields() if f.label == "Benign"][:1]
     m = sample.build_mosaic(bccd + four, tmp_path / "m.ome.tif", grid=(1, 2), mpp=0.5, shuffle=None,
-                            compression="zlib")
+                            options=sample.MosaicOptions(compression="zlib"))
     a, b = m.fields
     assert a["scale"] == pytest.approx(sample.BCCD_MPP / 0.5)
     assert b["scale"] == pytest.approx(sample.FOURCLASS_MPP["Benign"] / 0.5)
@@ -97,7 +97,7 @@ def test_mosaic_is_lazy_and_repeats_fields(tmp_path):
         assert len(arr_calls) == 1 and arr_calls[0][0] == fields[0]
         assert (blk[200:, 200:] == 240).all()
     m = sample.build_mosaic(fields, tmp_path / "r.ome.tif", grid=(2, 3), field_scale=0.5, mpp=1.0,
-                            compression="zlib", shuffle=None)
+                            options=sample.MosaicOptions(compression="zlib"), shuffle=None)
     assert [f["file"] for f in m.fields] == [os.path.basename(p) for p in fields] * 2
     assert json.loads(Path(str(m.path) + ".layout.json").read_text())["grid"] == [2, 3]
 
@@ -113,7 +113,7 @@ def test_mosaic_bad_input(tmp_path):
     Image.new("RGB", (10, 10)).save(p)
     with pytest.raises(ValueError, match="pixel size"):
         sample.build_mosaic([p], tmp_path / "x.ome.tif")
-    sample.build_mosaic([(p, 0.5)], tmp_path / "x.ome.tif", mpp=0.5, compression="zlib")
+    sample.build_mosaic([(p, 0.5)], tmp_path / "x.ome.tif", mpp=0.5, options=sample.MosaicOptions(compression="zlib"))
 
 
 def test_mosaic_from_shared_data(tmp_path):

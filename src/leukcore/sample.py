@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["build_mosaic", "sample_slide_path", "bundled_fields", "Field", "Mosaic", "field_mpp_for",
+__all__ = ["build_mosaic", "MosaicOptions", "sample_slide_path", "bundled_fields", "Field", "Mosaic", "field_mpp_for",
            "FOURCLASS_MPP", "BCCD_MPP", "SAMPLE_MPP", "ATTRIBUTION", "data_root", "cache_dir", "render_field"]
 
 #: measured pixel size (um/px) of the four-class (Aria / Ghaderzadeh) fields, per class folder
@@ -224,11 +224,43 @@ def _lazy_mosaic(shape, placements, background, chunk: int):
                          asarray=False, fancy=False, meta=np.empty((0, 0, 3), np.uint8))
 
 
+@dataclass(frozen=True)
+class MosaicOptions:
+    """How :func:`build_mosaic` lays out and writes a mosaic, beyond its grid, scale, pixel size and background.
+
+    Attributes
+    ----------
+    cell : int, optional
+        Cell edge in mosaic px (default: the largest rescaled field + ``gap``).
+    gap : int
+        Margin added to the largest field when ``cell`` is not given.
+    mask_scale_bar : bool
+        Paint over the scale bar in the lower-right corner of four-class fields.
+    tile, compression, quality : int, str, int
+        The written OME-TIFF's tile edge, compression and JPEG quality (:func:`~leukcore.io.write_slide`).
+    attribution, description : str, optional
+        Stored in the file (the description defaults to one naming the fields, grid and pixel size).
+    progress : callable, optional
+        ``progress(done_tile_rows, total_tile_rows)`` while writing.
+    write_layout : bool
+        Also write ``<out_path>.layout.json``.
+    """
+
+    cell: Optional[int] = None
+    gap: int = 8
+    mask_scale_bar: bool = True
+    tile: int = 512
+    compression: str = "jpeg"
+    quality: int = 90
+    attribution: Optional[str] = ATTRIBUTION
+    description: Optional[str] = None
+    progress: Optional[Callable[[int, int], None]] = None
+    write_layout: bool = True
+
+
 def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field_scale=None, mpp: float = SAMPLE_MPP,
-                 background=(242, 240, 245), *, cell: Optional[int] = None, gap: int = 8, shuffle: Optional[int] = 0,
-                 mask_scale_bar: bool = True, tile: int = 512, compression: str = "jpeg", quality: int = 90,
-                 attribution: Optional[str] = ATTRIBUTION, description: Optional[str] = None,
-                 progress: Optional[Callable[[int, int], None]] = None, write_layout: bool = True) -> Mosaic:
+                 background=(242, 240, 245), *, shuffle: Optional[int] = 0,
+                 options: Optional[MosaicOptions] = None) -> Mosaic:
     """Assemble real smear fields into one pyramidal OME-TIFF at a single pixel size.
 
     Parameters
@@ -248,12 +280,11 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
         Pixel size of the mosaic (um/px), written to the OME metadata.
     background : (r, g, b)
         Colour between fields.
-    cell : int, optional
-        Cell edge in mosaic px (default: the largest rescaled field + ``gap``).
     shuffle : int or None
         Seed for shuffling the field order (``None`` keeps the given order).
-    mask_scale_bar : bool
-        Paint over the scale bar in the lower-right corner of four-class fields.
+    options : MosaicOptions, optional
+        Cell size, scale-bar masking, compression, attribution, description, progress, layout file
+        (:class:`MosaicOptions`).
 
     Returns
     -------
@@ -263,18 +294,19 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
     """
     from .io import write_slide
 
+    o = options or MosaicOptions()
     flist, rows, cols = _field_grid(fields, mpp, shuffle, grid)
     sizes, scaled = _scaled_sizes(flist, field_scale, mpp)
-    cell = cell if cell is not None else max(max(h, w) for h, w, _ in scaled.values()) + gap
+    cell = o.cell if o.cell is not None else max(max(h, w) for h, w, _ in scaled.values()) + o.gap
     H, W = rows * cell, cols * cell
-    placements, layout = _place_fields(flist, sizes, scaled, (rows, cols), cell, mask_scale_bar)
-    img = _lazy_mosaic((H, W), placements, background, chunk=tile)
-    desc = description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
-                           f"({rows} x {cols} grid, {mpp} um/px)")
-    write_slide(out_path, img, mpp=mpp, tile=tile, compression=compression, quality=quality,
-                description=desc, attribution=attribution, name="leukcore mosaic", progress=progress)
+    placements, layout = _place_fields(flist, sizes, scaled, (rows, cols), cell, o.mask_scale_bar)
+    img = _lazy_mosaic((H, W), placements, background, chunk=o.tile)
+    desc = o.description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
+                             f"({rows} x {cols} grid, {mpp} um/px)")
+    write_slide(out_path, img, mpp=mpp, tile=o.tile, compression=o.compression, quality=o.quality,
+                description=desc, attribution=o.attribution, name="leukcore mosaic", progress=o.progress)
     mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
-    if write_layout:
+    if o.write_layout:
         _write_layout(mos, out_path)
     return mos
 
@@ -379,7 +411,8 @@ def sample_slide_path(rebuild: bool = False) -> str:
     with _sample_lock:
         if rebuild or not (out.exists() and Path(str(out) + ".layout.json").exists()):
             out.parent.mkdir(parents=True, exist_ok=True)
-            build_mosaic(fields, out, grid=(4, 8), mpp=SAMPLE_MPP, shuffle=7, compression="jpeg", quality=90,
-                         description="leukcore sample slide: 24 B-ALL four-class fields (6 per class) and "
-                                     "8 BCCD fields on one 0.25 um/px grid")
+            desc = ("leukcore sample slide: 24 B-ALL four-class fields (6 per class) and "
+                    "8 BCCD fields on one 0.25 um/px grid")
+            build_mosaic(fields, out, grid=(4, 8), mpp=SAMPLE_MPP, shuffle=7,
+                         options=MosaicOptions(compression="jpeg", quality=90, description=desc))
     return str(out)
