@@ -53,6 +53,10 @@ def _metrics(est, truth, flags=None) -> dict:
     return out
 
 
+#: detector that settles a ruler disagreement (``--detector``; :mod:`leukcore.detect.scale`), or None
+SETTLE = {"detector": None}
+
+
 def run_estimator(images, method, model=None):
     from leukcore.mpp import MppError, estimate_mpp
 
@@ -61,6 +65,10 @@ def run_estimator(images, method, model=None):
         t = time.process_time()                      # CPU seconds: the shared machine is loaded
         try:
             e = estimate_mpp(img, method=method, model=model)
+            if method == "auto" and SETTLE["detector"] is not None:
+                from leukcore.detect.scale import settle_disagreement
+
+                e = settle_disagreement(img, e, SETTLE["detector"])
             vals.append(e.mpp)
             flags.append(bool(e.reliable))
         except MppError:
@@ -94,9 +102,15 @@ def main(argv=None):
     ap.add_argument("--restain-limit", type=int, default=40)
     ap.add_argument("--loso", default=None, help="folder with no-<source>/mpp-scalenet.yaml")
     ap.add_argument("--model", default=None, help="ScaleNet card (default: the shipped mpp-scalenet)")
+    ap.add_argument("--detector", default=None,
+                    help="settle ruler disagreements with this detector (leuk's default path: wbc-stardist)")
     ap.add_argument("--zheng-mpp", type=float, default=None, help="Zheng 2018 Dataset 1 pixel size, if known")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_mpp.json"))
     a = ap.parse_args(argv)
+    if a.detector:
+        from leukcore.detect.model import Detector
+
+        SETTLE["detector"] = Detector.load(a.detector)
 
     import torch
 

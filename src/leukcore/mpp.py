@@ -26,7 +26,10 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["MppEstimate", "estimate_mpp", "RBC_DIAMETER_UM", "MppError", "METHODS"]
+__all__ = [
+    "MppEstimate", "estimate_mpp", "RBC_DIAMETER_UM", "MppError", "METHODS", "measurement_regions",
+    "MAX_RULER_DISAGREEMENT",
+]
 
 #: reference diameter of a normal red cell (microns)
 RBC_DIAMETER_UM = 7.5
@@ -274,6 +277,13 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
 
 
 _ASK = "; pass the pixel size explicitly (mpp=... / --mpp)"
+
+
+def measurement_regions(image_or_slide, max_regions: int = 6) -> tuple[list, str]:
+    """``(RGB uint8 regions, name)`` the estimate measures: a few busy level-0 regions of a slide
+    (bounded reads), or the image itself.
+    """
+    return _regions_of(image_or_slide, max_regions)
 
 
 def _regions_of(image_or_slide, max_regions: int) -> tuple[list, str]:

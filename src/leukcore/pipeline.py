@@ -144,14 +144,14 @@ def _open(slide_or_path, mpp):
     return slide, False
 
 
-def _resolve_mpp(slide) -> tuple[Any, dict]:
+def _resolve_mpp(slide, detector=None) -> tuple[Any, dict]:
     info = {"value": slide.mpp, "source": slide.mpp_source, "spread": None, "n_cells": None}
     if slide.mpp:
         return slide, info
-    from .mpp import estimate_mpp
+    from .detect.scale import estimate_slide_mpp
 
     try:
-        est = estimate_mpp(slide)
+        est = estimate_slide_mpp(slide, detector)
     except Exception as e:
         raise ValueError(
             f"{slide.path or 'slide'}: pixel size unknown and it could not be estimated "
@@ -346,10 +346,10 @@ class _SlideRun:
 
         s = self.s
         slide = apply_missing_policy(slide, s.skip_missing, s.region)
-        slide, mpp_info = self._timed("mpp_s", _resolve_mpp, slide)
         det, clf = self._timed("load_s", self.load_models)
         if det is None:
             raise ValueError("a detector is required")
+        slide, mpp_info = self._timed("mpp_s", _resolve_mpp, slide, det)
         bs = int(s.batch_size or DEFAULT_BATCH_SIZE.get(self.dev.type, 32))
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {s.batch_size}")

@@ -113,8 +113,12 @@ def as_slide(slide, mpp=None):
     return Slide.from_array(arr, mpp=mpp)
 
 
-def resolve_mpp(slide, mpp):
-    """``(slide with its pixel size, mpp record)``: ``mpp`` given, else the slide's, else estimated from red cells."""
+def resolve_mpp(slide, mpp, detector=None):
+    """``(slide with its pixel size, mpp record)``: ``mpp`` given, else the slide's, else estimated.
+
+    The estimate is :func:`leukcore.mpp.estimate_mpp`'s; with ``detector``, a disagreement of its two
+    rulers is settled by the detector (:func:`leukcore.detect.scale.settle_disagreement`).
+    """
     if mpp is not None:
         slide = slide.with_mpp(float(mpp), "user")
         return slide, {"value": float(mpp), "source": "user", "spread": None, "n_cells": None}
@@ -125,10 +129,11 @@ def resolve_mpp(slide, mpp):
             "spread": None,
             "n_cells": None,
         }
-    from ..mpp import MppError, estimate_mpp
+    from ..mpp import MppError
+    from .scale import estimate_slide_mpp
 
     try:
-        est = estimate_mpp(slide)
+        est = estimate_slide_mpp(slide, detector)
     except MppError as e:
         raise ValueError(str(e)) from None
     slide = slide.with_mpp(est.mpp, "estimated")
@@ -199,7 +204,7 @@ def plan_detection(
         raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
     tight = (DEFAULT_WINDOWS if windows is True else windows) == "tight"
     t0 = time.perf_counter()
-    slide, mpp_info = resolve_mpp(slide, mpp)
+    slide, mpp_info = resolve_mpp(slide, mpp, detector)
     if min(slide.shape) <= 0:
         raise ValueError(f"{slide.path or 'slide'}: empty slide (shape {slide.shape})")
     reg = clip_region(region, slide.shape)

@@ -1,0 +1,80 @@
+"""The detector settles a disagreement of the two pixel-size rulers (leukcore.detect.scale)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leukcore.detect.data import read_rgb
+from leukcore.mpp import estimate_mpp
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "leukcore" / "data" / "sample"
+FOURCLASS_MPP = 0.535
+
+
+@pytest.fixture(scope="module")
+def det():
+    from leukcore.detect.model import Detector
+
+    return Detector.load("wbc-stardist")
+
+
+@pytest.fixture(scope="module")
+def field():
+    # a field with several white cells: the count at each candidate scale means something
+    files = sorted((SAMPLE / "all4class").rglob("*.jpg"))
+    best = max(files[:12], key=lambda f: (read_rgb(f)[..., 2].astype(int) - read_rgb(f)[..., 1] > 40).sum())
+    return read_rgb(best)
+
+
+def _disagreeing(field, rbc_mpp, net_mpp):
+    e = estimate_mpp(field)
+    return replace(e, mpp=rbc_mpp, method="rbc-diameter", rbc_mpp=rbc_mpp, scalenet_mpp=net_mpp,
+                   reliable=False, reason="rulers disagree")
+
+
+def test_red_cell_ruler_reading_lobes_is_overruled_by_the_detector(field, det):
+    """Red cells measured as fragments (pixel size 3x too large): at that scale the detector splits
+    white cells into lobes and the count keeps climbing; at the network's scale it does not."""
+    from leukcore.detect.scale import settle_disagreement
+
+    e = settle_disagreement(field, _disagreeing(field, 3.0 * FOURCLASS_MPP, FOURCLASS_MPP), det)
+    assert e.mpp == pytest.approx(FOURCLASS_MPP)
+    assert e.method == "scalenet" and not e.reliable
+    assert "detector check" in e.reason and "network used" in e.reason
+
+
+def test_network_reading_double_is_overruled_by_the_detector(field, det):
+    """The other way round: the network reads twice the pixel size, the red cells are right."""
+    from leukcore.detect.scale import settle_disagreement
+
+    e = settle_disagreement(field, replace(_disagreeing(field, FOURCLASS_MPP, 2.0 * FOURCLASS_MPP),
+                                           mpp=2.0 * FOURCLASS_MPP, method="scalenet"), det)
+    assert e.mpp == pytest.approx(FOURCLASS_MPP) and e.method == "rbc-diameter"
+    assert "red cells used" in e.reason
+
+
+def test_agreeing_rulers_are_left_alone(field, det, monkeypatch):
+    """No disagreement: the detector is not run at all."""
+    import leukcore.detect.scale as sc
+
+    def boom(*a, **k):
+        raise AssertionError("detector run without a disagreement")
+
+    monkeypatch.setattr(sc, "fragmentation", boom)
+    e = estimate_mpp(field)
+    e = replace(e, rbc_mpp=e.mpp, scalenet_mpp=e.mpp * 1.2)
+    assert sc.settle_disagreement(field, e, det) is e
+
+
+def test_fragmentation_counts_grow_when_the_pixel_size_is_too_large(field, det):
+    """The measurement itself: growth at 3x the pixel size is larger than at the true one."""
+    from leukcore.detect.scale import fragmentation
+
+    n, _, g_true = fragmentation([field], det, FOURCLASS_MPP)
+    _, _, g_big = fragmentation([field], det, 3.0 * FOURCLASS_MPP)
+    assert n >= 1 and g_big > g_true
+    assert np.isfinite(g_true)
