@@ -109,20 +109,21 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
     from .io.slide import Slide
     from .results import CellTable
 
+    from .detect import detect_cells
+    from .loader import load_detector
+
+    det = detector if not isinstance(detector, str) else load_detector(detector, device=device)
     source = "user" if mpp else None
     if not mpp:
         try:
-            from .mpp import estimate_mpp
-            est = estimate_mpp(image)
+            from .detect.scale import estimate_slide_mpp
+
+            est = estimate_slide_mpp(image, det)   # a ruler disagreement settled by the detector
             mpp, source = float(est.mpp), "estimated"
             if info is not None:
                 info.update(reliable=bool(est.reliable), reason=est.reason)
         except Exception:
             return CellTable(), None, None
-    from .detect import detect_cells
-    from .loader import load_detector
-
-    det = detector if not isinstance(detector, str) else load_detector(detector, device=device)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
 
