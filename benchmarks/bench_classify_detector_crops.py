@@ -24,7 +24,7 @@ def main(argv=None):
 
     from leukcore.train.cells import precompute_cells
     from leukcore.train.config import load_config, preset_path
-    from leukcore.train.evaluate import evaluate_model, headline
+    from leukcore.train.evaluate import EvalOptions, evaluate_model, headline
     from leukcore.train.prepare import make_finder, prepare, read_datasets
 
     argv = sys.argv[1:] if argv is None else argv
@@ -39,7 +39,8 @@ def main(argv=None):
     rep: dict = {}
     det = prepare(cfg, report=rep)
     out = Path("runs") / f"eval-{name}-detector"
-    res = evaluate_model(name, cfg, out, prepared=det, baseline_cells=seg[3], n_boot=1000, update_card=False)
+    res = evaluate_model(name, cfg, out, EvalOptions(n_boot=1000, update_card=False), prepared=det,
+                         baseline_cells=seg[3])
     res["prepare_report"] = rep
     dst = Path(__file__).parent / "results" / f"classify_{name}_heldout_detector_crops.json"
     dst.write_text(json.dumps(res, indent=1, default=float))

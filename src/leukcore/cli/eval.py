@@ -44,7 +44,7 @@ def run(args) -> int:
     """Run ``leuk eval`` with the parsed ``args``; the exit code."""
     from ..models.registry import load_card
     from ..train.config import load_config, resolve_config
-    from ..train.evaluate import evaluate_model, headline
+    from ..train.evaluate import EvalOptions, evaluate_model, headline
 
     if args.cross_source:
         return _cross_source(args)
@@ -57,11 +57,11 @@ def run(args) -> int:
             raise ValueError(f"{card['_card_path']}: the card records no training config; pass --config")
         cfg = resolve_config({k: v for k, v in c.items() if not k.startswith("_")})
     out = Path(args.out) if args.out else None
-    res = evaluate_model(card, cfg, out, stain_swap=args.stain_swap, n_boot=args.n_boot, device=args.device,
-                         backend=args.backend, update_card=False, log=lambda *a: None,
-                         field_rule=args.field_rule,
-                         tta_modes=tuple(None if t == "none" else t for t in args.tta) if args.tta
-                         else tuple(cfg["eval"].get("tta") or (None,)))
+    tta = (tuple(None if t == "none" else t for t in args.tta) if args.tta
+           else tuple(cfg["eval"].get("tta") or (None,)))
+    options = EvalOptions(stain_swap=args.stain_swap, n_boot=args.n_boot, device=args.device, backend=args.backend,
+                          update_card=False, field_rule=args.field_rule, tta_modes=tta)
+    res = evaluate_model(card, cfg, out, options, log=lambda *a: None)
     if args.json:
         print(json.dumps(res, indent=1, default=float))
         return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from .metrics import classification_metrics, plot_confusion, plot_roc
 
-__all__ = ["evaluate_model", "colour_features", "ColourBaseline", "stain_swap_crops", "image_level"]
+__all__ = ["evaluate_model", "EvalOptions", "colour_features", "ColourBaseline", "stain_swap_crops", "image_level"]
 
 
 def colour_features(crops: np.ndarray) -> np.ndarray:
@@ -125,11 +126,42 @@ def _block(y, P, rows, classes, split_type, n_boot, groups=True):
                                   groups=rows if groups else None)
 
 
-def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, stain_swap: bool = True,
-                   n_boot: int = 1000, prepared=None, device: str = "auto", backend: str = "auto",
-                   update_card: bool = True, log=print, baseline_cells: Optional[dict] = None,
-                   field_rule: Optional[dict] = "select", tta_modes=(None, "d4")) -> dict:
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_model` evaluates (``leuk eval`` and the training run build one).
+
+    Attributes
+    ----------
+    stain_swap : bool
+        Also evaluate the test crops re-stained to another class's stain.
+    n_boot : int
+        Bootstrap resamples of the confidence intervals.
+    device, backend : str
+        Where and how a model given by name runs (``Classifier.load``).
+    update_card : bool
+        Copy the headline numbers (and the field rule) into the card when it sits in ``out_dir``.
+    field_rule : "select", "card" or dict
+        How an image's cells make its label (see :func:`evaluate_model`).
+    tta_modes : tuple
+        Test-time augmentations the ``"select"`` rule chooses among.
+    """
+
+    stain_swap: bool = True
+    n_boot: int = 1000
+    device: str = "auto"
+    backend: str = "auto"
+    update_card: bool = True
+    field_rule: Optional[dict | str] = "select"
+    tta_modes: tuple = (None, "d4")
+
+
+def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, options: Optional[EvalOptions] = None, *,
+                   prepared=None, baseline_cells: Optional[dict] = None, log=print) -> dict:
     """Evaluate ``model`` (name, card path, run dir or Classifier) on the config's held-out split.
+
+    ``options``: stain swap, bootstrap, device, backend, card update, field rule, TTA modes
+    (:class:`EvalOptions`; default ``EvalOptions()``).  ``prepared``: the config's prepared cells
+    (default: prepared here).
 
     Writes ``metrics.json``, ``confusion_*.json/png`` and ``roc_*.png`` into ``out_dir`` and, when
     ``update_card`` and the card sits in ``out_dir``, copies the headline numbers (and the field rule)
@@ -146,19 +178,20 @@ def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, *, st
     from ..classify.model import Classifier
     from .prepare import prepare
 
+    o = options or EvalOptions()
     t0 = time.perf_counter()
-    clf = model if isinstance(model, Classifier) else Classifier.load(model, device=device, backend=backend)
-    ev = _Evaluation(clf, cfg, prepared or prepare(cfg), n_boot)
-    rule, rule_table = ev.field_rule(field_rule, tta_modes)
-    ev.predict_test(rule, rule_table, tta_modes)
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, device=o.device, backend=o.backend)
+    ev = _Evaluation(clf, cfg, prepared or prepare(cfg), o.n_boot)
+    rule, rule_table = ev.field_rule(o.field_rule, o.tta_modes)
+    ev.predict_test(rule, rule_table, o.tta_modes)
     ev.colour_baseline(baseline_cells)
     res = ev.results(rule, rule_table, baseline_cells is not None)
     ev.pbc_and_source_blocks(res)
-    if stain_swap:
+    if o.stain_swap:
         ev.stain_swap(res, rule)
     res["eval_s"] = round(time.perf_counter() - t0, 1)
     if out_dir is not None:
-        _write(res, Path(out_dir), ev, clf, update_card, log)
+        _write(res, Path(out_dir), ev, clf, o.update_card, log)
     return res
 
 

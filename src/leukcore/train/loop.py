@@ -435,10 +435,10 @@ class _Training:
         self.log(f"[train] model written to {run / 'model.yaml'} ({self.timings})")
 
     def evaluate(self) -> None:
-        from .evaluate import evaluate_model
+        from .evaluate import EvalOptions, evaluate_model
 
         cfg = self.cfg
-        evaluate_model(self.run / "model.yaml", cfg, out_dir=self.run, stain_swap=cfg["eval"].get("stain_swap", True),
-                       n_boot=cfg["eval"].get("n_boot", 1000),
-                       prepared=(self.df, self.classes, self.spec, self.cells), log=self.log,
-                       tta_modes=tuple(cfg["eval"].get("tta") or (None,)))
+        options = EvalOptions(stain_swap=cfg["eval"].get("stain_swap", True), n_boot=cfg["eval"].get("n_boot", 1000),
+                              tta_modes=tuple(cfg["eval"].get("tta") or (None,)))
+        evaluate_model(self.run / "model.yaml", cfg, self.run, options,
+                       prepared=(self.df, self.classes, self.spec, self.cells), log=self.log)
