@@ -55,3 +55,27 @@ def test_restain_keeps_white_cells_when_asked():
     lab = np.ones(img.shape[:2], np.int32)                    # everything a white cell
     out = A.restain(img, "pink", wbc="as-is", lab=lab)
     assert np.abs(out.astype(int) - img.astype(int)).max() <= 1
+
+
+def test_mixed_recipe_gives_both_strong_and_mild_patches(monkeypatch):
+    """``augment(strength="mixed")``: some patches re-coloured region by region (strong), some not (mild)."""
+    import leukcore.detect.augment as aug
+    from leukcore.detect.train_data import augment
+
+    img = _field()
+    lab = np.zeros(img.shape[:2], np.int32)
+    calls = []
+    real = aug.romanowsky_jitter
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(aug, "romanowsky_jitter", spy)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        out, _ = augment(img, lab, rng, size=96, strength="mixed")
+        assert out.shape == (96, 96, 3) and out.dtype == np.uint8
+    assert 8 <= len(calls) <= 32
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment(img, lab, rng, strength="wild")

@@ -37,9 +37,10 @@ def register(sub):
     p.add_argument("--normalize", choices=["white-balance", "reinhard"], default="white-balance",
                    help="network input: white balance only (v1-v3) or also the stained pixels moved to the "
                         "training sources' colour template (Reinhard, per slide)")
-    p.add_argument("--augment", choices=["mild", "strong"], default="mild",
+    p.add_argument("--augment", choices=["mild", "strong", "mixed"], default="mild",
                    help="training augmentation: mild (v1-v3 recipe) or strong (v4: scale 0.6-1.67x, region-wise "
-                        "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG)")
+                        "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG) or mixed (each "
+                        "patch strong with probability 0.5, else mild)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 

@@ -115,7 +115,7 @@ class DetectorTrainOptions:
     val_ignore_below_um : float, optional
         The same for the four-class fields thresholds are tuned on
         (:func:`~leukcore.detect.tuning.fourclass_val_items`).
-    augmentation : {"mild", "strong"}
+    augmentation : {"mild", "strong", "mixed"}
         The augmentation recipe (:data:`~leukcore.detect.train_data.AUGMENTATIONS`).
     normalize : {"white-balance", "reinhard"}
         The network's input: white balance only, or also the stained pixels' colours moved to a template made
@@ -375,7 +375,7 @@ def _tune_after_training(card: dict, det, data_dir, o: DetectorTrainOptions, say
     draws = {"seed": o.seed, "n_pbc": o.n_pbc, "n_platelet": o.n_platelet}
     val_sets = tuning_sets(data_dir, o.mpp, draws, log=say, ignore_below_um=o.val_ignore_below_um)
     objective = "mean"
-    if o.augmentation == "strong":
+    if o.augmentation != "mild":
         val_sets.update(restained_sets(val_sets))
         objective = "worst"
     return apply_tuning(card, det, val_sets, say, o.val_ignore_below_um, objective)
@@ -390,6 +390,7 @@ AUGMENTATION_NOTES = {
     "cells blue to magenta, pale to dark), glass tints (green, yellow, blue, warm), "
     "uneven illumination, HED / hue / saturation / gamma jitter, defocus blur, noise, "
     "JPEG q25-90",
+    "mixed": "mixed: each patch gets the strong recipe with probability 0.5, else the mild one",
 }
 
 
@@ -414,7 +415,7 @@ def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict,
         "masks": "derived: four-class Segmented (authors' colour threshold) -> watershed instances "
         "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
         "PBC centred-cell colour mask; platelet images as negatives",
-        "augmentation": AUGMENTATION_NOTES["mild" if o.augmentation == "mild" else "strong"],
+        "augmentation": AUGMENTATION_NOTES[o.augmentation],
         "steps": len(hist),
         "batch": o.batch,
         "patch": o.size,

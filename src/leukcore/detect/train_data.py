@@ -33,14 +33,18 @@ def _stain_jitter(img: np.ndarray, rng) -> np.ndarray:
 #: augmentation recipes: ``mild`` (v1-v3: scale +-20 %, HED/HSV jitter) and ``strong`` (v4: scale
 #: 0.6-1.67x log-uniform, region-wise Romanowsky re-colouring, glass tints, uneven light, JPEG;
 #: :mod:`leukcore.detect.augment`)
-AUGMENTATIONS = ("mild", "strong")
+AUGMENTATIONS = ("mild", "strong", "mixed")
+#: ``mixed``: the share of patches that get the strong recipe (the rest the mild one)
+MIXED_STRONG_SHARE = 0.5
 
 
 def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2, strength: str = "mild"):
     """Random scale (+-``scale``), crop/pad to ``size``, flips, 90-degree turns, stain jitter, blur.
 
     ``strength="strong"`` draws the scale log-uniformly in [0.6, 1.67] and re-colours the patch
-    region by region (:func:`leukcore.detect.augment.romanowsky_jitter`), then blur / noise / JPEG.
+    region by region (:func:`leukcore.detect.augment.romanowsky_jitter`), then blur / noise / JPEG;
+    ``"mixed"``: the strong recipe for a :data:`MIXED_STRONG_SHARE` of the patches, the mild one for
+    the rest (the sources' own look stays in every batch).
 
     Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
     """
@@ -48,7 +52,7 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
 
     if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}; known: {AUGMENTATIONS}")
-    strong = strength == "strong"
+    strong = strength == "strong" or (strength == "mixed" and rng.random() < MIXED_STRONG_SHARE)
     f = float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
     h, w = img.shape[:2]
     nh, nw = max(8, int(round(h * f))), max(8, int(round(w * f)))
