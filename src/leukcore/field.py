@@ -106,11 +106,10 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
 
     ``info`` (a dict, optional) receives ``reliable`` and ``reason`` of an estimated pixel size.
     """
-    from .io.slide import Slide
-    from .results import CellTable
-
     from .detect import detect_cells
+    from .io.slide import Slide
     from .loader import load_detector
+    from .results import CellTable
 
     det = detector if not isinstance(detector, str) else load_detector(detector, device=device)
     source = "user" if mpp else None
