@@ -216,9 +216,10 @@ def test_pbc_heldout_items_are_exactly_the_images_training_never_drew(tmp_path, 
     view), until it has enough.  The held-out replay must start right after the last image that
     training examined: with unusable images among the first draws, a naive ``order[n:]`` would hand
     back a training image."""
+    import leukcore.detect.corpus as C
     import leukcore.detect.data as D
 
-    monkeypatch.setattr(D, "folder_mpp", lambda files, n=40: 0.5)   # no red cells in these images
+    monkeypatch.setattr(C, "folder_mpp", lambda files, n=40: 0.5)   # no red cells in these images
     for cls in D.PBC_WBC + ["platelet"]:
         d = tmp_path / "pbc" / cls
         d.mkdir(parents=True)

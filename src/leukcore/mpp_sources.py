@@ -38,7 +38,7 @@ def source_files(data, source: str, split: str) -> list:
     """Deduplicated image paths of one source and split (``train`` or ``test``)."""
     data = Path(data)
     if source == "bccd":
-        from .detect.data import bccd_split
+        from .detect.public_sets import bccd_split
 
         ids = bccd_split(data, "test") if split == "test" else bccd_split(data, "train") + bccd_split(data, "val")
         files = [data / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg" for i in ids]
@@ -76,7 +76,7 @@ def read_source_image(path, source: str) -> np.ndarray:
         with Image.open(path) as im:
             h, w = im.size[1], im.size[0]
         return render_field(str(path), h, w, True)
-    from .detect.data import read_rgb
+    from .detect.images import read_rgb
 
     return read_rgb(path)
 

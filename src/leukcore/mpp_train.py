@@ -112,7 +112,7 @@ def augment_window(win: np.ndarray, rng, p_region: float = 0.35, blur_decorrelat
     (the stage-1 recipe).
     """
     from .detect.augment import degrade, romanowsky_jitter
-    from .detect.data import purple_measure
+    from .detect.colour import purple_measure
 
     u = rng.random()
     if u < p_region:

@@ -167,7 +167,7 @@ def romanowsky_jitter(img: np.ndarray, lab: np.ndarray, rng, *, p_region: float 
 
     ``lab``: instance labels of the patch (0 background, > 0 white cells, -1 ignore).
     """
-    from .data import background_color
+    from .colour import background_color
 
     bg = background_color(img)
     x = img.astype(np.float32)
@@ -195,7 +195,7 @@ def restain(img: np.ndarray, rbc: str, glass: str = "white", wbc: str = "as-is",
     """Deterministic re-stain of a field: red cells to ``RBC_PALETTE[rbc]``, white cells by
     ``WBC_GAINS[wbc]`` (when ``lab`` marks them; else a purple-measure mask), glass tint ``glass``.
     """
-    from .data import background_color, purple_measure
+    from .colour import background_color, purple_measure
 
     bg = background_color(img)
     x = img.astype(np.float32)

@@ -305,7 +305,7 @@ class Detector:
 
     def stain_normalizer(self, sample: np.ndarray, bg):
         """The colour map (a lookup table) of the slide that ``sample`` (its thumbnail) shows; None when the
-        model uses none.  One in-memory field: :func:`leukcore.detect.data.field_input`.
+        model uses none.  One in-memory field: :func:`leukcore.detect.inputs.field_input`.
         """
         from .stain import StainNormalizer
 
@@ -330,7 +330,7 @@ class Detector:
         Parameters
         ----------
         batch : (N, H, W, 3) float32
-            White-balanced tiles (see :func:`leukcore.detect.data.normalize_image`);
+            White-balanced tiles (see :func:`leukcore.detect.inputs.normalize_image`);
             H and W multiples of :attr:`multiple`.
 
         Returns
@@ -394,7 +394,7 @@ class Detector:
         Returns ``(points, scores, polys)`` in the image's pixels (see
         :func:`~leukcore.detect.postprocess.instances_from_maps`).
         """
-        from .data import field_input
+        from .inputs import field_input
 
         img = np.asarray(image)
         H, W = img.shape[:2]

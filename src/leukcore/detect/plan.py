@@ -173,7 +173,7 @@ def in_marked_block(plan: DetectionPlan, pts_w: np.ndarray) -> np.ndarray:
 
 def _slide_colours(slide, detector) -> tuple:
     """The glass colour and, for a model that normalises stain, the slide's colour map: one thumbnail read."""
-    from .data import background_color
+    from .colour import background_color
 
     th = slide.thumbnail(1024)
     bg = background_color(th) if th.size else np.full(3, 255.0, np.float32)

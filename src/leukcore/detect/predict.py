@@ -64,7 +64,7 @@ def _read_batch(plan: DetectionPlan, tiles) -> list:
     """Per tile: list of (window, normalised pixels).  One read of the windows' bounding box per tile, but
     only the windows' pixels are normalised (per pixel, so the values do not depend on the box).
     """
-    from .data import normalize_image
+    from .inputs import normalize_image
 
     out = []
     for t in tiles:

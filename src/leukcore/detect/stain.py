@@ -5,7 +5,7 @@ nuclei from blue to magenta.  A white-cell detector trained on a few labs reads 
 shape, so before the network sees a tile its colours are moved to the training sources' colour
 statistics (Reinhard et al. 2001, in CIE Lab):
 
-1. white balance to the slide's glass colour (as every detector input, :func:`~leukcore.detect.data.normalize_image`);
+1. white balance to the slide's glass colour (as every detector input, :func:`~leukcore.detect.inputs.normalize_image`);
 2. the *stained* pixels (summed optical density above :data:`STAIN_FG_OD`) of a slide-wide sample
    (the thumbnail, or the whole field) give a Lab mean and standard deviation;
 3. every pixel's Lab value is mapped ``(lab - mean) / std * template_std + template_mean`` (each std
@@ -60,7 +60,7 @@ def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarr
     img : (H, W, 3) uint8
         A field, or a slide's thumbnail.
     bg : (3,) array
-        The glass colour (:func:`leukcore.detect.data.background_color`).
+        The glass colour (:func:`leukcore.detect.colour.background_color`).
     max_px : int
         Pixels sampled at most (a regular stride over the image).
     """
@@ -172,7 +172,7 @@ def template_of(images: Iterable[np.ndarray]) -> np.ndarray:
 
     Pass the same number of images per source so that no source dominates.
     """
-    from .data import background_color
+    from .colour import background_color
 
     st = [s for s in (stain_stats(im, background_color(im)) for im in images) if s is not None]
     if not st:
