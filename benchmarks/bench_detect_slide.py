@@ -247,7 +247,7 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
     meta_path = Path(str(out) + ".smear.json")
     if out.exists() and meta_path.exists():
         return out
-    from leukcore.io import write_slide
+    from leukcore.io import WriteOptions, write_slide
     import dask.array as da
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -301,9 +301,9 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
                         asarray=False, fancy=False, meta=np.empty((0, 0, 3), np.uint8))
     desc = (f"leukcore smear-like benchmark slide: BCCD (MIT) red-cell background patches of {P} px and "
             f"{len(wbcs)} real BCCD WBC crops at {density:.1f} WBC/mm^2, {SMEAR_MPP} um/px")
-    write_slide(out, img, mpp=SMEAR_MPP, tile=512, compression="jpeg", quality=90, description=desc,
-                attribution="BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore.",
-                name="leukcore smear")
+    about = WriteOptions(quality=90, description=desc, name="leukcore smear",
+                         attribution="BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore.")
+    write_slide(out, img, mpp=SMEAR_MPP, tile=512, compression="jpeg", options=about)
     meta = {"size": size, "mpp": SMEAR_MPP, "seed": seed, "factor": factor, "area_mm2": round(area_mm2, 2),
             "background_source": f"{len(lib['background'])} BCCD patches of {P} px ({P * SMEAR_MPP:g} um) from "
                                  f"{lib['n_fields']} fields, no WBC box within 2 um, no purple blob > 10 um^2",

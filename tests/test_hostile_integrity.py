@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from leukcore.io import MissingTileError, NonFinitePixelsError, open_slide, write_slide
+from leukcore.io import MissingTileError, NonFinitePixelsError, WriteOptions, open_slide, write_slide
 from leukcore.io.convert import to_rgb8, value_range_rule
 from leukcore.io.integrity import apply_missing_policy, integrity_summary, verify_pixels
 from leukcore.io.mppcheck import check_user_mpp
@@ -24,7 +24,7 @@ def rgb():
 def test_zarr_missing_chunk_skip_policy_records_box(tmp_path, rgb):
     p = tmp_path / "s.ome.zarr"
     write_slide(p, np.tile(rgb, (2, 2, 1)), mpp=0.25, tile=128, format="ome-zarr", ngff_version="0.5",
-                min_level_size=128)
+                options=WriteOptions(min_level_size=128))
     chunk = sorted(f for f in (p / "0").rglob("*") if f.is_file() and f.name != "zarr.json")[5]
     os.unlink(chunk)
     s = open_slide(p)

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from leukcore.cli import main
-from leukcore.io import write_slide
+from leukcore.io import WriteOptions, write_slide
 from leukcore.testing.slides import sample_field
 
 
 @pytest.fixture(scope="module")
 def slide_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("info") / "s.ome.tif"
-    write_slide(p, np.tile(sample_field(0, "bccd"), (2, 2, 1)), mpp=0.25, tile=256, attribution="MIT shenggan")
+    write_slide(p, np.tile(sample_field(0, "bccd"), (2, 2, 1)), mpp=0.25, tile=256,
+                options=WriteOptions(attribution="MIT shenggan"))
     return p
 
 

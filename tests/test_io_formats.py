@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tifffile
 
-from leukcore.io import open_slide, write_slide
+from leukcore.io import WriteOptions, open_slide, write_slide
 from leukcore.testing.slides import SlideConformance, sample_field
 
 
@@ -56,7 +56,8 @@ class TestOmeTiffJpeg(SlideConformance):
     def make_slide(self, tmp_path):
         p = tmp_path / "s.ome.tiff"
         if not p.exists():
-            write_slide(p, ref(), mpp=0.5, tile=128, compression="jpeg", quality=92)
+            write_slide(p, ref(), mpp=0.5, tile=128, compression="jpeg",
+                        options=WriteOptions(quality=92))
         return open_slide(p), ref()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from leukcore.io import open_slide, write_slide
+from leukcore.io import WriteOptions, open_slide, write_slide
 from leukcore.io.convert import to_rgb8
 from leukcore.io.write import pyramid_shapes
 from leukcore.testing.slides import sample_field
@@ -47,8 +47,8 @@ def test_unknown_suffix_and_bad_args(tmp_path):
 
 def test_metadata_attribution_and_resolution(tmp_path):
     p = tmp_path / "m.ome.tif"
-    write_slide(p, sample_field(0, "all4class"), mpp=0.46, tile=128, description="four-class field",
-                attribution="CC BY 4.0 Aria et al.")
+    write_slide(p, sample_field(0, "all4class"), mpp=0.46, tile=128,
+                options=WriteOptions(description="four-class field", attribution="CC BY 4.0 Aria et al."))
     with tifffile.TiffFile(p) as tif:
         assert tif.is_ome
         assert "PhysicalSizeX=\"0.46\"" in tif.ome_metadata
@@ -63,7 +63,8 @@ def test_zarr_attributes(tmp_path):
     import zarr
 
     p = tmp_path / "m.ome.zarr"
-    write_slide(p, sample_field(0, "bccd"), mpp=0.085, tile=128, ngff_version="0.5", attribution="MIT shenggan")
+    write_slide(p, sample_field(0, "bccd"), mpp=0.085, tile=128, ngff_version="0.5",
+                options=WriteOptions(attribution="MIT shenggan"))
     g = zarr.open_group(str(p), mode="r")
     ms = g.attrs["ome"]["multiscales"][0]
     assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]

@@ -36,6 +36,7 @@ FORMATTED = [
     "src/leukcore/detect/tuning.py",
     "src/leukcore/export/folder.py",
     "src/leukcore/hashing.py",
+    "src/leukcore/io/__init__.py",
     "src/leukcore/io/find.py",
     "src/leukcore/io/pyramid.py",
     "src/leukcore/io/tiff_mpp.py",

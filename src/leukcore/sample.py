@@ -24,6 +24,7 @@ placing fields on a common scale, not for morphometry.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -33,9 +34,11 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
+
+from .io.write import WriteOptions
 
 __all__ = ["build_mosaic", "MosaicOptions", "sample_slide_path", "bundled_fields", "Field", "Mosaic", "field_mpp_for",
            "FOURCLASS_MPP", "BCCD_MPP", "SAMPLE_MPP", "ATTRIBUTION", "data_root", "cache_dir", "render_field"]
@@ -225,8 +228,13 @@ def _lazy_mosaic(shape, placements, background, chunk: int):
 
 
 @dataclass(frozen=True)
-class MosaicOptions:
+class MosaicOptions(WriteOptions):
     """How :func:`build_mosaic` lays out and writes a mosaic, beyond its grid, scale, pixel size and background.
+
+    The writing options are :class:`~leukcore.io.write.WriteOptions` (``quality``, ``description``,
+    ``attribution``, ``name``, ``min_level_size``, ``progress``, ``maxworkers``), with the mosaic's defaults:
+    the fields' ``attribution``, a ``description`` naming the fields, grid and pixel size, ``name``
+    ``"leukcore mosaic"``.
 
     Attributes
     ----------
@@ -236,25 +244,18 @@ class MosaicOptions:
         Margin added to the largest field when ``cell`` is not given.
     mask_scale_bar : bool
         Paint over the scale bar in the lower-right corner of four-class fields.
-    tile, compression, quality : int, str, int
-        The written OME-TIFF's tile edge, compression and JPEG quality (:func:`~leukcore.io.write_slide`).
-    attribution, description : str, optional
-        Stored in the file (the description defaults to one naming the fields, grid and pixel size).
-    progress : callable, optional
-        ``progress(done_tile_rows, total_tile_rows)`` while writing.
+    tile, compression : int, str
+        The written OME-TIFF's tile edge and compression (:func:`~leukcore.io.write_slide`).
     write_layout : bool
         Also write ``<out_path>.layout.json``.
     """
 
+    attribution: Optional[str] = ATTRIBUTION
     cell: Optional[int] = None
     gap: int = 8
     mask_scale_bar: bool = True
     tile: int = 512
     compression: str = "jpeg"
-    quality: int = 90
-    attribution: Optional[str] = ATTRIBUTION
-    description: Optional[str] = None
-    progress: Optional[Callable[[int, int], None]] = None
     write_layout: bool = True
 
 
@@ -303,8 +304,8 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
     img = _lazy_mosaic((H, W), placements, background, chunk=o.tile)
     desc = o.description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
                              f"({rows} x {cols} grid, {mpp} um/px)")
-    write_slide(out_path, img, mpp=mpp, tile=o.tile, compression=o.compression, quality=o.quality,
-                description=desc, attribution=o.attribution, name="leukcore mosaic", progress=o.progress)
+    written = dataclasses.replace(o, description=desc, name=o.name or "leukcore mosaic")
+    write_slide(out_path, img, mpp=mpp, tile=o.tile, compression=o.compression, options=written)
     mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
     if o.write_layout:
         _write_layout(mos, out_path)

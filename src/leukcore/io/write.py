@@ -22,7 +22,7 @@ import numpy as np
 from .._version import __version__
 from .pyramid import Pyramid, pyramid_shapes, tiles_of
 
-__all__ = ["write_slide", "pyramid_shapes", "TIFF_COMPRESSIONS", "ZARR_COMPRESSIONS"]
+__all__ = ["write_slide", "WriteOptions", "pyramid_shapes", "TIFF_COMPRESSIONS", "ZARR_COMPRESSIONS"]
 
 TIFF_COMPRESSIONS = {
     None: None,
@@ -89,19 +89,39 @@ def _as_rgb_dask(image):
 
 
 @dataclass(frozen=True)
-class _About:
-    """What a written file says about its image: pixel size, description, attribution, name."""
+class WriteOptions:
+    """How :func:`write_slide` writes, beyond where, what, the pixel size, tile edge, compression and format.
 
-    mpp: Optional[float]
-    description: Optional[str]
-    attribution: Optional[str]
-    name: Optional[str]
+    Attributes
+    ----------
+    quality : int
+        JPEG / WebP quality (TIFF compressions ``"jpeg"``, ``"webp"``, ``"jpegxl"``, ``"jpeg2000"``).
+    description, attribution : str, optional
+        Stored in the OME ``Description`` (both) and the TIFF ``Copyright`` tag (attribution), or
+        in the zarr attributes under ``leukcore``.
+    name : str, optional
+        The image's name (OME ``Name`` / NGFF multiscale ``name``; default ``"leukcore slide"``).
+    min_level_size : int, optional
+        Stop the pyramid when the longer side is <= this (default: the tile edge).
+    progress : callable, optional
+        ``progress(done_tile_rows, total_tile_rows)``.
+    maxworkers : int, optional
+        Threads compressing TIFF tiles (tifffile's ``maxworkers``; default: tifffile's choice).
+    """
+
+    quality: int = 90
+    description: Optional[str] = None
+    attribution: Optional[str] = None
+    name: Optional[str] = None
+    min_level_size: Optional[int] = None
+    progress: Optional[Callable[[int, int], None]] = None
+    maxworkers: Optional[int] = None
 
 
-def _write_ome_tiff(tmp, pyr: Pyramid, shapes, tile, compression, about: _About, quality, maxworkers):
+def _write_ome_tiff(tmp, pyr: Pyramid, shapes, tile, compression, mpp: Optional[float], o: WriteOptions):
     import tifffile
 
-    mpp, description, attribution, name = about.mpp, about.description, about.attribution, about.name
+    description, attribution, name, quality = o.description, o.attribution, o.name, o.quality
 
     comp = TIFF_COMPRESSIONS[compression]
     kw = {}
@@ -125,7 +145,7 @@ def _write_ome_tiff(tmp, pyr: Pyramid, shapes, tile, compression, about: _About,
                 tile=(tile, tile),
                 photometric="rgb",
                 compression=comp,
-                maxworkers=maxworkers,
+                maxworkers=o.maxworkers,
                 software=f"leukcore {__version__}",
             )
             if i == 0:
@@ -175,10 +195,10 @@ def _zarr_codecs(compression, zarr_format):
     return {"compressors": None}
 
 
-def _write_ome_zarr(tmp, pyr: Pyramid, shapes, tile, compression, about: _About, ngff_version):
+def _write_ome_zarr(tmp, pyr: Pyramid, shapes, tile, compression, mpp: Optional[float], o: WriteOptions, ngff_version):
     import zarr
 
-    mpp, description, attribution, name = about.mpp, about.description, about.attribution, about.name
+    description, attribution, name = o.description, o.attribution, o.name
 
     zarr_format = 3 if ngff_version == "0.5" else 2
     codecs = _zarr_codecs(compression, zarr_format)
@@ -241,13 +261,7 @@ def write_slide(
     format: Optional[str] = None,
     *,
     ngff_version: str = "0.4",
-    min_level_size: Optional[int] = None,
-    description: Optional[str] = None,
-    attribution: Optional[str] = None,
-    name: Optional[str] = None,
-    quality: int = 90,
-    progress: Optional[Callable[[int, int], None]] = None,
-    maxworkers: Optional[int] = None,
+    options: Optional[WriteOptions] = None,
 ) -> str:
     """Write an RGB image as a pyramidal OME-TIFF or an OME-Zarr, chunk by chunk and atomically.
 
@@ -266,25 +280,22 @@ def write_slide(
     tile : int
         Tile (TIFF) or chunk (zarr) edge, a multiple of 16.
     compression : str
-        TIFF: ``"zlib"``, ``"jpeg"`` (``quality``), ``"zstd"``, ``"lzw"``, ``"webp"``, ``"none"``;
+        TIFF: ``"zlib"``, ``"jpeg"`` (``options.quality``), ``"zstd"``, ``"lzw"``, ``"webp"``, ``"none"``;
         zarr: ``"zlib"``, ``"zstd"``, ``"blosc"``, ``"none"``.
     format : {"ome-tiff", "ome-zarr"}, optional
         Overrides the suffix.
     ngff_version : {"0.4", "0.5"}
         OME-Zarr flavour: 0.4 = zarr format 2, 0.5 = zarr format 3.
-    min_level_size : int, optional
-        Stop the pyramid when the longer side is <= this (default ``tile``).
-    description, attribution : str, optional
-        Stored in the OME ``Description`` (both) and the TIFF ``Copyright`` tag (attribution), or
-        in the zarr attributes under ``leukcore``.
-    progress : callable, optional
-        ``progress(done_tile_rows, total_tile_rows)``.
+    options : WriteOptions, optional
+        JPEG quality, description, attribution, name, the smallest pyramid level, progress, TIFF
+        compression threads (:class:`WriteOptions`; default ``WriteOptions()``).
 
     Returns
     -------
     str
         The output path.
     """
+    o = options or WriteOptions()
     p = os.fspath(path)
     fmt = _infer_format(p, format)
     tile = _checked_tile(p, fmt, tile, mpp, compression, ngff_version)
@@ -294,16 +305,15 @@ def write_slide(
         raise ValueError(f"{p}: {e}") from None
     if mpp is None:
         mpp = slide_mpp
-    shapes = pyramid_shapes(level0.shape[:2], min_level_size or tile)
-    about = _About(mpp, description, attribution, name)
+    shapes = pyramid_shapes(level0.shape[:2], o.min_level_size or tile)
 
     def write(tmp, pyr):
         if fmt == "ome-tiff":
-            _write_ome_tiff(tmp, pyr, shapes, tile, compression, about, quality, maxworkers)
+            _write_ome_tiff(tmp, pyr, shapes, tile, compression, mpp, o)
         else:
-            _write_ome_zarr(tmp, pyr, shapes, tile, compression, about, ngff_version)
+            _write_ome_zarr(tmp, pyr, shapes, tile, compression, mpp, o, ngff_version)
 
-    _staged_write(p, fmt, lambda workdir: Pyramid(level0, shapes, tile, workdir, progress), write)
+    _staged_write(p, fmt, lambda workdir: Pyramid(level0, shapes, tile, workdir, o.progress), write)
     return p
 
 

@@ -170,13 +170,21 @@ ZARR_BASE: dict = {}
 
 def zarr_slide(path, arr, version="0.4", tile=128) -> Path:
     """An OME-Zarr of ``arr`` (written once per version and array, then copied)."""
-    from ..io import write_slide
+    from ..io import WriteOptions, write_slide
 
     key = (version, id(arr), tile)
     base = ZARR_BASE.get(key)
     if base is None or not Path(base).exists():
         base = Path(path).parent / f"_base_{version.replace('.', '')}_{tile}.ome.zarr"
-        write_slide(base, arr, mpp=0.25, tile=tile, format="ome-zarr", ngff_version=version, min_level_size=tile)
+        write_slide(
+            base,
+            arr,
+            mpp=0.25,
+            tile=tile,
+            format="ome-zarr",
+            ngff_version=version,
+            options=WriteOptions(min_level_size=tile),
+        )
         ZARR_BASE[key] = base
     shutil.copytree(base, path)
     return Path(path)
