@@ -180,14 +180,26 @@ def _cells_record(img: np.ndarray, table, clf, mpp: float) -> dict:
 
     slide = Slide.from_array(np.ascontiguousarray(img), mpp=mpp)
     fr = field_rule(clf.card)
-    probs = clf.predict_crops(extract_crops(slide, table, clf), tta=fr["tta"])
-    p = aggregate_cells(probs, fr["field_aggregation"])
+    probs, ood = _predict(clf, extract_crops(slide, table, clf), fr["tta"])
+    # cells unlike the training cells (OOD) give no evidence; a field of only such cells goes to review
+    familiar = np.ones(len(probs), bool) if ood is None or ood.all() else ~ood
+    p = aggregate_cells(probs[familiar], fr["field_aggregation"])
     per_cell = [clf.classes[i] for i in probs.argmax(1)]
     rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
     return dict(label=clf.classes[int(p.argmax())],
                 probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
                 rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
-                cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=mpp)
+                cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=mpp,
+                **({} if ood is None else {"n_cells_ood": int(ood.sum()), "ood": bool(ood.all())}))
+
+
+def _predict(clf, crops, tta):
+    """``(probabilities, OOD flags or None)``: flags for a model card with OOD statistics."""
+    t = getattr(clf, "ood_threshold", None)
+    if t is None:
+        return clf.predict_crops(crops, tta=tta), None
+    probs, scores = clf.predict_crops_ood(crops, tta=tta)
+    return probs, np.asarray(scores > t, bool)
 
 
 def _one_cell_record(img: np.ndarray, clf, mpp: Optional[float]) -> dict:
@@ -203,11 +215,12 @@ def _one_cell_record(img: np.ndarray, clf, mpp: Optional[float]) -> dict:
         crop, rule = resize_rgb(region, clf.spec.size), "centre-crop"
     else:
         crop, rule = letterbox(img, clf.spec.size), "whole-image"
-    p = clf.predict_crops(crop[None])[0]
+    p, ood = _predict(clf, crop[None], None)
+    p = p[0]
     return dict(label=clf.classes[int(p.argmax())],
                 probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
                 rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None,
-                mpp_reliable=True if mpp else None)
+                mpp_reliable=True if mpp else None, **({} if ood is None else {"ood": bool(ood[0])}))
 
 
 #: the label of an image the model is not sure about (CellaVision's "unidentified")
@@ -215,7 +228,8 @@ REVIEW_LABEL = "review"
 
 
 def _review(rec: dict, clf) -> dict:
-    """Below the card's calibrated confidence the image goes to ``review``, never silently to a class.
+    """Below the card's calibrated confidence, or (a card with OOD statistics) when every cell of the image
+    is unlike the model's training cells, the image goes to ``review``, never silently to a class.
 
     ``model_label`` keeps the model's own call and ``review`` says whether it was held back; the
     threshold is :attr:`Classifier.review_threshold` (chosen on validation data).
@@ -233,6 +247,9 @@ def _review(rec: dict, clf) -> dict:
     one_cell = int(rec.get("n_cells") or 0) <= 1
     rec["review"] = bool(max(probs) < t or (tb is not None and one_cell and rec["label"] in BLAST_CLASSES
                                              and max(probs) < tb))
+    if "ood" in rec:     # a model with OOD statistics: say why (an image of only unfamiliar cells: "ood")
+        rec["review_reason"] = "ood" if rec["ood"] else ("low_confidence" if rec["review"] else None)
+        rec["review"] = bool(rec["review"] or rec["ood"])
     rec["review_threshold"] = round(float(t), 4)
     if tb is not None:
         rec["blast_threshold"] = round(float(tb), 4)

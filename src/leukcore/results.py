@@ -24,7 +24,9 @@ polygon : object
 label : str            (after classification)
 confidence : float32   (after classification; max class probability)
 prob_<class> : float32 (after classification; one column per class)
-review : bool          (after classification; confidence below threshold)
+review : bool          (after classification; confidence below threshold, or unlike training)
+ood_score : float32    (a model with OOD statistics; :mod:`leukcore.classify.ood`)
+review_reason : str    (with ``ood_score``: "ood", "low_confidence" or "")
 
 ``meta`` holds slide path, mpp, level-0 shape, model names and versions,
 ``partial`` (True when a run was cancelled) and timings.
@@ -258,12 +260,15 @@ class CellTable:
 
     def set_classification(self, probabilities: np.ndarray, classes: Sequence[str],
                            review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
-                           blast_threshold: float | None = None) -> None:
+                           blast_threshold: float | None = None, ood_score: np.ndarray | None = None,
+                           ood_threshold: float | None = None) -> None:
         """Attach class probabilities (N, C); sets label, confidence, prob_*, review.
 
         ``review``: confidence below ``review_threshold``, or a blast call below
         ``blast_threshold`` (a blast needs more certainty than a normal cell; never silently
-        a blast).
+        a blast), or (a model with OOD statistics) ``ood_score`` above ``ood_threshold``: a cell
+        unlike the model's training cells.  With an OOD score the table gains ``ood_score`` and
+        ``review_reason`` (``"ood"``, ``"low_confidence"`` or ``""``; OOD first).
         """
         probs = np.asarray(probabilities, dtype=np.float32).reshape(len(self), len(classes))
         idx = probs.argmax(axis=1) if len(self) else np.zeros(0, int)
@@ -274,6 +279,13 @@ class CellTable:
         review = self.df["confidence"] < review_threshold
         if blast_threshold is not None and len(self):
             review |= self.df["label"].isin(BLAST_CLASSES) & (self.df["confidence"] < blast_threshold)
+        if ood_score is not None and ood_threshold is not None:
+            score = np.asarray(ood_score, np.float32).reshape(len(self))
+            ood = np.asarray(score > float(ood_threshold), bool)
+            self.df["ood_score"] = score
+            self.df["review_reason"] = np.where(ood, "ood", np.where(review.to_numpy(), "low_confidence", ""))
+            review = review | ood
+            self.meta["ood_threshold"] = float(ood_threshold)
         self.df["review"] = review
         self.meta["classes"] = list(classes)
         self.meta["review_threshold"] = float(review_threshold)
@@ -308,6 +320,16 @@ class CellTable:
                              self.df["review"] if confident_only and "review" in self.df else None,
                              fraction=True)
 
+    def review_reasons(self) -> dict[str, int]:
+        """Cells in review by reason: ``ood`` (unlike the training cells), ``low_confidence``, and
+        ``other`` (e.g. not reached by a cancelled run); ``{}`` for a table without reasons.
+        """
+        if "review_reason" not in self.df or "review" not in self.df:
+            return {}
+        r = self.df.loc[self.df["review"].astype(bool), "review_reason"].astype(str)
+        n_ood, n_low = int((r == "ood").sum()), int((r == "low_confidence").sum())
+        return {"ood": n_ood, "low_confidence": n_low, "other": int(len(r) - n_ood - n_low)}
+
     def summary(self) -> dict[str, Any]:
         s = {"cells": len(self), "partial": self.partial, "counts": self.counts()}
         if self.is_classified:
@@ -315,6 +337,8 @@ class CellTable:
             s["blast_percent"] = None if bf is None else round(100 * bf, 3)
             s["blast_percent_all_cells"] = None if ba is None else round(100 * ba, 3)
             s["review"] = int(self.df["review"].sum()) if "review" in self.df else 0
+            if "review_reason" in self.df:
+                s["review_reasons"] = self.review_reasons()
             s["confident_counts"] = self.confident_counts()
             s["blast_percent_basis"] = "confidently classified cells (review cells excluded)"
         return s

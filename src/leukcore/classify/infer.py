@@ -30,7 +30,9 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
     """Classify each cell of ``table`` from its crop; returns a new classified :class:`CellTable`.
 
     Crops are read batch by batch from the lazy slide (only the needed regions).
-    Adds ``label``, ``confidence``, ``prob_<class>`` and ``review``; ``meta`` gains
+    Adds ``label``, ``confidence``, ``prob_<class>`` and ``review`` (and, for a model card with OOD
+    statistics, ``ood_score`` and ``review_reason``: a cell unlike the training cells goes to review
+    with reason ``"ood"``, see :mod:`leukcore.classify.ood`); ``meta`` gains
     ``classifier`` (name, version, backend, classes) and a ``classify_s`` timing.
     A cancelled run returns the table with the cells not reached labelled
     ``"unclassified"`` (probabilities NaN, ``review`` True) and ``meta['partial'] = True``.
@@ -51,6 +53,8 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
     n = len(out)
     C = len(classifier.classes)
     probs = np.full((n, C), np.nan, np.float32)
+    ood_t = getattr(classifier, "ood_threshold", None)
+    scores = np.full(n, np.nan, np.float32) if ood_t is not None else None
     done = 0
     emit(progress, "classify", 0, n, cells=n, message="classifying cells")
     partial = False
@@ -60,15 +64,22 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
             break
         rows = np.arange(i, min(i + batch_size, n))
         crops = extract_crops(slide, out, classifier, rows=rows, mpp=mpp)
-        probs[rows] = classifier.predict_crops(crops, batch_size=batch_size)
+        if scores is None:
+            probs[rows] = classifier.predict_crops(crops, batch_size=batch_size)
+        else:
+            probs[rows], scores[rows] = classifier.predict_crops_ood(crops, batch_size=batch_size)
         done = int(rows[-1]) + 1
         emit(progress, "classify", done, n, cells=n)
     filled = np.where(np.isnan(probs), 0.0, probs)
     rt, bt = review_rule(classifier, review_threshold)
-    out.set_classification(filled, classifier.classes, review_threshold=rt, blast_threshold=bt)
+    out.set_classification(filled, classifier.classes, review_threshold=rt, blast_threshold=bt,
+                           ood_score=None if scores is None else np.nan_to_num(scores, nan=0.0), ood_threshold=ood_t)
     if done < n:
         out.df.loc[done:, "label"] = UNCLASSIFIED
         out.df.loc[done:, "review"] = True
+        if scores is not None:
+            out.df.loc[done:, "ood_score"] = np.nan
+            out.df.loc[done:, "review_reason"] = UNCLASSIFIED
         for c in classifier.classes:
             out.df.loc[done:, f"prob_{c}"] = np.nan
         out.df.loc[done:, "confidence"] = np.nan
@@ -76,6 +87,9 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
     out.meta["classifier"] = {"name": card.get("name"), "version": card.get("version"),
                               "backend": getattr(classifier, "backend", None), "classes": list(classifier.classes),
                               "crop_um": classifier.spec.crop_um, "input_size": classifier.spec.size}
+    if ood_t is not None:
+        out.meta["classifier"]["ood"] = {"score": (card.get("review") or {}).get("ood", {}).get("score"),
+                                         "threshold": float(ood_t)}
     out.meta["partial"] = bool(out.meta.get("partial", False) or partial)
     out.meta.setdefault("timings", {})
     if isinstance(out.meta["timings"], dict):

@@ -9,7 +9,7 @@ from .geometry import CropSpec
 from .inputs import preprocess
 from .network import architecture_of, build_network
 
-__all__ = ["Classifier", "softmax"]
+__all__ = ["Classifier", "softmax", "crop_features"]
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -51,6 +51,7 @@ class Classifier:
         if self.settings["channels_last"] and self.device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
         self._onnx = None
+        self._ood_stats = False          # not read yet (see :attr:`ood`)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.backend = "torch"
@@ -67,6 +68,33 @@ class Classifier:
 
         v = (self.card.get("review") or {}).get("confidence")
         return float(v) if v is not None else DEFAULT_REVIEW_THRESHOLD
+
+    @property
+    def ood_threshold(self) -> Optional[float]:
+        """OOD score above which a cell is left for review (the card's ``review.ood.threshold``, chosen
+        on validation data); ``None`` when the card has no OOD statistics (no OOD rule).
+        """
+        from .ood import ood_block
+
+        b = ood_block(self.card)
+        return float(b["threshold"]) if b and b.get("threshold") is not None else None
+
+    @property
+    def ood(self):
+        """The card's :class:`~leukcore.classify.ood.OodStats`, read (and sha256-checked) on first use;
+        ``None`` without any, or for a network whose pooled features cannot be read.
+        """
+        if self._ood_stats is False:
+            from .ood import load_ood
+
+            self._ood_stats = load_ood(self.card) if self._wants_features() else None
+        return self._ood_stats
+
+    def _wants_features(self) -> bool:
+        from .ood import ood_block
+
+        return ood_block(self.card) is not None and hasattr(self.network, "forward_head") \
+            and hasattr(self.network, "forward_features")
 
     @property
     def blast_threshold(self) -> Optional[float]:
@@ -137,21 +165,10 @@ class Classifier:
             if required:
                 raise RuntimeError("backend='onnx' requested but onnxruntime is not installed")
             return
-        arch = self.card.get("architecture", {}).get("name", "net") if self.card else "net"
-        path = ob.cache_dir() / "onnx" / f"{arch}-{len(self.classes)}c-{self.spec.size}px-{self._weights_key()}.onnx"
+        feats = self._wants_features()
+        path = self._onnx_path(feats)
         try:
-            if not path.exists():
-                ob.export_onnx(self.network.cpu(), self.spec.size, path)
-                self.network.to(self.device)
-            runner = ob.OnnxRunner(path)
-            # probe: ONNX must give the torch predictions
-            rng = np.random.default_rng(0)
-            x = rng.normal(size=(4, 3, self.spec.size, self.spec.size)).astype(np.float32)
-            a = runner(x)
-            b = self._torch_logits(x)
-            if not np.allclose(a, b, atol=1e-3 * max(1.0, np.abs(b).max())):
-                raise RuntimeError(f"ONNX export {path} disagrees with torch (max diff {np.abs(a - b).max():.3g})")
-            self._onnx = runner
+            self._onnx = self._onnx_runner(feats)[0]
             self.backend = "onnx"
         except Exception as e:
             if required:
@@ -163,8 +180,42 @@ class Classifier:
             except OSError:
                 pass
 
+    def _onnx_path(self, feats: bool):
+        from . import onnx_backend as ob
+
+        arch = self.card.get("architecture", {}).get("name", "net") if self.card else "net"
+        # an export that also outputs the pooled features (for the OOD score) has its own cache key
+        return ob.cache_dir() / "onnx" / (f"{arch}-{len(self.classes)}c-{self.spec.size}px-{self._weights_key()}"
+                                          + ("-feat" if feats else "") + ".onnx")
+
+    def _onnx_runner(self, feats: bool) -> tuple:
+        """``(OnnxRunner, path)``: the cached export (made on first use), probed against torch."""
+        from . import onnx_backend as ob
+
+        path = self._onnx_path(feats)
+        if not path.exists():
+            ob.export_onnx(self.network.cpu(), self.spec.size, path, features=feats)
+            self.network.to(self.device)
+        runner = ob.OnnxRunner(path)
+        # probe: ONNX must give the torch predictions (and features)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(4, 3, self.spec.size, self.spec.size)).astype(np.float32)
+        got = runner.run_all(x)
+        want = self._torch_forward(x, features=feats)
+        want = want if feats else (want,)
+        if len(got) != len(want):
+            raise RuntimeError(f"ONNX export {path} has {len(got)} outputs, expected {len(want)}")
+        for a, b in zip(got, want, strict=True):
+            if not np.allclose(a, b, atol=1e-3 * max(1.0, np.abs(b).max())):
+                raise RuntimeError(f"ONNX export {path} disagrees with torch (max diff {np.abs(a - b).max():.3g})")
+        return runner, path
+
     # -------------------------------------------------------------- inference
     def _torch_logits(self, x: np.ndarray) -> np.ndarray:
+        return self._torch_forward(x)
+
+    def _torch_forward(self, x: np.ndarray, features: bool = False):
+        """Logits, or ``(logits, pooled features)`` with ``features``."""
         import torch
 
         t = torch.from_numpy(np.ascontiguousarray(x))
@@ -175,14 +226,66 @@ class Classifier:
             t = t.to(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
                                                     enabled=bool(self.settings["amp"])):
-            out = self.network(t)
-        return out.float().cpu().numpy()
+            if not features:
+                out = self.network(t)
+                return out.float().cpu().numpy()
+            net = self.network
+            f = net.forward_head(net.forward_features(t), pre_logits=True)
+            out = net.get_classifier()(f)
+        return out.float().cpu().numpy(), f.float().cpu().numpy()
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits for preprocessed float32 NCHW input."""
         if self._onnx is not None:
             return self._onnx(x)
         return self._torch_logits(x)
+
+    def logits_and_features(self, x: np.ndarray) -> tuple:
+        """``(logits, pooled features)`` for preprocessed float32 NCHW input (a card with OOD statistics)."""
+        if self._onnx is not None:
+            out = self._onnx.run_all(x)
+            if len(out) >= 2:
+                return out[0], out[1]
+        return self._torch_forward(x, features=True)
+
+    def predict_crops_ood(self, crops: np.ndarray, batch_size: int = 64, tta: Optional[str] = None) -> tuple:
+        """``(probabilities (N, C), OOD scores (N,) or None)``: :meth:`predict_crops` plus the score of
+        :mod:`~leukcore.classify.ood` (of the crop as it is, not its TTA views; ``None`` when the card has
+        no OOD statistics).
+        """
+        stats = self.ood
+        if stats is None:
+            return self.predict_crops(crops, batch_size=batch_size, tta=tta), None
+        crops = self._as_input_crops(crops)
+        probs = np.zeros((len(crops), len(self.classes)), np.float32)
+        feats = np.zeros((len(crops), stats.dim), np.float32)
+        for i in range(0, len(crops), batch_size):
+            z, f = self.logits_and_features(preprocess(crops[i:i + batch_size], self.spec))
+            probs[i:i + batch_size], feats[i:i + batch_size] = softmax(z), f
+        if tta is not None:
+            from .fields import TTA_MODES
+
+            if tta not in TTA_MODES:
+                raise ValueError(f"unknown tta {tta!r}; expected one of {TTA_MODES}")
+            views = [(0, True)] if tta == "flip" else [(k, f) for k in range(4) for f in (False, True)][1:]
+            acc = probs.copy()
+            for k, f in views:
+                v = np.rot90(crops, k, axes=(1, 2))
+                acc += self.predict_crops(np.ascontiguousarray(v[:, :, ::-1] if f else v), batch_size=batch_size)
+            probs = (acc / (len(views) + 1)).astype(np.float32)
+        return probs, stats.score(feats)
+
+    def _as_input_crops(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"predict_crops expects uint8 (N, H, W, 3), got {crops.dtype} {crops.shape}")
+        if crops.shape[1:3] != (self.spec.size, self.spec.size):
+            from .crops import resize_rgb
+            crops = np.stack([resize_rgb(c, self.spec.size) for c in crops]) if len(crops) else \
+                np.zeros((0, self.spec.size, self.spec.size, 3), np.uint8)
+        return crops
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 64, tta: Optional[str] = None) -> np.ndarray:
         """Class probabilities ``(N, C)`` float32 for ``uint8 (N, H, W, 3)`` crops of the spec's size.
@@ -208,17 +311,32 @@ class Classifier:
                 p = self.predict_crops(np.ascontiguousarray(v), batch_size=batch_size)
                 acc = p if acc is None else acc + p
             return (acc / len(views)).astype(np.float32)
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
-            raise ValueError(f"predict_crops expects uint8 (N, H, W, 3), got {crops.dtype} {crops.shape}")
-        if crops.shape[1:3] != (self.spec.size, self.spec.size):
-            from .crops import resize_rgb
-            crops = np.stack([resize_rgb(c, self.spec.size) for c in crops]) if len(crops) else \
-                np.zeros((0, self.spec.size, self.spec.size, 3), np.uint8)
+        crops = self._as_input_crops(crops)
         out = np.zeros((len(crops), len(self.classes)), np.float32)
         for i in range(0, len(crops), batch_size):
             x = preprocess(crops[i:i + batch_size], self.spec)
             out[i:i + batch_size] = softmax(self.logits(x))
         return out
+
+
+def crop_features(clf: Classifier, crops: np.ndarray, batch_size: int = 128, onnx: bool = False) -> tuple:
+    """``(probabilities (N, C), pooled features (N, D))`` of uint8 crops, one pass (no TTA).
+
+    ``onnx``: through an ONNX export with a features output (cached; several times faster on CPU).
+    """
+    crops = clf._as_input_crops(crops)
+    run = clf.logits_and_features
+    if onnx and clf.device.type == "cpu":
+        from . import onnx_backend as ob
+
+        if ob.onnx_available():
+            runner = clf._onnx_runner(True)[0]
+            run = runner.run_all
+    P, F = [], []
+    for i in range(0, len(crops), batch_size):
+        z, f = run(preprocess(crops[i:i + batch_size], clf.spec))[:2]
+        P.append(softmax(z))
+        F.append(np.asarray(f, np.float32))
+    if not P:
+        return np.zeros((0, len(clf.classes)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(P), np.concatenate(F)

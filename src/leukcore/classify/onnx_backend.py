@@ -17,9 +17,17 @@ __all__ = ["cache_dir", "export_onnx", "OnnxRunner", "onnx_available"]
 from ..onnx_cache import cache_dir, onnx_available  # noqa: E402,F401
 
 
-def export_onnx(model, size: int, path: Path) -> Path:
-    """Export ``model`` (eval, CPU) with a dynamic batch axis, atomically."""
+def export_onnx(model, size: int, path: Path, features: bool = False) -> Path:
+    """Export ``model`` (eval, CPU) with a dynamic batch axis, atomically.
+
+    ``features``: a second output ``features``, the pooled (pre-logits) features of a timm network
+    (for the OOD score, :mod:`leukcore.classify.ood`).
+    """
     import torch
+
+    names = ["logits"]
+    if features:
+        model, names = _with_features(model), ["logits", "features"]
 
     from ..results import atomic_path
 
@@ -30,10 +38,25 @@ def export_onnx(model, size: int, path: Path) -> Path:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
-            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=names,
+                              dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               opset_version=17, dynamo=False)
     return path
+
+
+def _with_features(net):
+    import torch
+
+    class _LogitsAndFeatures(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            f = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+            return self.net.get_classifier()(f), f
+
+    return _LogitsAndFeatures(net).eval()
 
 
 class OnnxRunner:
@@ -50,4 +73,8 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list:
+        """Every output (``[logits]``, or ``[logits, features]`` for an export with features)."""
+        return self.session.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})

@@ -86,6 +86,13 @@ class TqdmProgress:
         self.bars.clear()
 
 
+def _reasons(r) -> str:
+    """`` (unlike training cells: N, low confidence: M)`` of a summary's ``review_reasons``."""
+    if not r:
+        return ""
+    return f" (unlike training cells: {r.get('ood', 0)}, low confidence: {r.get('low_confidence', 0)})"
+
+
 def print_result(res, out=None):
     out = sys.stdout if out is None else out  # resolved per call (pytest capture, redirection)
     s = res.summary
@@ -95,7 +102,7 @@ def print_result(res, out=None):
         print(f"  {k:>10}: {v}" + (f"  ({pct:.1f} %)" if pct is not None else ""), file=out)
     if s.get("blast_percent") is not None:
         print(f"blast / ALL: {s['blast_percent']:.1f} % of confidently classified cells   "
-              f"left for review: {s.get('review', 0)}", file=out)
+              f"left for review: {s.get('review', 0)}" + _reasons(s.get("review_reasons")), file=out)
     m = s.get("mpp", {})
     if m.get("value"):
         print(f"pixel size: {m['value']:.4g} um/px ({m.get('source')})", file=out)

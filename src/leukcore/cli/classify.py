@@ -64,5 +64,6 @@ def run(args) -> int:
                   flush=True)
         else:
             probs = "  ".join(f"{c}={v:.3f}" for c, v in rec["probabilities"].items() if v is not None)
-            print(f"{rec['path']}\t{rec['label']}\t{probs}\t({rec['rule']}, {rec['n_cells']} cell(s))", flush=True)
+            why = f" ({rec['review_reason']})" if rec.get("review") and rec.get("review_reason") else ""
+            print(f"{rec['path']}\t{rec['label']}{why}\t{probs}\t({rec['rule']}, {rec['n_cells']} cell(s))", flush=True)
     return rc
