@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from .masks import TrainItem, bccd_item, fourclass_item, pbc_item
+from .masks import TrainItem, bccd_item, fourclass_field_item, pbc_item
 from .public_sets import FOUR_CLASSES, PBC_WBC, bccd_boxes, bccd_split, dedup, folder_mpp
 
 __all__ = ["BCCD_TRAIN_SPLITS", "load_training_items", "pbc_heldout_items"]
@@ -116,14 +116,7 @@ def load_training_items(
         for f in picked:
             if n_ok >= n_fourclass:
                 break
-            it = fourclass_item(
-                f,
-                data_dir / "all4class" / "Segmented" / cls / Path(f).name,
-                m_src,
-                mpp,
-                use_colour=(cls == "Pro"),
-                ignore_below_um=fourclass_ignore_below_um,
-            )
+            it = fourclass_field_item(data_dir, cls, f, m_src, mpp, ignore_below_um=fourclass_ignore_below_um)
             if it is not None:
                 items.append(it)
                 n_ok += 1

@@ -36,7 +36,7 @@ from .colour import background_color, purple_measure
 from .images import read_rgb, resize_to_mpp
 from .public_sets import bccd_boxes
 
-__all__ = ["TrainItem", "bccd_item", "pbc_item", "fourclass_item", "ignore_fragments"]
+__all__ = ["TrainItem", "bccd_item", "pbc_item", "fourclass_item", "fourclass_field_item", "ignore_fragments"]
 
 
 def _instances_from_binary(mask: np.ndarray, min_area: int, min_dist: int) -> np.ndarray:
@@ -155,6 +155,14 @@ def _ignore_irregular(lab: np.ndarray, min_solidity: float = 0.8) -> np.ndarray:
         if r.solidity < min_solidity:
             out[lab == r.label] = -1
     return out
+
+
+def fourclass_field_item(
+    data_dir, cls: str, orig, mpp_src: float, mpp: float, ignore_below_um: Optional[float] = None
+) -> Optional[TrainItem]:
+    """:func:`fourclass_item` of a field of class folder ``cls``: its ``Segmented`` twin, the colour mask for Pro."""
+    seg = Path(data_dir) / "all4class" / "Segmented" / cls / Path(orig).name
+    return fourclass_item(orig, seg, mpp_src, mpp, use_colour=(cls == "Pro"), ignore_below_um=ignore_below_um)
 
 
 def fourclass_item(

@@ -290,7 +290,8 @@ def fourclass_val_items(
     instances are smaller than a 7 um disc, the smallest white cell), which otherwise count as
     cells to find.  Default :data:`VAL_IGNORE_BELOW_UM`; ``None`` or 0 counts every instance.
     """
-    from .data import FOUR_CLASSES, dedup, folder_mpp, fourclass_item
+    from .data import FOUR_CLASSES, dedup, folder_mpp
+    from .masks import fourclass_field_item
 
     data_dir = Path(data_dir)
     out = []
@@ -304,14 +305,7 @@ def fourclass_val_items(
         n = 0
         for f in files:
             if is_val_name(Path(f).name):
-                it = fourclass_item(
-                    f,
-                    data_dir / "all4class" / "Segmented" / cls / Path(f).name,
-                    m_src,
-                    mpp,
-                    use_colour=(cls == "Pro"),
-                    ignore_below_um=ignore_below_um,
-                )
+                it = fourclass_field_item(data_dir, cls, f, m_src, mpp, ignore_below_um=ignore_below_um)
                 if it is not None:
                     out.append(it)
                     n += 1
