@@ -19,6 +19,7 @@ Usage::
 
 The development machine has 2 CPU cores shared with other jobs: speed-up is bounded by that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ def build_slides(n: int, grid: int) -> Path:
     from leukcore.sample import MosaicOptions, build_mosaic
 
     d = data_dir()
-    files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + \
-        sorted((d / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))
+    files = sorted((d / "all4class" / "Original").glob("*/*.jpg")) + sorted(
+        (d / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg")
+    )
     if not files:
         raise SystemExit(f"{d}: no real fields found (set LEUK_DATA)")
     src = WORK / f"slides_{n}_{grid}"
@@ -65,12 +67,18 @@ def scaling(src: Path, workers: int, model: str, detector: str = "wbc-stardist")
     out = WORK / f"out_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    res = run_batch(src, out, cluster=BatchCluster(workers=workers), detector=detector, classifier=model,
-                    device="cpu", threads=1)
+    res = run_batch(
+        src, out, cluster=BatchCluster(workers=workers), detector=detector, classifier=model, device="cpu", threads=1
+    )
     wall = time.perf_counter() - t
-    return {"workers": workers, "wall_s": round(wall, 2), "n_done": res["n_done"], "n_error": res["n_error"],
-            "cells": int(sum(int(r.get("cells") or 0) for r in res.rows)),
-            "slide_seconds": [r.get("seconds") for r in res.rows]}
+    return {
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "n_done": res["n_done"],
+        "n_error": res["n_error"],
+        "cells": int(sum(int(r.get("cells") or 0) for r in res.rows)),
+        "slide_seconds": [r.get("seconds") for r in res.rows],
+    }
 
 
 def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
@@ -97,27 +105,39 @@ def fault(src: Path, model: str, detector: str = "wbc-stardist") -> dict:
         addr = sorted(busy)[0]
         pid = c.run(os.getpid, workers=[addr])[addr]
         os.kill(pid, signal.SIGKILL)
-        killed.update(worker=addr, pid=pid, running=[str(k) for k in busy[addr]], after_done=ev.done,
-                      t=time.time())
+        killed.update(worker=addr, pid=pid, running=[str(k) for k in busy[addr]], after_done=ev.done, t=time.time())
 
     t = time.perf_counter()
-    run_batch(src, out, cluster=BatchCluster(workers=2), detector=detector, classifier=model, device="cpu",
-              progress=progress,
-              on_submitted=on_submitted)
+    run_batch(
+        src,
+        out,
+        cluster=BatchCluster(workers=2),
+        detector=detector,
+        classifier=model,
+        device="cpu",
+        progress=progress,
+        on_submitted=on_submitted,
+    )
     wall = time.perf_counter() - t
     df = pd.read_csv(out / "batch_summary.csv")
     slides = sorted(p.name for p in src.glob("*.ome.tif"))
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     complete = [f for f in folders if is_complete(out / f)]
     sources = [read_summary(out / f)["slide"]["path"] for f in complete]
-    return {"wall_s": round(wall, 2), "killed": killed, "n_slides": len(slides),
-            "n_rows": int(len(df)), "rows_unique": bool(df["slide"].is_unique),
-            "n_complete_folders": len(complete), "n_folders": len(folders),
-            "sources_unique": len(set(sources)) == len(sources),
-            "statuses": df["status"].value_counts().to_dict(),
-            "all_finished": bool(len(complete) == len(slides) and (df["status"] == "done").all()),
-            "missing": sorted(set(s.replace(".ome.tif", "") for s in slides) - set(complete)),
-            "duplicated": sorted(df["slide"][df["slide"].duplicated()].tolist())}
+    return {
+        "wall_s": round(wall, 2),
+        "killed": killed,
+        "n_slides": len(slides),
+        "n_rows": int(len(df)),
+        "rows_unique": bool(df["slide"].is_unique),
+        "n_complete_folders": len(complete),
+        "n_folders": len(folders),
+        "sources_unique": len(set(sources)) == len(sources),
+        "statuses": df["status"].value_counts().to_dict(),
+        "all_finished": bool(len(complete) == len(slides) and (df["status"] == "done").all()),
+        "missing": sorted(set(s.replace(".ome.tif", "") for s in slides) - set(complete)),
+        "duplicated": sorted(df["slide"][df["slide"].duplicated()].tolist()),
+    }
 
 
 def main(argv=None):
@@ -134,8 +154,12 @@ def main(argv=None):
     RESULTS = Path(args.results) if args.results else RESULTS
     src = build_slides(args.slides, args.grid)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                          "note": "shared 2-core dev machine, other jobs running; wall-clock numbers"}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "note": "shared 2-core dev machine, other jobs running; wall-clock numbers",
+    }
     results["models"] = {"detector": args.detector, "classifier": args.model}
     results["slides"] = {"n": args.slides, "grid": args.grid, "side_px": args.grid * 470, "mpp": 0.25}
     if "scaling" in parts:
@@ -155,9 +179,11 @@ def main(argv=None):
         print(f"speed-up 2 workers vs 1: {results['scaling']['speedup']:.2f}x")
     f = results.get("fault")
     if f:
-        print(f"fault: killed pid {f['killed'].get('pid')} after {f['killed'].get('after_done')} done; "
-              f"all finished={f['all_finished']} rows={f['n_rows']} unique={f['rows_unique']} "
-              f"missing={f['missing']} duplicated={f['duplicated']} wall={f['wall_s']:.1f}s")
+        print(
+            f"fault: killed pid {f['killed'].get('pid')} after {f['killed'].get('after_done')} done; "
+            f"all finished={f['all_finished']} rows={f['n_rows']} unique={f['rows_unique']} "
+            f"missing={f['missing']} duplicated={f['duplicated']} wall={f['wall_s']:.1f}s"
+        )
 
 
 def _save(results):

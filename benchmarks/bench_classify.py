@@ -15,6 +15,7 @@ Usage::
 Writes ``benchmarks/results/bench_classify.json`` and prints a table.  The machine is
 shared, so numbers are indicative; compare backends within one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ MIN_TIME = 1.5
 
 def _timeit(fn, min_time=None, min_reps=3):
     min_time = MIN_TIME if min_time is None else min_time
-    fn()                                   # warm-up
+    fn()  # warm-up
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -43,14 +44,16 @@ def _timeit(fn, min_time=None, min_reps=3):
 
 def matmul_gflops(n=1024):
     import torch
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     t = _timeit(lambda: a @ b)
-    return 2 * n ** 3 / t / 1e9
+    return 2 * n**3 / t / 1e9
 
 
 def model_flops(net, size):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
     x = torch.zeros(1, 3, size, size)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         net(x)
@@ -75,7 +78,8 @@ def bench_model(name, batches, threads, compile_=True):
     backends = {}
     backends["eager"] = lambda x: net(torch.from_numpy(x))
     import copy
-    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)     # a copy: eager keeps contiguous weights
+
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)  # a copy: eager keeps contiguous weights
     backends["channels_last"] = lambda x: net_cl(torch.from_numpy(x).to(memory_format=torch.channels_last))
     if compile_:
         try:
@@ -88,7 +92,8 @@ def bench_model(name, batches, threads, compile_=True):
     try:
         clf_o = Classifier.load(name, device="cpu", backend="onnx")
         from leukcore.classify.onnx_backend import OnnxRunner
-        ort1 = OnnxRunner(clf_o._onnx.path, threads=threads)      # same thread count as torch
+
+        ort1 = OnnxRunner(clf_o._onnx.path, threads=threads)  # same thread count as torch
         backends["onnxruntime"] = lambda x: ort1(x)
     except Exception as e:  # pragma: no cover
         rows.append({"model": name, "backend": "onnxruntime", "error": str(e)[:200]})
@@ -97,7 +102,7 @@ def bench_model(name, batches, threads, compile_=True):
         for bs in batches:
             x = x_all[:bs]
             try:
-                if bname == "torch.compile":            # first call at this batch size compiles (inductor, CPU)
+                if bname == "torch.compile":  # first call at this batch size compiles (inductor, CPU)
                     t0 = time.perf_counter()
                     with torch.inference_mode():
                         fn(x)
@@ -113,16 +118,28 @@ def bench_model(name, batches, threads, compile_=True):
                 msg = (str(e).splitlines() or [type(e).__name__])[0][:300]
                 rows.append({"model": name, "backend": bname, "batch": bs, "error": f"{type(e).__name__}: {msg}"})
                 continue
-            row = {"model": name, "backend": bname, "batch": bs, "crops_per_s": round(bs / t, 1),
-                   "gflops_per_s": round(flops * bs / t / 1e9, 2), "same_predictions_as_eager": same}
+            row = {
+                "model": name,
+                "backend": bname,
+                "batch": bs,
+                "crops_per_s": round(bs / t, 1),
+                "gflops_per_s": round(flops * bs / t / 1e9, 2),
+                "same_predictions_as_eager": same,
+            }
             if bname == "torch.compile":
                 row["first_call_s"] = compile_s.get(bs)
             rows.append(row)
     # end to end: preprocess + the auto backend through predict_crops
     clf_a = Classifier.load(name, device="cpu", backend="auto")
     t = _timeit(lambda: clf_a.predict_crops(crops[:64]))
-    rows.append({"model": name, "backend": f"predict_crops[{clf_a.backend}] (incl. preprocessing)", "batch": 64,
-                 "crops_per_s": round(64 / t, 1)})
+    rows.append(
+        {
+            "model": name,
+            "backend": f"predict_crops[{clf_a.backend}] (incl. preprocessing)",
+            "batch": 64,
+            "crops_per_s": round(64 / t, 1),
+        }
+    )
     return {"model": name, "input_size": size, "gflop_per_crop": round(flops / 1e9, 4), "rows": rows}
 
 
@@ -149,7 +166,9 @@ def bench_training(size=96, n=128):
     top.train()
     t0 = time.perf_counter()
     for i in range(0, n, 64):
-        loss = torch.nn.functional.cross_entropy(top(torch.from_numpy(f[i:i + 64].astype(np.float32))), y[: len(f[i:i + 64])])
+        loss = torch.nn.functional.cross_entropy(
+            top(torch.from_numpy(f[i : i + 64].astype(np.float32))), y[: len(f[i : i + 64])]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -157,6 +176,7 @@ def bench_training(size=96, n=128):
     # full-network fine-tune (no cache), for comparison
     opt2 = torch.optim.AdamW(net.parameters(), lr=1e-4)
     from leukcore.classify.inputs import preprocess
+
     x = torch.from_numpy(preprocess(crops[:32], spec))
     t0 = time.perf_counter()
     for _ in range(2):
@@ -165,10 +185,13 @@ def bench_training(size=96, n=128):
         loss.backward()
         opt2.step()
     full = 64 / (time.perf_counter() - t0)
-    return {"input_size": size, "frozen_trunk_features_images_per_s": round(frozen, 1),
-            "frozen_top_pooled_images_per_s": round(pooled, 1),
-            "finetune_top_from_cache_images_per_s": round(fine, 1),
-            "finetune_full_network_images_per_s": round(full, 1)}
+    return {
+        "input_size": size,
+        "frozen_trunk_features_images_per_s": round(frozen, 1),
+        "frozen_top_pooled_images_per_s": round(pooled, 1),
+        "finetune_top_from_cache_images_per_s": round(fine, 1),
+        "finetune_full_network_images_per_s": round(full, 1),
+    }
 
 
 def main(argv=None):
@@ -185,12 +208,22 @@ def main(argv=None):
     import torch
 
     from leukcore.models.registry import list_models
+
     torch.set_num_threads(args.threads)
     models = args.model or list_models("classification")
-    res = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                       "threads": args.threads, "cpu_count": __import__("os").cpu_count(),
-                       "note": "shared 2-core machine; wall-clock numbers are indicative"},
-           "matmul_gflops_fp32": round(matmul_gflops(), 2), "models": [], "training": None}
+    res = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "cpu_count": __import__("os").cpu_count(),
+            "note": "shared 2-core machine; wall-clock numbers are indicative",
+        },
+        "matmul_gflops_fp32": round(matmul_gflops(), 2),
+        "models": [],
+        "training": None,
+    }
     for m in models:
         res["models"].append(bench_model(m, args.batches, args.threads, compile_=not args.no_compile))
     res["training"] = bench_training()
@@ -198,17 +231,21 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
-    print(f"raw fp32 matmul: {res['matmul_gflops_fp32']} GFLOP/s (start), {res['matmul_gflops_fp32_end']} (end); "
-          f"threads={args.threads}")
+    print(
+        f"raw fp32 matmul: {res['matmul_gflops_fp32']} GFLOP/s (start), {res['matmul_gflops_fp32_end']} (end); "
+        f"threads={args.threads}"
+    )
     print(f"{'model':12} {'backend':44} {'batch':>5} {'crops/s':>9} {'GFLOP/s':>8} same")
     for m in res["models"]:
         for r in m["rows"]:
             if "error" in r:
                 print(f"{m['model']:12} {r['backend']:44} {r.get('batch', ''):>5} error: {r['error'][:60]}")
             else:
-                print(f"{m['model']:12} {r['backend']:44} {r['batch']:>5} {r['crops_per_s']:>9} "
-                      f"{r.get('gflops_per_s', ''):>8} {r.get('same_predictions_as_eager', '')}"
-                      + (f"  (first call {r['first_call_s']} s)" if r.get("first_call_s") is not None else ""))
+                print(
+                    f"{m['model']:12} {r['backend']:44} {r['batch']:>5} {r['crops_per_s']:>9} "
+                    f"{r.get('gflops_per_s', ''):>8} {r.get('same_predictions_as_eager', '')}"
+                    + (f"  (first call {r['first_call_s']} s)" if r.get("first_call_s") is not None else "")
+                )
     print("training (images/s):", json.dumps(res["training"]))
     print(f"wrote {out}")
 

@@ -16,6 +16,7 @@ Usage::
 
 Writes ``benchmarks/results/bench_classify_ablation.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,14 +61,18 @@ def main(argv=None):
         table["variants"][v] = {"run": str(run), **headline(res)}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1))
-    print(f"{'variant':10} {'split':12} {'cells':>7} {'fields':>7} {'swap cells':>10} {'swap fields':>11} "
-          f"{'colour fields':>13} {'colour swap':>11}")
+    print(
+        f"{'variant':10} {'split':12} {'cells':>7} {'fields':>7} {'swap cells':>10} {'swap fields':>11} "
+        f"{'colour fields':>13} {'colour swap':>11}"
+    )
     for v, h in table["variants"].items():
-        print(f"{v:10} {h['split_type']:12} {h['cnn_cells_accuracy']:>7.4f} {h['cnn_images_accuracy']:>7.4f} "
-              f"{h.get('stain_swap_cnn_cells_accuracy', float('nan')):>10.4f} "
-              f"{h.get('stain_swap_cnn_images_accuracy', float('nan')):>11.4f} "
-              f"{h['colour_baseline_images_accuracy']:>13.4f} "
-              f"{h.get('stain_swap_colour_baseline_images_accuracy', float('nan')):>11.4f}")
+        print(
+            f"{v:10} {h['split_type']:12} {h['cnn_cells_accuracy']:>7.4f} {h['cnn_images_accuracy']:>7.4f} "
+            f"{h.get('stain_swap_cnn_cells_accuracy', float('nan')):>10.4f} "
+            f"{h.get('stain_swap_cnn_images_accuracy', float('nan')):>11.4f} "
+            f"{h['colour_baseline_images_accuracy']:>13.4f} "
+            f"{h.get('stain_swap_colour_baseline_images_accuracy', float('nan')):>11.4f}"
+        )
     print(f"wrote {out}")
 
 

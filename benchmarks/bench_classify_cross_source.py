@@ -13,6 +13,7 @@ Usage::
 Writes ``benchmarks/results/classify_cross_source.json`` (one entry per model, records included)
 and prints a short table per model.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ Usage::
 Writes ``benchmarks/results/classify_<name>_heldout_detector_crops.json`` (plus plots under
 ``runs/eval-<name>-detector``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,7 +32,7 @@ def main(argv=None):
     name = argv[0] if argv else "all-4class"
     torch.set_num_threads(1)
     base = load_config(preset_path(name))
-    seg = prepare(base)                                   # the training recipe's crops (colour baseline)
+    seg = prepare(base)  # the training recipe's crops (colour baseline)
     cfg = copy.deepcopy(base)
     cfg["data"].update(finder="detector", only_cached=True, max_cells_per_image=30)
     df, _ = read_datasets(cfg)
@@ -39,8 +40,9 @@ def main(argv=None):
     rep: dict = {}
     det = prepare(cfg, report=rep)
     out = Path("runs") / f"eval-{name}-detector"
-    res = evaluate_model(name, cfg, out, EvalOptions(n_boot=1000, update_card=False), prepared=det,
-                         baseline_cells=seg[3])
+    res = evaluate_model(
+        name, cfg, out, EvalOptions(n_boot=1000, update_card=False), prepared=det, baseline_cells=seg[3]
+    )
     res["prepare_report"] = rep
     dst = Path(__file__).parent / "results" / f"classify_{name}_heldout_detector_crops.json"
     dst.write_text(json.dumps(res, indent=1, default=float))

@@ -22,6 +22,7 @@ Usage::
 
 Writes ``benchmarks/results/bench_detect_cross_source.json`` and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ def prf(c):
     tp, npred, ngt = (int(v) for v in np.asarray(c).reshape(-1, 3).sum(0))
     p = tp / npred if npred else 0.0
     r = tp / ngt if ngt else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-            "tp": tp, "n_pred": npred, "n_gt": ngt}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+        "tp": tp,
+        "n_pred": npred,
+        "n_gt": ngt,
+    }
 
 
 def _zheng_fields(data, limit):
@@ -99,7 +106,7 @@ def mosaic(pairs, gap: int = 6, cols: int | None = None):
     offsets = []
     for k, (img, _) in enumerate(pairs):
         y, x = (k // cols) * hmax, (k % cols) * wmax
-        canvas[y:y + img.shape[0], x:x + img.shape[1]] = img
+        canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
         offsets.append((y, x))
     return canvas, offsets
 
@@ -134,8 +141,15 @@ def score(det, pairs, mpp=None, fallback_mpp=None):
             rows.append(match_points_to_labels(local, t))
     meta = table.meta
     est = meta.get("mpp_estimate") or {}
-    return {**prf(rows), "fields": len(pairs), "mpp": meta.get("mpp"), "mpp_source": meta.get("mpp_source"),
-            "mpp_spread": est.get("spread"), "seconds": round(secs, 1), **({"note": note} if note else {})}
+    return {
+        **prf(rows),
+        "fields": len(pairs),
+        "mpp": meta.get("mpp"),
+        "mpp_source": meta.get("mpp_source"),
+        "mpp_spread": est.get("spread"),
+        "seconds": round(secs, 1),
+        **({"note": note} if note else {}),
+    }
 
 
 def restained(pairs):
@@ -167,15 +181,21 @@ def main(argv=None) -> int:
     allres = json.loads(out.read_text()) if out.exists() else {}
     for m in a.models:
         det = Detector.load(m)
-        res = {"model": det.card.get("name"), "version": det.card.get("version"),
-               "weights_sha256": det.card.get("weights", {}).get("sha256"),
-               "protocol": "mosaic of whole fields per set, pixel size estimated (no --mpp), one-to-one matching",
-               "sets": {}}
+        res = {
+            "model": det.card.get("name"),
+            "version": det.card.get("version"),
+            "weights_sha256": det.card.get("weights", {}).get("sha256"),
+            "protocol": "mosaic of whole fields per set, pixel size estimated (no --mpp), one-to-one matching",
+            "sets": {},
+        }
         for name, pairs in sets.items():
             res["sets"][name] = score(det, pairs, fallback_mpp=KNOWN_MPP.get(name.replace("-restained", "")))
             r = res["sets"][name]
-            print(f"{m:28} {name:28} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
-                  f"(n_gt {r['n_gt']}, mpp {r['mpp'] or float('nan'):.3f} {r['mpp_source']})", flush=True)
+            print(
+                f"{m:28} {name:28} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
+                f"(n_gt {r['n_gt']}, mpp {r['mpp'] or float('nan'):.3f} {r['mpp_source']})",
+                flush=True,
+            )
         res["worst"] = min(((k, v["f1"]) for k, v in res["sets"].items()), key=lambda kv: kv[1])
         allres[f"{res['model']}@{(res['weights_sha256'] or '')[:12]}"] = res
         print(f"{m}: worst set {res['worst'][0]} F1 {res['worst'][1]:.3f}")

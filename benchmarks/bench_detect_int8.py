@@ -10,6 +10,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_detect_int8.py      # -> benchmarks/results/bench_detect_int8.json
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,13 @@ def _cpu_seconds(sess, x, reps=3):
 
 
 def main():
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
@@ -60,7 +66,9 @@ def main():
     det = Detector.load("wbc-stardist", device="cpu", backend="onnx", threads=1)
     fp32 = ob.detector_onnx_path(det.card, det._weights_key())
     with open_slide(sample_slide_path()) as s:
-        tiles = [normalize_image(s.read_region(1, y, x, 256, 256)) for y in (0, 700, 1400) for x in (0, 900, 1800, 2700)]
+        tiles = [
+            normalize_image(s.read_region(1, y, x, 256, 256)) for y in (0, 700, 1400) for x in (0, 900, 1800, 2700)
+        ]
 
     class Calib(CalibrationDataReader):
         def __init__(self):
@@ -71,8 +79,15 @@ def main():
 
     tmp = Path(tempfile.mkdtemp())
     quant_pre_process(str(fp32), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
-    quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Calib(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(tmp / "pre.onnx"),
+        str(tmp / "int8.onnx"),
+        Calib(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     f, q = _session(fp32), _session(tmp / "int8.onnx")
     x = np.stack(tiles[1::2][:4])
     (pf, df), (pq, dq) = f.run(None, {"tiles": x}), q.run(None, {"tiles": x})
@@ -87,16 +102,23 @@ def main():
     d = cdist(A, B)
     r, c = linear_sum_assignment(d)
     dd = d[r, c]
-    m = dd < 16                                              # 4 um at 0.25 um/px
-    out = {"maps_4x256px": {"prob_max_abs_diff": round(float(np.abs(pf - pq).max()), 4),
-                            "prob_mean_abs_diff": round(float(np.abs(pf - pq).mean()), 5),
-                            "dist_max_rel_diff": round(float(np.abs(df - dq).max() / np.abs(df).max()), 4)},
-           "network_512px_cpu_s": {k: round(v, 3) for k, v in cpu.items()},
-           "network_cpu_speedup": round(cpu["fp32"] / cpu["int8"], 2),
-           "cells_region": list(reg), "cells_fp32": len(A), "cells_int8": len(B), "matched_4um": int(m.sum()),
-           "centroid_shift_px": {"median": round(float(np.median(dd[m])), 3), "max": round(float(dd[m].max()), 3)},
-           "same_within_seam_tolerance_1e-3px": int((dd < 1e-3).sum()),
-           "verdict": "dropped: the cells move (seam tolerance 1e-3 px)" if (dd < 1e-3).sum() < len(A) else "same"}
+    m = dd < 16  # 4 um at 0.25 um/px
+    out = {
+        "maps_4x256px": {
+            "prob_max_abs_diff": round(float(np.abs(pf - pq).max()), 4),
+            "prob_mean_abs_diff": round(float(np.abs(pf - pq).mean()), 5),
+            "dist_max_rel_diff": round(float(np.abs(df - dq).max() / np.abs(df).max()), 4),
+        },
+        "network_512px_cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "network_cpu_speedup": round(cpu["fp32"] / cpu["int8"], 2),
+        "cells_region": list(reg),
+        "cells_fp32": len(A),
+        "cells_int8": len(B),
+        "matched_4um": int(m.sum()),
+        "centroid_shift_px": {"median": round(float(np.median(dd[m])), 3), "max": round(float(dd[m].max()), 3)},
+        "same_within_seam_tolerance_1e-3px": int((dd < 1e-3).sum()),
+        "verdict": "dropped: the cells move (seam tolerance 1e-3 px)" if (dd < 1e-3).sum() < len(A) else "same",
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_detect_int8.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=1))

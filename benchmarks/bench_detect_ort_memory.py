@@ -11,6 +11,7 @@ Usage::
     .venv/bin/python benchmarks/bench_detect_ort_memory.py --slide x10 --paths exact full --rounds 2
     # -> benchmarks/results/bench_detect_ort_memory.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,16 +49,32 @@ def child(argv):
     t0 = time.perf_counter()
     with open_slide(a.slide) as s:
         H, W = s.shape
-        t = detect_cells(s, det, tile_size=a.tile, skip_empty=a.path != "full",
-                         windows={"tight": "tight", "exact": "exact"}.get(a.path, False))
+        t = detect_cells(
+            s,
+            det,
+            tile_size=a.tile,
+            skip_empty=a.path != "full",
+            windows={"tight": "tight", "exact": "exact"}.get(a.path, False),
+        )
     dt = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"memory": a.memory, "path": a.path, "threads": a.threads, "seconds": round(dt, 2),
-                      "cpu_s": round(ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
-                      "sys_s": round(ru.ru_stime - ru0.ru_stime, 2),
-                      "minor_faults_k": (ru.ru_minflt - ru0.ru_minflt) // 1000,
-                      "mp_per_s": round(H * W / 1e6 / dt, 3), "cells": len(t),
-                      "network_mpx": round(t.meta["px_run"] / 1e6, 2), "peak_rss_mb": round(ru.ru_maxrss / 1024)}))
+    print(
+        json.dumps(
+            {
+                "memory": a.memory,
+                "path": a.path,
+                "threads": a.threads,
+                "seconds": round(dt, 2),
+                "cpu_s": round(ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
+                "sys_s": round(ru.ru_stime - ru0.ru_stime, 2),
+                "minor_faults_k": (ru.ru_minflt - ru0.ru_minflt) // 1000,
+                "mp_per_s": round(H * W / 1e6 / dt, 3),
+                "cells": len(t),
+                "network_mpx": round(t.meta["px_run"] / 1e6, 2),
+                "peak_rss_mb": round(ru.ru_maxrss / 1024),
+            }
+        )
+    )
 
 
 def main(argv=None):
@@ -84,8 +101,18 @@ def main(argv=None):
     for r in range(a.rounds):
         for p in a.paths:
             for m in a.modes:
-                cmd = [sys.executable, __file__, "_child", str(slide), "--memory", m, "--path", p,
-                       "--threads", str(a.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "_child",
+                    str(slide),
+                    "--memory",
+                    m,
+                    "--path",
+                    p,
+                    "--threads",
+                    str(a.threads),
+                ]
                 la = os.getloadavg()[0]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
@@ -97,13 +124,23 @@ def main(argv=None):
     for p in a.paths:
         for m in a.modes:
             rs = [x for x in runs if x["path"] == p and x["memory"] == m]
-            summary[f"{p}/{m}"] = {k: float(np.median([x[k] for x in rs])) for k in
-                                   ("seconds", "cpu_s", "sys_s", "minor_faults_k", "mp_per_s")}
-            summary[f"{p}/{m}"].update(peak_rss_mb_max=max(x["peak_rss_mb"] for x in rs), cells=rs[0]["cells"],
-                                       network_mpx=rs[0]["network_mpx"], rounds=len(rs))
+            summary[f"{p}/{m}"] = {
+                k: float(np.median([x[k] for x in rs]))
+                for k in ("seconds", "cpu_s", "sys_s", "minor_faults_k", "mp_per_s")
+            }
+            summary[f"{p}/{m}"].update(
+                peak_rss_mb_max=max(x["peak_rss_mb"] for x in rs),
+                cells=rs[0]["cells"],
+                network_mpx=rs[0]["network_mpx"],
+                rounds=len(rs),
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / a.out).write_text(json.dumps({"slide": str(slide), "threads": a.threads, "summary": summary,
-                                             "runs": runs, "cpu_count": os.cpu_count()}, indent=2))
+    (RESULTS / a.out).write_text(
+        json.dumps(
+            {"slide": str(slide), "threads": a.threads, "summary": summary, "runs": runs, "cpu_count": os.cpu_count()},
+            indent=2,
+        )
+    )
     print(json.dumps(summary, indent=1))
 
 

@@ -29,6 +29,7 @@ Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_detect_quality.py [--model wbc-stardist] [--limit N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_detect_quality.json"
 def prf(tp, npred, ngt):
     p = tp / npred if npred else 0.0
     r = tp / ngt if ngt else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-            "tp": int(tp), "n_pred": int(npred), "n_gt": int(ngt)}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+        "tp": int(tp),
+        "n_pred": int(npred),
+        "n_gt": int(ngt),
+    }
 
 
 def bench_bccd(det, data, limit=None):
@@ -77,7 +84,7 @@ def bench_bccd(det, data, limit=None):
             mpp = None if mode == "estimated" else fmpp
             try:
                 t = detect_cells(img, det, mpp=mpp, skip_empty=False)
-            except ValueError:           # pixel size not estimable: fall back to the folder value
+            except ValueError:  # pixel size not estimable: fall back to the folder value
                 n_est_fail += 1
                 t = detect_cells(img, det, mpp=fmpp, skip_empty=False)
             pts = t.df[["centroid_y", "centroid_x"]].to_numpy()
@@ -92,22 +99,32 @@ def bench_bccd(det, data, limit=None):
                 fp_unannotated += len(t)
             if mode == "folder" and len(boxes):
                 plan = plan_detection(Slide.from_array(img, mpp=fmpp), det, tile_size=32, skip_empty=True)
-                for (y0, x0, y1, x1) in boxes:
+                for y0, x0, y1, x1 in boxes:
                     c = np.array([[(y0 + y1) / 2, (x0 + x1) / 2]]) / plan.ds
                     skip_hit += bool(plan.run[plan.grid.owners(c)[0]])
                     skip_n += 1
         rows[mode] = {**prf(tp, npred, ngt), "images": len(ids), "mpp_fallbacks": n_est_fail}
         # BCCD has fields with no WBC box at all although some show a (cut or smudged) WBC:
         # the same numbers over the fields that have at least one WBC box
-        rows[mode + "_annotated_fields_only"] = {**prf(tp, npred - fp_unannotated, ngt),
-                                                 "images": len(ids) - n_unannotated,
-                                                 "dropped_fields": n_unannotated,
-                                                 "detections_on_dropped": fp_unannotated}
-        rows[mode + "_class_corrected"] = {**prf(tp_c, npred, ngt_c), "images": len(ids),
-                                           "relabelled_platelet_boxes": {k: v.tolist() for k, v in relabelled.items()}}
-    return {"split": "BCCD ImageSets/Main/test.txt (image-level, held out)", "folder_mpp": round(fmpp, 4),
-            "by_mpp": rows, "skip_recall": round(skip_hit / max(skip_n, 1), 4), "skip_n": skip_n,
-            "seconds": round(time.perf_counter() - t0, 1)}
+        rows[mode + "_annotated_fields_only"] = {
+            **prf(tp, npred - fp_unannotated, ngt),
+            "images": len(ids) - n_unannotated,
+            "dropped_fields": n_unannotated,
+            "detections_on_dropped": fp_unannotated,
+        }
+        rows[mode + "_class_corrected"] = {
+            **prf(tp_c, npred, ngt_c),
+            "images": len(ids),
+            "relabelled_platelet_boxes": {k: v.tolist() for k, v in relabelled.items()},
+        }
+    return {
+        "split": "BCCD ImageSets/Main/test.txt (image-level, held out)",
+        "folder_mpp": round(fmpp, 4),
+        "by_mpp": rows,
+        "skip_recall": round(skip_hit / max(skip_n, 1), 4),
+        "skip_n": skip_n,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def bench_fourclass_skip(det, data, limit=40):
@@ -120,11 +137,12 @@ def bench_fourclass_skip(det, data, limit=40):
 
     hit = n = 0
     for cls in FOUR_CLASSES:
-        files = sorted((data / "all4class" / "Original" / cls).glob("*.jpg"))[-limit:]   # tail: mostly not trained on
+        files = sorted((data / "all4class" / "Original" / cls).glob("*.jpg"))[-limit:]  # tail: mostly not trained on
         m = folder_mpp(files[:30])
         for f in files:
-            it = fourclass_item(f, data / "all4class" / "Segmented" / cls / f.name, m, det.mpp,
-                                 use_colour=(cls == "Pro"))
+            it = fourclass_item(
+                f, data / "all4class" / "Segmented" / cls / f.name, m, det.mpp, use_colour=(cls == "Pro")
+            )
             if it is None:
                 continue
             plan = plan_detection(Slide.from_array(read_rgb(f), mpp=m), det, tile_size=32, skip_empty=True)
@@ -132,8 +150,11 @@ def bench_fourclass_skip(det, data, limit=40):
                 c = np.array([r.centroid]) * (det.mpp / m) / plan.ds
                 hit += bool(plan.run[plan.grid.owners(c)[0]])
                 n += 1
-    return {"skip_recall": round(hit / max(n, 1), 4), "cells": n,
-            "split": "last 40 fields per class by name (image-level; masks derived, optimistic)"}
+    return {
+        "skip_recall": round(hit / max(n, 1), 4),
+        "cells": n,
+        "split": "last 40 fields per class by name (image-level; masks derived, optimistic)",
+    }
 
 
 ZHENG_MPP = 0.17
@@ -157,9 +178,12 @@ def bench_zheng(det, data, limit=None):
         t = detect_cells(img, det, mpp=mpp, skip_empty=False)
         best = 0.0
         if len(t):
-            lab = polygons_to_labels(np.stack([np.asarray(p) for p in t.df["polygon"]]) if
-                                     len({len(p) for p in t.df["polygon"]}) == 1 else np.zeros((0, 3, 2)),
-                                     gt.shape)
+            lab = polygons_to_labels(
+                np.stack([np.asarray(p) for p in t.df["polygon"]])
+                if len({len(p) for p in t.df["polygon"]}) == 1
+                else np.zeros((0, 3, 2)),
+                gt.shape,
+            )
             for k in range(1, lab.max() + 1):
                 m = lab == k
                 inter = (m & gt).sum()
@@ -169,13 +193,17 @@ def bench_zheng(det, data, limit=None):
             found += 1
         ious.append(best)
     ious = np.array(ious)
-    return {"images": len(imgs), "mpp_used": None if mpp is None else round(mpp, 4),
-            "mpp_note": "fixed: visible red cells ~44 px = 7.5 um (measured by eye); the estimator fails on 120 px crops",
-            "mean_iou_matched": round(float(ious[ious > 0].mean()) if (ious > 0).any() else 0.0, 4),
-            "mean_iou_all": round(float(ious.mean()), 4), "detected": round(found / max(len(imgs), 1), 4),
-            "iou_gt_0.5": round(float((ious > 0.5).mean()), 4),
-            "split": "all 300 crops (never used for training; GPL-3.0, evaluation only)",
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "images": len(imgs),
+        "mpp_used": None if mpp is None else round(mpp, 4),
+        "mpp_note": "fixed: visible red cells ~44 px = 7.5 um (measured by eye); the estimator fails on 120 px crops",
+        "mean_iou_matched": round(float(ious[ious > 0].mean()) if (ious > 0).any() else 0.0, 4),
+        "mean_iou_all": round(float(ious.mean()), 4),
+        "detected": round(found / max(len(imgs), 1), 4),
+        "iou_gt_0.5": round(float((ious > 0.5).mean()), 4),
+        "split": "all 300 crops (never used for training; GPL-3.0, evaluation only)",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main(argv=None):
@@ -187,14 +215,18 @@ def main(argv=None):
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: bccd zheng fourclass")
     a = ap.parse_args(argv)
     import torch
+
     torch.set_num_threads(1)
     from leukcore.detect import Detector
     from leukcore.detect.data import default_data_dir
 
     data = Path(a.data) if a.data else default_data_dir()
     det = Detector.load(a.model, device="auto")
-    res = {"model": det.info(), "card_sha256": det.card.get("weights", {}).get("sha256"),
-           "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "device": str(det.device)}}
+    res = {
+        "model": det.info(),
+        "card_sha256": det.card.get("weights", {}).get("sha256"),
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "device": str(det.device)},
+    }
     if "bccd" not in a.skip:
         res["bccd"] = bench_bccd(det, data, a.limit)
     if "fourclass" not in a.skip:
@@ -202,7 +234,7 @@ def main(argv=None):
     if "zheng" not in a.skip:
         res["zheng"] = bench_zheng(det, data, a.limit)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    if a.skip and Path(a.out).exists():   # partial rerun: keep the other parts
+    if a.skip and Path(a.out).exists():  # partial rerun: keep the other parts
         old = json.loads(Path(a.out).read_text())
         old.update(res)
         res = old
@@ -213,11 +245,15 @@ def main(argv=None):
     if "bccd" in res:
         print(f"skip recall BCCD test: {res['bccd']['skip_recall']:.3f} ({res['bccd']['skip_n']} WBCs)")
     if "fourclass_skip" in res:
-        print(f"skip recall four-class: {res['fourclass_skip']['skip_recall']:.3f} ({res['fourclass_skip']['cells']} cells)")
+        print(
+            f"skip recall four-class: {res['fourclass_skip']['skip_recall']:.3f} ({res['fourclass_skip']['cells']} cells)"
+        )
     if "zheng" in res:
         z = res["zheng"]
-        print(f"Zheng 2018 whole-cell IoU: mean matched {z['mean_iou_matched']:.3f}, all {z['mean_iou_all']:.3f}, "
-              f"IoU>0.5 {z['iou_gt_0.5']:.3f}, detected {z['detected']:.3f} (mpp {z['mpp_used']})")
+        print(
+            f"Zheng 2018 whole-cell IoU: mean matched {z['mean_iou_matched']:.3f}, all {z['mean_iou_all']:.3f}, "
+            f"IoU>0.5 {z['iou_gt_0.5']:.3f}, detected {z['detected']:.3f} (mpp {z['mpp_used']})"
+        )
     print(f"-> {a.out}")
 
 

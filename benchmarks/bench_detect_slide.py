@@ -35,6 +35,7 @@ The development machine has 2 shared CPU cores, the network uses 1 thread here (
 ``LEUK_BENCH_BACKEND`` = auto | torch | onnx, ``LEUK_BENCH_WINDOWS`` = exact | tight for the fast path):
 absolute speeds are those of one busy CPU core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,7 @@ SMEAR_MPP = 0.5
 #: edge of the background patches (level-0 px; 20 um)
 SMEAR_PATCH = 40
 #: mean area of a normal red cell (um^2): a 7.5 um disc
-RBC_AREA_UM2 = math.pi * 3.75 ** 2
+RBC_AREA_UM2 = math.pi * 3.75**2
 #: WBC : RBC ratio of normal blood (4-11 x10^3 vs 4-6 x10^6 per uL: one WBC per 500-1000 RBCs)
 NORMAL_RBC_PER_WBC = 700
 #: how many times more WBCs the "leukaemic" variant has (ALL blood: often 5-20x normal)
@@ -123,8 +124,8 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance
 
     root = data_root() / "bccd" / "BCCD"
     s = BCCD_MPP / mpp
-    m = 2.0 / mpp                                   # 2 um margin
-    min_blob = 10.0 / mpp ** 2                      # 10 um^2
+    m = 2.0 / mpp  # 2 um margin
+    min_blob = 10.0 / mpp**2  # 10 um^2
     bgs, wbcs, fg = [], [], []
     files = sorted((root / "JPEGImages").glob("*.jpg"))
     if not files:
@@ -134,8 +135,9 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance
         with Image.open(f) as im:
             im = im.convert("RGB")
             H0, W0 = im.height, im.width
-            fields.append(np.asarray(im.resize((max(1, round(W0 * s)), max(1, round(H0 * s))),
-                                               Image.Resampling.LANCZOS)))
+            fields.append(
+                np.asarray(im.resize((max(1, round(W0 * s)), max(1, round(H0 * s))), Image.Resampling.LANCZOS))
+            )
     glass = np.stack([background_color(a) for a in fields])
     common = np.median(glass, axis=0)
     for f, a, g in zip(files, fields, glass):
@@ -160,23 +162,35 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance
         step = patch // 2
         for y in range(0, h - patch + 1, step):
             for x in range(0, w - patch + 1, step):
-                if any(y < b[2] + m and b[0] - m < y + patch and x < b[3] + m and b[1] - m < x + patch
-                       for b in boxes):
+                if any(y < b[2] + m and b[0] - m < y + patch and x < b[3] + m and b[1] - m < x + patch for b in boxes):
                     continue
-                if big[y:y + patch, x:x + patch].any():
+                if big[y : y + patch, x : x + patch].any():
                     continue
-                bgs.append(a[y:y + patch, x:x + patch].copy())
-                fg.append(dark[y:y + patch, x:x + patch].mean())
+                bgs.append(a[y : y + patch, x : x + patch].copy())
+                fg.append(dark[y : y + patch, x : x + patch].mean())
         for i, b in enumerate(boxes):
             y0, x0 = int(max(0, math.floor(b[0] - m))), int(max(0, math.floor(b[1] - m)))
             y1, x1 = int(min(h, math.ceil(b[2] + m))), int(min(w, math.ceil(b[3] + m)))
             if any(j != i and y0 < o[2] and o[0] < y1 and x0 < o[3] and o[1] < x1 for j, o in enumerate(boxes)):
                 continue
-            wbcs.append({"pix": a[y0:y1, x0:x1].copy(), "centre": ((b[0] + b[2]) / 2 - y0, (b[1] + b[3]) / 2 - x0),
-                         "box": (b[0] - y0, b[1] - x0, b[2] - y0, b[3] - x0), "file": f.name})
-    return {"background": bgs, "wbc": wbcs, "rbc_area_fraction": float(np.mean(fg)), "mpp": mpp,
-            "n_fields": len(files), "field_scale": s, "glass_rgb": [round(float(v), 1) for v in common],
-            "white_balance": bool(white_balance)}
+            wbcs.append(
+                {
+                    "pix": a[y0:y1, x0:x1].copy(),
+                    "centre": ((b[0] + b[2]) / 2 - y0, (b[1] + b[3]) / 2 - x0),
+                    "box": (b[0] - y0, b[1] - x0, b[2] - y0, b[3] - x0),
+                    "file": f.name,
+                }
+            )
+    return {
+        "background": bgs,
+        "wbc": wbcs,
+        "rbc_area_fraction": float(np.mean(fg)),
+        "mpp": mpp,
+        "n_fields": len(files),
+        "field_scale": s,
+        "glass_rgb": [round(float(v), 1) for v in common],
+        "white_balance": bool(white_balance),
+    }
 
 
 def _dihedral(a: np.ndarray, op: int) -> np.ndarray:
@@ -205,7 +219,7 @@ class _SmearArray:
                 p = _dihedral(bgs[self.bg_idx[r, c]], int(self.bg_op[r, c]))
                 py0, px0 = r * P, c * P
                 oy0, ox0, oy1, ox1 = max(py0, y0), max(px0, x0), min(py0 + P, y1), min(px0 + P, x1)
-                out[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] = p[oy0 - py0:oy1 - py0, ox0 - px0:ox1 - px0]
+                out[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = p[oy0 - py0 : oy1 - py0, ox0 - px0 : ox1 - px0]
         B = self.bucket[0]
         seen = set()
         for br in range(y0 // B, (y1 - 1) // B + 1):
@@ -219,7 +233,7 @@ class _SmearArray:
                     oy0, ox0 = max(wy, y0), max(wx, x0)
                     oy1, ox1 = min(wy + p.shape[0], y1), min(wx + p.shape[1], x1)
                     if oy1 > oy0 and ox1 > ox0:
-                        out[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] = p[oy0 - wy:oy1 - wy, ox0 - wx:ox1 - wx]
+                        out[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = p[oy0 - wy : oy1 - wy, ox0 - wx : ox1 - wx]
         if len(key) > 2:
             out = out[:, :, key[2]]
         return out
@@ -228,7 +242,7 @@ class _SmearArray:
 def _dihedral_point(cy, cx, h, w, op):
     """Where point (cy, cx) of an (h, w) patch lands after :func:`_dihedral` (pixel-centre coordinates)."""
     y, x, hh, ww = cy, cx, h, w
-    for _ in range(op % 4):                       # np.rot90: (y, x) -> (w - x, y) on an (h, w) array
+    for _ in range(op % 4):  # np.rot90: (y, x) -> (w - x, y) on an (h, w) array
         y, x, hh, ww = ww - x, y, ww, hh
     if op >= 4:
         x = ww - x
@@ -281,7 +295,7 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
         for k in keys:
             for j in occ.get(k, ()):
                 o = wbcs[j]
-                oh, ow = (lib["wbc"][o[2]]["pix"].shape[:2])[::(-1 if o[3] % 2 else 1)]
+                oh, ow = (lib["wbc"][o[2]]["pix"].shape[:2])[:: (-1 if o[3] % 2 else 1)]
                 if wy < o[0] + oh + 8 and o[0] < wy + ph + 8 and wx < o[1] + ow + 8 and o[1] < wx + pw + 8:
                     clash = True
                     break
@@ -297,32 +311,58 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
         dy, dx = _dihedral_point(cy, cx, h0, w0, op)
         centres.append((wy + dy - 0.5, wx + dx - 0.5))
     arr = _SmearArray(size, lib, bg_idx, bg_op, wbcs, (B, occ))
-    img = da.from_array(arr, chunks=(512, 512, 3), name=f"leuk-smear-{size}-{tag}-{seed}", lock=False,
-                        asarray=False, fancy=False, meta=np.empty((0, 0, 3), np.uint8))
-    desc = (f"leukcore smear-like benchmark slide: BCCD (MIT) red-cell background patches of {P} px and "
-            f"{len(wbcs)} real BCCD WBC crops at {density:.1f} WBC/mm^2, {SMEAR_MPP} um/px")
-    about = WriteOptions(quality=90, description=desc, name="leukcore smear",
-                         attribution="BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore.")
+    img = da.from_array(
+        arr,
+        chunks=(512, 512, 3),
+        name=f"leuk-smear-{size}-{tag}-{seed}",
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 3), np.uint8),
+    )
+    desc = (
+        f"leukcore smear-like benchmark slide: BCCD (MIT) red-cell background patches of {P} px and "
+        f"{len(wbcs)} real BCCD WBC crops at {density:.1f} WBC/mm^2, {SMEAR_MPP} um/px"
+    )
+    about = WriteOptions(
+        quality=90,
+        description=desc,
+        name="leukcore smear",
+        attribution="BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore.",
+    )
     write_slide(out, img, mpp=SMEAR_MPP, tile=512, compression="jpeg", options=about)
-    meta = {"size": size, "mpp": SMEAR_MPP, "seed": seed, "factor": factor, "area_mm2": round(area_mm2, 2),
-            "background_source": f"{len(lib['background'])} BCCD patches of {P} px ({P * SMEAR_MPP:g} um) from "
-                                 f"{lib['n_fields']} fields, no WBC box within 2 um, no purple blob > 10 um^2",
-            "wbc_source": f"{len(lib['wbc'])} BCCD WBC crops (box + 2 um), one WBC each",
-            "white_balance": (f"every field scaled to the median glass colour {lib['glass_rgb']} (one slide, "
-                              "one scanner white balance)" if white_balance else
-                              "none (each BCCD field keeps its own colour cast)"),
-            "rbc_area_fraction": round(lib["rbc_area_fraction"], 4),
-            "rbc_per_mm2": round(rbc_per_mm2, 0),
-            "rbc_per_wbc_normal": NORMAL_RBC_PER_WBC,
-            "density_wbc_per_mm2": round(len(wbcs) / area_mm2, 2),
-            "density_rule": (f"red cells per mm^2 of the background (RBC area fraction / area of a 7.5 um disc) "
-                             f"/ {NORMAL_RBC_PER_WBC} (normal blood: one WBC per 500-1000 RBC)"
-                             + (f" x {factor:g} (ALL blood: often 5-20x more WBCs)" if factor != 1 else "")),
-            "n_wbc": len(wbcs), "wbc_centres": [[round(a, 1), round(b, 1)] for a, b in centres],
-            "build_s": round(time.perf_counter() - t, 1)}
+    meta = {
+        "size": size,
+        "mpp": SMEAR_MPP,
+        "seed": seed,
+        "factor": factor,
+        "area_mm2": round(area_mm2, 2),
+        "background_source": f"{len(lib['background'])} BCCD patches of {P} px ({P * SMEAR_MPP:g} um) from "
+        f"{lib['n_fields']} fields, no WBC box within 2 um, no purple blob > 10 um^2",
+        "wbc_source": f"{len(lib['wbc'])} BCCD WBC crops (box + 2 um), one WBC each",
+        "white_balance": (
+            f"every field scaled to the median glass colour {lib['glass_rgb']} (one slide, one scanner white balance)"
+            if white_balance
+            else "none (each BCCD field keeps its own colour cast)"
+        ),
+        "rbc_area_fraction": round(lib["rbc_area_fraction"], 4),
+        "rbc_per_mm2": round(rbc_per_mm2, 0),
+        "rbc_per_wbc_normal": NORMAL_RBC_PER_WBC,
+        "density_wbc_per_mm2": round(len(wbcs) / area_mm2, 2),
+        "density_rule": (
+            f"red cells per mm^2 of the background (RBC area fraction / area of a 7.5 um disc) "
+            f"/ {NORMAL_RBC_PER_WBC} (normal blood: one WBC per 500-1000 RBC)"
+            + (f" x {factor:g} (ALL blood: often 5-20x more WBCs)" if factor != 1 else "")
+        ),
+        "n_wbc": len(wbcs),
+        "wbc_centres": [[round(a, 1), round(b, 1)] for a, b in centres],
+        "build_s": round(time.perf_counter() - t, 1),
+    }
     meta_path.write_text(json.dumps(meta))
-    print(f"built {out} ({size} px, {len(wbcs)} WBCs, {meta['density_wbc_per_mm2']} WBC/mm^2) "
-          f"in {meta['build_s']:.0f} s", file=sys.stderr)
+    print(
+        f"built {out} ({size} px, {len(wbcs)} WBCs, {meta['density_wbc_per_mm2']} WBC/mm^2) in {meta['build_s']:.0f} s",
+        file=sys.stderr,
+    )
     return out
 
 
@@ -352,6 +392,7 @@ def child(argv):
     ap.add_argument("--windows", default=os.environ.get("LEUK_BENCH_WINDOWS", "default"))
     a = ap.parse_args(argv)
     import torch
+
     torch.set_num_threads(a.threads)
     from leukcore.detect import Detector, detect_cells
     from leukcore.io import open_slide
@@ -371,7 +412,7 @@ def child(argv):
     if a.regions:
         if len(a.regions) % 4:
             raise SystemExit("--regions: groups of 4 numbers (y0 x0 y1 x1)")
-        regions = [tuple(a.regions[i:i + 4]) for i in range(0, len(a.regions), 4)]
+        regions = [tuple(a.regions[i : i + 4]) for i in range(0, len(a.regions), 4)]
     runs, cells = [], []
     t_all = time.perf_counter()
     for region in regions:
@@ -384,29 +425,59 @@ def child(argv):
                 s = s.with_mpp(det.mpp, "user")
                 t = detect_cells(s, det, tile_size=a.tile, region=region, skip_empty=False, progress=prog, cancel=tok)
             else:
-                t = detect_cells(s, det, tile_size=a.tile, region=region, skip_empty=(a.mode in ("fast", "tiles")),
-                                 windows=(win if a.mode == "fast" else False), progress=prog, cancel=tok)
+                t = detect_cells(
+                    s,
+                    det,
+                    tile_size=a.tile,
+                    region=region,
+                    skip_empty=(a.mode in ("fast", "tiles")),
+                    windows=(win if a.mode == "fast" else False),
+                    progress=prog,
+                    cancel=tok,
+                )
         dt = time.perf_counter() - t0
         cells.append(t.df[["centroid_y", "centroid_x"]].to_numpy())
         reg = region or (0, 0, H, W)
         mp = (reg[2] - reg[0]) * (reg[3] - reg[1]) / 1e6
-        runs.append({"region": list(reg), "seconds": round(dt, 2), "megapixels": round(mp, 2),
-                     "mp_per_s": round(mp / dt, 3), "cells": len(t), "tiles_run": t.meta.get("tiles_run"),
-                     "n_tiles": t.meta.get("n_tiles"), "windows_run": t.meta.get("windows_run"),
-                     "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2),
-                     "working_mpp": t.meta.get("working_mpp"), "partial": t.partial,
-                     "backend": det.backend, "threads": det.threads, "window_mode": t.meta.get("window_mode")})
+        runs.append(
+            {
+                "region": list(reg),
+                "seconds": round(dt, 2),
+                "megapixels": round(mp, 2),
+                "mp_per_s": round(mp / dt, 3),
+                "cells": len(t),
+                "tiles_run": t.meta.get("tiles_run"),
+                "n_tiles": t.meta.get("n_tiles"),
+                "windows_run": t.meta.get("windows_run"),
+                "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2),
+                "working_mpp": t.meta.get("working_mpp"),
+                "partial": t.partial,
+                "backend": det.backend,
+                "threads": det.threads,
+                "window_mode": t.meta.get("window_mode"),
+            }
+        )
     dt = time.perf_counter() - t_all
     if a.cells_out:
         np.save(a.cells_out, np.concatenate(cells) if cells else np.zeros((0, 2)))
     mp = sum(r["megapixels"] for r in runs)
-    out = {"mode": a.mode, "seconds": round(dt, 2), "megapixels": round(mp, 2), "mp_per_s": round(mp / dt, 3),
-           "cells": sum(r["cells"] for r in runs), "tiles_run": sum(r["tiles_run"] or 0 for r in runs),
-           "n_tiles": sum(r["n_tiles"] or 0 for r in runs), "windows_run": sum(r["windows_run"] or 0 for r in runs),
-           "network_mpx": round(sum(r["network_mpx"] for r in runs), 2),
-           "working_mpp": runs[0]["working_mpp"], "partial": any(r["partial"] for r in runs),
-           "backend": runs[0]["backend"], "threads": runs[0]["threads"], "window_mode": runs[0]["window_mode"],
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out = {
+        "mode": a.mode,
+        "seconds": round(dt, 2),
+        "megapixels": round(mp, 2),
+        "mp_per_s": round(mp / dt, 3),
+        "cells": sum(r["cells"] for r in runs),
+        "tiles_run": sum(r["tiles_run"] or 0 for r in runs),
+        "n_tiles": sum(r["n_tiles"] or 0 for r in runs),
+        "windows_run": sum(r["windows_run"] or 0 for r in runs),
+        "network_mpx": round(sum(r["network_mpx"] for r in runs), 2),
+        "working_mpp": runs[0]["working_mpp"],
+        "partial": any(r["partial"] for r in runs),
+        "backend": runs[0]["backend"],
+        "threads": runs[0]["threads"],
+        "window_mode": runs[0]["window_mode"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     if len(runs) > 1:
         out["regions"] = runs
     print(json.dumps(out))
@@ -424,6 +495,7 @@ def match(a: np.ndarray, b: np.ndarray, tol: float):
     if pairs.nnz == 0:
         return 0, 0.0
     import scipy.sparse as sp
+
     m = sp.csr_matrix((tol + 1 - pairs.data, (pairs.col, pairs.row)), shape=(len(a), len(b))).toarray()
     r, c = linear_sum_assignment(-m)
     ok = m[r, c] > 0
@@ -443,8 +515,13 @@ def seams(a):
     rows = {}
     for ts in (1024, 2048):
         n, dmax = match(cells[ts], ref, tol=8.0)
-        rows[str(ts)] = {"cells": len(cells[ts]), "cells_512": len(ref), "matched": n, "max_centroid_dist_px": round(dmax, 4),
-                         "same": bool(n == len(ref) == len(cells[ts]) and dmax <= 1.0)}
+        rows[str(ts)] = {
+            "cells": len(cells[ts]),
+            "cells_512": len(ref),
+            "matched": n,
+            "max_centroid_dist_px": round(dmax, 4),
+            "same": bool(n == len(ref) == len(cells[ts]) and dmax <= 1.0),
+        }
     out = {"slide": str(path), "size": a.size, "runs": {str(k): v for k, v in res.items()}, "vs_512": rows}
     (RESULTS / "bench_detect_seams.json").write_text(json.dumps(out, indent=2))
     print(f"{'tile':>6s} {'cells':>7s} {'matched':>8s} {'max d (px)':>10s}  same")
@@ -495,23 +572,27 @@ def throughput(a):
     for mode in ("fast", "tiles", "full"):
         if mode == "tiles" and a.no_tiles:
             continue
-        rn[mode] = run_child([str(path), "--regions", *flat, "--mode", mode,
-                              "--cells-out", str(WORK / f"tp_{mode}_sub.npy"), *common])
+        rn[mode] = run_child(
+            [str(path), "--regions", *flat, "--mode", mode, "--cells-out", str(WORK / f"tp_{mode}_sub.npy"), *common]
+        )
         print(f"  {mode} on {len(regs)} sub-regions: {rn[mode]['seconds']} s", file=sys.stderr)
     fast_all = None
     if not a.no_whole:
         fast_all = run_child([str(path), "--cells-out", str(WORK / "tp_fast_all.npy"), *common])
         print(f"  fast on the whole slide: {fast_all['seconds']} s", file=sys.stderr)
     cells = {k: np.load(WORK / f"tp_{k}_sub.npy") for k in rn}
-    tol = 4.0 / mpp   # 4 um
+    tol = 4.0 / mpp  # 4 um
     full_c = cells["full"]
     fast_c = np.load(WORK / "tp_fast_all.npy") if fast_all else cells["fast"]
     fast_in = fast_c[_in_boxes(fast_c, regs)]
     n_full, _ = match(full_c, fast_in, tol)
-    rel = {"fast_vs_full": round(n_full / max(len(full_c), 1), 4),
-           "fast_cells_in_regions": int(len(fast_in)), "full_cells_in_regions": int(len(full_c)),
-           "matched": int(n_full),
-           "fast_extra": int(len(fast_in) - n_full)}
+    rel = {
+        "fast_vs_full": round(n_full / max(len(full_c), 1), 4),
+        "fast_cells_in_regions": int(len(fast_in)),
+        "full_cells_in_regions": int(len(full_c)),
+        "matched": int(n_full),
+        "fast_extra": int(len(fast_in) - n_full),
+    }
     if "tiles" in cells:
         n_t, _ = match(cells["tiles"], fast_in, tol)
         rel["fast_vs_tile_skip"] = round(n_t / max(len(cells["tiles"]), 1), 4)
@@ -519,23 +600,36 @@ def throughput(a):
     full_extrap = full_s_per_mp * total_mp
     fast_s = fast_all["seconds"] if fast_all else rn["fast"]["seconds"] / rn["fast"]["megapixels"] * total_mp
     out = {
-        "slide": str(path), "kind": a.kind, "shape": [H, W], "mpp": mpp, "megapixels": round(total_mp, 1),
+        "slide": str(path),
+        "kind": a.kind,
+        "shape": [H, W],
+        "mpp": mpp,
+        "megapixels": round(total_mp, 1),
         "smear": ({k: v for k, v in sm.items() if k != "wbc_centres"} if sm else None),
         "fast_whole_slide": fast_all,
-        "fast_note": ("fast path run on the whole slide, end to end (open + plan + read + network + NMS)"
-                      if fast_all else "fast path extrapolated per level-0 pixel from the sub-regions"),
+        "fast_note": (
+            "fast path run on the whole slide, end to end (open + plan + read + network + NMS)"
+            if fast_all
+            else "fast path extrapolated per level-0 pixel from the sub-regions"
+        ),
         "sub_regions": {"boxes": regs, "seed": a.seed, "edge_px": a.sub, **rn},
         "full_path_extrapolated_s": round(full_extrap, 1),
-        "full_path_note": (f"full path (every level-0 tile, no skipping) measured on {len(regs)} random "
-                           f"{a.sub} px sub-regions (seed {a.seed}) and extrapolated per level-0 pixel"),
+        "full_path_note": (
+            f"full path (every level-0 tile, no skipping) measured on {len(regs)} random "
+            f"{a.sub} px sub-regions (seed {a.seed}) and extrapolated per level-0 pixel"
+        ),
         "speedup": round(full_extrap / fast_s, 2),
         "speedup_same_pixels": round(rn["full"]["seconds"] / rn["fast"]["seconds"], 2),
         "fast_mp_per_s": round(total_mp / fast_s, 3),
         "relative_recall": rel,
         "relative_recall_vs_full": rel["fast_vs_full"],
         "match_tolerance_um": 4.0,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": 1,
-                    "load_avg_end": [round(v, 2) for v in os.getloadavg()]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": 1,
+            "load_avg_end": [round(v, 2) for v in os.getloadavg()],
+        },
     }
     if sm:
         gt = np.asarray(sm["wbc_centres"], float).reshape(-1, 2)
@@ -556,19 +650,32 @@ def throughput(a):
     else:
         name = a.out or f"bench_detect_throughput_dense{'' if a.mpp == 0.25 else f'_{a.mpp:g}'}.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2))
-    print(f"slide {H}x{W} px ({total_mp:.0f} MP) at {mpp} um/px" +
-          (f", {sm['density_wbc_per_mm2']} WBC/mm^2 ({sm['n_wbc']} placed)" if sm else ""))
+    print(
+        f"slide {H}x{W} px ({total_mp:.0f} MP) at {mpp} um/px"
+        + (f", {sm['density_wbc_per_mm2']} WBC/mm^2 ({sm['n_wbc']} placed)" if sm else "")
+    )
     print(f"{'path':38s} {'s':>8s} {'MP/s':>7s} {'cells':>6s} {'tiles':>11s} {'net MP':>7s} {'RSS MB':>7s}")
-    for k, r in (("fast, whole slide", fast_all), ("fast (windows), sub-regions", rn.get("fast")),
-                 ("tile skip only, sub-regions", rn.get("tiles")), ("full (level 0, all), sub-regions", rn.get("full"))):
+    for k, r in (
+        ("fast, whole slide", fast_all),
+        ("fast (windows), sub-regions", rn.get("fast")),
+        ("tile skip only, sub-regions", rn.get("tiles")),
+        ("full (level 0, all), sub-regions", rn.get("full")),
+    ):
         if r:
-            print(f"{k:38s} {r['seconds']:8.1f} {r['mp_per_s']:7.3f} {r['cells']:6d} "
-                  f"{str(r['tiles_run']) + '/' + str(r['n_tiles']):>11s} {r['network_mpx']:7.1f} {r['peak_rss_mb']:7.0f}")
-    print(f"speed-up fast vs full: {out['speedup']}x (whole-slide fast vs extrapolated full), "
-          f"{out['speedup_same_pixels']}x on the same sub-regions; relative recall vs full {rel['fast_vs_full']} "
-          f"({rel['matched']}/{rel['full_cells_in_regions']})" +
-          (f"; recall vs placed WBCs: fast {out['recall_vs_placed_wbc']['fast']}, full {out['recall_vs_placed_wbc']['full']}"
-           if sm else ""))
+            print(
+                f"{k:38s} {r['seconds']:8.1f} {r['mp_per_s']:7.3f} {r['cells']:6d} "
+                f"{str(r['tiles_run']) + '/' + str(r['n_tiles']):>11s} {r['network_mpx']:7.1f} {r['peak_rss_mb']:7.0f}"
+            )
+    print(
+        f"speed-up fast vs full: {out['speedup']}x (whole-slide fast vs extrapolated full), "
+        f"{out['speedup_same_pixels']}x on the same sub-regions; relative recall vs full {rel['fast_vs_full']} "
+        f"({rel['matched']}/{rel['full_cells_in_regions']})"
+        + (
+            f"; recall vs placed WBCs: fast {out['recall_vs_placed_wbc']['fast']}, full {out['recall_vs_placed_wbc']['full']}"
+            if sm
+            else ""
+        )
+    )
 
 
 def memory(a):
@@ -587,16 +694,26 @@ def memory(a):
         for nb in (a.batches, a.batches * 4):
             r = run_child([str(path), "--tile", str(a.mem_tile), "--max-batches", str(nb), "--model", a.model])
             rows[f"{size}_{nb}"] = {"size": size, "batches": nb, **r}
-            print(f"{size:6d} px, {nb:3d} batches of 4 x {a.mem_tile} px tiles: peak RSS {r['peak_rss_mb']:.0f} MB, "
-                  f"{r['seconds']:.0f} s, {r['cells']} cells, tiles run {r['tiles_run']}/{r['n_tiles']} (partial={r['partial']})")
+            print(
+                f"{size:6d} px, {nb:3d} batches of 4 x {a.mem_tile} px tiles: peak RSS {r['peak_rss_mb']:.0f} MB, "
+                f"{r['seconds']:.0f} s, {r['cells']} cells, tiles run {r['tiles_run']}/{r['n_tiles']} (partial={r['partial']})"
+            )
     from leukcore.detect import onnx_backend
 
     name = "bench_detect_memory.json" if a.mem_tile == 256 else f"bench_detect_memory_t{a.mem_tile}.json"
-    (RESULTS / name).write_text(json.dumps(
-        {"note": "repeated real 512-px tile (from a real-field mosaic) written as a pyramidal OME-TIFF at "
-                 "0.25 um/px; detection cancelled after N batches (the plan, incl. the candidate search over "
-                 "the whole slide, always runs in full)", "tile": a.mem_tile,
-         "onnx_memory": onnx_backend.MEMORY, "runs": rows}, indent=2))
+    (RESULTS / name).write_text(
+        json.dumps(
+            {
+                "note": "repeated real 512-px tile (from a real-field mosaic) written as a pyramidal OME-TIFF at "
+                "0.25 um/px; detection cancelled after N batches (the plan, incl. the candidate search over "
+                "the whole slide, always runs in full)",
+                "tile": a.mem_tile,
+                "onnx_memory": onnx_backend.MEMORY,
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 def main(argv=None):
@@ -611,12 +728,19 @@ def main(argv=None):
     ap.add_argument("--sub", type=int, default=2048, help="throughput: sub-region edge (level-0 px)")
     ap.add_argument("--n-sub", type=int, default=4, help="throughput: number of random sub-regions")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kind", choices=["smear", "dense"], default="smear",
-                    help="throughput slide: smear-like (0.5 um/px, stated WBC density) or the dense field mosaic")
+    ap.add_argument(
+        "--kind",
+        choices=["smear", "dense"],
+        default="smear",
+        help="throughput slide: smear-like (0.5 um/px, stated WBC density) or the dense field mosaic",
+    )
     ap.add_argument("--factor", type=float, default=1.0, help="smear: WBC density x this (1 normal, 10 ALL)")
     ap.add_argument("--mpp", type=float, default=0.25, help="dense mosaic: level-0 pixel size")
-    ap.add_argument("--raw-colour", action="store_true",
-                    help="smear: keep each source field's colour cast (no common white balance)")
+    ap.add_argument(
+        "--raw-colour",
+        action="store_true",
+        help="smear: keep each source field's colour cast (no common white balance)",
+    )
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--no-tiles", action="store_true", help="throughput: skip the tile-level-skip reference")
     ap.add_argument("--out", default=None, help="throughput: JSON file name under benchmarks/results")

@@ -39,6 +39,7 @@ Usage::
 
 ``--snapshot DIR`` runs the project's children from a copy of ``src/`` (other work may go on in the tree).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,16 +100,34 @@ def child_ours(argv):
     t0 = time.perf_counter()
     with open_slide(a.slide) as s:
         H, W = s.shape
-        t = detect_cells(s, det, tile_size=a.tile, skip_empty=a.mode != "full",
-                         windows={"fast": "exact", "tight": "tight"}.get(a.mode, False))
+        t = detect_cells(
+            s,
+            det,
+            tile_size=a.tile,
+            skip_empty=a.mode != "full",
+            windows={"fast": "exact", "tight": "tight"}.get(a.mode, False),
+        )
     dt = time.perf_counter() - t0
     np.save(a.cells_out, t.df[["centroid_y", "centroid_x"]].to_numpy())
-    print(json.dumps({"seconds": round(dt, 2), "load_s": round(load_s, 2), "megapixels": round(H * W / 1e6, 2),
-                      "mp_per_s": round(H * W / 1e6 / dt, 3), "cells": len(t), "tiles_run": t.meta.get("tiles_run"),
-                      "n_tiles": t.meta.get("n_tiles"), "windows_run": t.meta.get("windows_run"),
-                      "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2), "backend": det.backend,
-                      "threads": det.threads, "torch_threads": torch.get_num_threads(),
-                      "peak_rss_mb": _peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(dt, 2),
+                "load_s": round(load_s, 2),
+                "megapixels": round(H * W / 1e6, 2),
+                "mp_per_s": round(H * W / 1e6 / dt, 3),
+                "cells": len(t),
+                "tiles_run": t.meta.get("tiles_run"),
+                "n_tiles": t.meta.get("n_tiles"),
+                "windows_run": t.meta.get("windows_run"),
+                "network_mpx": round((t.meta.get("px_run") or 0) / 1e6, 2),
+                "backend": det.backend,
+                "threads": det.threads,
+                "torch_threads": torch.get_num_threads(),
+                "peak_rss_mb": _peak_rss_mb(),
+            }
+        )
+    )
 
 
 def _import_detection_modules():
@@ -156,7 +175,7 @@ def child_stardist(argv):
     ap.add_argument("--block", type=int, default=4096)
     ap.add_argument("--cells-out", required=True)
     a = ap.parse_args(argv)
-    os.environ["OMP_NUM_THREADS"] = str(a.threads)           # stardist's NMS (OpenMP)
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # stardist's NMS (OpenMP)
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import tensorflow as tf
 
@@ -178,29 +197,57 @@ def child_stardist(argv):
             return False
 
     t0 = time.perf_counter()
-    conf = Config2D(n_rays=32, grid=(2, 2), n_channel_in=3, unet_n_depth=3, unet_n_filter_base=32,
-                    unet_kernel_size=(3, 3), net_conv_after_unet=128, unet_batch_norm=False)
-    model = StarDist2D(conf, name=None, basedir=None)            # 2D_versatile_he architecture, random weights
+    conf = Config2D(
+        n_rays=32,
+        grid=(2, 2),
+        n_channel_in=3,
+        unet_n_depth=3,
+        unet_n_filter_base=32,
+        unet_kernel_size=(3, 3),
+        net_conv_after_unet=128,
+        unet_batch_norm=False,
+    )
+    model = StarDist2D(conf, name=None, basedir=None)  # 2D_versatile_he architecture, random weights
     model.thresholds = {"prob": 0.5, "nms": 0.4}
-    model._axes_tile_overlap("YXC")                              # receptive field, with the real network
+    model._axes_tile_overlap("YXC")  # receptive field, with the real network
     model.keras_model = _ContentModel(model.keras_model, conf.grid)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     img = tifffile.imread(a.slide, level=a.level)
-    block = min(a.block, min(img.shape[:2]) // 16 * 16)          # predict_instances_big: block <= image
-    _, det = model.predict_instances_big(img, axes="YXC", block_size=block, min_overlap=128, context=128,
-                                         labels_out=False, show_progress=False, normalizer=Div255(),
-                                         n_tiles=(4, 4, 1), show_tile_progress=False)
+    block = min(a.block, min(img.shape[:2]) // 16 * 16)  # predict_instances_big: block <= image
+    _, det = model.predict_instances_big(
+        img,
+        axes="YXC",
+        block_size=block,
+        min_overlap=128,
+        context=128,
+        labels_out=False,
+        show_progress=False,
+        normalizer=Div255(),
+        n_tiles=(4, 4, 1),
+        show_tile_progress=False,
+    )
     dt = time.perf_counter() - t0
     pts = np.asarray(det["points"], float).reshape(-1, 2)
     with tifffile.TiffFile(a.slide) as tf_:
         H, W = tf_.series[0].levels[0].shape[:2]
         h, w = tf_.series[0].levels[a.level].shape[:2]
-    pts = (pts + 0.5) * (H / h) - 0.5                           # -> level-0 px
+    pts = (pts + 0.5) * (H / h) - 0.5  # -> level-0 px
     np.save(a.cells_out, pts)
-    print(json.dumps({"seconds": round(dt, 2), "load_s": round(load_s, 2), "megapixels": round(H * W / 1e6, 2),
-                      "mp_per_s": round(H * W / 1e6 / dt, 3), "cells": int(len(pts)), "level": a.level,
-                      "tf": tf.__version__, "peak_rss_mb": _peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(dt, 2),
+                "load_s": round(load_s, 2),
+                "megapixels": round(H * W / 1e6, 2),
+                "mp_per_s": round(H * W / 1e6 / dt, 3),
+                "cells": int(len(pts)),
+                "level": a.level,
+                "tf": tf.__version__,
+                "peak_rss_mb": _peak_rss_mb(),
+            }
+        )
+    )
 
 
 def child_network(argv):
@@ -232,7 +279,7 @@ def child_network(argv):
         A = torch.randn(2048, 2048)
         B = torch.randn(2048, 2048)
         s = best(lambda: A @ B, reps=5)
-        out["matmul_gflops"] = round(2 * 2048 ** 3 / s / 1e9, 1)
+        out["matmul_gflops"] = round(2 * 2048**3 / s / 1e9, 1)
         from leukcore.detect import Detector
 
         det_t = Detector.load("wbc-stardist", device="cpu", backend="torch", threads=n)
@@ -241,9 +288,12 @@ def child_network(argv):
         out["gflop_per_mp"] = round(flops / 1e9 / (tile * tile / 1e6), 1)
         for name, d in (("torch", det_t), ("onnx", det_o)):
             s = best(lambda: d.predict_maps(x))
-            out[name] = {"s": round(s, 3), "mp_per_s": round(tile * tile / 1e6 / s, 3),
-                         "gflops": round(flops / s / 1e9, 1),
-                         "share_of_matmul": round(flops / s / 1e9 / out["matmul_gflops"], 3)}
+            out[name] = {
+                "s": round(s, 3),
+                "mp_per_s": round(tile * tile / 1e6 / s, 3),
+                "gflops": round(flops / s / 1e9, 1),
+                "share_of_matmul": round(flops / s / 1e9 / out["matmul_gflops"], 3),
+            }
     else:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import tensorflow as tf
@@ -253,18 +303,29 @@ def child_network(argv):
         A = tf.random.normal((2048, 2048))
         B = tf.random.normal((2048, 2048))
         s = best(lambda: tf.linalg.matmul(A, B).numpy(), reps=5)
-        out["matmul_gflops"] = round(2 * 2048 ** 3 / s / 1e9, 1)
+        out["matmul_gflops"] = round(2 * 2048**3 / s / 1e9, 1)
         from stardist.models import Config2D, StarDist2D
 
-        conf = Config2D(n_rays=32, grid=(2, 2), n_channel_in=3, unet_n_depth=3, unet_n_filter_base=32,
-                        unet_kernel_size=(3, 3), net_conv_after_unet=128, unet_batch_norm=False)
+        conf = Config2D(
+            n_rays=32,
+            grid=(2, 2),
+            n_channel_in=3,
+            unet_n_depth=3,
+            unet_n_filter_base=32,
+            unet_kernel_size=(3, 3),
+            net_conv_after_unet=128,
+            unet_batch_norm=False,
+        )
         km = StarDist2D(conf, name=None, basedir=None).keras_model
         flops = _keras_conv_flops(km, tile)
         out["gflop_per_mp"] = round(flops / 1e9 / (tile * tile / 1e6), 1)
         s = best(lambda: km.predict(x, verbose=0))
-        out["tf"] = {"s": round(s, 3), "mp_per_s": round(tile * tile / 1e6 / s, 3),
-                     "gflops": round(flops / s / 1e9, 1),
-                     "share_of_matmul": round(flops / s / 1e9 / out["matmul_gflops"], 3)}
+        out["tf"] = {
+            "s": round(s, 3),
+            "mp_per_s": round(tile * tile / 1e6 / s, 3),
+            "gflops": round(flops / s / 1e9, 1),
+            "share_of_matmul": round(flops / s / 1e9 / out["matmul_gflops"], 3),
+        }
     print(json.dumps(out))
 
 
@@ -281,8 +342,11 @@ def _conv_flops(net, size: int) -> float:
         else:
             total[0] += 2.0 * out.numel() / out.shape[0] * m.in_channels * k / m.groups
 
-    hs = [m.register_forward_hook(hook) for m in net.modules()
-          if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    hs = [
+        m.register_forward_hook(hook)
+        for m in net.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    ]
     with torch.inference_mode():
         net(torch.zeros(1, 3, size, size))
     for h in hs:
@@ -333,21 +397,34 @@ def _trainers() -> list:
 def table(path) -> str:
     """Markdown table of a result JSON (``python bench_detect_vs_stardist.py --table FILE``)."""
     d = json.loads(Path(path).read_text())
-    names = {"torch": "torch (before)", "onnx": "ONNX", "onnx-tight": "ONNX + tight windows (today's default)",
-             "onnx-tight-before": "ONNX + tight windows, no arena, spinning (before issue 17's levers)",
-             "onnx-before": "ONNX, no arena, spinning", "full": "full path (ONNX)", "stardist": "stardist package"}
-    rows = ["| slide | threads | variant | MP/s median (best) | rounds | vs stardist median (best) | vs torch median (best) "
-            "| cells | relative recall vs full | recall vs placed | network MP | peak RSS MB |", "|" + "---|" * 12]
+    names = {
+        "torch": "torch (before)",
+        "onnx": "ONNX",
+        "onnx-tight": "ONNX + tight windows (today's default)",
+        "onnx-tight-before": "ONNX + tight windows, no arena, spinning (before issue 17's levers)",
+        "onnx-before": "ONNX, no arena, spinning",
+        "full": "full path (ONNX)",
+        "stardist": "stardist package",
+    }
+    rows = [
+        "| slide | threads | variant | MP/s median (best) | rounds | vs stardist median (best) | vs torch median (best) "
+        "| cells | relative recall vs full | recall vs placed | network MP | peak RSS MB |",
+        "|" + "---|" * 12,
+    ]
     for key, row in d["summary"].items():
         slide, th = key.rsplit("_", 1)
         for v, r in row.items():
             best = f" ({r['mp_per_s_best']:.3f})" if "mp_per_s_best" in r else ""
-            vs_sd = (f"{r['ratio_vs_stardist']} ({r.get('ratio_vs_stardist_best', '')})" if "ratio_vs_stardist" in r else "")
-            vs_t = (f"{r['speedup_vs_torch']} ({r.get('speedup_vs_torch_best', '')})" if "speedup_vs_torch" in r else "")
-            rows.append(f"| {slide} | {th[:-1]} | {names.get(v, v)} | {r['mp_per_s_median']:.3f}{best} | {r['rounds']} | "
-                        f"{vs_sd} | {vs_t} | {r['cells']} | "
-                        f"{r.get('relative_recall_vs_full', '')} | {r.get('recall_vs_placed', '')} | "
-                        f"{r.get('network_mpx') if r.get('network_mpx') is not None else ''} | {r['peak_rss_mb_max']:.0f} |")
+            vs_sd = (
+                f"{r['ratio_vs_stardist']} ({r.get('ratio_vs_stardist_best', '')})" if "ratio_vs_stardist" in r else ""
+            )
+            vs_t = f"{r['speedup_vs_torch']} ({r.get('speedup_vs_torch_best', '')})" if "speedup_vs_torch" in r else ""
+            rows.append(
+                f"| {slide} | {th[:-1]} | {names.get(v, v)} | {r['mp_per_s_median']:.3f}{best} | {r['rounds']} | "
+                f"{vs_sd} | {vs_t} | {r['cells']} | "
+                f"{r.get('relative_recall_vs_full', '')} | {r.get('recall_vs_placed', '')} | "
+                f"{r.get('network_mpx') if r.get('network_mpx') is not None else ''} | {r['peak_rss_mb_max']:.0f} |"
+            )
     return "\n".join(rows)
 
 
@@ -360,13 +437,18 @@ def main(argv=None):
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8000, help="smear slides: edge in px (0.5 um/px)")
-    ap.add_argument("--slides", nargs="+", default=["normal", "leukaemic", "mosaic"],
-                    choices=["normal", "leukaemic", "mosaic"])
+    ap.add_argument(
+        "--slides", nargs="+", default=["normal", "leukaemic", "mosaic"], choices=["normal", "leukaemic", "mosaic"]
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--variants", nargs="+", default=["torch", "onnx", "onnx-tight"],
-                    help="project-side variants: torch (exact windows), onnx (exact windows), onnx-tight "
-                         "(windows='tight'), onnx-tiles (tile skipping only)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["torch", "onnx", "onnx-tight"],
+        help="project-side variants: torch (exact windows), onnx (exact windows), onnx-tight "
+        "(windows='tight'), onnx-tiles (tile skipping only)",
+    )
     ap.add_argument("--no-full", action="store_true", help="skip the full-path reference (no relative recall)")
     ap.add_argument("--no-stardist", action="store_true")
     ap.add_argument("--stardist-python", default=str(STARDIST_PY))
@@ -374,8 +456,11 @@ def main(argv=None):
     ap.add_argument("--snapshot", default=None, help="copy src/ here and run the project's children from it")
     ap.add_argument("--out", default="bench_detect_vs_stardist.json")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of --out from its runs")
-    ap.add_argument("--from-log", default=None,
-                    help="rebuild the JSON from a driver log (stderr) of an interrupted run and its cell files")
+    ap.add_argument(
+        "--from-log",
+        default=None,
+        help="rebuild the JSON from a driver log (stderr) of an interrupted run and its cell files",
+    )
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench_detect_slide as bds
@@ -387,7 +472,9 @@ def main(argv=None):
             shutil.rmtree(snap)
         shutil.copytree(ROOT / "src", snap / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         env["PYTHONPATH"] = str(snap / "src") + os.pathsep + env.get("PYTHONPATH", "")
-        shutil.copytree(ROOT / "benchmarks", snap / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+        shutil.copytree(
+            ROOT / "benchmarks", snap / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__")
+        )
     script = str(Path(a.snapshot) / "benchmarks" / Path(__file__).name) if a.snapshot else __file__
     sd_ok = not a.no_stardist and Path(a.stardist_python).exists()
     slides = {}
@@ -397,11 +484,18 @@ def main(argv=None):
         else:
             p = bds.smear(a.size, factor=1 if s == "normal" else bds.ALL_FACTOR)
             sm = json.loads(Path(str(p) + ".smear.json").read_text())
-            slides[s] = {"path": p, "level_sd": 0, "mpp": 0.5, "placed": np.asarray(sm["wbc_centres"], float),
-                         "density_wbc_per_mm2": sm["density_wbc_per_mm2"], "n_wbc": sm["n_wbc"]}
+            slides[s] = {
+                "path": p,
+                "level_sd": 0,
+                "mpp": 0.5,
+                "placed": np.asarray(sm["wbc_centres"], float),
+                "density_wbc_per_mm2": sm["density_wbc_per_mm2"],
+                "n_wbc": sm["n_wbc"],
+            }
     work = bds.WORK / "vs_stardist"
     work.mkdir(parents=True, exist_ok=True)
     me = [sys.executable, script]
+
     def write(network):
         # ---- summary
         summary = {}
@@ -416,49 +510,78 @@ def main(argv=None):
                     if not rs:
                         continue
                     c = np.load(rs[0]["cells_file"])
-                    d = {"mp_per_s_median": round(float(np.median([x["mp_per_s"] for x in rs])), 3),
-                         "mp_per_s_best": round(float(max(x["mp_per_s"] for x in rs)), 3),
-                         "seconds_median": round(float(np.median([x["seconds"] for x in rs])), 2),
-                         "rounds": len(rs), "cells": int(len(c)),
-                         "peak_rss_mb_max": max(x["peak_rss_mb"] for x in rs),
-                         "network_mpx": rs[0].get("network_mpx")}
+                    d = {
+                        "mp_per_s_median": round(float(np.median([x["mp_per_s"] for x in rs])), 3),
+                        "mp_per_s_best": round(float(max(x["mp_per_s"] for x in rs)), 3),
+                        "seconds_median": round(float(np.median([x["seconds"] for x in rs])), 2),
+                        "rounds": len(rs),
+                        "cells": int(len(c)),
+                        "peak_rss_mb_max": max(x["peak_rss_mb"] for x in rs),
+                        "network_mpx": rs[0].get("network_mpx"),
+                    }
                     if full_c is not None and side != "stardist":
                         d["relative_recall_vs_full"] = round(_match(full_c, c, tol) / max(len(full_c), 1), 4)
                     if "placed" in s:
-                        d["recall_vs_placed"] = round(_match(s["placed"], c, 6.0 / s["mpp"]) / max(len(s["placed"]), 1), 4)
+                        d["recall_vs_placed"] = round(
+                            _match(s["placed"], c, 6.0 / s["mpp"]) / max(len(s["placed"]), 1), 4
+                        )
                     row[side] = d
                 if "stardist" in row:
                     for v in a.variants:
                         if v in row:
-                            row[v]["ratio_vs_stardist"] = round(row[v]["mp_per_s_median"] / row["stardist"]["mp_per_s_median"], 2)
-                            row[v]["ratio_vs_stardist_best"] = round(row[v]["mp_per_s_best"] / row["stardist"]["mp_per_s_best"], 2)
+                            row[v]["ratio_vs_stardist"] = round(
+                                row[v]["mp_per_s_median"] / row["stardist"]["mp_per_s_median"], 2
+                            )
+                            row[v]["ratio_vs_stardist_best"] = round(
+                                row[v]["mp_per_s_best"] / row["stardist"]["mp_per_s_best"], 2
+                            )
                 if "torch" in row:
                     for v in a.variants:
                         if v in row and v != "torch":
-                            row[v]["speedup_vs_torch"] = round(row[v]["mp_per_s_median"] / row["torch"]["mp_per_s_median"], 2)
-                            row[v]["speedup_vs_torch_best"] = round(row[v]["mp_per_s_best"] / row["torch"]["mp_per_s_best"], 2)
+                            row[v]["speedup_vs_torch"] = round(
+                                row[v]["mp_per_s_median"] / row["torch"]["mp_per_s_median"], 2
+                            )
+                            row[v]["speedup_vs_torch_best"] = round(
+                                row[v]["mp_per_s_best"] / row["torch"]["mp_per_s_best"], 2
+                            )
                 summary[f"{sname}_{n}t"] = row
         from leukcore.models.registry import load_card
 
         card = load_card("wbc-stardist")
-        out = {"summary": summary, "network_1024_tile": network, "runs": runs,
-               "slides": {k: {kk: (str(vv) if kk == "path" else vv) for kk, vv in v.items() if kk != "placed"}
-                          for k, v in slides.items()},
-               "stardist_side": ("predict_instances_big(block_size=4096, min_overlap=128, context=128, n_tiles=(4,4,1), "
-                                 "labels_out=False); 2D_versatile_he architecture, random weights; probability "
-                                 f"replaced by a content-driven map, distances by {SD_RADIUS} px"
-                                 if sd_ok else "not run (no stardist environment)"),
-               "detector": {"name": card.get("name"), "version": card.get("version"),
-                            "weights_sha256": card.get("weights", {}).get("sha256")},
-               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                           "affinity": len(os.sched_getaffinity(0)), "load_avg_end": _load_avg(),
-                           "trainers_running_at_end": len(_trainers())},
-               "wall_s": round(time.time() - t_start, 1)}
+        out = {
+            "summary": summary,
+            "network_1024_tile": network,
+            "runs": runs,
+            "slides": {
+                k: {kk: (str(vv) if kk == "path" else vv) for kk, vv in v.items() if kk != "placed"}
+                for k, v in slides.items()
+            },
+            "stardist_side": (
+                "predict_instances_big(block_size=4096, min_overlap=128, context=128, n_tiles=(4,4,1), "
+                "labels_out=False); 2D_versatile_he architecture, random weights; probability "
+                f"replaced by a content-driven map, distances by {SD_RADIUS} px"
+                if sd_ok
+                else "not run (no stardist environment)"
+            ),
+            "detector": {
+                "name": card.get("name"),
+                "version": card.get("version"),
+                "weights_sha256": card.get("weights", {}).get("sha256"),
+            },
+            "machine": {
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "affinity": len(os.sched_getaffinity(0)),
+                "load_avg_end": _load_avg(),
+                "trainers_running_at_end": len(_trainers()),
+            },
+            "wall_s": round(time.time() - t_start, 1),
+        }
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / a.out).write_text(json.dumps(out, indent=2))
         return summary
 
-    runs = []                                   # one row per child run
+    runs = []  # one row per child run
     t_start = time.time()
     if a.resummarize:
         runs.extend(json.loads((RESULTS / a.out).read_text())["runs"])
@@ -469,16 +592,29 @@ def main(argv=None):
     if a.from_log:
         import re
 
-        pat = re.compile(r"\[\s*(\d+) s\] (\S+)\s+(\S+)\s+(\d+)t r(\d+):\s+([\d.]+) s\s+([\d.]+) MP/s\s+(\d+) cells "
-                         r"RSS (\d+) MB load ([\d.]+)")
+        pat = re.compile(
+            r"\[\s*(\d+) s\] (\S+)\s+(\S+)\s+(\d+)t r(\d+):\s+([\d.]+) s\s+([\d.]+) MP/s\s+(\d+) cells "
+            r"RSS (\d+) MB load ([\d.]+)"
+        )
         for line in Path(a.from_log).read_text().splitlines():
             m = pat.search(line)
             if not m:
                 continue
             _, sname, side, n, r, sec, mps, cells, rss, la = m.groups()
-            runs.append({"slide": sname, "side": side, "threads": int(n), "round": int(r), "seconds": float(sec),
-                         "mp_per_s": float(mps), "cells": int(cells), "peak_rss_mb": float(rss),
-                         "load_avg_before": [float(la)], "cells_file": str(work / f"{sname}_{side}_{n}t_r{r}.npy")})
+            runs.append(
+                {
+                    "slide": sname,
+                    "side": side,
+                    "threads": int(n),
+                    "round": int(r),
+                    "seconds": float(sec),
+                    "mp_per_s": float(mps),
+                    "cells": int(cells),
+                    "peak_rss_mb": float(rss),
+                    "load_avg_before": [float(la)],
+                    "cells_file": str(work / f"{sname}_{side}_{n}t_r{r}.npy"),
+                }
+            )
         a.rounds = max([x["round"] for x in runs], default=-1) + 1
         write({})
         print(json.dumps({k: v for k, v in json.loads((RESULTS / a.out).read_text())["summary"].items()}, indent=1))
@@ -488,34 +624,76 @@ def main(argv=None):
         for n in a.threads:
             network[f"{n}t"] = {"ours": _run(me + ["_network", "--side", "ours", "--threads", str(n)], env=env)}
             if sd_ok:
-                network[f"{n}t"]["stardist"] = _run([a.stardist_python, script, "_network", "--side", "stardist",
-                                                     "--threads", str(n)])
+                network[f"{n}t"]["stardist"] = _run(
+                    [a.stardist_python, script, "_network", "--side", "stardist", "--threads", str(n)]
+                )
             print(f"network {n}t: {json.dumps(network[f'{n}t'])}", file=sys.stderr, flush=True)
     for r in range(a.rounds):
         for sname, s in slides.items():
             for n in a.threads:
-                jobs = [(v, me + ["_ours", str(s["path"]), "--threads", str(n),
-                                  "--backend", "torch" if v == "torch" else "onnx",
-                                  "--mode", {"onnx-tiles": "tiles"}.get(v, "tight" if "tight" in v else "fast")]
-                         + VARIANT_ARGS.get(v, []), env)
-                        for v in a.variants]
+                jobs = [
+                    (
+                        v,
+                        me
+                        + [
+                            "_ours",
+                            str(s["path"]),
+                            "--threads",
+                            str(n),
+                            "--backend",
+                            "torch" if v == "torch" else "onnx",
+                            "--mode",
+                            {"onnx-tiles": "tiles"}.get(v, "tight" if "tight" in v else "fast"),
+                        ]
+                        + VARIANT_ARGS.get(v, []),
+                        env,
+                    )
+                    for v in a.variants
+                ]
                 if not a.no_full and r == 0 and n == max(a.threads):
                     jobs.append(("full", me + ["_ours", str(s["path"]), "--threads", str(n), "--mode", "full"], env))
                 if sd_ok:
-                    jobs.append(("stardist", [a.stardist_python, script, "_stardist", str(s["path"]),
-                                              "--threads", str(n), "--level", str(s["level_sd"])], None))
+                    jobs.append(
+                        (
+                            "stardist",
+                            [
+                                a.stardist_python,
+                                script,
+                                "_stardist",
+                                str(s["path"]),
+                                "--threads",
+                                str(n),
+                                "--level",
+                                str(s["level_sd"]),
+                            ],
+                            None,
+                        )
+                    )
                 for side, cmd, e in jobs:
                     f = work / f"{sname}_{side}_{n}t_r{r}.npy"
                     la0 = _load_avg()
                     res = _run(cmd + ["--cells-out", str(f)], env=e)
-                    res.update({"slide": sname, "side": side, "threads": n, "round": r, "cells_file": str(f),
-                                "load_avg_before": la0, "load_avg_after": _load_avg(),
-                                "other_trainers": len(_trainers())})
+                    res.update(
+                        {
+                            "slide": sname,
+                            "side": side,
+                            "threads": n,
+                            "round": r,
+                            "cells_file": str(f),
+                            "load_avg_before": la0,
+                            "load_avg_after": _load_avg(),
+                            "other_trainers": len(_trainers()),
+                        }
+                    )
                     runs.append(res)
-                    print(f"[{time.time() - t_start:6.0f} s] {sname:9s} {side:9s} {n}t r{r}: {res['seconds']:7.1f} s "
-                          f"{res['mp_per_s']:6.3f} MP/s {res['cells']:5d} cells RSS {res['peak_rss_mb']:.0f} MB "
-                          f"load {la0[0]}", file=sys.stderr, flush=True)
-        write(network)                          # partial results after every round
+                    print(
+                        f"[{time.time() - t_start:6.0f} s] {sname:9s} {side:9s} {n}t r{r}: {res['seconds']:7.1f} s "
+                        f"{res['mp_per_s']:6.3f} MP/s {res['cells']:5d} cells RSS {res['peak_rss_mb']:.0f} MB "
+                        f"load {la0[0]}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        write(network)  # partial results after every round
     summary = write(network)
     print(json.dumps(summary, indent=1))
 

@@ -18,6 +18,7 @@ Run on a (virtual) display::
 
 Writes ``benchmarks/results/bench_gallery.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,16 +55,29 @@ def write_results(out: Path, n: int, seed: int = 0) -> Path:
     cx = rng.uniform(20, W - 20, n)
     r = rng.uniform(12, 22, n)
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-    polys = [np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
-             for y, x, rr in zip(cy, cx, r, strict=False)]
-    tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, rng.uniform(0.5, 1, n), mpp=mpp,
-                                    meta={"shape": [H, W], "slide": Path(slide_path).name})
-    tab.set_classification(rng.dirichlet(np.full(4, 0.5), n), ["Benign", "Early", "Pre", "Pro"],
-                           review_threshold=0.6)
+    polys = [
+        np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
+        for y, x, rr in zip(cy, cx, r, strict=False)
+    ]
+    tab = CellTable.from_detections(
+        np.stack([cy, cx], 1),
+        polys,
+        rng.uniform(0.5, 1, n),
+        mpp=mpp,
+        meta={"shape": [H, W], "slide": Path(slide_path).name},
+    )
+    tab.set_classification(rng.dirichlet(np.full(4, 0.5), n), ["Benign", "Early", "Pre", "Pro"], review_threshold=0.6)
     out.mkdir(parents=True, exist_ok=True)
     tab.to_parquet(out / "cells.parquet")
-    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide_path), "name": Path(slide_path).name},
-                                                  "mpp": {"value": mpp}, "classes": tab.classes}))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "slide": {"path": str(slide_path), "name": Path(slide_path).name},
+                "mpp": {"value": mpp},
+                "classes": tab.classes,
+            }
+        )
+    )
     return out
 
 
@@ -89,9 +103,16 @@ def main(argv=None):
     from napari_leuk import _gallery as G
     from napari_leuk._reader import read_results
 
-    res = {"cells": a.cells, "page_size": G.PAGE_SIZE, "thumb_px": G.THUMB_PX, "leukcore": __version__,
-           "napari": napari.__version__, "cpus": len(os.sched_getaffinity(0)), "machine": platform.machine(),
-           "load_average_1min": round(os.getloadavg()[0], 2)}
+    res = {
+        "cells": a.cells,
+        "page_size": G.PAGE_SIZE,
+        "thumb_px": G.THUMB_PX,
+        "leukcore": __version__,
+        "napari": napari.__version__,
+        "cpus": len(os.sched_getaffinity(0)),
+        "machine": platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_results(Path(tmp) / "results", a.cells)
         viewer = napari.Viewer(show=True)
@@ -119,10 +140,13 @@ def main(argv=None):
             g.show_page(g.page + 1)
             _settle()
             times.append(time.perf_counter() - t)
-        res["page_s"] = {"median": round(float(np.median(times)), 4), "max": round(float(np.max(times)), 4),
-                         "n": len(times)}
+        res["page_s"] = {
+            "median": round(float(np.median(times)), 4),
+            "max": round(float(np.max(times)), 4),
+            "n": len(times),
+        }
         t = time.perf_counter()
-        g.show_page(0)          # cached page
+        g.show_page(0)  # cached page
         _settle()
         res["page_cached_s"] = round(time.perf_counter() - t, 4)
         tt = []

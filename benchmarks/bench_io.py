@@ -18,6 +18,7 @@ Usage::
 
 The machine is shared (2 cores); numbers are wall-clock and indicative.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,18 +104,29 @@ def bench_huge(work: Path, size: int, tile: int, data_root: Path) -> dict:
     """)
     # whole-process: python start + import + open (what a user of `leuk info` waits for)
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "leukcore.cli", "info", str(path)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    r = subprocess.run(
+        [sys.executable, "-m", "leukcore.cli", "info", str(path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
     t_info = time.perf_counter() - t
     assert r.returncode == 0, r.stderr
-    res.update(path=str(path), file_size_gb=path.stat().st_size / 1e9, t_make=t_make, t_leuk_info=t_info,
-               read_first=res["reads"][0], read_median_rest=sorted(res["reads"][1:])[len(res["reads"][1:]) // 2])
+    res.update(
+        path=str(path),
+        file_size_gb=path.stat().st_size / 1e9,
+        t_make=t_make,
+        t_leuk_info=t_info,
+        read_first=res["reads"][0],
+        read_median_rest=sorted(res["reads"][1:])[len(res["reads"][1:]) // 2],
+    )
     return res
 
 
 def bench_mosaic(work: Path, size: int, data_root: Path) -> dict:
-    files = sorted((data_root / "all4class" / "Original").glob("*/*.jpg")) + \
-        sorted((data_root / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))
+    files = sorted((data_root / "all4class" / "Original").glob("*/*.jpg")) + sorted(
+        (data_root / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg")
+    )
     if not files:
         return {"skipped": f"no real data under {data_root}"}
     path = work / f"mosaic_{size}.ome.tif"
@@ -182,9 +194,10 @@ def main(argv=None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data_root = Path(a.data)
-    result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()},
-              "command": "benchmarks/bench_io.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    result = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "command": "benchmarks/bench_io.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     result["huge"] = bench_huge(work, a.size, a.tile, data_root)
     if a.mosaic:
         result["mosaic"] = bench_mosaic(work, a.mosaic, data_root)
@@ -202,14 +215,24 @@ def main(argv=None) -> int:
     ]
     m = result.get("mosaic") or {}
     if "t_build" in m:
-        rows += [(f"mosaic {m['shape'][0]}x{m['shape'][1]}", f"build+write ({m['n_fields']} real fields)",
-                  f"{m['t_build']:.1f} s = {m['mpix_per_s']:.1f} Mpx/s"),
-                 ("", "peak RSS / file size", f"{m['peak_rss_mb']:.0f} MB / {m['file_size_gb']:.2f} GB")]
+        rows += [
+            (
+                f"mosaic {m['shape'][0]}x{m['shape'][1]}",
+                f"build+write ({m['n_fields']} real fields)",
+                f"{m['t_build']:.1f} s = {m['mpix_per_s']:.1f} Mpx/s",
+            ),
+            ("", "peak RSS / file size", f"{m['peak_rss_mb']:.0f} MB / {m['file_size_gb']:.2f} GB"),
+        ]
     z = result.get("zarr") or {}
     for v, d in z.items():
         if isinstance(d, dict):
-            rows.append((f"OME-Zarr v{v} 8192^2", "write / open / read 1024^2",
-                         f"{d['t_write']:.1f} / {d['t_open']:.3f} / {d['t_read_1024']:.3f} s"))
+            rows.append(
+                (
+                    f"OME-Zarr v{v} 8192^2",
+                    "write / open / read 1024^2",
+                    f"{d['t_write']:.1f} / {d['t_open']:.3f} / {d['t_read_1024']:.3f} s",
+                )
+            )
     w = max(len(r[0]) for r in rows)
     for r in rows:
         print(f"{r[0]:<{w}}  {r[1]:<40} {r[2]}")

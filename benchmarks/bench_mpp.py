@@ -22,6 +22,7 @@ Rows:
 ``python benchmarks/bench_mpp.py --data ../shared/data [--loso runs/mpp-loso] [--limit 200]``
 writes ``benchmarks/results/bench_mpp.json`` and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,12 @@ def _metrics(est, truth, flags=None) -> dict:
     ok = np.isfinite(est)
     err = np.full(len(est), np.inf)
     err[ok] = np.abs(est[ok] / truth - 1.0)
-    out = {"n": int(len(est)), "failed": int((~ok).sum()),
-           "median_abs_err_pct": round(float(np.median(err)) * 100, 1) if len(err) else None,
-           "within_15pct": round(float(np.mean(err <= 0.15)), 3) if len(err) else None}
+    out = {
+        "n": int(len(est)),
+        "failed": int((~ok).sum()),
+        "median_abs_err_pct": round(float(np.median(err)) * 100, 1) if len(err) else None,
+        "within_15pct": round(float(np.mean(err <= 0.15)), 3) if len(err) else None,
+    }
     if flags is not None:
         flags = np.asarray(flags, bool)
         out["flagged_unreliable"] = round(float(np.mean(~flags)), 3)
@@ -62,7 +66,7 @@ def run_estimator(images, method, model=None):
 
     vals, flags, secs = [], [], []
     for img in images:
-        t = time.process_time()                      # CPU seconds: the shared machine is loaded
+        t = time.process_time()  # CPU seconds: the shared machine is loaded
         try:
             e = estimate_mpp(img, method=method, model=model)
             if method == "auto" and SETTLE["detector"] is not None:
@@ -87,6 +91,7 @@ def load_test(data, source, limit):
     GROUPS[source] = [f.parent.name for f in files]
     if source == "four-class":
         from leukcore.detect.data import read_rgb  # the scale bar stays: users' fields have it
+
         return [read_rgb(f) for f in files]
     return [read_source_image(f, source) for f in files]
 
@@ -102,8 +107,11 @@ def main(argv=None):
     ap.add_argument("--restain-limit", type=int, default=40)
     ap.add_argument("--loso", default=None, help="folder with no-<source>/mpp-scalenet.yaml")
     ap.add_argument("--model", default=None, help="ScaleNet card (default: the shipped mpp-scalenet)")
-    ap.add_argument("--detector", default=None,
-                    help="settle ruler disagreements with this detector (leuk's default path: wbc-stardist)")
+    ap.add_argument(
+        "--detector",
+        default=None,
+        help="settle ruler disagreements with this detector (leuk's default path: wbc-stardist)",
+    )
     ap.add_argument("--zheng-mpp", type=float, default=None, help="Zheng 2018 Dataset 1 pixel size, if known")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_mpp.json"))
     a = ap.parse_args(argv)
@@ -137,28 +145,48 @@ def main(argv=None):
         new, newf, t_new = run_estimator(images, "auto", a.model)
         t_old_ref = truth[source] or float(np.nanmedian(old))
         t_new_ref = truth[source] or float(np.nanmedian(new))
-        r = {"source": source, "split": split, "variant": extra, "n": len(images),
-             "truth": truth[source] or f"none: consistency against own median (old {t_old_ref:.3f}, new {t_new_ref:.3f})",
-             "old_rbc": _metrics(old, t_old_ref, oldf), "new_auto": _metrics(new, t_new_ref, newf),
-             "cpu_sec_per_field_median": {"old": round(t_old, 4), "new": round(t_new, 4)},
-             "new_estimates_pct": [round(float(x), 1) for x in np.nanpercentile(new / t_new_ref * 100,
-                                                                                [5, 25, 50, 75, 95])]}
+        r = {
+            "source": source,
+            "split": split,
+            "variant": extra,
+            "n": len(images),
+            "truth": truth[source]
+            or f"none: consistency against own median (old {t_old_ref:.3f}, new {t_new_ref:.3f})",
+            "old_rbc": _metrics(old, t_old_ref, oldf),
+            "new_auto": _metrics(new, t_new_ref, newf),
+            "cpu_sec_per_field_median": {"old": round(t_old, 4), "new": round(t_new, 4)},
+            "new_estimates_pct": [
+                round(float(x), 1) for x in np.nanpercentile(new / t_new_ref * 100, [5, 25, 50, 75, 95])
+            ],
+        }
         if source == "four-class" and len(images) == len(GROUPS.get(source, [])):
             g = np.asarray(GROUPS[source])
-            r["per_class_median_mpp"] = {c: {"old": round(float(np.nanmedian(old[g == c])), 3),
-                                             "new": round(float(np.nanmedian(new[g == c])), 3),
-                                             "n": int((g == c).sum())} for c in sorted(set(g))}
-            print("   per class median mpp (old / new):",
-                  ", ".join(f"{c} {v['old']:.3f} / {v['new']:.3f}" for c, v in r["per_class_median_mpp"].items()))
+            r["per_class_median_mpp"] = {
+                c: {
+                    "old": round(float(np.nanmedian(old[g == c])), 3),
+                    "new": round(float(np.nanmedian(new[g == c])), 3),
+                    "n": int((g == c).sum()),
+                }
+                for c in sorted(set(g))
+            }
+            print(
+                "   per class median mpp (old / new):",
+                ", ".join(f"{c} {v['old']:.3f} / {v['new']:.3f}" for c, v in r["per_class_median_mpp"].items()),
+            )
         res["rows"].append(r)
-        print(f"{source:11s} {split:13s} {extra:18s} n={len(images):4d} | old {r['old_rbc']['median_abs_err_pct']:6.1f}% "
-              f"{r['old_rbc']['within_15pct']:.3f} | new {r['new_auto']['median_abs_err_pct']:6.1f}% "
-              f"{r['new_auto']['within_15pct']:.3f} flagged {r['new_auto']['flagged_unreliable']:.3f} "
-              f"reliable-within {r['new_auto']['within_15pct_of_reliable']} | {t_new*1000:.0f} ms", flush=True)
+        print(
+            f"{source:11s} {split:13s} {extra:18s} n={len(images):4d} | old {r['old_rbc']['median_abs_err_pct']:6.1f}% "
+            f"{r['old_rbc']['within_15pct']:.3f} | new {r['new_auto']['median_abs_err_pct']:6.1f}% "
+            f"{r['new_auto']['within_15pct']:.3f} flagged {r['new_auto']['flagged_unreliable']:.3f} "
+            f"reliable-within {r['new_auto']['within_15pct_of_reliable']} | {t_new * 1000:.0f} ms",
+            flush=True,
+        )
         return r
 
-    print(f"{'source':11s} {'split':13s} {'variant':18s} {'n':>6s} | old: median |err|, within 15 % | "
-          f"new: median |err|, within 15 %, flagged unreliable, within 15 % of the reliable | time")
+    print(
+        f"{'source':11s} {'split':13s} {'variant':18s} {'n':>6s} | old: median |err|, within 15 % | "
+        f"new: median |err|, within 15 %, flagged unreliable, within 15 % of the reliable | time"
+    )
     for s in tests:
         row(s, "image-level" if s != "zheng2018" else "evaluation-only", tests[s])
     for s in sources:

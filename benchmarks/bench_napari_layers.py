@@ -10,6 +10,7 @@ Run on a (virtual) display::
 
 Writes ``benchmarks/results/bench_napari_layers.json`` and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,13 @@ def synthetic_table(n: int, size: int, seed: int = 0):
     cx = rng.uniform(50, size - 50, n)
     r = rng.uniform(12, 22, n)
     t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
-    polys = [np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
-             for y, x, rr in zip(cy, cx, r, strict=False)]
-    tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, rng.uniform(0.5, 1, n), mpp=0.5,
-                                    meta={"shape": [size, size]})
+    polys = [
+        np.stack([y + rr * np.sin(t), x + rr * np.cos(t)], 1).astype(np.float32)
+        for y, x, rr in zip(cy, cx, r, strict=False)
+    ]
+    tab = CellTable.from_detections(
+        np.stack([cy, cx], 1), polys, rng.uniform(0.5, 1, n), mpp=0.5, meta={"shape": [size, size]}
+    )
     p = rng.dirichlet(np.ones(4), n)
     tab.set_classification(p, ["Benign", "Early", "Pre", "Pro"])
     return tab
@@ -81,8 +85,12 @@ def main(argv=None):
     ap.add_argument("--cells", type=int, nargs="+", default=[2000, 20000])
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--kinds", nargs="+", default=["points", "labels", "shapes"])
-    ap.add_argument("--shapes-max", type=int, default=2000,
-                    help="skip the Shapes layer above this many cells (about 10 ms per polygon)")
+    ap.add_argument(
+        "--shapes-max",
+        type=int,
+        default=2000,
+        help="skip the Shapes layer above this many cells (about 10 ms per polygon)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_napari_layers.json"))
     args = ap.parse_args(argv)
 
@@ -93,7 +101,7 @@ def main(argv=None):
     # warm-up: the first layer of a session pays for shader compilation
     bench_kind(viewer, synthetic_table(50, 2000, seed=1), "points")
     bench_kind(viewer, synthetic_table(50, 2000, seed=1), "labels")
-    bench_kind(viewer, synthetic_table(50, 2000, seed=1), "shapes")   # numba triangulation JIT
+    bench_kind(viewer, synthetic_table(50, 2000, seed=1), "shapes")  # numba triangulation JIT
     rows = []
     for n in args.cells:
         table = synthetic_table(n, args.size)
@@ -105,16 +113,22 @@ def main(argv=None):
             rows.append(r)
             print(json.dumps(r), flush=True)
     viewer.close()
-    res = {"benchmark": "napari cells layer", "napari": napari.__version__,
-           "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "rows": rows}
+    res = {
+        "benchmark": "napari cells layer",
+        "napari": napari.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "rows": rows,
+    }
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(json.dumps(res, indent=2))
     hdr = f"{'kind':8s} {'cells':>7s} {'add+draw s':>10s} {'edit 1 s':>9s} {'recolor s':>9s} {'low-conf s':>10s}"
     print(hdr)
     for r in rows:
-        print(f"{r['kind']:8s} {r['cells']:7d} {r['add_s']:10.2f} {r['edit_one_s']:9.3f} "
-              f"{r['recolor_all_s']:9.3f} {r['low_conf_toggle_s']:10.3f}")
+        print(
+            f"{r['kind']:8s} {r['cells']:7d} {r['add_s']:10.2f} {r['edit_one_s']:9.3f} "
+            f"{r['recolor_all_s']:9.3f} {r['low_conf_toggle_s']:10.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Usage::
 
     python benchmarks/bench_pipeline_memory.py SLIDE [--regions 3000 8000 12000] [--model all-binary] [--outputs]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHILD = r'''
+CHILD = r"""
 import json, resource, sys, time, tempfile
 from leukcore.pipeline import analyze_slide
 path, r, model, outputs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
@@ -29,7 +30,7 @@ res = analyze_slide(path, "wbc-stardist", model, device="cpu", out_dir=out,
                     region=(max(0, cy - r // 2), max(0, cx - r // 2), min(H, cy + r // 2), min(W, cx + r // 2)))
 print(json.dumps({"region_px": r, "outputs": outputs, "cells": len(res.table), "seconds": round(time.time() - t, 1),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
-'''
+"""
 
 
 def main(argv=None) -> int:
@@ -42,8 +43,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     rows = []
     for r in a.regions:
-        p = subprocess.run([sys.executable, "-c", CHILD, a.slide, str(r), a.model, "1" if a.outputs else "0"],
-                           capture_output=True, text=True, check=True)
+        p = subprocess.run(
+            [sys.executable, "-c", CHILD, a.slide, str(r), a.model, "1" if a.outputs else "0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)
     Path(a.results).write_text(json.dumps({"slide": a.slide, "model": a.model, "runs": rows}, indent=2))

@@ -21,6 +21,7 @@ card's ``review.ood`` block (the rest of the ``review`` block is kept)::
 
     nice -n 10 .venv/bin/python benchmarks/calibrate_review.py all-binary --ood [--ood-keep 0.95] [--write]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,19 +45,34 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--min-kept", type=float, default=0.5)
-    ap.add_argument("--max-blast-fpr", type=float, default=0.05,
-                    help="at most this share of each source's normal validation cells (shifted) may be called a blast")
+    ap.add_argument(
+        "--max-blast-fpr",
+        type=float,
+        default=0.05,
+        help="at most this share of each source's normal validation cells (shifted) may be called a blast",
+    )
     ap.add_argument("--write", action="store_true", help="write the review block into the model card")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ood", action="store_true", help="fit the OOD statistics and threshold (see above)")
     ap.add_argument("--ood-keep", type=float, default=0.95, help="share of shifted validation cells kept")
     ap.add_argument("--ood-k", type=int, default=256, help="principal directions of the OOD covariance")
-    ap.add_argument("--features-cache", default=None,
-                    help="--ood: .npz of the cells' features (benchmarks/bench_ood.py writes the same one)")
-    ap.add_argument("--max-per-split", type=int, default=None,
-                    help="--ood: at most this many cells of each split (a seeded draw; CPU budget)")
-    ap.add_argument("--max-review-share", type=float, default=0.10,
-                    help="--write refuses OOD statistics sending more of the in-source test cells to review")
+    ap.add_argument(
+        "--features-cache",
+        default=None,
+        help="--ood: .npz of the cells' features (benchmarks/bench_ood.py writes the same one)",
+    )
+    ap.add_argument(
+        "--max-per-split",
+        type=int,
+        default=None,
+        help="--ood: at most this many cells of each split (a seeded draw; CPU budget)",
+    )
+    ap.add_argument(
+        "--max-review-share",
+        type=float,
+        default=0.10,
+        help="--write refuses OOD statistics sending more of the in-source test cells to review",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.ood:
@@ -76,28 +92,39 @@ def main(argv=None) -> int:
     keep0 = P0.max(1) >= t
     blast = np.array([c in BLAST_CLASSES for c in classes])
     groups = df["source"].to_numpy()[cells["row"][va]]
-    bl = choose_blast_threshold(P1, y, groups, blast, floor=t, max_fpr=a.max_blast_fpr) if blast.any() and \
-        (~blast).any() else None
-    res = {"model": clf.card.get("name"), "version": clf.card.get("version"), "val_cells": int(len(va)),
-           "split": "image-level validation split of the model's own config (never trained on)",
-           "chosen_on": "validation cells through shifted_copies (camera quality + stain jitter, seed 0)",
-           "chosen": {k: v for k, v in chosen.items() if k != "table"},
-           "at_chosen_on_unshifted_val": {"kept": float(keep0.mean()),
-                                          "kept_accuracy": float((P0.argmax(1) == y)[keep0].mean())},
-           "unshifted_choice_would_be": {k: v for k, v in as_is.items() if k != "table"},
-           "blast": bl,
-           "table_shifted": chosen["table"], "table_unshifted": as_is["table"]}
+    bl = (
+        choose_blast_threshold(P1, y, groups, blast, floor=t, max_fpr=a.max_blast_fpr)
+        if blast.any() and (~blast).any()
+        else None
+    )
+    res = {
+        "model": clf.card.get("name"),
+        "version": clf.card.get("version"),
+        "val_cells": int(len(va)),
+        "split": "image-level validation split of the model's own config (never trained on)",
+        "chosen_on": "validation cells through shifted_copies (camera quality + stain jitter, seed 0)",
+        "chosen": {k: v for k, v in chosen.items() if k != "table"},
+        "at_chosen_on_unshifted_val": {
+            "kept": float(keep0.mean()),
+            "kept_accuracy": float((P0.argmax(1) == y)[keep0].mean()),
+        },
+        "unshifted_choice_would_be": {k: v for k, v in as_is.items() if k != "table"},
+        "blast": bl,
+        "table_shifted": chosen["table"],
+        "table_unshifted": as_is["table"],
+    }
     out = Path("benchmarks/results") / f"review_{res['model']}.json"
     out.write_text(json.dumps(res, indent=1))
-    print(f"{res['model']} v{res['version']}: review below {t:.2f} -> shifted val kept {chosen['kept']:.3f} "
-          f"at accuracy {chosen['kept_accuracy']:.3f}; unshifted val kept {keep0.mean():.3f} "
-          f"(accuracy {res['at_chosen_on_unshifted_val']['kept_accuracy']:.3f}); blast calls need "
-          f"{bl['blast_confidence'] if bl else '-'} ({bl}); wrote {out}")
+    print(
+        f"{res['model']} v{res['version']}: review below {t:.2f} -> shifted val kept {chosen['kept']:.3f} "
+        f"at accuracy {chosen['kept_accuracy']:.3f}; unshifted val kept {keep0.mean():.3f} "
+        f"(accuracy {res['at_chosen_on_unshifted_val']['kept_accuracy']:.3f}); blast calls need "
+        f"{bl['blast_confidence'] if bl else '-'} ({bl}); wrote {out}"
+    )
     if a.write:
         path = Path(clf.card["_card_path"])
         card = yaml.safe_load(path.read_text())
-        card["review"] = review_block(chosen, data=res["chosen_on"] + "; " + res["split"], n_cells=len(va),
-                                      blast=bl)
+        card["review"] = review_block(chosen, data=res["chosen_on"] + "; " + res["split"], n_cells=len(va), blast=bl)
         path.write_text(yaml.safe_dump(card, sort_keys=False))
         print(f"wrote review block into {path}", file=sys.stderr)
     return 0
@@ -133,24 +160,37 @@ def calibrate_ood(a) -> int:
         return r | (blast[P.argmax(1)] & (P.max(1) < bt)) if bt is not None else r
 
     ood_v, ood_t = stats.score(Fv) > t, stats.score(Ft) > t
-    measured = {"val_ood_share": round(float(ood_v.mean()), 4),
-                "in_source_test_ood_share": round(float(ood_t.mean()), 4),
-                "in_source_test_review_share": round(float((ood_t | conf_review(Pt)).mean()), 4),
-                "in_source_test_review_share_without_ood": round(float(conf_review(Pt).mean()), 4),
-                "in_source_test_ood_share_per_source": {str(k): round(float(ood_t[src[te] == k].mean()), 4)
-                                                        for k in sorted(set(src[te]))},
-                "in_source_test_split": "image-level held-out test split ("
-                + ", ".join(sorted(set(src[te]))) + f"), {len(te)} cells"}
+    measured = {
+        "val_ood_share": round(float(ood_v.mean()), 4),
+        "in_source_test_ood_share": round(float(ood_t.mean()), 4),
+        "in_source_test_review_share": round(float((ood_t | conf_review(Pt)).mean()), 4),
+        "in_source_test_review_share_without_ood": round(float(conf_review(Pt).mean()), 4),
+        "in_source_test_ood_share_per_source": {
+            str(k): round(float(ood_t[src[te] == k].mean()), 4) for k in sorted(set(src[te]))
+        },
+        "in_source_test_split": "image-level held-out test split ("
+        + ", ".join(sorted(set(src[te])))
+        + f"), {len(te)} cells",
+    }
     wfile = Path(clf.card["_card_path"]).parent / clf.card["weights"]["file"]
     ofile = wfile.with_name(wfile.name.replace(".safetensors", "") + ".ood.safetensors")
-    block = ood_review_block({"file": ofile.name, "sha256": ""}, t, a.ood_keep,
-                             "validation cells through shifted_copies (camera quality + stain jitter, "
-                             f"seed 0): the largest per-source score quantile, keeping at least {a.ood_keep:g} "
-                             "of every source's cells",
-                             "image-level validation split of the model's own config (never trained on)",
-                             {"n_train_cells": int(len(tr)), "n_val_cells": int(len(va)),
-                              "pca_k": int(stats.basis.shape[1]), "shrinkage": shrink,
-                              "cells_per_split_cap": a.max_per_split}, measured)
+    block = ood_review_block(
+        {"file": ofile.name, "sha256": ""},
+        t,
+        a.ood_keep,
+        "validation cells through shifted_copies (camera quality + stain jitter, "
+        f"seed 0): the largest per-source score quantile, keeping at least {a.ood_keep:g} "
+        "of every source's cells",
+        "image-level validation split of the model's own config (never trained on)",
+        {
+            "n_train_cells": int(len(tr)),
+            "n_val_cells": int(len(va)),
+            "pca_k": int(stats.basis.shape[1]),
+            "shrinkage": shrink,
+            "cells_per_split_cap": a.max_per_split,
+        },
+        measured,
+    )
     print(f"{clf.name}: OOD threshold {t:.4f} (keeps {a.ood_keep} of {len(va)} shifted val cells); {measured}")
     res = Path("benchmarks/results") / f"review_ood_{clf.name}.json"
     res.write_text(json.dumps(block, indent=1))
@@ -158,8 +198,7 @@ def calibrate_ood(a) -> int:
         return 0
     worst = max(measured["in_source_test_ood_share_per_source"].values())
     if worst > a.max_review_share:
-        print(f"not written: a source's in-source OOD review share {worst} > "
-              f"{a.max_review_share}", file=sys.stderr)
+        print(f"not written: a source's in-source OOD review share {worst} > {a.max_review_share}", file=sys.stderr)
         return 1
     block["sha256"] = save_ood(stats, ofile)
     path = Path(clf.card["_card_path"])

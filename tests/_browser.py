@@ -6,6 +6,7 @@ smallest protocol client (numbered commands, events kept in ``.events``).  Used 
 ``tests/test_serve_browser.py`` (the web demo) and ``tests/test_report_browser.py`` (the sign-off report).
 Needs the Debian ``chromium`` package (``tools/test.sh`` installs it) and ``websocket-client``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,12 +36,28 @@ def launch_chromium(profile_dir, exe=None, timeout: float = 60.0):
     if exe is None:
         raise FileNotFoundError("no chromium binary (Debian: apt-get install chromium)")
     proc = subprocess.Popen(
-        [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile_dir}", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0", "--hide-scrollbars", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            exe,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile_dir}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--hide-scrollbars",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     port = None
     t0 = time.monotonic()
     lines = []
@@ -116,13 +133,18 @@ class DevTools:
 
     def screenshot(self, path, width: int = 1100, height: int | None = None) -> None:
         """PNG of the page into ``path``: its top ``height`` px, or the whole document (``height`` None)."""
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height or 800, deviceScaleFactor=1,
-                  mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride", width=width, height=height or 800, deviceScaleFactor=1, mobile=False
+        )
         h = int(self.eval("Math.ceil(document.documentElement.getBoundingClientRect().height)") or 800)
         h = min(h, height) if height else h
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1, mobile=False)
-        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False,
-                         clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1})["data"]
+        data = self.call(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=False,
+            clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1},
+        )["data"]
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 

@@ -1,4 +1,5 @@
 """Helpers for the web-demo tests: an in-process server, a raw-socket client, crafted PNGs, peak RSS."""
+
 import contextlib
 import io
 import json
@@ -17,6 +18,7 @@ MODELS = ["all-binary", "all-4class"]
 
 def fake_predictor(calls=None, gate=None, sleep=0.0):
     """A cheap predictor: records ``(shape, model)``; waits on ``gate`` (an Event) or sleeps."""
+
     def predict(image, model):
         if calls is not None:
             calls.append((image.shape, model))
@@ -24,8 +26,13 @@ def fake_predictor(calls=None, gate=None, sleep=0.0):
             gate.wait(60)
         if sleep:
             time.sleep(sleep)
-        return {"label": "normal", "probabilities": {"ALL": 0.1, "normal": 0.9},
-                "height": int(image.shape[0]), "width": int(image.shape[1])}
+        return {
+            "label": "normal",
+            "probabilities": {"ALL": 0.1, "normal": 0.9},
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+        }
+
     return predict
 
 
@@ -79,7 +86,7 @@ def parse_response(raw: bytes):
         k, _, v = ln.partition(":")
         headers[k.strip().lower()] = v.strip()
     if "content-length" in headers:
-        body = body[:int(headers["content-length"])]
+        body = body[: int(headers["content-length"])]
     return status, headers, body
 
 
@@ -109,8 +116,7 @@ def raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0):
         return parse_response(read_response(s, timeout))
 
 
-def send_stream(port: int, head: str, total: int, chunked: bool = False, piece: int = 1 << 20,
-                timeout: float = 30.0):
+def send_stream(port: int, head: str, total: int, chunked: bool = False, piece: int = 1 << 20, timeout: float = 30.0):
     """Stream ``total`` bytes after ``head`` until the server answers or closes.
 
     Returns ``(bytes_sent, (status, headers, body))``.
@@ -122,7 +128,7 @@ def send_stream(port: int, head: str, total: int, chunked: bool = False, piece: 
         try:
             while sent < total:
                 readable, _, _ = select.select([s], [], [], 0)
-                if readable:            # an early answer (or a close): stop sending
+                if readable:  # an early answer (or a close): stop sending
                     break
                 s.sendall((b"%x\r\n" % piece + chunk + b"\r\n") if chunked else chunk)
                 sent += piece
@@ -139,6 +145,7 @@ class PeakRSS:
 
     def __init__(self):
         import psutil
+
         self.proc = psutil.Process()
         self.base = self.peak = self.proc.memory_info().rss
         self._stop = threading.Event()
@@ -179,8 +186,7 @@ def post(url: str, data: bytes, ctype: str = "application/octet-stream", timeout
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": ctype, **(headers or {})})
+    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": ctype, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read()), dict(r.headers)

@@ -1,5 +1,6 @@
 """`leuk batch` with the REAL shipped models on a real dask.distributed LocalCluster (worker processes):
 two small real-content slides + one corrupt file; error isolation, batch files, resume after interruption."""
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,11 @@ def test_leuk_batch_cli_isolation_and_resume(archive, tmp_path, capsys):
 
     clf = _classifier()
     rc = main(["batch", str(archive), "-o", str(out), "--workers", "2", "--device", "cpu", "--quiet", "--model", clf])
-    assert rc == 1                                   # one slide failed -> non-zero exit, others done
+    assert rc == 1  # one slide failed -> non-zero exit, others done
     df = pd.read_csv(out / "batch_summary.csv")
     assert len(df) == 3 and df["slide"].is_unique
     done = df[df.status == "done"]
-    assert len(done) == 2 and all(n.startswith("case-") for n in done["slide"])   # same stem -> hashed names
+    assert len(done) == 2 and all(n.startswith("case-") for n in done["slide"])  # same stem -> hashed names
     assert (done["cells"] >= 1).all()
     errs = json.loads((out / "errors.json").read_text())
     assert [e["slide"] for e in errs] == ["truncated"] and "truncated.ome.tif" in errs[0]["error"]

@@ -1,5 +1,6 @@
 """run_batch on a real dask.distributed LocalCluster (2 worker processes), with contract-obeying fakes
 installed in each worker: resume, error isolation, unique names, batch files."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,16 @@ def test_batch_resume_and_error_isolation(client, slides, tmp_path, monkeypatch)
     # models travel pickled to the workers (the load cache key is their str())
     out = tmp_path / "out"
     events = []
-    res = B.run_batch(slides, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256,
-                      progress=events.append)
+    res = B.run_batch(
+        slides,
+        out,
+        cluster=B.BatchCluster(client=client),
+        detector=det,
+        classifier=clf,
+        device="cpu",
+        tile_size=256,
+        progress=events.append,
+    )
     assert res["n_total"] == 4 and res["n_done"] == 3 and res["n_error"] == 1
     names = sorted(r["slide"] for r in res.rows)
     assert names[0] == "broken" and names[1] == "s1-" + names[1][3:] and len(set(names)) == 4
@@ -77,7 +86,9 @@ def test_batch_resume_and_error_isolation(client, slides, tmp_path, monkeypatch)
     assert n_s2 >= 6 and n_s2 == len(pd.read_parquet(out / "s2" / "cells.parquet"))
     assert events[-1].done == 4 and events[-1].total == 4
     # second run: the 3 complete slides are skipped, the broken one retried (and fails again)
-    res2 = B.run_batch(slides, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256)
+    res2 = B.run_batch(
+        slides, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256
+    )
     assert res2["n_skipped"] == 3 and res2["n_error"] == 1 and res2["n_done"] == 0
 
 
@@ -89,14 +100,18 @@ def test_batch_resumes_after_interruption(client, slides, tmp_path):
     srcs = B.find_slides(slides)
     srcs = [s for s in srcs if "broken" not in s.name]
     out = tmp_path / "out"
-    B.run_batch(srcs, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256)
+    B.run_batch(
+        srcs, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256
+    )
     names = B.slide_names(srcs)
     # simulate a crash mid-slide: marker gone, a temp file left behind by the killed process
     victim = out / names[0]
     (victim / "summary.json").unlink()
     (victim / ".cells.csv.tmp-99999").write_text("half")
     before = {n: (out / n / "summary.json").stat().st_mtime_ns for n in names[1:]}
-    res = B.run_batch(srcs, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256)
+    res = B.run_batch(
+        srcs, out, cluster=B.BatchCluster(client=client), detector=det, classifier=clf, device="cpu", tile_size=256
+    )
     assert res["n_done"] == 1 and res["n_skipped"] == 2
     assert (victim / "summary.json").exists()
     assert not list(victim.glob(".*tmp-*"))

@@ -1,4 +1,5 @@
 """Crop geometry: microns -> pixels at any mpp, pyramid level choice, masking, padding, errors."""
+
 import numpy as np
 import pytest
 
@@ -26,11 +27,11 @@ def _table(cents, mpp, r=20.0):
 
 def test_crop_is_centred_and_scaled_in_microns():
     img = _disk_image(r=20)
-    spec = CropSpec(size=40, crop_um=40.0, mode="rgb")       # 40 um at 0.5 um/px = 80 px -> 40 px
+    spec = CropSpec(size=40, crop_um=40.0, mode="rgb")  # 40 um at 0.5 um/px = 80 px -> 40 px
     crops = crops_from_array(img, [[200, 150]], spec, mpp=0.5)
     c = crops[0]
     assert c.shape == (40, 40, 3)
-    assert tuple(c[20, 20]) == (120, 40, 160)                  # centre on the disk
+    assert tuple(c[20, 20]) == (120, 40, 160)  # centre on the disk
     # disk radius 20 px at 0.5 um/px = 10 um = 10 output px (40 px for 40 um)
     row = (c[20, :, 1] < 100).sum()
     assert 18 <= row <= 22
@@ -39,7 +40,7 @@ def test_crop_is_centred_and_scaled_in_microns():
 
 def test_same_physical_crop_at_two_pixel_sizes():
     img = _disk_image(n=400, r=30)
-    half = img[::2, ::2].copy()                               # same scene at twice the pixel size
+    half = img[::2, ::2].copy()  # same scene at twice the pixel size
     spec = CropSpec(size=32, crop_um=40.0, mode="rgb")
     a = crops_from_array(img, [[200, 150]], spec, mpp=0.5)[0].astype(int)
     b = crops_from_array(half, [[100, 75]], spec, mpp=1.0)[0].astype(int)
@@ -50,7 +51,7 @@ def test_reads_coarser_pyramid_level_for_large_crops(monkeypatch):
     img = _disk_image(n=2400, cy=1200, cx=1200, r=100)
     slide = Slide.from_array(img, mpp=0.25, min_size=256, chunk=512)
     assert slide.n_levels >= 3
-    spec = CropSpec(size=32, crop_um=100.0, mode="rgb")       # 400 px at level 0 -> ds 12.5 -> level 3 (ds 8)
+    spec = CropSpec(size=32, crop_um=100.0, mode="rgb")  # 400 px at level 0 -> ds 12.5 -> level 3 (ds 8)
     levels = []
     orig = Slide.read_region
 
@@ -73,7 +74,7 @@ def test_mask_blackens_background_and_out_of_bounds_is_white():
     crops = extract_crops(slide, t, spec)
     assert tuple(crops[0, 0, 0]) == (0, 0, 0) and tuple(crops[0, 20, 20]) == (120, 40, 160)
     nomask = extract_crops(slide, t, spec, masks=False)
-    assert tuple(nomask[1, 0, 0]) == (255, 255, 255)          # outside the slide: white padding
+    assert tuple(nomask[1, 0, 0]) == (255, 255, 255)  # outside the slide: white padding
     assert tuple(nomask[0, 0, 0]) == (230, 230, 230)
     sub = extract_crops(slide, t, spec, masks=False, rows=[1])
     assert np.array_equal(sub[0], nomask[1])
@@ -100,7 +101,7 @@ def test_lstd_input_is_invariant_to_lightness_affine_changes():
     p1, p2 = preprocess(grey, spec), preprocess(g2, spec)
     assert np.corrcoef(p1.ravel(), p2.ravel())[0, 1] > 0.99
     assert a.shape == (3, 3, 24, 24) and a.dtype == np.float32
-    assert abs(float(a[:, 0].mean())) < 1e-3                  # standardised per crop
+    assert abs(float(a[:, 0].mean())) < 1e-3  # standardised per crop
     rgb = preprocess(crops, CropSpec(size=24, mode="rgb"))
     assert rgb.min() >= -1 and rgb.max() <= 1
 

@@ -1,4 +1,5 @@
 """Field rule: aggregation of cell probabilities, test-time augmentation, selection on the validation split."""
+
 import numpy as np
 import pytest
 
@@ -26,8 +27,10 @@ def test_aggregate_mean_and_log_mean():
 
 def test_field_rule_from_card():
     assert field_rule({}) == {"field_aggregation": "mean_prob", "tta": None}
-    assert field_rule({"inference": {"field_aggregation": "mean_log_prob", "tta": "d4"}}) == \
-        {"field_aggregation": "mean_log_prob", "tta": "d4"}
+    assert field_rule({"inference": {"field_aggregation": "mean_log_prob", "tta": "d4"}}) == {
+        "field_aggregation": "mean_log_prob",
+        "tta": "d4",
+    }
     with pytest.raises(ValueError, match="tta"):
         field_rule({"inference": {"tta": "d8"}})
 
@@ -48,10 +51,12 @@ def test_select_field_rule_uses_validation_only_and_prefers_cheaper_on_ties():
     Pv = np.array([[0.9, 0.1], [0.9, 0.1], [0.001, 0.999], [0.2, 0.8]])
     rows = np.array([0, 0, 0, 1])
     rule, table = select_field_rule({None: (Pv, rows), "d4": (Pv, rows)}, labels)
-    assert rule == {"tta": None, "field_aggregation": "mean_prob"}           # tie between TTA modes -> no TTA
+    assert rule == {"tta": None, "field_aggregation": "mean_prob"}  # tie between TTA modes -> no TTA
     assert len(table) == 4 and all("val_images_accuracy" in r for r in table)
-    assert {(r["field_aggregation"], r["val_images_accuracy"]) for r in table} == {("mean_prob", 1.0),
-                                                                                  ("mean_log_prob", 0.5)}
+    assert {(r["field_aggregation"], r["val_images_accuracy"]) for r in table} == {
+        ("mean_prob", 1.0),
+        ("mean_log_prob", 0.5),
+    }
     # without TTA every cell of image 0 says class 1; with TTA it is right: d4 wins
     Pn = np.array([[0.4, 0.6], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8]])
     Pd4 = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.2, 0.8]])
@@ -62,6 +67,7 @@ def test_select_field_rule_uses_validation_only_and_prefers_cheaper_on_ties():
 @pytest.fixture(scope="module")
 def clf():
     import torch
+
     torch.manual_seed(0)
     net = build_network("tf_efficientnet_lite0", 3)
     return Classifier.from_network(net, ["a", "b", "c"], CropSpec(size=32, crop_um=16.0, mode="rgb"))
@@ -74,12 +80,13 @@ def test_tta_d4_is_the_mean_over_the_eight_views_and_rotation_invariant(clf):
     views += [v[:, :, ::-1] for v in views]
     ref = np.mean([clf.predict_crops(np.ascontiguousarray(v)) for v in views], axis=0)
     assert np.allclose(p, ref, atol=1e-5) and np.allclose(p.sum(1), 1, atol=1e-5)
-    assert not np.allclose(p, clf.predict_crops(crops), atol=1e-4)          # TTA changes the answer
+    assert not np.allclose(p, clf.predict_crops(crops), atol=1e-4)  # TTA changes the answer
     rot = np.ascontiguousarray(np.rot90(crops, 1, axes=(1, 2))[:, ::-1])
-    assert np.allclose(clf.predict_crops(rot, tta="d4"), p, atol=1e-5)       # invariant under the group
+    assert np.allclose(clf.predict_crops(rot, tta="d4"), p, atol=1e-5)  # invariant under the group
     flip = clf.predict_crops(crops, tta="flip")
-    assert np.allclose(flip, (clf.predict_crops(crops) + clf.predict_crops(
-        np.ascontiguousarray(crops[:, :, ::-1]))) / 2, atol=1e-5)
+    assert np.allclose(
+        flip, (clf.predict_crops(crops) + clf.predict_crops(np.ascontiguousarray(crops[:, :, ::-1]))) / 2, atol=1e-5
+    )
     with pytest.raises(ValueError, match="tta"):
         clf.predict_crops(crops, tta="d8")
 

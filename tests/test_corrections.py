@@ -1,6 +1,7 @@
 """Corrections are data (issue 16): corrections.parquet beside the results, undo / redo, the reviewed table
 (both calls kept, counts through CellTable), reopening restores the review exactly, stale corrections are
 refused, and ``leuk train`` learns from corrected cells re-read from the slide (a tiny end-to-end run)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def results(sample_results, tmp_path):
 
 def _table(n=6):
     polys = [np.array([[y, 0], [y, 4], [y + 4, 4], [y + 4, 0]], np.float32) for y in range(0, 10 * n, 10)]
-    t = CellTable.from_detections(np.array([[y + 2, 2] for y in range(0, 10 * n, 10)], float), polys,
-                                  np.ones(n, np.float32), mpp=0.5)
+    t = CellTable.from_detections(
+        np.array([[y + 2, 2] for y in range(0, 10 * n, 10)], float), polys, np.ones(n, np.float32), mpp=0.5
+    )
     p = np.array([[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.95, 0.05], [0.1, 0.9], [0.7, 0.3]][:n])
     t.set_classification(p, ["ALL", "normal"], review_threshold=0.6)
     return t
@@ -83,22 +85,22 @@ def test_history_undo_redo_and_listeners(tmp_path):
     c.listeners.append(seen.append)
     assert not path.exists() and not c.can_undo
     assert c.set([1, 2], "normal", time="t1") == [1, 2]
-    assert read_corrections(path)["cell_id"].tolist() == [1, 2]          # saved on every change
-    assert c.set([2], "normal") == []                                    # no change, no step
+    assert read_corrections(path)["cell_id"].tolist() == [1, 2]  # saved on every change
+    assert c.set([2], "normal") == []  # no change, no step
     assert c.set(3, "review", reviewer="bob", time="t2") == [3]
     assert c.label(3) == "review" and c.label(4) == "ALL" and c.model_label(1) == "ALL"
-    assert c.set([1], "ALL", time="t3") == [1]                           # a cell corrected twice
+    assert c.set([1], "ALL", time="t3") == [1]  # a cell corrected twice
     assert c.get(1).reviewer_label == "ALL" and c.get(1).model_label == "ALL"
     assert c.undo() == [1] and c.get(1).reviewer_label == "normal"
     assert c.undo() == [3] and 3 not in c
     assert c.can_redo and c.redo() == [3] and c.get(3).reviewer == "bob"
-    c.set([4], "normal")                                                 # a new step drops the redo stack
+    c.set([4], "normal")  # a new step drops the redo stack
     assert not c.can_redo and c.redo() == []
     assert c.clear([1, 2]) == [1, 2] and len(c) == 2
     assert c.undo() == [2, 1] and len(c) == 4
     assert seen == [[1, 2], [3], [1], [1], [3], [3], [4], [1, 2], [2, 1]]
     assert read_corrections(path)["cell_id"].tolist() == [1, 2, 3, 4]
-    assert not list(tmp_path.glob(".*tmp*"))                              # atomic: no temporaries left
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic: no temporaries left
     with pytest.raises(CorrectionsError):
         c.set([99], "ALL")
     with pytest.raises(CorrectionsError):
@@ -135,7 +137,7 @@ def test_reopening_restores_the_review_exactly(results):
     assert row["centroid_y"] == pytest.approx(table.df["centroid_y"].iat[0])
     assert "T" in row["time"] and row["time"].endswith("+00:00")
 
-    again = Corrections.open(results)                                    # a new session
+    again = Corrections.open(results)  # a new session
     assert again.frame().equals(frame)
     after = again.reviewed()
     cols = ["cell_id", "label", "review", "model_label", "model_review", "reviewer_label", "reviewer"]
@@ -154,18 +156,18 @@ def test_corrections_of_another_run_are_refused(results):
     c = Corrections.open(results, reviewer="amy")
     c.set([1], "normal")
     s = json.loads((results / "summary.json").read_text())
-    s["provenance"]["digest"] = "f" * 64           # the same cells re-run (slide moved / touched): still valid
+    s["provenance"]["digest"] = "f" * 64  # the same cells re-run (slide moved / touched): still valid
     s["provenance"]["input"]["path"] = "/elsewhere/slide.ome.tif"
     (results / "summary.json").write_text(json.dumps(s))
     assert Corrections.open(results).label(1) == "normal"
-    s["models"]["classifier"]["sha256"] = "2" * 64                       # re-analysed with other weights
+    s["models"]["classifier"]["sha256"] = "2" * 64  # re-analysed with other weights
     (results / "summary.json").write_text(json.dumps(s))
     with pytest.raises(CorrectionsError, match="classifier weights"):
         Corrections.open(results)
     with pytest.raises(CorrectionsError):
         load_reviewed(results)
     s["models"]["classifier"]["sha256"] = "1" * 64
-    s["provenance"]["input"]["sample_sha256"] = "0" * 64                     # another slide content
+    s["provenance"]["input"]["sample_sha256"] = "0" * 64  # another slide content
     (results / "summary.json").write_text(json.dumps(s))
     with pytest.raises(CorrectionsError, match="another slide"):
         Corrections.open(results)
@@ -197,8 +199,11 @@ def _shapes(root: Path, n=6):
         for i in range(n):
             img = np.full((48, 48, 3), 225, np.uint8)
             r = rng.integers(9, 13)
-            m = ((yy - 24) ** 2 + (xx - 24) ** 2 <= r * r) if c == "ALL" else \
-                ((abs(yy - 24) <= r * 0.85) & (abs(xx - 24) <= r * 0.85))
+            m = (
+                ((yy - 24) ** 2 + (xx - 24) ** 2 <= r * r)
+                if c == "ALL"
+                else ((abs(yy - 24) <= r * 0.85) & (abs(xx - 24) <= r * 0.85))
+            )
             img[m] = rng.integers(40, 200, 3)
             Image.fromarray(img).save(root / c / f"{c}{i}.png")
 
@@ -226,15 +231,25 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
     c.set([9], "review")
     data = tmp_path / "shapes"
     _shapes(data)
-    cfg = {"name": "lab-adapted", "classes": ["ALL", "normal"],
-           "data": {"datasets": [{"reader": "folder", "root": str(data), "mpp": 0.5, "kind": "cell"}],
-                    "finder": "centre", "test_frac": 0.25, "val_frac": 0.2},
-           "model": {"imagenet": "none", "input": {"size": 32, "crop_um": 20.0, "mode": "lstd"}},
-           "train": {"device": "cpu", "views": 1, "num_workers": 0,
-                     "phase1": {"epochs": 1, "lr": 0.01, "batch_size": 64, "patience": 1},
-                     "phase2": {"epochs": 1, "lr": 0.0003, "batch_size": 64, "finetune_stages": 1,
-                                "patience": 1}},
-           "eval": {"n_boot": 10, "stain_swap": False, "tta": [None]}}
+    cfg = {
+        "name": "lab-adapted",
+        "classes": ["ALL", "normal"],
+        "data": {
+            "datasets": [{"reader": "folder", "root": str(data), "mpp": 0.5, "kind": "cell"}],
+            "finder": "centre",
+            "test_frac": 0.25,
+            "val_frac": 0.2,
+        },
+        "model": {"imagenet": "none", "input": {"size": 32, "crop_um": 20.0, "mode": "lstd"}},
+        "train": {
+            "device": "cpu",
+            "views": 1,
+            "num_workers": 0,
+            "phase1": {"epochs": 1, "lr": 0.01, "batch_size": 64, "patience": 1},
+            "phase2": {"epochs": 1, "lr": 0.0003, "batch_size": 64, "finetune_stages": 1, "patience": 1},
+        },
+        "eval": {"n_boot": 10, "stain_swap": False, "tta": [None]},
+    }
     cpath = tmp_path / "lab.yaml"
     cpath.write_text(yaml.safe_dump(cfg))
 
@@ -256,14 +271,19 @@ def test_leuk_train_on_corrections_end_to_end(results, tmp_path, monkeypatch):
 
     # leuk train, as a lab runs it: the config plus --corrections (the same as a corrections entry in the config)
     run = tmp_path / "run"
-    assert main(["train", str(cpath), "--corrections", str(results.parent), "-o", str(run), "--no-eval",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["train", str(cpath), "--corrections", str(results.parent), "-o", str(run), "--no-eval", "--device", "cpu"]
+        )
+        == 0
+    )
     card = yaml.safe_load((run / "model.yaml").read_text())
     used = card["training"]["data"]["corrections"][0]
     assert used["cells"] == 2 and used["folders"][0]["results"] == str(results)
     assert used["folders"][0]["corrections_sha256"] == c.digest()
     assert {"reader": "corrections", "root": str(results.parent)} in card["training"]["config"]["data"]["datasets"]
     import pandas as pd
+
     splits = pd.read_csv(run / "splits.csv")
     assert (splits.loc[splits["source"] == "corrections", "split"] == "train").sum() == 2
 
@@ -290,7 +310,7 @@ def test_corrections_reader_errors(results, tmp_path):
 def test_review_groups_for_the_gallery():
     from leukcore.corrections import apply_corrections, review_groups
 
-    t = _table()                        # confidences .9 .8 .55 .95 .9 .7; cell 3 (row 2) in review
+    t = _table()  # confidences .9 .8 .55 .95 .9 .7; cell 3 (row 2) in review
     g = review_groups(t)
     assert list(g) == ["ALL", "normal", "review"]
     assert g["ALL"].tolist() == [5, 0, 3] and g["normal"].tolist() == [1, 4] and g["review"].tolist() == [2]

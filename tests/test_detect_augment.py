@@ -1,4 +1,5 @@
 """Romanowsky augmentation of detector training patches (leukcore.detect.augment)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_optical_density_round_trip_keeps_glass_brighter_than_background():
     img = np.random.default_rng(0).integers(0, 256, (24, 24, 3)).astype(np.uint8)
     bg = np.array([200.0, 210.0, 220.0], np.float32)
     back = A._from_od(A._od(img, bg), bg)
-    assert np.abs(back - img).max() < 1.0           # incl. pixels above the background colour
+    assert np.abs(back - img).max() < 1.0  # incl. pixels above the background colour
 
 
 def test_jitter_is_seeded_and_keeps_shape():
@@ -41,7 +42,7 @@ def test_restain_moves_red_cells_towards_the_target_hue(target):
     out = A.restain(img, target, lab=lab)
     bg = background_color(img)
     obj = A._regions(img.astype(np.float32), lab, bg)[1]
-    assert obj.sum() > 100                                   # red cells were found
+    assert obj.sum() > 100  # red cells were found
     t = -np.log(np.asarray(A.RBC_PALETTE[target], np.float32) / 255.0)
     od_out = A._od(out.astype(np.float32), background_color(out))[obj].mean(0)
     od_in = A._od(img.astype(np.float32), bg)[obj].mean(0)
@@ -52,7 +53,7 @@ def test_restain_moves_red_cells_towards_the_target_hue(target):
 
 def test_restain_keeps_white_cells_when_asked():
     img = _field()
-    lab = np.ones(img.shape[:2], np.int32)                    # everything a white cell
+    lab = np.ones(img.shape[:2], np.int32)  # everything a white cell
     out = A.restain(img, "pink", wbc="as-is", lab=lab)
     assert np.abs(out.astype(int) - img.astype(int)).max() <= 1
 

@@ -1,5 +1,6 @@
 """ONNX Runtime backend of the detector: export cache, probe check and fallback, threads, and the
 same cells as torch on the real bundled sample slide (a mosaic of 32 real fields), seams exact."""
+
 import os
 import warnings
 
@@ -41,7 +42,7 @@ def test_export_is_cached_by_weights_hash_and_checked(dets, cache):
     files = list((cache / "onnx").glob("detector-*.onnx"))
     assert len(files) == 1 and t.card["weights"]["sha256"][:16] in files[0].name
     assert o.backend_check["prob"] < 1e-5 and o.backend_check["dist"] < 1e-5
-    a = Detector.load("wbc-stardist", device="cpu")              # auto on CPU: ONNX, reusing the export
+    a = Detector.load("wbc-stardist", device="cpu")  # auto on CPU: ONNX, reusing the export
     assert a.backend == "onnx" and list((cache / "onnx").glob("detector-*.onnx")) == files
     assert a.info()["backend"] == "onnx"
 
@@ -52,8 +53,8 @@ def test_maps_equal_torch_for_any_shape_and_tta(dets, sample):
     t, o = dets
     with open_slide(sample) as s:
         x = normalize_image(s.read_region(1, 200, 200, 416, 288))
-    for shape in ((416, 288), (128, 96), (64, 256)):                 # dynamic H and W, one session
-        b = np.stack([x[:shape[0], :shape[1]], x[-shape[0]:, -shape[1]:]])
+    for shape in ((416, 288), (128, 96), (64, 256)):  # dynamic H and W, one session
+        b = np.stack([x[: shape[0], : shape[1]], x[-shape[0] :, -shape[1] :]])
         (pt, dt), (po, do) = t.predict_maps(b), o.predict_maps(b)
         assert po.shape == pt.shape and do.shape == dt.shape and po.dtype == np.float32
         assert np.abs(po - pt).max() < 1e-5
@@ -85,7 +86,7 @@ def test_same_cells_as_torch_on_the_sample_slide(dets, sample):
     with open_slide(sample) as s:
         ct = detect_cells(s, t)
         co = detect_cells(s, o)
-    assert len(ct) >= 100                                            # ~200 white cells on the sample slide
+    assert len(ct) >= 100  # ~200 white cells on the sample slide
     assert len(co) == len(ct)
     assert _max_match_dist(_cells(co), _cells(ct)) < 0.5
     assert co.meta["detector"]["backend"] == "onnx"
@@ -133,7 +134,7 @@ def test_torch_backend_sets_torch_threads(cache):
 
 
 def test_falls_back_to_torch_when_the_export_disagrees(cache, monkeypatch):
-    monkeypatch.setattr(ob, "PROBE_TOL", {"prob": -1.0, "dist": -1.0})   # nothing can pass
+    monkeypatch.setattr(ob, "PROBE_TOL", {"prob": -1.0, "dist": -1.0})  # nothing can pass
     with pytest.warns(RuntimeWarning, match="using torch"):
         d = Detector.load("wbc-stardist", device="cpu", backend="auto")
     assert d.backend == "torch" and d._onnx is None
@@ -148,10 +149,10 @@ def test_corrupt_cached_export_falls_back_and_is_replaced(tmp_path, monkeypatch)
     path.write_bytes(b"not an onnx file")
     with pytest.warns(RuntimeWarning, match="using torch"):
         d2 = Detector.load("wbc-stardist", device="cpu", backend="auto")
-    assert d2.backend == "torch" and not path.exists()              # the bad file is gone ...
+    assert d2.backend == "torch" and not path.exists()  # the bad file is gone ...
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert Detector.load("wbc-stardist", device="cpu").backend == "onnx"   # ... and re-exported
+        assert Detector.load("wbc-stardist", device="cpu").backend == "onnx"  # ... and re-exported
 
 
 def test_bad_backend():

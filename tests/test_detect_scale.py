@@ -32,8 +32,15 @@ def field():
 
 def _disagreeing(field, rbc_mpp, net_mpp):
     e = estimate_mpp(field)
-    return replace(e, mpp=rbc_mpp, method="rbc-diameter", rbc_mpp=rbc_mpp, scalenet_mpp=net_mpp,
-                   reliable=False, reason="rulers disagree")
+    return replace(
+        e,
+        mpp=rbc_mpp,
+        method="rbc-diameter",
+        rbc_mpp=rbc_mpp,
+        scalenet_mpp=net_mpp,
+        reliable=False,
+        reason="rulers disagree",
+    )
 
 
 def test_red_cell_ruler_reading_lobes_is_overruled_by_the_detector(field, det):
@@ -51,8 +58,11 @@ def test_network_reading_double_is_overruled_by_the_detector(field, det):
     """The other way round: the network reads twice the pixel size, the red cells are right."""
     from leukcore.detect.scale import settle_disagreement
 
-    e = settle_disagreement(field, replace(_disagreeing(field, FOURCLASS_MPP, 2.0 * FOURCLASS_MPP),
-                                           mpp=2.0 * FOURCLASS_MPP, method="scalenet"), det)
+    e = settle_disagreement(
+        field,
+        replace(_disagreeing(field, FOURCLASS_MPP, 2.0 * FOURCLASS_MPP), mpp=2.0 * FOURCLASS_MPP, method="scalenet"),
+        det,
+    )
     assert e.mpp == pytest.approx(FOURCLASS_MPP) and e.method == "rbc-diameter"
     assert "red cells used" in e.reason
 

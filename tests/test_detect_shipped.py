@@ -1,4 +1,5 @@
 """The shipped wbc-stardist model on bundled real fields, and the ``leuk detect`` command."""
+
 import csv
 from pathlib import Path
 
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.skipif(not SHIPPED, reason="wbc-stardist weights not sh
 @pytest.fixture(scope="module")
 def det():
     from leukcore.detect import Detector
+
     return Detector.load("wbc-stardist", device="cpu")
 
 
@@ -38,8 +40,13 @@ def test_finds_the_wbc_in_bundled_bccd_fields(det):
     tp = n_gt = n_pred = 0
     for jpg in sorted((SAMPLE / "bccd").glob("*.jpg")):
         root = ET.parse(jpg.with_suffix(".xml")).getroot()
-        boxes = np.array([[int(o.find("bndbox").findtext(k)) for k in ("ymin", "xmin", "ymax", "xmax")]
-                          for o in root.iter("object") if o.findtext("name") == "WBC"]).reshape(-1, 4)
+        boxes = np.array(
+            [
+                [int(o.find("bndbox").findtext(k)) for k in ("ymin", "xmin", "ymax", "xmax")]
+                for o in root.iter("object")
+                if o.findtext("name") == "WBC"
+            ]
+        ).reshape(-1, 4)
         t = detect_cells(read_rgb(jpg), det, mpp=0.092)
         tp += match_points_to_boxes(t.df[["centroid_y", "centroid_x"]].to_numpy(), t.df["score"].to_numpy(), boxes)
         n_gt += len(boxes)
@@ -58,8 +65,10 @@ def test_four_class_field_with_estimated_mpp(det):
     assert 1 <= len(t) <= 40
     # cells are purple: mean (B - G) inside detected bounding boxes beats the field's
     bmg = img[..., 2].astype(float) - img[..., 1]
-    inside = [bmg[max(0, int(r.bbox_y0)):int(r.bbox_y1), max(0, int(r.bbox_x0)):int(r.bbox_x1)].mean()
-              for r in t.df.itertuples()]
+    inside = [
+        bmg[max(0, int(r.bbox_y0)) : int(r.bbox_y1), max(0, int(r.bbox_x0)) : int(r.bbox_x1)].mean()
+        for r in t.df.itertuples()
+    ]
     assert np.mean(inside) > bmg.mean() + 10
 
 
@@ -67,8 +76,19 @@ def test_cli_detect_writes_cells_csv(tmp_path):
     from leukcore.cli import main
 
     out = tmp_path / "out"
-    rc = main(["detect", str(SAMPLE / "bccd" / "BloodImage_00005.jpg"), "-o", str(out), "--mpp", "0.092",
-               "--device", "cpu", "--quiet"])
+    rc = main(
+        [
+            "detect",
+            str(SAMPLE / "bccd" / "BloodImage_00005.jpg"),
+            "-o",
+            str(out),
+            "--mpp",
+            "0.092",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     with open(out / "cells.csv") as f:
         rows = list(csv.DictReader(f))
@@ -86,8 +106,23 @@ def test_cli_detect_backend_and_threads(tmp_path, capsys):
     cells = {}
     for backend in ("onnx", "torch"):
         out = tmp_path / backend
-        rc = main(["detect", img, "-o", str(out), "--mpp", "0.092", "--device", "cpu", "--quiet",
-                   "--backend", backend, "--threads", "1"])
+        rc = main(
+            [
+                "detect",
+                img,
+                "-o",
+                str(out),
+                "--mpp",
+                "0.092",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--backend",
+                backend,
+                "--threads",
+                "1",
+            ]
+        )
         assert rc == 0
         meta = json.loads((out / "detect_meta.json").read_text())
         assert meta["detector"]["backend"] == backend
@@ -98,7 +133,7 @@ def test_cli_detect_backend_and_threads(tmp_path, capsys):
 
     args = build_parser().parse_args(["detect", img, "-o", "x", "--threads", "2", "--backend", "torch"])
     assert (args.threads, args.backend) == (2, "torch")
-    assert build_parser().parse_args(["detect", img, "-o", "x"]).threads is None      # every core
+    assert build_parser().parse_args(["detect", img, "-o", "x"]).threads is None  # every core
     with pytest.raises(SystemExit):
         main(["detect", img, "-o", str(tmp_path / "x"), "--threads", "0"])
     assert "--threads" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Slide-level stain normalisation of the detector's input (leukcore.detect.stain)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_lookup_table_matches_the_per_pixel_map():
     direct = S.StainNormalizer.for_image(img, bg, _template(), use_lut=False)
     a, b = lut(img), direct(img)
     assert a.shape == img.shape and a.dtype == np.float32
-    assert np.percentile(np.abs(a - b), 99) < 3 / 255        # 7-bit table: within the quantisation step
+    assert np.percentile(np.abs(a - b), 99) < 3 / 255  # 7-bit table: within the quantisation step
     assert np.abs(a - b).max() < 12 / 255
 
 
@@ -39,14 +40,14 @@ def test_the_map_is_per_pixel_so_tiles_agree_with_the_whole():
 def test_glass_stays_glass_and_stained_pixels_move_to_the_template():
     img = _fields()[0]
     bg = background_color(img)
-    tpl = np.array([[60.0, 30.0, -30.0], [12.0, 10.0, 12.0]], np.float32)     # a far bluer template
+    tpl = np.array([[60.0, 30.0, -30.0], [12.0, 10.0, 12.0]], np.float32)  # a far bluer template
     out = S.reinhard(img, bg, S.stain_stats(img, bg), tpl)
     glass = S._stained_weight(S._white_balanced(img, bg)) == 0
-    assert glass.mean() > 0.01                      # pixels at least as bright as the glass colour
+    assert glass.mean() > 0.01  # pixels at least as bright as the glass colour
     assert np.abs(out[glass] - S._white_balanced(img, bg)[glass]).max() < 1e-6
     st = S.stain_stats(np.round(out * 255).astype(np.uint8), np.full(3, 255.0))
     before = S.stain_stats(img, bg)
-    assert st is not None and np.abs(st[0] - tpl[0]).max() < 10.0      # sRGB clipping and glass blend aside
+    assert st is not None and np.abs(st[0] - tpl[0]).max() < 10.0  # sRGB clipping and glass blend aside
     assert np.abs(st[0] - tpl[0]).max() < 0.5 * np.abs(before[0] - tpl[0]).max()
 
 
@@ -60,8 +61,11 @@ def test_a_re_stained_copy_comes_back_close_to_the_original():
 
     def net_input(a, normalise):
         bg = background_color(a)
-        return S.StainNormalizer.for_image(a, bg, tpl, use_lut=False)(a) if normalise else \
-            np.clip(a / bg.reshape(1, 1, 3), 0, 1)
+        return (
+            S.StainNormalizer.for_image(a, bg, tpl, use_lut=False)(a)
+            if normalise
+            else np.clip(a / bg.reshape(1, 1, 3), 0, 1)
+        )
 
     before = np.abs(net_input(other, False) - net_input(img, False)).mean()
     after = np.abs(net_input(other, True) - net_input(img, True)).mean()
@@ -96,7 +100,7 @@ def test_cached_training_cells_are_keyed_by_the_detectors_input_normalisation():
     plain["input"] = {k: v for k, v in det.card["input"].items() if k != "normalization"}
     a = detector_finder(det).name
     b = detector_finder(Detector.from_network(det.net, plain)).name
-    assert a != b and a.split(":")[:3] == b.split(":")[:3]      # same model name and weights hash
+    assert a != b and a.split(":")[:3] == b.split(":")[:3]  # same model name and weights hash
 
 
 def test_a_run_records_how_far_the_slides_stain_is_from_the_training_template():
@@ -129,7 +133,8 @@ def test_thresholds_are_tuned_on_the_input_the_detector_sees():
             seen.append(x[0])
             return np.zeros(x.shape[:3], np.float32), np.ones(x.shape[:3] + (16,), np.float32)
 
-    tune_thresholds(Recording(), {"v": [(img, ("boxes", np.zeros((0, 4))))]}, probs=(0.5,), nmss=(0.4,),
-                    min_cells=(4.0,))
+    tune_thresholds(
+        Recording(), {"v": [(img, ("boxes", np.zeros((0, 4))))]}, probs=(0.5,), nmss=(0.4,), min_cells=(4.0,)
+    )
     np.testing.assert_allclose(seen[0], field_input(img, tpl), atol=1e-6)
     assert np.abs(seen[0] - normalize_image(img)).max() > 0.05

@@ -4,6 +4,7 @@ The oracle computes the exact StarDist maps (stardist's ``edt_prob`` / ``star_di
 the purple discs it sees in each tile, so every difference between tilings is the
 tiler's fault, not the network's.
 """
+
 import numpy as np
 import pytest
 
@@ -65,6 +66,7 @@ def disc_slide(shape=(700, 900), n=40, r=(6, 14), seed=1, scale=1):
 
 def _match(a, b):
     from scipy.spatial import cKDTree
+
     d, j = cKDTree(b).query(a)
     return d, j
 
@@ -94,8 +96,9 @@ def test_all_discs_found_with_level0_coordinates(disc):
 @pytest.mark.parametrize("tiles", [(64, 128, 1024)])
 def test_seams_same_cells_for_any_tile_size(disc, tiles):
     img, cents = disc
-    res = [detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=ts, skip_empty=False)
-           for ts in tiles]
+    res = [
+        detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=ts, skip_empty=False) for ts in tiles
+    ]
     ref = res[0].df[["centroid_y", "centroid_x"]].to_numpy()
     for r in res[1:]:
         assert len(r) == len(res[0])
@@ -136,8 +139,15 @@ def test_region_and_progress_and_batches(disc):
     img, cents = disc
     events = []
     det = OracleDetector()
-    t = detect_cells(Slide.from_array(img, mpp=0.5), det, tile_size=64, batch_size=3, skip_empty=False,
-                     region=(100, 200, 400, 600), progress=events.append)
+    t = detect_cells(
+        Slide.from_array(img, mpp=0.5),
+        det,
+        tile_size=64,
+        batch_size=3,
+        skip_empty=False,
+        region=(100, 200, 400, 600),
+        progress=events.append,
+    )
     c = t.df[["centroid_y", "centroid_x"]].to_numpy()
     assert ((c[:, 0] >= 99) & (c[:, 0] < 401) & (c[:, 1] >= 199) & (c[:, 1] < 601)).all()
     inside = (cents[:, 0] >= 100) & (cents[:, 0] < 400) & (cents[:, 1] >= 200) & (cents[:, 1] < 600)
@@ -157,10 +167,17 @@ def test_cancel_returns_partial(disc):
         if ev.done >= 30:  # of 80 tiles
             tok.cancel()
 
-    t = detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=96, batch_size=2,
-                     skip_empty=False, progress=prog, cancel=tok)
+    t = detect_cells(
+        Slide.from_array(img, mpp=0.5),
+        OracleDetector(),
+        tile_size=96,
+        batch_size=2,
+        skip_empty=False,
+        progress=prog,
+        cancel=tok,
+    )
     assert t.partial
-    assert max(seen) < 40   # stopped at the next batch boundary
+    assert max(seen) < 40  # stopped at the next batch boundary
     full = detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=256, skip_empty=False)
     assert 0 < len(t) < len(full)
 
@@ -169,8 +186,9 @@ def test_iter_detect_chunks_concat_to_whole(disc):
     from leukcore.results import CellTable
 
     img, _ = disc
-    chunks = list(iter_detect(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=128, batch_size=2,
-                              skip_empty=False))
+    chunks = list(
+        iter_detect(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=128, batch_size=2, skip_empty=False)
+    )
     assert len(chunks) > 1
     whole = CellTable.concat(chunks).sorted()
     ref = detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=128, skip_empty=False)

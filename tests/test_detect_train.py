@@ -1,4 +1,5 @@
 """Training pieces: stardist targets, NMS round trip on known shapes, a few training steps, save/load."""
+
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from leukcore.detect.train import (
 
 def shapes_label(shape=(160, 160)):
     """Known star-convex objects: two discs and an ellipse."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     lab = np.zeros(shape, np.int32)
     lab[np.hypot(yy - 40, xx - 40) < 15] = 1
     lab[np.hypot(yy - 110, xx - 50) < 10] = 2
@@ -61,13 +62,16 @@ def test_augment_shapes_and_label_consistency():
     for _ in range(5):
         a, l = augment(img, lab, rng, size=64)
         assert a.shape == (64, 64, 3) and a.dtype == np.uint8 and l.shape == (64, 64)
-        if (l == 1).any():   # labelled pixels stay purple-ish (blue > green)
+        if (l == 1).any():  # labelled pixels stay purple-ish (blue > green)
             assert a[l == 1][:, 2].mean() > a[l == 1][:, 1].mean()
 
 
 def test_matching_helpers():
     boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]])
-    assert match_points_to_boxes(np.array([[5, 5], [6, 6], [25, 25], [50, 50]]), np.array([.9, .8, .7, .6]), boxes) == 2
+    assert (
+        match_points_to_boxes(np.array([[5, 5], [6, 6], [25, 25], [50, 50]]), np.array([0.9, 0.8, 0.7, 0.6]), boxes)
+        == 2
+    )
     lab = np.zeros((40, 40), int)
     lab[0:10, 0:10] = 1
     lab[20:30, 20:30] = -1
@@ -129,12 +133,12 @@ def test_tune_thresholds_picks_the_smallest_cell_that_drops_debris():
 
     yy, xx = np.mgrid[:96, :96]
     lab = np.zeros((96, 96), np.int32)
-    lab[np.hypot(yy - 30, xx - 30) < 9] = 1          # 0.5 um/px: 9 um across
+    lab[np.hypot(yy - 30, xx - 30) < 9] = 1  # 0.5 um/px: 9 um across
     lab[np.hypot(yy - 65, xx - 60) < 9] = 2
-    lab[np.hypot(yy - 70, xx - 20) < 5.5] = 3        # debris, 5.5 um across
+    lab[np.hypot(yy - 70, xx - 20) < 5.5] = 3  # debris, 5.5 um across
     prob, dist, _ = make_targets(lab, 16)
 
-    class MapsOnly:                                   # a detector whose maps are the exact targets
+    class MapsOnly:  # a detector whose maps are the exact targets
         mpp, multiple = 0.5, 4
 
         def predict_maps(self, x):
@@ -142,13 +146,14 @@ def test_tune_thresholds_picks_the_smallest_cell_that_drops_debris():
 
     img = np.full((96, 96, 3), 230, np.uint8)
     boxes = np.array([[20, 20, 40, 40], [55, 50, 75, 70]], float)
-    res = tune_thresholds(MapsOnly(), {"v": [(img, ("boxes", boxes))]}, probs=(0.5,), nmss=(0.4,),
-                          min_cells=(4.0, 5.0, 6.0, 7.0))
+    res = tune_thresholds(
+        MapsOnly(), {"v": [(img, ("boxes", boxes))]}, probs=(0.5,), nmss=(0.4,), min_cells=(4.0, 5.0, 6.0, 7.0)
+    )
     by_mc = {r["min_cell_um"]: r["sets"]["v"] for r in res["grid"]}
     assert by_mc[4.0]["precision"] == pytest.approx(2 / 3) and by_mc[5.0]["precision"] == pytest.approx(2 / 3)
     assert by_mc[6.0] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert res["best"]["min_cell_um"] == 6.0
-    assert res["per_image"] == {"v": [[2, 2, 2]]}         # the best point's counts, image by image
+    assert res["per_image"] == {"v": [[2, 2, 2]]}  # the best point's counts, image by image
 
 
 def test_compare_tunings_paired_bootstrap():
@@ -181,10 +186,10 @@ def test_near_tied_candidates_are_ordered_by_global_pixel():
     lab = (np.hypot(yy - 32, xx - 32) < 12).astype(np.int32)
     prob, dist, _ = make_targets(lab, 16)
     prob = prob * 0.9
-    a, b = (30, 30), (34, 35)                     # two non-adjacent candidates of one object
+    a, b = (30, 30), (34, 35)  # two non-adjacent candidates of one object
     pa, pb = prob.copy(), prob.copy()
-    pa[a], pa[b] = 0.95, 0.95 + 1e-7              # tile A's rounding favours b ...
-    pb[a], pb[b] = 0.95 + 1e-7, 0.95              # ... tile B's favours a
+    pa[a], pa[b] = 0.95, 0.95 + 1e-7  # tile A's rounding favours b ...
+    pb[a], pb[b] = 0.95 + 1e-7, 0.95  # ... tile B's favours a
     kw = dict(prob_thresh=0.5, nms_thresh=0.3)
     ka = instances_from_maps(pa, dist, **kw)[0]
     kb = instances_from_maps(pb, dist, **kw)[0]
@@ -194,7 +199,7 @@ def test_near_tied_candidates_are_ordered_by_global_pixel():
         ka = instances_from_maps(pa, dist, origin=origin, **kw)
         kb = instances_from_maps(pb, dist, origin=origin, **kw)
         assert len(ka[0]) == len(kb[0]) == 1 and tuple(ka[0][0]) == tuple(kb[0][0])
-        assert abs(float(ka[1][0]) - 0.95) < 2.0 ** -12
+        assert abs(float(ka[1][0]) - 0.95) < 2.0**-12
 
 
 def _pbc_folder_image(path, n_nuclei: int, seed: int):
@@ -204,7 +209,7 @@ def _pbc_folder_image(path, n_nuclei: int, seed: int):
     yy, xx = np.mgrid[:120, :120]
     img = np.empty((120, 120, 3), np.uint8)
     img[:] = (232, 222, 226)
-    img[np.random.default_rng(seed).random((120, 120)) < 0.01] = (228, 218, 222)   # no two files alike
+    img[np.random.default_rng(seed).random((120, 120)) < 0.01] = (228, 218, 222)  # no two files alike
     centres = [(60, 60), (18, 20)][:n_nuclei]
     for cy, cx in centres:
         img[np.hypot(yy - cy, xx - cx) < 13] = (95, 45, 150)
@@ -219,14 +224,15 @@ def test_pbc_heldout_items_are_exactly_the_images_training_never_drew(tmp_path, 
     import leukcore.detect.corpus as C
     import leukcore.detect.data as D
 
-    monkeypatch.setattr(C, "folder_mpp", lambda files, n=40: 0.5)   # no red cells in these images
+    monkeypatch.setattr(C, "folder_mpp", lambda files, n=40: 0.5)  # no red cells in these images
     for cls in D.PBC_WBC + ["platelet"]:
         d = tmp_path / "pbc" / cls
         d.mkdir(parents=True)
         for k in range(12):
             # every other white-cell image has a second nucleus in view: unusable; platelets are all usable
-            _pbc_folder_image(d / f"{cls}_{k:02d}.jpg", 1 if (cls == "platelet" or k % 2 == 0) else 2,
-                              seed=100 * len(cls) + k)
+            _pbc_folder_image(
+                d / f"{cls}_{k:02d}.jpg", 1 if (cls == "platelet" or k % 2 == 0) else 2, seed=100 * len(cls) + k
+            )
     (tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main").mkdir(parents=True)
     for s in ("train", "val", "test"):
         (tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main" / f"{s}.txt").write_text("")
@@ -271,11 +277,21 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     from leukcore.cli.train_detector import register
     from leukcore.detect.train import DEFAULT_SOURCE_WEIGHTS, DetectorTrainOptions, train_command
 
-    def _train_command(data, run, minutes, seed, lr, sw, init_from, channels=None, train_ignore=None,
-                       val_ignore=7.0):
-        return train_command(data, run, DetectorTrainOptions(
-            minutes=minutes, seed=seed, lr=lr, source_weights=sw, init_from=init_from, channels=channels,
-            train_ignore_below_um=train_ignore, val_ignore_below_um=val_ignore))
+    def _train_command(data, run, minutes, seed, lr, sw, init_from, channels=None, train_ignore=None, val_ignore=7.0):
+        return train_command(
+            data,
+            run,
+            DetectorTrainOptions(
+                minutes=minutes,
+                seed=seed,
+                lr=lr,
+                source_weights=sw,
+                init_from=init_from,
+                channels=channels,
+                train_ignore_below_um=train_ignore,
+                val_ignore_below_um=val_ignore,
+            ),
+        )
 
     sw = {**DEFAULT_SOURCE_WEIGHTS, "pbc-platelet": 0.15, "pbc": 0.3}
     cmd = _train_command("DATA", "RUN", 35.0, 0, 1e-3, sw, "card.yaml")
@@ -291,7 +307,7 @@ def test_recorded_train_command_parses_back_to_the_same_recipe():
     clean = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, None, 7.0)
     assert parser.parse_args(shlex.split(clean)[1:]).train_ignore_below == 7.0
     assert parser.parse_args(shlex.split(wide)[1:]).train_ignore_below is None
-    assert parser.parse_args(shlex.split(wide)[1:]).val_ignore_below is None      # the default rule
+    assert parser.parse_args(shlex.split(wide)[1:]).val_ignore_below is None  # the default rule
     counted = _train_command("DATA", "RUN", 32, 0, 3e-3, dict(DEFAULT_SOURCE_WEIGHTS), None, None, None, 0)
     assert parser.parse_args(shlex.split(counted)[1:]).val_ignore_below == 0
 
@@ -304,8 +320,11 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
     import leukcore.detect.tuning as Tu
 
     calls = []
-    monkeypatch.setattr(Tu, "tuning_sets", lambda data_dir, mpp, draws, log=None, ignore_below_um=None:
-                        calls.append((mpp, draws, ignore_below_um)) or {})
+    monkeypatch.setattr(
+        Tu,
+        "tuning_sets",
+        lambda data_dir, mpp, draws, log=None, ignore_below_um=None: calls.append((mpp, draws, ignore_below_um)) or {},
+    )
 
     def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log, fourclass_ignore_below_um=None):
         calls.append(("ignore", fourclass_ignore_below_um))
@@ -316,13 +335,24 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
         return [TrainItem(img, np.zeros((64, 64), np.int32), "pbc", "x.jpg")], info
 
     monkeypatch.setattr(D, "load_training_items", fake_items)
-    opts = T.DetectorTrainOptions(steps=2, minutes=None, batch=2, size=32, device="cpu", n_pbc=7, n_platelet=5,
-                                  seed=11, channels=[8, 16], train_ignore_below_um=7)
+    opts = T.DetectorTrainOptions(
+        steps=2,
+        minutes=None,
+        batch=2,
+        size=32,
+        device="cpu",
+        n_pbc=7,
+        n_platelet=5,
+        seed=11,
+        channels=[8, 16],
+        train_ignore_below_um=7,
+    )
     card = T.train_detector(tmp_path, tmp_path / "run", opts, log=None)
     assert calls[-1] == (0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, T.VAL_IGNORE_BELOW_UM)
     T.retune_detector(card, tmp_path, tmp_path / "retuned", device="cpu", log=None)
     assert calls == [("ignore", 7)] + [(0.5, {"seed": 11, "n_pbc": 7, "n_platelet": 5}, 7.0)] * 2
     import yaml
+
     tr = yaml.safe_load(card.read_text())["training"]
     assert tr["fourclass_ignore_below_um"] == 7.0 and tr["command"].endswith("--train-ignore-below 7")
 
@@ -331,20 +361,23 @@ def test_ignore_fragments_marks_small_instances_neither_found_nor_false():
     from leukcore.detect.data import ignore_fragments
 
     lab = np.zeros((40, 40), np.int32)
-    lab[2:12, 2:12] = 1            # 100 px: a cell
-    lab[20:23, 20:23] = 2          # 9 px: a fragment
-    lab[30:35, 30:35] = -1         # already ignore
+    lab[2:12, 2:12] = 1  # 100 px: a cell
+    lab[20:23, 20:23] = 2  # 9 px: a fragment
+    lab[30:35, 30:35] = -1  # already ignore
     out = ignore_fragments(lab, 50)
     assert set(np.unique(out).tolist()) == {-1, 0, 1} and (out[20:23, 20:23] == -1).all()
-    assert (lab[20:23, 20:23] == 2).all()          # input untouched
+    assert (lab[20:23, 20:23] == 2).all()  # input untouched
     # a detection on the fragment is not counted; one on the cell is a true positive
     assert match_points_to_labels(np.array([[21, 21], [5, 5]]), out) == (1, 1, 1)
     assert match_points_to_labels(np.array([[21, 21], [5, 5]]), lab) == (2, 2, 2)
 
 
 def _voc(path, objects):
-    body = "".join(f"<object><name>{n}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
-                   f"<ymax>{y1}</ymax></bndbox></object>" for n, (y0, x0, y1, x1) in objects)
+    body = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for n, (y0, x0, y1, x1) in objects
+    )
     path.write_text(f"<annotation>{body}</annotation>")
 
 
@@ -358,7 +391,7 @@ def test_bccd_class_errors_flags_only_white_cell_sized_platelet_boxes(tmp_path):
     sets = tmp_path / "bccd" / "BCCD" / "ImageSets" / "Main"
     sets.mkdir(parents=True)
     train = [f"t{k}" for k in range(20)]
-    for k, i in enumerate(train):                     # WBC boxes 100-139 px square
+    for k, i in enumerate(train):  # WBC boxes 100-139 px square
         _voc(ann / f"{i}.xml", [("WBC", (0, 0, 100 + 2 * k, 100 + 2 * k)), ("Platelets", (0, 0, 30, 30))])
     (sets / "train.txt").write_text("\n".join(train))
     _voc(ann / "a.xml", [("RBC", (0, 0, 90, 90)), ("Platelets", (10, 10, 150, 130)), ("Platelets", (0, 0, 40, 40))])
@@ -369,6 +402,7 @@ def test_bccd_class_errors_flags_only_white_cell_sized_platelet_boxes(tmp_path):
 
 def _data():
     from leukcore.detect.data import default_data_dir
+
     return default_data_dir()
 
 

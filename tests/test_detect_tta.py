@@ -1,4 +1,5 @@
 """Test-time augmentation of the detector: the maps of flipped / transposed tiles mapped back."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ def test_ray_order_matches_star_dist(t, v, h):
 
     yy, xx = np.mgrid[:48, :40]
     lab = np.zeros((48, 40), np.uint16)
-    lab[((yy - 22) ** 2 / 150 + (xx - 17) ** 2 / 40) < 1] = 1       # a tilted, lopsided object
+    lab[((yy - 22) ** 2 / 150 + (xx - 17) ** 2 / 40) < 1] = 1  # a tilted, lopsided object
     lab[12:18, 17:34] = 1
     d = star_dist(lab, 32)
     x = torch.from_numpy(lab.astype(np.float32))[None, None]
@@ -110,4 +111,4 @@ def test_tta_keeps_seams_exact_with_the_shipped_model():
     a = small.df[["centroid_y", "centroid_x"]].to_numpy()
     d, _ = cKDTree(large.df[["centroid_y", "centroid_x"]].to_numpy()).query(a)
     assert d.max() < 1.0
-    assert small.meta["detector"]["tta"] == 8            # recorded with the results
+    assert small.meta["detector"]["tta"] == 8  # recorded with the results

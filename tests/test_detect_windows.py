@@ -6,6 +6,7 @@ box, disjoint cores covering every candidate block), the exactness premise (a wi
 the same maps as the whole tile away from its border), and that the shipped network on the
 real bundled sample slide finds the same cells with windows as with whole tiles.
 """
+
 import numpy as np
 import pytest
 
@@ -56,9 +57,10 @@ def _check_windows(plan):
             assert w.read[0] % m == 0 and w.read[1] % m == 0
         # cores are disjoint
         for i, a in enumerate(wins):
-            for b in wins[i + 1:]:
-                assert not (a.core[0] < b.core[2] and b.core[0] < a.core[2]
-                            and a.core[1] < b.core[3] and b.core[1] < a.core[3])
+            for b in wins[i + 1 :]:
+                assert not (
+                    a.core[0] < b.core[2] and b.core[0] < a.core[2] and a.core[1] < b.core[3] and b.core[1] < a.core[3]
+                )
         # every marked block of the tile's core lies in a window core
         ys, xs = np.nonzero(plan.blocks)
         centres = np.stack([(ys + 0.5) * B, (xs + 0.5) * B], 1)
@@ -73,8 +75,9 @@ def _check_windows(plan):
 def test_receptive_radius_and_window_halo(det):
     r = receptive_radius(det)
     assert r is not None and 4 <= r < 64
-    plan = plan_detection(Slide.from_array(np.full((512, 512, 3), 230, np.uint8), mpp=det.mpp), det, tile_size=256,
-                          windows="exact")
+    plan = plan_detection(
+        Slide.from_array(np.full((512, 512, 3), 230, np.uint8), mpp=det.mpp), det, tile_size=256, windows="exact"
+    )
     cell_r = det.max_cell_um / det.mpp / 2
     assert plan.window_halo >= cell_r + r
     assert plan.window_halo <= plan.grid.halo
@@ -86,17 +89,17 @@ def test_window_maps_equal_tile_maps_away_from_border(det, sample):
 
     r = receptive_radius(det)
     with open_slide(sample) as s:
-        px = s.read_region(1, 200, 200, 384, 384)        # 0.5 um/px level, real four-class field
+        px = s.read_region(1, 200, 200, 384, 384)  # 0.5 um/px level, real four-class field
     x = normalize_image(px)
     p_tile, d_tile = det.predict_maps(x[None])
-    y0, x0, y1, x1 = 96, 128, 288, 320                     # window origin on the pooling grid
+    y0, x0, y1, x1 = 96, 128, 288, 320  # window origin on the pooling grid
     p_win, d_win = det.predict_maps(x[None, y0:y1, x0:x1])
     inner = (slice(r + 1, (y1 - y0) - r - 1), slice(r + 1, (x1 - x0) - r - 1))
     ref_p = p_tile[0, y0:y1, x0:x1][inner]
     np.testing.assert_allclose(p_win[0][inner], ref_p, atol=1e-4)
     np.testing.assert_allclose(d_win[0][inner], d_tile[0, y0:y1, x0:x1][inner], atol=1e-3, rtol=1e-4)
     # and the border band does differ (the test would notice a window cut too tight)
-    assert np.abs(p_win[0, :4] - p_tile[0, y0:y0 + 4, x0:x1]).max() > 1e-4
+    assert np.abs(p_win[0, :4] - p_tile[0, y0 : y0 + 4, x0:x1]).max() > 1e-4
 
 
 def test_windows_geometry_on_real_slide(det, sample):
@@ -115,29 +118,30 @@ def test_windows_geometry_on_real_slide(det, sample):
 
 def test_windows_find_same_cells_as_whole_tiles(det, sample):
     """Shipped network, real sample slide: exact windows vs. whole candidate tiles (cells centred in candidate blocks)."""
-    region = (0, 1860, 930, 3260)     # three sparse BCCD fields + three four-class fields (level-0 px)
+    region = (0, 1860, 930, 3260)  # three sparse BCCD fields + three four-class fields (level-0 px)
     with open_slide(sample) as s:
         win = detect_cells(s, det, tile_size=256, windows="exact", region=region)
         whole = detect_cells(s, det, tile_size=256, windows=False, region=region)
         plan = plan_detection(s, det, tile_size=256, region=region, windows="exact")
     assert win.meta["windows"] and not whole.meta["windows"]
-    assert win.meta["px_run"] < 0.9 * whole.meta["px_run"]       # windows did save pixels here
+    assert win.meta["px_run"] < 0.9 * whole.meta["px_run"]  # windows did save pixels here
     cw = whole.df[["centroid_y", "centroid_x"]].to_numpy()
     in_block = in_marked_block(plan, (cw - np.array(region[:2]) + 0.5) / plan.ds - 0.5)
     ref = cw[in_block]
     got = win.df[["centroid_y", "centroid_x"]].to_numpy()
-    assert len(ref) >= 12          # 17 cells with wbc-stardist v3 (22 with v2)
+    assert len(ref) >= 12  # 17 cells with wbc-stardist v3 (22 with v2)
     assert len(got) == len(ref)
     d, _ = _match(got, ref)
-    assert np.quantile(d, 0.99) < 0.01 and d.max() < 6.0      # level-0 px (0.25 um/px)
+    assert np.quantile(d, 0.99) < 0.01 and d.max() < 6.0  # level-0 px (0.25 um/px)
 
 
 @pytest.mark.parametrize("tiles", [(64, 128, 1024)])
 def test_windows_seams_same_cells_for_any_tile_size(tiles):
     """Oracle network: with skipping + windows every tile size gives the same cells, all discs found."""
     img, cents = disc_slide(shape=(700, 900), n=12, seed=3)
-    res = [detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=ts, skip_empty=True)
-           for ts in tiles]
+    res = [
+        detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=ts, skip_empty=True) for ts in tiles
+    ]
     for r in res:
         assert r.meta["windows"]
         assert len(r) == len(cents)
@@ -146,7 +150,7 @@ def test_windows_seams_same_cells_for_any_tile_size(tiles):
     ref = res[0].df[["centroid_y", "centroid_x"]].to_numpy()
     for r in res[1:]:
         d, _ = _match(r.df[["centroid_y", "centroid_x"]].to_numpy(), ref)
-        assert d.max() < 1e-3        # float32 polygon rounding only
+        assert d.max() < 1e-3  # float32 polygon rounding only
     # sparse discs: the windows read well under the whole tiles
     whole = detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=1024, skip_empty=False)
     assert res[-1].meta["px_run"] < 0.6 * whole.meta["px_run"]
@@ -164,8 +168,9 @@ def test_windows_keep_progress_cancel_and_partial():
         if ev.done >= 4:
             tok.cancel()
 
-    t = detect_cells(Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=128, batch_size=2,
-                     progress=prog, cancel=tok)
+    t = detect_cells(
+        Slide.from_array(img, mpp=0.5), OracleDetector(), tile_size=128, batch_size=2, progress=prog, cancel=tok
+    )
     assert t.partial and t.meta["windows"]
     assert [e.done for e in events] == sorted(e.done for e in events)
     assert events[0].total == t.meta["tiles_run"]
@@ -183,7 +188,7 @@ def test_predict_in_strips_equals_one_pass(det, sample):
     calls = []
     real = det.predict_maps
 
-    class Counting:                                  # same network, records each forward's height
+    class Counting:  # same network, records each forward's height
         multiple = det.multiple
 
         def predict_maps(self, b):
@@ -192,13 +197,14 @@ def test_predict_in_strips_equals_one_pass(det, sample):
 
     c = Counting()
     from leukcore.detect import receptive
+
     receptive._RF_CACHE[c] = receptive_radius(det)
     p, d = predict_in_strips(c, x, budget=256 * 160)
-    assert len(calls) >= 3 and max(calls) * 256 <= 256 * 160       # several strips, each within budget
+    assert len(calls) >= 3 and max(calls) * 256 <= 256 * 160  # several strips, each within budget
     np.testing.assert_allclose(p, p_ref, atol=1e-4)
     np.testing.assert_allclose(d, d_ref, atol=1e-3, rtol=1e-4)
     calls.clear()
-    predict_in_strips(c, x, budget=384 * 256)                       # within budget: one pass
+    predict_in_strips(c, x, budget=384 * 256)  # within budget: one pass
     assert calls == [384]
 
 
@@ -213,7 +219,7 @@ def test_tight_windows_geometry_and_margin(det, sample):
         default = plan_detection(s, det, tile_size=256)
     r = receptive_radius(det)
     assert tight.window_mode == "tight" and exact.window_mode == "exact"
-    assert default.window_mode == "tight"                # windows=True means per-cell windows
+    assert default.window_mode == "tight"  # windows=True means per-cell windows
     assert tight.block == TIGHT_BLOCK
     assert r + TIGHT_MARGIN <= tight.window_halo < r + TIGHT_MARGIN + tight.grid.multiple
     assert tight.window_halo < exact.window_halo
@@ -235,14 +241,14 @@ def test_tight_windows_same_cells_as_full_path_and_seams(det, sample):
     assert len(ref) >= 30
     got = res[512].df[["centroid_y", "centroid_x"]].to_numpy()
     assert res[512].meta["window_mode"] == "tight"
-    assert res[512].meta["px_run"] < full.meta["px_run"]          # a packed field mosaic: little to skip
+    assert res[512].meta["px_run"] < full.meta["px_run"]  # a packed field mosaic: little to skip
     d, _ = _match(ref, got)
-    assert (d < 1.0).mean() >= 0.97                    # relative recall vs the full path
+    assert (d < 1.0).mean() >= 0.97  # relative recall vs the full path
     for ts in (256, 1024):
         other = res[ts].df[["centroid_y", "centroid_x"]].to_numpy()
         assert len(other) == len(got)
         d, _ = _match(other, got)
-        assert d.max() < 1e-3                           # seams exact
+        assert d.max() < 1e-3  # seams exact
 
 
 def test_bad_windows_value(det):

@@ -1,5 +1,6 @@
 """The N-cell differential (issue 16): first N cells in random / raster order, counted with the reviewed labels,
 beside the whole slide; recorded beside the results."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_random_order_is_a_seeded_sample_and_counts_match_celltable():
     t = _grid_table()
     d = differential(t, n=100, order="random", seed=3)
     assert d["counted"] == 100 and len(set(d["cell_ids"])) == 100
-    assert d == differential(t, n=100, order="random", seed=3)                   # reproducible
+    assert d == differential(t, n=100, order="random", seed=3)  # reproducible
     assert d["cell_ids"] != differential(t, n=100, order="random", seed=4)["cell_ids"]
     # the first 100 of the 200-cell differential are the 100-cell one (the same counting order)
     assert differential(t, n=200, order="random", seed=3)["cell_ids"][:100] == d["cell_ids"]
@@ -44,14 +45,14 @@ def test_random_order_is_a_seeded_sample_and_counts_match_celltable():
 def test_raster_order_reads_strips_left_to_right():
     from leukcore.differential import differential, pick_cells
 
-    t = _grid_table()                       # 20 x 20 cells, 50 um apart
-    rows = pick_cells(t, 30, "raster", strip_um=150.0)     # strips of 150 um = 300 px = 3 grid rows
+    t = _grid_table()  # 20 x 20 cells, 50 um apart
+    rows = pick_cells(t, 30, "raster", strip_um=150.0)  # strips of 150 um = 300 px = 3 grid rows
     y = t.df["centroid_y"].to_numpy()[rows]
     x = t.df["centroid_x"].to_numpy()[rows]
-    assert set(np.floor(y / 300)) == {0.0}                 # 30 cells all in the first strip (3 rows x 20)
-    assert (np.diff(x) >= 0).all()                         # left to right across the strip
+    assert set(np.floor(y / 300)) == {0.0}  # 30 cells all in the first strip (3 rows x 20)
+    assert (np.diff(x) >= 0).all()  # left to right across the strip
     d = differential(t, n=1000, order="raster")
-    assert d["counted"] == 400                             # fewer cells than asked: all of them
+    assert d["counted"] == 400  # fewer cells than asked: all of them
     with pytest.raises(ValueError, match="order"):
         differential(t, n=100, order="spiral")
     with pytest.raises(ValueError, match="n must be"):

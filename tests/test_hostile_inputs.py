@@ -7,6 +7,7 @@ Asserted: the exit status (0 only for valid inputs), exactly one stderr line nam
 problem, no traceback, no hang (timeouts), bounded memory (peak RSS of the children) and never a
 summary that says ``complete: true`` over pixels that are not in the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -155,15 +156,17 @@ def test_cli_info_check_in_process(cases, name, capsys):
 #: each child writes its own peak RSS (KiB) here at exit: RUSAGE_CHILDREN would be the peak of every
 #: child this pytest process ever reaped, other tests' included
 #: (VmHWM of the process's own memory map: ru_maxrss would carry over the forked parent's size across exec)
-_CHILD = ("import atexit, os, runpy, sys\n"
-          "def _hwm():\n"
-          "    for line in open('/proc/self/status'):\n"
-          "        if line.startswith('VmHWM:'):\n"
-          "            return line.split()[1]\n"
-          "    return '0'\n"
-          "atexit.register(lambda: open(os.environ['LEUK_TEST_RSS_FILE'], 'w').write(_hwm()))\n"
-          "sys.argv = ['leuk', *sys.argv[1:]]\n"
-          "runpy.run_module('leukcore', run_name='__main__')\n")
+_CHILD = (
+    "import atexit, os, runpy, sys\n"
+    "def _hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return line.split()[1]\n"
+    "    return '0'\n"
+    "atexit.register(lambda: open(os.environ['LEUK_TEST_RSS_FILE'], 'w').write(_hwm()))\n"
+    "sys.argv = ['leuk', *sys.argv[1:]]\n"
+    "runpy.run_module('leukcore', run_name='__main__')\n"
+)
 _PEAKS_KB: list = []
 
 
@@ -174,8 +177,15 @@ def _run(args, timeout=CLI_TIMEOUT):
         rss_file = os.path.join(td, "rss")
         env = dict(os.environ, PYTHONIOENCODING="utf-8", LEUK_DEVICE="cpu", LEUK_TEST_RSS_FILE=rss_file)
         try:
-            p = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True,
-                               timeout=timeout, env=env, encoding="utf-8", errors="replace")
+            p = subprocess.run(
+                [sys.executable, "-c", _CHILD, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                encoding="utf-8",
+                errors="replace",
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"leuk {' '.join(args)}: no answer within {timeout} s (hang)")
         if os.path.exists(rss_file):
@@ -189,8 +199,16 @@ def _children_peak_rss_mb() -> float:
     return max(_PEAKS_KB) / 1024.0
 
 
-FAST_SUBSET = ("fifo", "png_1x60000", "tiff_60k_cut_in_offset_table", "png_huge_declared", "tiff_width0",
-               "ome_mpp_40", "symlink_loop", "tiff_tile_bytecount0")
+FAST_SUBSET = (
+    "fifo",
+    "png_1x60000",
+    "tiff_60k_cut_in_offset_table",
+    "png_huge_declared",
+    "tiff_width0",
+    "ome_mpp_40",
+    "symlink_loop",
+    "tiff_tile_bytecount0",
+)
 
 
 @pytest.mark.timeout(300)
@@ -231,8 +249,18 @@ def test_cli_info_text_shows_warnings(cases):
 
 # ------------------------------------------------------------------ model commands (a few cases each)
 REFUSED_FIELDS = ("png_black", "png_white", "png_grey", "png_near_uniform", "png_noise", "png_one_pixel")
-BAD_FIELDS = ("png_1x60000", "png_60000x1", "png_huge_field", "png_huge_declared", "zero_byte_png",
-              "text_named_png", "fifo", "tiff_float_nan", "tiff_tile_bytecount0", "plain_directory")
+BAD_FIELDS = (
+    "png_1x60000",
+    "png_60000x1",
+    "png_huge_field",
+    "png_huge_declared",
+    "zero_byte_png",
+    "text_named_png",
+    "fifo",
+    "tiff_float_nan",
+    "tiff_tile_bytecount0",
+    "plain_directory",
+)
 
 
 @pytest.mark.slow
@@ -287,8 +315,10 @@ def test_cli_analyze_refuses_missing_pixels_by_default(cases, name, tmp_path):
 def test_cli_analyze_skip_missing_records_regions_and_is_never_complete(cases, tmp_path):
     c = cases["tiff_tile_bytecount0"]
     out_dir = tmp_path / "out"
-    rc, out, err = _run(["analyze", str(c.path), "-o", str(out_dir), "--quiet", "--device", "cpu",
-                         "--mpp", "0.1", "--skip-missing"], timeout=500)
+    rc, out, err = _run(
+        ["analyze", str(c.path), "-o", str(out_dir), "--quiet", "--device", "cpu", "--mpp", "0.1", "--skip-missing"],
+        timeout=500,
+    )
     assert rc == 3, err
     assert "Traceback" not in out + err
     s = json.loads((out_dir / "summary.json").read_text())

@@ -1,5 +1,6 @@
 """Unit tests of the integrity pieces behind the hostile-input suite: the skip policy and its records,
 the summary fields, the value-range rule, pixel-size plausibility and the letterbox (no max(H, W)^2)."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,15 @@ def rgb():
 
 def test_zarr_missing_chunk_skip_policy_records_box(tmp_path, rgb):
     p = tmp_path / "s.ome.zarr"
-    write_slide(p, np.tile(rgb, (2, 2, 1)), mpp=0.25, tile=128, format="ome-zarr", ngff_version="0.5",
-                options=WriteOptions(min_level_size=128))
+    write_slide(
+        p,
+        np.tile(rgb, (2, 2, 1)),
+        mpp=0.25,
+        tile=128,
+        format="ome-zarr",
+        ngff_version="0.5",
+        options=WriteOptions(min_level_size=128),
+    )
     chunk = sorted(f for f in (p / "0").rglob("*") if f.is_file() and f.name != "zarr.json")[5]
     os.unlink(chunk)
     s = open_slide(p)
@@ -77,11 +85,18 @@ def test_bytecount_zero_index_check_reads_no_pixels(tmp_path, rgb):
     assert s.info()["integrity"] == {"ok": False, "missing_tiles": 1, "missing": [s.missing[0]]}
 
 
-@pytest.mark.parametrize("dtype, vmax, scale, word", [
-    ("uint16", 4095, 4095.0, "12-bit"), ("uint16", 4096, None, None), ("uint16", 0, None, None),
-    ("float32", 1.0, None, None), ("float32", 200.0, 255.0, "0..255"), ("float32", 60000.0, 65535.0, "0..65535"),
-    ("uint8", 100, None, None),
-])
+@pytest.mark.parametrize(
+    "dtype, vmax, scale, word",
+    [
+        ("uint16", 4095, 4095.0, "12-bit"),
+        ("uint16", 4096, None, None),
+        ("uint16", 0, None, None),
+        ("float32", 1.0, None, None),
+        ("float32", 200.0, 255.0, "0..255"),
+        ("float32", 60000.0, 65535.0, "0..65535"),
+        ("uint8", 100, None, None),
+    ],
+)
 def test_value_range_rule(dtype, vmax, scale, word):
     s, w = value_range_rule(dtype, vmax)
     assert s == scale

@@ -1,4 +1,5 @@
 """``import leukcore`` stays light: no GUI toolkit ever, no torch on plain import, and it is fast."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ def test_plain_import_is_fast_and_light():
         out = _run(
             "import json, sys, time\n"
             "t = time.perf_counter(); import leukcore; dt = time.perf_counter() - t\n"
-            "print('@@' + json.dumps({'dt': dt, 'mods': sorted(sys.modules)}))")
+            "print('@@' + json.dumps({'dt': dt, 'mods': sorted(sys.modules)}))"
+        )
         best = out if best is None or out["dt"] < best["dt"] else best
     mods = set(best["mods"])
     assert "torch" not in mods and "dask" not in mods and "tifffile" not in mods
@@ -46,7 +48,8 @@ def test_no_submodule_imports_a_gui_toolkit():
         "        failed[n] = repr(e)\n"
         "import leukcore.testing.slides\n"
         "gui = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
-        "print('@@' + json.dumps({'names': names, 'failed': failed, 'gui': gui}))" % (GUI,))
+        "print('@@' + json.dumps({'names': names, 'failed': failed, 'gui': gui}))" % (GUI,)
+    )
     assert len(out["names"]) > 10
     assert out["failed"] == {}, out["failed"]
     assert out["gui"] == [], out["gui"]
@@ -58,7 +61,8 @@ def test_io_import_does_not_pull_models():
         "from leukcore.io import open_slide, write_slide\n"
         "import leukcore.sample\n"
         "print('@@' + json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules,"
-        " 'models': 'leukcore.models' in sys.modules}))")
+        " 'models': 'leukcore.models' in sys.modules}))"
+    )
     assert out == {"torch": False, "timm": False, "models": False}
 
 

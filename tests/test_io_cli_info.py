@@ -1,4 +1,5 @@
 """``leuk info``: text and JSON output, one-line errors with exit status 2."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ from leukcore.testing.slides import sample_field
 @pytest.fixture(scope="module")
 def slide_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("info") / "s.ome.tif"
-    write_slide(p, np.tile(sample_field(0, "bccd"), (2, 2, 1)), mpp=0.25, tile=256,
-                options=WriteOptions(attribution="MIT shenggan"))
+    write_slide(
+        p,
+        np.tile(sample_field(0, "bccd"), (2, 2, 1)),
+        mpp=0.25,
+        tile=256,
+        options=WriteOptions(attribution="MIT shenggan"),
+    )
     return p
 
 
@@ -55,15 +61,19 @@ def test_info_unknown_mpp(tmp_path, capsys):
     assert "unknown" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("make,problem", [
-    (lambda d: d / "missing.svs", "no such file"),
-    (lambda d: (d / "junk.tif").write_text("junk") and d / "junk.tif", "unknown image format"),
-    (lambda d: d, "is a directory"),
-])
+@pytest.mark.parametrize(
+    "make,problem",
+    [
+        (lambda d: d / "missing.svs", "no such file"),
+        (lambda d: (d / "junk.tif").write_text("junk") and d / "junk.tif", "unknown image format"),
+        (lambda d: d, "is a directory"),
+    ],
+)
 def test_info_errors_one_line_exit_2(tmp_path, make, problem):
     p = make(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "leukcore.cli", "info", str(p)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "leukcore.cli", "info", str(p)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr

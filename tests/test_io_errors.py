@@ -1,4 +1,5 @@
 """Bad input raises a SlideError subclass naming the file and the problem — never a bare traceback or a hang."""
+
 from __future__ import annotations
 
 import os
@@ -123,7 +124,7 @@ def test_corrupt_tile_raises_at_read_time(tmp_path):
         page = tif.pages[0]
         off, cnt = page.dataoffsets[5], page.databytecounts[5]
     raw = bytearray(p.read_bytes())
-    raw[off:off + cnt] = os.urandom(cnt)  # garbage inside one tile, file length intact
+    raw[off : off + cnt] = os.urandom(cnt)  # garbage inside one tile, file length intact
     p.write_bytes(bytes(raw))
     s = open_slide(p)  # metadata is fine: opening works
     ty, tx = divmod(5, -(-s.shape[1] // 256))
@@ -154,9 +155,11 @@ def test_truncated_jpeg_raises_at_read_time(tmp_path):
 def _png_header_only(path, w, h):
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_png_refused_before_decoding(tmp_path):
@@ -195,8 +198,14 @@ def test_decode_limit_applies_to_single_strip(tmp_path, monkeypatch):
 
 def test_five_channels_unsupported(tmp_path):
     p = tmp_path / "five.tif"
-    tifffile.imwrite(p, np.zeros((32, 32, 5), np.uint8), photometric="minisblack", planarconfig="contig",
-                     extrasamples=[0, 0, 0, 0], metadata=None)
+    tifffile.imwrite(
+        p,
+        np.zeros((32, 32, 5), np.uint8),
+        photometric="minisblack",
+        planarconfig="contig",
+        extrasamples=[0, 0, 0, 0],
+        metadata=None,
+    )
     with pytest.raises(UnsupportedLayoutError) as e:
         open_slide(p)
     _assert_names(e, p, "5 channels")
@@ -216,10 +225,18 @@ def test_zarr_z_stack_unsupported(tmp_path):
     p = tmp_path / "zs.zarr"
     g = zarr.open_group(str(p), mode="w", zarr_format=2)
     g.create_array("0", shape=(5, 3, 16, 16), dtype="uint8", chunks=(1, 3, 16, 16))
-    g.attrs["multiscales"] = [{"version": "0.4", "axes": [
-        {"name": "z", "type": "space"}, {"name": "c", "type": "channel"},
-        {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1, 1]}]}]}]
+    g.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [
+                {"name": "z", "type": "space"},
+                {"name": "c", "type": "channel"},
+                {"name": "y", "type": "space"},
+                {"name": "x", "type": "space"},
+            ],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1, 1]}]}],
+        }
+    ]
     with pytest.raises(UnsupportedLayoutError) as e:
         open_slide(p)
     _assert_names(e, p, "'z' has length 5")

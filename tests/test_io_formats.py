@@ -1,4 +1,5 @@
 """Every readable format passes the shared SlideConformance suite (real smear fields as content)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,8 @@ def _mosaic_ref(h=700, w=900):
     c = sample_field(0, "all4class")
     ref = np.full((h, w, 3), 240, np.uint8)
     ref[:480, :640] = a
-    ref[h - 224:, w - 224:] = c
-    ref[480:h, :min(640, w)] = b[:h - 480, :min(640, w)]
+    ref[h - 224 :, w - 224 :] = c
+    ref[480:h, : min(640, w)] = b[: h - 480, : min(640, w)]
     return ref
 
 
@@ -45,7 +46,7 @@ class TestOmeTiffZlib(SlideConformance):
         s, _ = self.make_slide(slide_dir)
         with s, tifffile.TiffFile(s.path) as tif:
             assert tif.is_ome and len(tif.series[0].levels) == s.n_levels > 1
-            assert s.downsamples == [1.0, 2.0, 4.0][:s.n_levels]
+            assert s.downsamples == [1.0, 2.0, 4.0][: s.n_levels]
             assert not s.metadata["computed_levels"]
 
 
@@ -56,8 +57,7 @@ class TestOmeTiffJpeg(SlideConformance):
     def make_slide(self, tmp_path):
         p = tmp_path / "s.ome.tiff"
         if not p.exists():
-            write_slide(p, ref(), mpp=0.5, tile=128, compression="jpeg",
-                        options=WriteOptions(quality=92))
+            write_slide(p, ref(), mpp=0.5, tile=128, compression="jpeg", options=WriteOptions(quality=92))
         return open_slide(p), ref()
 
 
@@ -107,12 +107,24 @@ class TestOmeZarrYXC(SlideConformance):
             g = zarr.open_group(str(p), mode="w", zarr_format=3)
             a = g.create_array("0", shape=ref().shape, chunks=(200, 300, 3), dtype="uint8")
             a[:] = ref()
-            g.attrs["ome"] = {"version": "0.5", "multiscales": [{
-                "axes": [{"name": "y", "type": "space", "unit": "nanometer"},
-                         {"name": "x", "type": "space", "unit": "nanometer"},
-                         {"name": "c", "type": "channel"}],
-                "datasets": [{"path": "0", "coordinateTransformations": [
-                    {"type": "scale", "scale": [200.0, 200.0, 1.0]}]}]}]}
+            g.attrs["ome"] = {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "axes": [
+                            {"name": "y", "type": "space", "unit": "nanometer"},
+                            {"name": "x", "type": "space", "unit": "nanometer"},
+                            {"name": "c", "type": "channel"},
+                        ],
+                        "datasets": [
+                            {
+                                "path": "0",
+                                "coordinateTransformations": [{"type": "scale", "scale": [200.0, 200.0, 1.0]}],
+                            }
+                        ],
+                    }
+                ],
+            }
         return open_slide(p), ref()
 
 
@@ -124,8 +136,9 @@ class TestPlainTiffStripped(SlideConformance):
     def make_slide(self, tmp_path):
         p = tmp_path / "plain.tif"
         if not p.exists():
-            tifffile.imwrite(p, ref(), photometric="rgb", rowsperstrip=64, resolution=(50000, 50000),
-                             resolutionunit="INCH")
+            tifffile.imwrite(
+                p, ref(), photometric="rgb", rowsperstrip=64, resolution=(50000, 50000), resolutionunit="INCH"
+            )
         return open_slide(p), ref()
 
 
@@ -138,14 +151,20 @@ class TestAperioLikeSvs(SlideConformance):
         p = tmp_path / "aperio.svs"
         if not p.exists():
             r = ref()
-            desc = ("Aperio Image Library v12.0.15 \r\n900x700 [0,0 900x700] (256x256) JPEG/RGB Q=70"
-                    "|AppMag = 40|MPP = 0.2527|Filename = test")
+            desc = (
+                "Aperio Image Library v12.0.15 \r\n900x700 [0,0 900x700] (256x256) JPEG/RGB Q=70"
+                "|AppMag = 40|MPP = 0.2527|Filename = test"
+            )
             kw = dict(photometric="rgb", compression="zlib", metadata=None)
             with tifffile.TiffWriter(p) as tw:  # baseline, thumbnail, 4x level (the SVS page order)
                 tw.write(r, tile=(256, 256), description=desc, **kw)
                 tw.write(r[::8, ::8].copy(), description="Aperio Image Library v12.0.15 \r\nthumbnail", **kw)
-                tw.write(r[::4, ::4].copy(), tile=(256, 256),
-                         description="Aperio Image Library v12.0.15 \r\n225x175 -> 225x175", **kw)
+                tw.write(
+                    r[::4, ::4].copy(),
+                    tile=(256, 256),
+                    description="Aperio Image Library v12.0.15 \r\n225x175 -> 225x175",
+                    **kw,
+                )
         return open_slide(p), ref()
 
     def test_vendor_and_levels(self, slide_dir):

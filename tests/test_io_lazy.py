@@ -1,4 +1,5 @@
 """Opening a big pyramid reads metadata only: RSS barely grows and only the tiles under a region are decoded."""
+
 from __future__ import annotations
 
 import json
@@ -43,10 +44,10 @@ print('@@' + json.dumps(dict(open_mb=(rss1 - rss0) / 2**20, read_mb=(rss2 - rss0
     out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("@@")][-1][2:])
     assert out["shape"] == [24000, 24000] and out["levels"] == 7
     assert out["reads_after_open"] == 0
-    assert out["reads_region"] == 1          # one windowed read of the level-0 store
-    assert out["open_mb"] < 60, out            # a decoded level 0 would be 1650 MB
+    assert out["reads_region"] == 1  # one windowed read of the level-0 store
+    assert out["open_mb"] < 60, out  # a decoded level 0 would be 1650 MB
     assert out["read_mb"] < 120, out
-    assert 50 < out["region_mean"] < 250       # real content, not fill value
+    assert 50 < out["region_mean"] < 250  # real content, not fill value
 
 
 def test_region_decodes_only_tiles_under_it(big):

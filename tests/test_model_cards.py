@@ -1,4 +1,5 @@
 """Shipped model cards carry no path of the machine that built them (issue 15)."""
+
 import re
 from pathlib import Path
 
@@ -10,8 +11,7 @@ MACHINE = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Za-z]:\\\\|site-pa
 
 @pytest.mark.parametrize("card", sorted(WEIGHTS.glob("*.yaml")), ids=lambda p: p.name)
 def test_card_has_no_machine_paths(card):
-    bad = [f"{i}: {line.strip()}" for i, line in enumerate(card.read_text().splitlines(), 1)
-           if MACHINE.search(line)]
+    bad = [f"{i}: {line.strip()}" for i, line in enumerate(card.read_text().splitlines(), 1) if MACHINE.search(line)]
     assert not bad, f"{card.name} records build-machine paths:\n" + "\n".join(bad)
 
 

@@ -1,5 +1,6 @@
 """estimate_mpp: the ScaleNet ruler on real bundled fields (and their rescales), the red-cell ruler on
 synthetic smears of known scale, and the reliability verdict on images with nothing to measure."""
+
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ def synthetic_smear(diam_px, shape=(400, 400), n=60, seed=0, wbc=True):
     """Pale-pink discs with pale centres on a bright background (+ a purple white cell)."""
     rng = np.random.default_rng(seed)
     img = np.full(shape + (3,), (245, 243, 246), np.uint8)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     r = diam_px / 2
     placed = []
     for _ in range(n * 20):
@@ -40,8 +41,11 @@ def _rescale(img, f):
     from PIL import Image
 
     h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((round(w * f), round(h * f)), Image.Resampling.BILINEAR,
-                                                  reducing_gap=2.0 if f < 1 else None))
+    return np.asarray(
+        Image.fromarray(img).resize(
+            (round(w * f), round(h * f)), Image.Resampling.BILINEAR, reducing_gap=2.0 if f < 1 else None
+        )
+    )
 
 
 def _fourclass_samples():
@@ -94,7 +98,7 @@ def test_nothing_to_measure_is_flagged_unreliable(kind):
     try:
         est = estimate_mpp(img)
     except MppError:
-        return                                  # refusing is also an acceptable answer
+        return  # refusing is also an acceptable answer
     assert est.reliable is False
     assert est.reason
 
@@ -138,7 +142,7 @@ def test_slide_input_uses_bounded_reads():
     from leukcore.io import Slide
 
     img = read_rgb(sorted(SAMPLE.glob("bccd/*.jpg"))[0])
-    slide = Slide.from_array(np.tile(img, (6, 6, 1)))       # 2880 x 3840 px
+    slide = Slide.from_array(np.tile(img, (6, 6, 1)))  # 2880 x 3840 px
     reads = []
 
     class Counting:
@@ -150,7 +154,7 @@ def test_slide_input_uses_bounded_reads():
             return slide.read_region(level, y, x, h, w)
 
     est = estimate_mpp(Counting(), max_regions=3)
-    assert 0 < len(reads) <= 3 and sum(reads) <= 3 * 1024 ** 2
+    assert 0 < len(reads) <= 3 and sum(reads) <= 3 * 1024**2
     assert est.mpp == pytest.approx(BCCD_MPP, rel=0.2)
 
 
@@ -193,14 +197,14 @@ def test_confident_red_cells_win_when_the_rulers_disagree(monkeypatch):
     """A smear unlike the network's training sources: many clean red cells overrule the network."""
     import leukcore.mpp_net as mn
 
-    img = read_rgb(SAMPLE / "all4class" / "Benign" / "WBC-Benign-300.jpg")    # ~49 clean red cells
+    img = read_rgb(SAMPLE / "all4class" / "Benign" / "WBC-Benign-300.jpg")  # ~49 clean red cells
     rbc = estimate_mpp(img, method="rbc")
     assert rbc.n_cells >= 15 and rbc.spread <= 0.2
     real = mn.scalenet_estimate
 
     def wrong(regions, net, **kw):
         out = dict(real(regions, net, **kw))
-        out["mpp"] = rbc.mpp * 2.0              # the network reads twice the pixel size
+        out["mpp"] = rbc.mpp * 2.0  # the network reads twice the pixel size
         return out
 
     monkeypatch.setattr(mn, "scalenet_estimate", wrong)
@@ -216,6 +220,6 @@ def test_mosaic_slide_of_fields_gets_the_red_cell_answer_when_the_network_is_uns
 
     files = _fourclass_samples()
     tiles = [read_rgb(f)[:220, :220] for f in files[:16]]
-    rows = [np.concatenate(tiles[i * 4:(i + 1) * 4], axis=1) for i in range(4)]
+    rows = [np.concatenate(tiles[i * 4 : (i + 1) * 4], axis=1) for i in range(4)]
     e = estimate_mpp(Slide.from_array(np.concatenate(rows, axis=0), mpp=None))
     assert abs(e.mpp / FOURCLASS_MPP - 1) <= 0.15, e

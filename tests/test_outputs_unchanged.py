@@ -16,6 +16,7 @@ intended change to an output with::
 
     .venv/bin/python tests/test_outputs_unchanged.py --record [CASE ...]
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,9 +74,13 @@ def fake_iter_detect(slide, detector, *, tile_size=512, region=None, progress=No
             cents.append((cy + y, cx + x))
             polys.append(c + [y, x])
         emit(progress, "detect", i + 1, len(tiles), cells=len(cents))
-        yield CellTable.from_detections(np.array(cents).reshape(-1, 2), polys,
-                                        np.full(len(cents), 0.9, np.float32), mpp=slide.mpp,
-                                        meta={"partial": False})
+        yield CellTable.from_detections(
+            np.array(cents).reshape(-1, 2),
+            polys,
+            np.full(len(cents), 0.9, np.float32),
+            mpp=slide.mpp,
+            meta={"partial": False},
+        )
 
 
 class FakeClassifier:
@@ -118,15 +123,16 @@ def _stable_summary(s: dict) -> dict:
         sl["path"] = Path(sl["path"]).name
     prov = s.get("provenance") or {}
     prov.pop("digest", None)
-    prov.pop("input", None)    # the input file's identity (a mosaic's TIFF bytes carry the time it was written)
+    prov.pop("input", None)  # the input file's identity (a mosaic's TIFF bytes carry the time it was written)
 
-    def _names(o):             # model cards by file name: where the checkout lies is not an output
+    def _names(o):  # model cards by file name: where the checkout lies is not an output
         if isinstance(o, dict):
             for k, v in o.items():
                 if k == "card_path" and isinstance(v, str):
                     o[k] = Path(v).name
                 else:
                     _names(v)
+
     _names(s)
     return s
 
@@ -153,8 +159,9 @@ def _run_fakes(slide, out: Path, **kw):
     saved = leukcore.detect.__dict__.get("iter_detect")
     leukcore.detect.iter_detect = fake_iter_detect
     try:
-        analyze_slide(slide, FakeDetector(), FakeClassifier(), device="cpu", tile_size=512, batch_size=4,
-                      out_dir=out, **kw)
+        analyze_slide(
+            slide, FakeDetector(), FakeClassifier(), device="cpu", tile_size=512, batch_size=4, out_dir=out, **kw
+        )
     finally:
         if saved is None:
             del leukcore.detect.iter_detect
@@ -200,16 +207,24 @@ def case_real_sample(out: Path) -> dict:
     return {m: load_card(m)["weights"]["sha256"] for m in ("wbc-stardist", "all-binary")}
 
 
-CASES = {"fakes-disks": case_fakes_disks, "fakes-sample": case_fakes_sample,
-         "fakes-mosaic": case_fakes_mosaic, "real-sample": case_real_sample}
+CASES = {
+    "fakes-disks": case_fakes_disks,
+    "fakes-sample": case_fakes_sample,
+    "fakes-mosaic": case_fakes_mosaic,
+    "real-sample": case_real_sample,
+}
 
 
 def run_case(name: str, tmp: Path) -> dict:
     out = tmp / name
     models = CASES[name](out)
     summary = _stable_summary(json.loads((out / "summary.json").read_text(encoding="utf-8")))
-    return {"versions": _versions(real=name.startswith("real")), "models": models, "files": folder_hashes(out),
-            "summary": summary}
+    return {
+        "versions": _versions(real=name.startswith("real")),
+        "models": models,
+        "files": folder_hashes(out),
+        "summary": summary,
+    }
 
 
 def _dict_diff(a, b, path="") -> list:
@@ -222,8 +237,9 @@ def _golden() -> dict:
     return json.loads(GOLDEN.read_text(encoding="utf-8")) if GOLDEN.is_file() else {}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n.startswith("real") else [])
-                                  for n in CASES])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n.startswith("real") else []) for n in CASES]
+)
 def test_outputs_byte_identical_to_recorded(name, tmp_path):
     rec = _golden().get(name)
     if rec is None:
@@ -238,10 +254,13 @@ def test_outputs_byte_identical_to_recorded(name, tmp_path):
     if got["versions"] != rec["versions"]:
         pytest.skip(f"recorded with {rec['versions']}, running {got['versions']}")
     diff = sorted(set(got["files"]) ^ set(rec["files"])) + sorted(
-        f for f in set(got["files"]) & set(rec["files"]) if got["files"][f] != rec["files"][f])
-    assert not diff, (f"{name}: output files differ from the recorded run: {diff}"
-                      + ("; summary: " + "; ".join(_dict_diff(rec.get("summary"), got["summary"]))[:3000]
-                         if "summary.json" in diff else ""))
+        f for f in set(got["files"]) & set(rec["files"]) if got["files"][f] != rec["files"][f]
+    )
+    assert not diff, f"{name}: output files differ from the recorded run: {diff}" + (
+        "; summary: " + "; ".join(_dict_diff(rec.get("summary"), got["summary"]))[:3000]
+        if "summary.json" in diff
+        else ""
+    )
 
 
 if __name__ == "__main__":  # --record [CASE ...]

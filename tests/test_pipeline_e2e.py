@@ -1,5 +1,6 @@
 """End to end with the REAL shipped detector (wbc-stardist) and classifier (all-binary, else all-4class) on a small
 real-content slide (a mosaic of bundled, redistributable real smear fields), through every output format."""
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ def test_finds_and_classifies_real_cells(run):
     expect = t.df["confidence"] < rt
     if bt is not None:
         expect |= t.df["label"].isin(_B) & (t.df["confidence"] < bt)
-    assert (t.df["review"] == expect).all()             # the card's review rule
+    assert (t.df["review"] == expect).all()  # the card's review rule
     # annotated BCCD white cells are found: most WBC boxes hold a detected centroid
     boxes = [b for f in mos.fields for b in f["wbc_boxes"]]
     cy, cx = t.df["centroid_y"].to_numpy(), t.df["centroid_x"].to_numpy()
@@ -115,8 +116,16 @@ def test_every_output_reads_back(run, small_slide):
     # parquet with pandas
     df = pd.read_parquet(out / "cells.parquet")
     assert len(df) == len(t) and list(df["cell_id"]) == list(range(1, len(t) + 1))
-    for c in ["centroid_y", "centroid_x", "centroid_y_um", "centroid_x_um", "polygon", "label", "confidence",
-              "review"] + t.prob_columns():
+    for c in [
+        "centroid_y",
+        "centroid_x",
+        "centroid_y_um",
+        "centroid_x_um",
+        "polygon",
+        "label",
+        "confidence",
+        "review",
+    ] + t.prob_columns():
         assert c in df.columns, c
     assert np.allclose(df["centroid_x_um"], df["centroid_x"] * 0.25)
     assert len(df["polygon"].iloc[0]) >= 3
@@ -175,8 +184,17 @@ def test_cancel_after_first_batch(small_slide, tmp_path):
         if ev.stage == "classify" and ev.done > 0:
             tok.cancel()
 
-    res = analyze_slide(small_slide[0], "wbc-stardist", _classifier(), device="cpu", batch_size=2,
-                        tile_size=256, progress=progress, cancel=tok, out_dir=tmp_path / "c")
+    res = analyze_slide(
+        small_slide[0],
+        "wbc-stardist",
+        _classifier(),
+        device="cpu",
+        batch_size=2,
+        tile_size=256,
+        progress=progress,
+        cancel=tok,
+        out_dir=tmp_path / "c",
+    )
     assert res.partial and res.summary["partial"] and not res.summary["complete"]
     assert len(res.table) >= 2 and res.table.is_classified
     assert not (tmp_path / "c" / "summary.json").exists()
@@ -187,8 +205,7 @@ def test_cli_analyze(small_slide, tmp_path, capsys):
     from leukcore.cli import main
 
     clf = _classifier()
-    rc = main(["analyze", str(small_slide[0]), "-o", str(tmp_path / "o"), "--device", "cpu", "--quiet",
-               "--model", clf])
+    rc = main(["analyze", str(small_slide[0]), "-o", str(tmp_path / "o"), "--device", "cpu", "--quiet", "--model", clf])
     assert rc == 0
     outp = capsys.readouterr().out
     assert "cells:" in outp and ("ALL" in outp if clf == "all-binary" else "Benign" in outp)

@@ -1,5 +1,6 @@
 """Pipeline plumbing with tiny contract-obeying fakes (fast): overlap queue, cancel, determinism,
 atomic outputs. The real detector + classifier run in tests/test_pipeline_e2e.py."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,13 @@ def fake_iter_detect(slide, detector, *, tile_size=512, region=None, progress=No
             cents.append((cy + y, cx + x))
             polys.append(c + [y, x])
         emit(progress, "detect", i + 1, len(tiles), cells=len(cents))
-        yield CellTable.from_detections(np.array(cents).reshape(-1, 2), polys, np.full(len(cents), 0.9, np.float32),
-                                        mpp=slide.mpp, meta={"partial": False})
+        yield CellTable.from_detections(
+            np.array(cents).reshape(-1, 2),
+            polys,
+            np.full(len(cents), 0.9, np.float32),
+            mpp=slide.mpp,
+            meta={"partial": False},
+        )
 
 
 class FakeClassifier:
@@ -106,7 +112,7 @@ def test_analyze_with_fakes_counts_and_outputs(fakes, slide, tmp_path):
     assert s["models"]["classifier"]["sha256"] == "1" * 64
     assert s["mpp"]["source"] == "user" and s["mpp"]["value"] == 0.5
     assert s["timings"]["detect_s"] > 0 and s["timings"]["efficiency"] is not None
-    assert clf.calls == 3          # 12 cells in fixed batches of 4
+    assert clf.calls == 3  # 12 cells in fixed batches of 4
     for f in ("cells.parquet", "cells.csv", "cells.geojson", "labels.ome.zarr", "overlay.png", "summary.json"):
         assert (tmp_path / "o" / f).exists(), f
     on_disk = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -135,8 +141,18 @@ def test_cancel_from_progress_gives_partial_and_no_outputs(fakes, slide, tmp_pat
         if ev.stage == "classify":
             tok.cancel()
 
-    res = analyze_slide(slide, det, clf, device="cpu", tile_size=256, batch_size=2, queue_size=1,
-                        progress=progress, cancel=tok, out_dir=tmp_path / "o")
+    res = analyze_slide(
+        slide,
+        det,
+        clf,
+        device="cpu",
+        tile_size=256,
+        batch_size=2,
+        queue_size=1,
+        progress=progress,
+        cancel=tok,
+        out_dir=tmp_path / "o",
+    )
     assert res.partial and res.summary["partial"]
     assert 0 < len(res.table) < 12
     assert not (tmp_path / "o" / "summary.json").exists()

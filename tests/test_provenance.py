@@ -2,6 +2,7 @@
 resume that redoes a slide when any of them changed (and says why), invalidation of an old summary before
 any work, and tamper-evident model cards (card sha256 + path recorded; a card without a weights sha256 is
 refused unless trusted)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ def test_input_fingerprint_small_file_whole_and_changes(tmp_path):
     a = P.input_fingerprint(f)
     assert a["kind"] == "file" and a["size"] == 1000 and a["method"] == "whole file"
     assert a["path"] == str(f.resolve())
-    f.write_bytes(b"x" * 999 + b"y")                 # same size, other content
-    os.utime(f, ns=(a["mtime_ns"], a["mtime_ns"]))   # and the same mtime: still caught
+    f.write_bytes(b"x" * 999 + b"y")  # same size, other content
+    os.utime(f, ns=(a["mtime_ns"], a["mtime_ns"]))  # and the same mtime: still caught
     b = P.input_fingerprint(f)
     assert P.compare(_block(a), _block(b)) == ["input changed: meta_sha256, sample_sha256"]
     assert P.input_fingerprint(None) is None
@@ -36,7 +37,7 @@ def test_input_fingerprint_large_file_is_bounded(tmp_path, monkeypatch):
     f = tmp_path / "big.tif"
     size = 64 << 20
     with open(f, "wb") as fh:
-        fh.truncate(size)                            # sparse: 64 MiB of zeros
+        fh.truncate(size)  # sparse: 64 MiB of zeros
     reads = []
     real_open = open
 
@@ -61,7 +62,7 @@ def test_input_fingerprint_large_file_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", lambda *a, **k: Counting(real_open(*a, **k)))
     a = P.input_fingerprint(f)
     monkeypatch.undo()
-    assert sum(reads) <= (2 << 20) + 16 * 64 * 1024 + 65536      # + the TIFF sniff
+    assert sum(reads) <= (2 << 20) + 16 * 64 * 1024 + 65536  # + the TIFF sniff
     assert a["size"] == size and "16 x 64 KiB" in a["method"]
     # flip a byte inside the middle sampled block (block 8 of 16)
     off = int(round(8 * (size - 65536) / 15)) + 100
@@ -97,10 +98,22 @@ def _block(input_fp, settings=None, det=None, clf=None):
 
 def test_compare_names_every_difference():
     inp = {"path": "/a.tif", "kind": "file", "size": 1, "mtime_ns": 1, "meta_sha256": "m", "sample_sha256": "s"}
-    det = {"name": "wbc-stardist", "version": 3, "card_sha256": "c", "sha256": "w", "origin": "shipped",
-           "card_path": "/site/a/wbc-stardist.yaml"}
-    clf = {"name": "all-binary", "version": 2, "card_sha256": "c2", "sha256": "w2", "origin": "shipped",
-           "card_path": "/site/a/all-binary.yaml"}
+    det = {
+        "name": "wbc-stardist",
+        "version": 3,
+        "card_sha256": "c",
+        "sha256": "w",
+        "origin": "shipped",
+        "card_path": "/site/a/wbc-stardist.yaml",
+    }
+    clf = {
+        "name": "all-binary",
+        "version": 2,
+        "card_sha256": "c2",
+        "sha256": "w2",
+        "origin": "shipped",
+        "card_path": "/site/a/all-binary.yaml",
+    }
     a = _block(inp, P.analysis_settings(), det, clf)
     assert P.compare(a, _block(inp, P.analysis_settings(), det, clf)) == []
     # a shipped card installed elsewhere (another worker machine) is the same card
@@ -108,8 +121,12 @@ def test_compare_names_every_difference():
     assert P.compare(a, _block(inp, P.analysis_settings(), moved, clf)) == []
     b = _block(inp, P.analysis_settings(mpp=0.5), det, {**clf, "name": "all-4class"})
     assert P.compare(a, b) == ["settings changed: model, mpp"]
-    c = _block({**inp, "size": 2, "mtime_ns": 5}, P.analysis_settings(), det,
-               {**clf, "card_sha256": "X", "origin": "user", "card_path": "/mine/all-binary.yaml"})
+    c = _block(
+        {**inp, "size": 2, "mtime_ns": 5},
+        P.analysis_settings(),
+        det,
+        {**clf, "card_sha256": "X", "origin": "user", "card_path": "/mine/all-binary.yaml"},
+    )
     r = P.compare(a, c)
     assert r[0] == "input changed: size, mtime_ns"
     assert r[1].startswith("classifier changed: card sha256, card path") and "/mine/all-binary.yaml" in r[1]
@@ -121,8 +138,9 @@ def test_compare_names_every_difference():
 def _tiny_model(tmp_path, name="m", classes=("a", "b")):
     import torch
 
-    return save_model({"w": torch.ones(3)}, {"task": "classification", "version": 1, "classes": list(classes)},
-                      tmp_path, name)
+    return save_model(
+        {"w": torch.ones(3)}, {"task": "classification", "version": 1, "classes": list(classes)}, tmp_path, name
+    )
 
 
 def test_card_hash_and_unverified_refused(tmp_path):
@@ -142,7 +160,7 @@ def test_card_hash_and_unverified_refused(tmp_path):
     c2 = load_card(cpath, trust_unverified=True)
     load_state_dict(c2)
     rec = P.model_record(c2)
-    assert rec["weights_verified"] is False and rec["sha256"] == c["weights"]["sha256"]   # hash of the file read
+    assert rec["weights_verified"] is False and rec["sha256"] == c["weights"]["sha256"]  # hash of the file read
     assert rec["card_sha256"] != c["_card_sha256"] and rec["origin"] == "user"
 
 
@@ -161,14 +179,30 @@ def test_unverified_card_refused_by_cli_and_batch(tmp_path, capsys):
     card.write_text(yaml.safe_dump(d, sort_keys=False))
     from leukcore.sample import bundled_fields
 
-    crop = Path(bundled_fields()[0].path)            # a real smear field, taken as one cell (--kind cell)
+    crop = Path(bundled_fields()[0].path)  # a real smear field, taken as one cell (--kind cell)
     assert main(["classify", str(crop), "--model", str(card), "--kind", "cell"]) == 2
     assert "no sha256" in capsys.readouterr().err
-    assert main(["classify", str(crop), "--model", str(card), "--kind", "cell", "--trust-unverified",
-                 "--json", "--backend", "torch"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(crop),
+                "--model",
+                str(card),
+                "--kind",
+                "cell",
+                "--trust-unverified",
+                "--json",
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["label"] in ("ALL", "normal")
-    assert main(["analyze", str(crop), "-o", str(tmp_path / "o"), "--model", str(card), "--quiet",
-                 "--mpp", "0.25"]) == 2
+    assert (
+        main(["analyze", str(crop), "-o", str(tmp_path / "o"), "--model", str(card), "--quiet", "--mpp", "0.25"]) == 2
+    )
     assert "no sha256" in capsys.readouterr().err
     with pytest.raises(ModelError, match="no sha256"):
         run_batch([crop], tmp_path / "b", classifier=str(card))
@@ -244,8 +278,9 @@ def test_failed_or_cancelled_run_never_leaves_old_summary(fakes, slide_file, tmp
     from leukcore.batch import process_slide
 
     analyze_slide(slide_file, det, clf, device="cpu", tile_size=256, out_dir=out)
-    row = process_slide(str(tmp_path / "missing.ome.tif"), str(out), {"detector": det, "classifier": clf,
-                                                                       "device": "cpu"})
+    row = process_slide(
+        str(tmp_path / "missing.ome.tif"), str(out), {"detector": det, "classifier": clf, "device": "cpu"}
+    )
     assert row["status"] == "error" and not (out / "summary.json").exists()
 
 
@@ -387,20 +422,22 @@ def test_swapped_card_on_model_path_changes_the_summary(tmp_path, monkeypatch):
     b = analyze_slide(slide, "wbc-stardist", "all-binary", out_dir=tmp_path / "b", **kw)
     mb = b.summary["models"]["classifier"]
     assert mb["card_path"] == str((user / "all-binary.yaml").resolve()) and mb["origin"] == "user"
-    assert mb["card_sha256"] != ma["card_sha256"] and mb["sha256"] == ma["sha256"]   # same weights, other card
+    assert mb["card_sha256"] != ma["card_sha256"] and mb["sha256"] == ma["sha256"]  # same weights, other card
     assert mb["classes"] == list(reversed(ma["classes"]))
     assert a.summary["provenance"]["digest"] != b.summary["provenance"]["digest"]
     n = a.summary["cells"]
-    assert b.summary["cells"] == n and b.summary["counts"] == {k: n - v for k, v in a.summary["counts"].items()} \
-        or n == 0
+    assert (
+        b.summary["cells"] == n and b.summary["counts"] == {k: n - v for k, v in a.summary["counts"].items()} or n == 0
+    )
     # batch resume on the folder written with the shipped card: redone, with the reason
     settings = P.analysis_settings(mpp=0.25, device="cpu")
-    skip, why = resume_decision(Path(slide), tmp_path / "a", settings,
-                                current_models("wbc-stardist", "all-binary"))
+    skip, why = resume_decision(Path(slide), tmp_path / "a", settings, current_models("wbc-stardist", "all-binary"))
     assert not skip and why.startswith("redo (classifier changed: card sha256, card path")
     monkeypatch.delenv(MODEL_PATH_ENV)
-    assert resume_decision(Path(slide), tmp_path / "a", settings, current_models("wbc-stardist", "all-binary")) \
-        == (True, "skipped (complete)")
+    assert resume_decision(Path(slide), tmp_path / "a", settings, current_models("wbc-stardist", "all-binary")) == (
+        True,
+        "skipped (complete)",
+    )
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ How each block is checked:
 * the Python snippet runs in a fresh interpreter of the venv;
 * the napari menu names are the ones napari builds from ``src/napari_leuk/napari.yaml``.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,8 +97,9 @@ def leuk_commands() -> list[list[str]]:
 def _env() -> dict:
     """The environment of a fresh shell: no active venv, the venv's bin not on PATH."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not Path(p).resolve().is_relative_to(VENV.resolve()))
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and not Path(p).resolve().is_relative_to(VENV.resolve())
+    )
     env["COLUMNS"] = "120"
     return env
 
@@ -113,10 +115,12 @@ def _scratch(tmp_path: Path) -> Path:
 
 
 def _bash(script: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=_env(), capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, f"exit {r.returncode}\n--- script\n{script}\n--- stdout\n{r.stdout[-4000:]}" \
-                              f"\n--- stderr\n{r.stderr[-4000:]}"
+    r = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert r.returncode == 0, (
+        f"exit {r.returncode}\n--- script\n{script}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
+    )
     return r
 
 
@@ -127,8 +131,19 @@ def test_every_leuk_command_parses():
 
     cmds = leuk_commands()
     seen = {c[1] for c in cmds}
-    assert {"demo", "info", "analyze", "batch", "detect", "classify", "explain", "models", "train", "eval",
-            "serve"} <= seen, seen
+    assert {
+        "demo",
+        "info",
+        "analyze",
+        "batch",
+        "detect",
+        "classify",
+        "explain",
+        "models",
+        "train",
+        "eval",
+        "serve",
+    } <= seen, seen
     for c in cmds:
         try:
             build_parser().parse_args(c[1:])
@@ -138,8 +153,11 @@ def test_every_leuk_command_parses():
 
 def test_quick_start_install_and_test_commands():
     qs = bash_blocks("Quick start")
-    assert commands(qs[0]) == [["python3", "-m", "venv", ".venv"], [".venv/bin/pip", "install", "."],
-                               [".venv/bin/leuk", "demo"]]
+    assert commands(qs[0]) == [
+        ["python3", "-m", "venv", ".venv"],
+        [".venv/bin/pip", "install", "."],
+        [".venv/bin/leuk", "demo"],
+    ]
     assert commands(qs[1]) == [["bash", "tools/test.sh"]]
     assert "bash tools/test.sh" in (ROOT / ".ci" / "run").read_text()
 
@@ -184,10 +202,10 @@ def test_napari_menu_names_are_real():
     man = yaml.safe_load((ROOT / "src" / "napari_leuk" / "napari.yaml").read_text())
     try:
         from napari.plugins import menu_item_template
-    except Exception:                     # napari not installed: its template since 0.4.19 / 0.5
+    except Exception:  # napari not installed: its template since 0.4.19 / 0.5
         menu_item_template = "{1} ({0})"
     contrib = man["contributions"]
-    assert len(contrib["sample_data"]) == 1 and len(contrib["widgets"]) == 1   # one item: no submenu
+    assert len(contrib["sample_data"]) == 1 and len(contrib["widgets"]) == 1  # one item: no submenu
     sample = menu_item_template.format(man["display_name"], contrib["sample_data"][0]["display_name"])
     widget = menu_item_template.format(man["display_name"], contrib["widgets"][0]["display_name"])
     text = " ".join(section("Using it").split())
@@ -205,7 +223,7 @@ def test_readme_documents_install_size_gpu_data_and_troubleshooting():
     from leukcore.detect.data import default_data_dir
     from leukcore.train.datasets import data_root
 
-    assert data_root() == default_data_dir()                      # one rule, the one the README states
+    assert data_root() == default_data_dir()  # one rule, the one the README states
     assert "../shared/data" in data
     assert "command not found" in section("Troubleshooting")
 
@@ -232,7 +250,7 @@ def test_quick_start_demo_runs_as_written(tmp_path):
     from leukcore.sample import sample_slide_path
 
     qs = bash_blocks("Quick start")[0].strip()
-    if os.environ.get("LEUK_README_INSTALL") == "1":     # the whole line, on a fresh copy of the checkout
+    if os.environ.get("LEUK_README_INSTALL") == "1":  # the whole line, on a fresh copy of the checkout
         work = tmp_path / "fresh"
         files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
         for rel in filter(None, files.decode().split("\0")):
@@ -249,7 +267,7 @@ def test_quick_start_demo_runs_as_written(tmp_path):
     s = json.loads((work / "leuk-demo" / "summary.json").read_text())
     assert s["complete"] and (work / "leuk-demo" / "overlay.png").stat().st_size > 1000
     assert 150 <= s["cells"] <= 260, "the README says the demo finds about 200 white cells"
-    assert f"cells: {s['cells']}" in r.stdout and "leuk-demo/overlay.png" in r.stdout   # the demo points at it
+    assert f"cells: {s['cells']}" in r.stdout and "leuk-demo/overlay.png" in r.stdout  # the demo points at it
     # the docs name the sample file leuk demo really uses
     name = Path(sample_slide_path()).name
     for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
@@ -266,15 +284,15 @@ def test_using_it_block_runs_as_written(tmp_path):
 
     work = _scratch(tmp_path)
     r = _bash(bash_blocks("Using it")[0], work, timeout=2200)
-    assert "ome-tiff" in r.stdout                                    # leuk info
-    s = json.loads((work / "out" / "summary.json").read_text())       # leuk analyze
+    assert "ome-tiff" in r.stdout  # leuk info
+    s = json.loads((work / "out" / "summary.json").read_text())  # leuk analyze
     assert s["complete"] and s["models"]["classifier"]["name"] == "all-4class"
-    df = pd.read_csv(work / "results" / "batch_summary.csv")          # leuk batch
+    df = pd.read_csv(work / "results" / "batch_summary.csv")  # leuk batch
     assert list(df["status"]) == ["done"] and df["cells"].item() == s["cells"]
-    assert (work / "det" / "cells.csv").exists()                      # leuk detect
-    assert '"label"' in r.stdout                                     # leuk classify --json
-    assert list((work / "gradcam").glob("*.png"))                     # leuk explain
-    assert "wbc-stardist" in r.stdout                                # leuk models
+    assert (work / "det" / "cells.csv").exists()  # leuk detect
+    assert '"label"' in r.stdout  # leuk classify --json
+    assert list((work / "gradcam").glob("*.png"))  # leuk explain
+    assert "wbc-stardist" in r.stdout  # leuk models
 
 
 def _port_free(port: int) -> bool:
@@ -298,8 +316,14 @@ def test_serve_runs_as_written(tmp_path):
     if not _port_free(port):
         pytest.skip(f"port {port} is taken on this machine")
     work = _scratch(tmp_path)
-    p = subprocess.Popen(["bash", "-c", f"source .venv/bin/activate && exec {shlex.join(serve)}"], cwd=work,
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && exec {shlex.join(serve)}"],
+        cwd=work,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -325,7 +349,13 @@ def test_python_snippet_runs_as_written(tmp_path):
     code = [c for lang, c in blocks(section("Using it")) if lang == "python"]
     assert len(code) == 1
     work = _scratch(tmp_path)
-    r = subprocess.run([str(VENV / "bin" / "python"), "-c", code[0]], cwd=work, env=_env(), capture_output=True,
-                       text=True, timeout=1500)
+    r = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", code[0]],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "cell_id" in r.stdout and re.search(r"\{'ALL': \d+, 'normal': \d+\}", r.stdout), r.stdout[-2000:]

@@ -43,9 +43,9 @@ def test_user_model_folder_by_name(tmp_path, monkeypatch, capsys):
         load_card("my-model")
     monkeypatch.setenv(MODEL_PATH_ENV, str(tmp_path))
     assert load_card("my-model")["version"] == 7
-    assert load_card("wbc-stardist")["version"] == 9                      # user folder first
+    assert load_card("wbc-stardist")["version"] == 9  # user folder first
     assert "my-model" in list_models("classification") and "notes" not in list_models()
     assert list_models("detection").count("wbc-stardist") == 1
-    assert "all-4class" in list_models("classification")                 # shipped ones still there
+    assert "all-4class" in list_models("classification")  # shipped ones still there
     assert main(["models", "--task", "classification"]) == 0
     assert str(tmp_path / "my-model.yaml") in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The sign-off report (issue 16): ``write_report`` / ``leuk report`` on any results folder (reviewed or not,
 detection only, partial, slide gone), counts model vs reviewed, thumbnails, warnings, sign-off and its hash
 check, the recorded differential; the page is self-contained.  The browser check is tests/test_report_browser.py."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,12 @@ def test_report_of_unreviewed_results(results):
     conf = table.confident_counts()
     for c, n in conf.items():
         row = re.search(rf'<tr data-class="{c}">(.*?)</tr>', html, re.S).group(1)
-        assert re.findall(r"<td[^>]*>([^<]*)</td>", row)[0:4] == [str(n), f"{100 * n / len(table):.1f} %",
-                                                                   str(n), f"{100 * n / len(table):.1f} %"]
+        assert re.findall(r"<td[^>]*>([^<]*)</td>", row)[0:4] == [
+            str(n),
+            f"{100 * n / len(table):.1f} %",
+            str(n),
+            f"{100 * n / len(table):.1f} %",
+        ]
     nrev = int(table.df["review"].sum())
     assert re.search(rf'<tr data-class="review">.*?<td>{nrev}</td>', html, re.S)
     assert f'data-value="{summary["blast_percent"]}"' in html
@@ -69,8 +74,7 @@ def test_report_of_unreviewed_results(results):
     assert html.count('class="thumb"') == len(blasts) + nrev
     assert "data:image/jpeg;base64," in html
     # models with version and weights hash
-    assert re.search(r'<tr data-role="classifier"><td>classifier</td><td>fake-clf</td><td>2</td><td><code>1{64}',
-                     html)
+    assert re.search(r'<tr data-role="classifier"><td>classifier</td><td>fake-clf</td><td>2</td><td><code>1{64}', html)
     assert "not reviewed: every number is the model" in html
 
 
@@ -104,7 +108,7 @@ def test_reviewed_signed_then_changed(results):
     assert set(_thumb_ids(html, "review")) == set(reviewed.df.loc[reviewed.df["review"], "cell_id"])
     assert ids[5] in _thumb_ids(html, "review") and ids[0] not in _thumb_ids(html, "blast")
 
-    c.undo()                                     # a change after the sign-off voids it
+    c.undo()  # a change after the sign-off voids it
     st = signoff_state(results)
     assert not st["valid"] and "corrections changed" in st["reason"]
     html = write_report(results).read_text()
@@ -119,8 +123,15 @@ def test_warnings(results):
     s = json.loads((results / "summary.json").read_text())
     s["partial"] = True
     s["complete"] = False
-    s["mpp"] = {"value": 0.25, "source": "estimated", "spread": 0.3, "n_cells": 12, "method": "scalenet",
-                "reliable": False, "reason": "rulers disagree"}
+    s["mpp"] = {
+        "value": 0.25,
+        "source": "estimated",
+        "spread": 0.3,
+        "n_cells": 12,
+        "method": "scalenet",
+        "reliable": False,
+        "reason": "rulers disagree",
+    }
     s["warnings"] = ["level 2: 3 tiles missing"]
     s["missing"] = {"count": 3, "boxes": [], "skipped": True}
     (results / "summary.json").write_text(json.dumps(s))
@@ -133,6 +144,7 @@ def test_warnings(results):
     assert "many cells left for review" not in w
     # many review cells: the reviewer leaves half the cells unidentified
     from leukcore.corrections import Corrections
+
     c = Corrections.open(results, reviewer="amy")
     c.set(c.table.df["cell_id"].tolist()[: len(c.table) // 2 + 1], "review")
     assert any("many cells left for review" in x for x in report_data(results, thumbnails=False)["warnings"])
@@ -158,8 +170,9 @@ def test_detection_only_folder(tmp_path):
     from leukcore.report import write_report
 
     polys = [np.array([[0, 0], [0, 4], [4, 4], [4, 0]], np.float32) + 10 * i for i in range(3)]
-    t = CellTable.from_detections(np.array([[2 + 10 * i, 2 + 10 * i] for i in range(3)], float), polys,
-                                  np.ones(3, np.float32), mpp=0.5)
+    t = CellTable.from_detections(
+        np.array([[2 + 10 * i, 2 + 10 * i] for i in range(3)], float), polys, np.ones(3, np.float32), mpp=0.5
+    )
     (tmp_path / "det").mkdir()
     t.to_parquet(tmp_path / "det" / "cells.parquet")
     html = write_report(tmp_path / "det").read_text()
@@ -173,8 +186,26 @@ def test_cli_report_with_differential_and_sign(results, capsys):
     assert main(["report", str(results), "--sign"]) == 2
     assert "--sign needs --reviewer" in capsys.readouterr().err
     out = results / "r.html"
-    assert main(["report", str(results), "-o", str(out), "--differential", "20", "--order", "raster",
-                 "--reviewer", "amy", "--sign", "--max-thumbnails", "5"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(results),
+                "-o",
+                str(out),
+                "--differential",
+                "20",
+                "--order",
+                "raster",
+                "--reviewer",
+                "amy",
+                "--sign",
+                "--max-thumbnails",
+                "5",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "20-cell differential (raster)" in printed and f"report: {out}" in printed
     rec = read_differential(results)

@@ -5,6 +5,7 @@ opened from disk and checked by content (title, status, counts per class, blast 
 thumbnails and that each one decoded, the differential) and it requests nothing beyond its own file; then
 it prints to PDF with ``leuk report --pdf``.  Needs the Debian ``chromium`` package.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -57,11 +58,15 @@ def test_report_renders_in_chromium(reviewed, chromium, tmp_path):
         title = dt.eval("document.title")
         status = dt.eval("document.getElementById('status').dataset.state")
         status_text = dt.eval("document.getElementById('status').textContent")
-        counts = dt.eval("Object.fromEntries(Array.from(document.querySelectorAll('#counts tr[data-class]'))"
-                         ".map(r => [r.dataset.class, Array.from(r.cells).map(c => c.textContent.trim())]))")
+        counts = dt.eval(
+            "Object.fromEntries(Array.from(document.querySelectorAll('#counts tr[data-class]'))"
+            ".map(r => [r.dataset.class, Array.from(r.cells).map(c => c.textContent.trim())]))"
+        )
         blast = dt.eval("document.getElementById('blast-reviewed').dataset.value")
-        thumbs = dt.eval("Array.from(document.querySelectorAll('img.thumb')).map(i => "
-                         "[i.closest('.gallery').dataset.kind, +i.dataset.cell, i.naturalWidth, i.naturalHeight])")
+        thumbs = dt.eval(
+            "Array.from(document.querySelectorAll('img.thumb')).map(i => "
+            "[i.closest('.gallery').dataset.kind, +i.dataset.cell, i.naturalWidth, i.naturalHeight])"
+        )
         diff_n = dt.eval("document.getElementById('differential').dataset.n")
         models = dt.eval("Array.from(document.querySelectorAll('#models tr[data-role]')).map(r => r.dataset.role)")
         dt.screenshot(tmp_path / "report.png")
@@ -80,13 +85,17 @@ def test_report_renders_in_chromium(reviewed, chromium, tmp_path):
     assert {t[1] for t in thumbs if t[0] == "blast"} == want_blast
     assert {t[1] for t in thumbs if t[0] == "review"} == want_review
     assert len(thumbs) == len(want_blast) + len(want_review)
-    assert all(t[2] == 96 and t[3] == 96 for t in thumbs)                  # every thumbnail decoded
+    assert all(t[2] == 96 and t[3] == 96 for t in thumbs)  # every thumbnail decoded
     assert diff_n == "50" and models == ["detector", "classifier"]
     urls = [e["params"]["request"]["url"] for e in dt.events if e.get("method") == "Network.requestWillBeSent"]
-    assert [u for u in urls if not u.startswith("data:")] == [url]         # nothing but the page itself
-    problems = [e for e in dt.events if e.get("method") == "Runtime.exceptionThrown"
-                or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
-    assert not problems, problems                                          # no CSP violation
+    assert [u for u in urls if not u.startswith("data:")] == [url]  # nothing but the page itself
+    problems = [
+        e
+        for e in dt.events
+        if e.get("method") == "Runtime.exceptionThrown"
+        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+    ]
+    assert not problems, problems  # no CSP violation
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 

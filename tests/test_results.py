@@ -1,4 +1,5 @@
 """The per-cell table: construction, classification, counts and round trips."""
+
 import json
 
 import numpy as np
@@ -130,7 +131,8 @@ def test_polygon_area_and_colors():
 
 def test_blast_threshold_sends_unsure_blasts_to_review():
     t = _table()
-    t.set_classification(np.array([[0.8, 0.2], [0.95, 0.05], [0.3, 0.7]]), ["ALL", "normal"],
-                         review_threshold=0.6, blast_threshold=0.9)
+    t.set_classification(
+        np.array([[0.8, 0.2], [0.95, 0.05], [0.3, 0.7]]), ["ALL", "normal"], review_threshold=0.6, blast_threshold=0.9
+    )
     assert list(t.df.review) == [True, False, False]
     assert t.summary()["blast_percent"] == 50.0 and t.meta["blast_threshold"] == 0.9

@@ -1,4 +1,5 @@
 """The bundled sample slide and the real-field mosaic builder."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,14 @@ def test_one_physical_pixel_size(tmp_path):
 
     bccd = [f for f in sample.bundled_fields() if f.source == "bccd"][:1]
     four = [f for f in sample.bundled_fields() if f.label == "Benign"][:1]
-    m = sample.build_mosaic(bccd + four, tmp_path / "m.ome.tif", grid=(1, 2), mpp=0.5, shuffle=None,
-                            options=sample.MosaicOptions(compression="zlib"))
+    m = sample.build_mosaic(
+        bccd + four,
+        tmp_path / "m.ome.tif",
+        grid=(1, 2),
+        mpp=0.5,
+        shuffle=None,
+        options=sample.MosaicOptions(compression="zlib"),
+    )
     a, b = m.fields
     assert a["scale"] == pytest.approx(sample.BCCD_MPP / 0.5)
     assert b["scale"] == pytest.approx(sample.FOURCLASS_MPP["Benign"] / 0.5)
@@ -96,8 +103,15 @@ def test_mosaic_is_lazy_and_repeats_fields(tmp_path):
         blk = img[:512, :512].compute()
         assert len(arr_calls) == 1 and arr_calls[0][0] == fields[0]
         assert (blk[200:, 200:] == 240).all()
-    m = sample.build_mosaic(fields, tmp_path / "r.ome.tif", grid=(2, 3), field_scale=0.5, mpp=1.0,
-                            options=sample.MosaicOptions(compression="zlib"), shuffle=None)
+    m = sample.build_mosaic(
+        fields,
+        tmp_path / "r.ome.tif",
+        grid=(2, 3),
+        field_scale=0.5,
+        mpp=1.0,
+        options=sample.MosaicOptions(compression="zlib"),
+        shuffle=None,
+    )
     assert [f["file"] for f in m.fields] == [os.path.basename(p) for p in fields] * 2
     assert json.loads(Path(str(m.path) + ".layout.json").read_text())["grid"] == [2, 3]
 
@@ -118,8 +132,10 @@ def test_mosaic_bad_input(tmp_path):
 
 def test_mosaic_from_shared_data(tmp_path):
     root = sample.data_root()
-    files = sorted((root / "all4class" / "Original" / "Pre").glob("*.jpg"))[:4] + \
-        sorted((root / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))[:2]
+    files = (
+        sorted((root / "all4class" / "Original" / "Pre").glob("*.jpg"))[:4]
+        + sorted((root / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))[:2]
+    )
     if len(files) < 6:
         pytest.skip(f"real data not found under {root} (set LEUK_DATA)")
     m = sample.build_mosaic(files, tmp_path / "shared.ome.tif", grid=(3, 4), mpp=0.25)

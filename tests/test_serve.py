@@ -4,6 +4,7 @@ A fake predictor stands in for the model wherever the model's cost does not matt
 the shipped all-4class model on a bundled field.  Resource tests measure this process's peak RSS
 (the server runs in it) and the latency of ``/health`` under load.
 """
+
 import json
 import socket
 import subprocess
@@ -44,18 +45,27 @@ def server():
 
 
 def _multipart(data: bytes, boundary="XyZ", name="file"):
-    return ((f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"a.png\"\r\n"
-             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode(),
-            f"multipart/form-data; boundary={boundary}")
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 # --------------------------------------------------------------------------- packaging
 
+
 def test_import_leukcore_does_not_import_the_web_stack():
-    code = ("import sys, leukcore, leukcore.serve\n"
-            "from leukcore.cli import build_parser; build_parser()\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('fastapi', 'starlette', 'uvicorn', 'python_multipart', 'h11')))")
+    code = (
+        "import sys, leukcore, leukcore.serve\n"
+        "from leukcore.cli import build_parser; build_parser()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'starlette', 'uvicorn', 'python_multipart', 'h11')))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
@@ -64,7 +74,7 @@ def test_import_leukcore_does_not_import_the_web_stack():
 def test_leuk_serve_without_the_extra_says_how_to_install(monkeypatch, capsys):
     from leukcore.cli import main
 
-    monkeypatch.setitem(sys.modules, "fastapi", None)     # import fastapi -> ImportError
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ImportError
     assert main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -72,6 +82,7 @@ def test_leuk_serve_without_the_extra_says_how_to_install(monkeypatch, capsys):
 
 
 # --------------------------------------------------------------------------- API
+
 
 def test_page_loads_and_is_self_contained(server):
     srv, _ = server
@@ -83,7 +94,7 @@ def test_page_loads_and_is_self_contained(server):
     assert '<form id="f">' in page and 'id="file"' in page and 'id="out"' in page
     assert '<option value="all-binary" selected>all-binary</option>' in page
     assert "all-4class" in page
-    assert "http://" not in page and "https://" not in page      # no CDN: works offline
+    assert "http://" not in page and "https://" not in page  # no CDN: works offline
     assert "script-src 'sha256-" in h["content-security-policy"]
     assert h["x-content-type-options"] == "nosniff"
 
@@ -147,19 +158,25 @@ def test_unexpected_errors_leak_no_internals():
 @pytest.mark.parametrize("value", ["-1", "abc", "1e9", "99999999999999999999999", "12, 13"])
 def test_bad_content_length_is_a_json_400(server, value):
     srv, calls = server
-    st, h, body = raw_request(srv.port, f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                        f"Content-Length: {value}", png())
+    st, h, body = raw_request(srv.port, f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {value}", png())
     assert st in (400, 413) and h["content-type"] == "application/json" and "error" in json.loads(body)
     assert b"Traceback" not in body and calls == []
-    assert get_json(srv.url + "/health")[0] == 200          # and the server is fine
+    assert get_json(srv.url + "/health")[0] == 200  # and the server is fine
 
 
 def test_host_header_allow_list():
     with running(allow_hosts=("demo.lan",)) as srv:
         p = srv.port
-        for host, want in [(f"127.0.0.1:{p}", 200), ("localhost", 200), (f"[::1]:{p}", 200),
-                           (f"demo.lan:{p}", 200), ("evil.example", 403), (f"evil.example:{p}", 403),
-                           ("127.0.0.1.evil.example", 403), ("", 403)]:
+        for host, want in [
+            (f"127.0.0.1:{p}", 200),
+            ("localhost", 200),
+            (f"[::1]:{p}", 200),
+            (f"demo.lan:{p}", 200),
+            ("evil.example", 403),
+            (f"evil.example:{p}", 403),
+            ("127.0.0.1.evil.example", 403),
+            ("", 403),
+        ]:
             st, h, body = raw_request(p, f"GET /health HTTP/1.1\r\nHost: {host}")
             assert st == want, (host, st, body)
             if want == 403:
@@ -171,12 +188,19 @@ def test_host_header_allow_list():
 def test_cross_origin_post_is_refused(server):
     srv, calls = server
     p = srv.port
-    for origin, want in [(None, 200), (f"http://127.0.0.1:{p}", 200), ("http://evil.example", 403),
-                         (f"http://localhost:{p}", 403), ("null", 403), (f"https://127.0.0.1:{p}", 403)]:
+    for origin, want in [
+        (None, 200),
+        (f"http://127.0.0.1:{p}", 200),
+        ("http://evil.example", 403),
+        (f"http://localhost:{p}", 403),
+        ("null", 403),
+        (f"https://127.0.0.1:{p}", 403),
+    ]:
         hdr = f"\r\nOrigin: {origin}" if origin else ""
         body = png()
-        st, h, resp = raw_request(p, f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n"
-                                     f"Content-Length: {len(body)}{hdr}", body)
+        st, h, resp = raw_request(
+            p, f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: {len(body)}{hdr}", body
+        )
         assert st == want, (origin, resp)
     assert len(calls) == 2
     # a cross-origin GET of the page is fine (no side effect)
@@ -200,7 +224,7 @@ def test_oversized_request_head_is_a_json_400(server):
     srv, _ = server
     st, h, body = raw_request(srv.port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + "a" * 20_000)
     assert st == 431 and h["content-type"] == "application/json"
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:   # the same head in pieces
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:  # the same head in pieces
         s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
         try:
             for _ in range(20):
@@ -214,6 +238,7 @@ def test_oversized_request_head_is_a_json_400(server):
 
 def test_a_small_request_does_not_wait_behind_a_big_one():
     """The audit's 28 s wait: with two workers a small image is answered while a big one still runs."""
+
     def predict(image, model):
         time.sleep(4.0 if image.shape[1] > 100 else 0.0)
         return {"label": "normal", "probabilities": {"ALL": 0.1, "normal": 0.9}}
@@ -255,8 +280,7 @@ def test_full_queue_answers_503_with_retry_after():
     gate = threading.Event()
     with running(fake_predictor(gate=gate), workers=1, queue=1) as srv:
         out = []
-        ts = [threading.Thread(target=lambda: out.append(post(srv.url + "/predict", png())[0]))
-              for _ in range(2)]
+        ts = [threading.Thread(target=lambda: out.append(post(srv.url + "/predict", png())[0])) for _ in range(2)]
         for t in ts:
             t.start()
         for _ in range(500):
@@ -274,15 +298,18 @@ def test_full_queue_answers_503_with_retry_after():
 
 # --------------------------------------------------------------------------- images
 
+
 def test_image_size_reads_the_header_only():
     lim = Limits()
     assert image_size(png(30, 40), lim) == (40, 30)
-    for data, exc in [(png_of_zeros(9000, 9000), ImageTooLarge),            # 81 Mpx, 80 kB
-                      (png_of_zeros(30000, 30000, header_only=True), ImageTooLarge),  # Pillow's own bomb error
-                      (png_of_zeros(1, 60000), ImageTooLarge),               # the 23 GB one
-                      (png_of_zeros(60000, 1), ImageTooLarge),
-                      (png_of_zeros(4000, 100), BadImage),                   # aspect 40
-                      (b"GIF89a" + b"\0" * 100, BadImage)]:                  # not a format we open
+    for data, exc in [
+        (png_of_zeros(9000, 9000), ImageTooLarge),  # 81 Mpx, 80 kB
+        (png_of_zeros(30000, 30000, header_only=True), ImageTooLarge),  # Pillow's own bomb error
+        (png_of_zeros(1, 60000), ImageTooLarge),  # the 23 GB one
+        (png_of_zeros(60000, 1), ImageTooLarge),
+        (png_of_zeros(4000, 100), BadImage),  # aspect 40
+        (b"GIF89a" + b"\0" * 100, BadImage),
+    ]:  # not a format we open
         with pytest.raises(exc):
             image_size(data, lim)
     assert decode_image(png(30, 40)).shape == (30, 40, 3)
@@ -293,7 +320,7 @@ def test_big_bodies_are_cut_at_the_limit_with_bounded_memory():
     """200 MB bodies: honest length, chunked (no length), lying lengths; refused, RSS growth < 100 MB."""
     calls = []
     total = 200_000_000
-    with running(fake_predictor(calls)) as srv:          # default limit: 20 MB
+    with running(fake_predictor(calls)) as srv:  # default limit: 20 MB
         p = srv.port
         head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Type: application/octet-stream"
         results = {}
@@ -305,12 +332,14 @@ def test_big_bodies_are_cut_at_the_limit_with_bounded_memory():
         for name, (sent, (st, h, body)) in results.items():
             assert st is not None and 400 <= st < 500, (name, st)
             assert h["content-type"] == "application/json" and b"Traceback" not in body
-            assert sent < 60_000_000, (name, sent)            # the server stopped reading early
+            assert sent < 60_000_000, (name, sent)  # the server stopped reading early
         assert results["honest"][1][0] == 413 and results["chunked"][1][0] == 413
-        assert results["honest"][0] < 5_000_000               # refused on the header alone
+        assert results["honest"][0] < 5_000_000  # refused on the header alone
         assert rss.growth_mb < 100, rss.growth_mb
-        print(f"\nRSS growth over four 200 MB uploads: {rss.growth_mb:.1f} MB; "
-              f"bytes sent before refusal: { {k: v[0] for k, v in results.items()} }")
+        print(
+            f"\nRSS growth over four 200 MB uploads: {rss.growth_mb:.1f} MB; "
+            f"bytes sent before refusal: { {k: v[0] for k, v in results.items()} }"
+        )
         assert calls == [] and get_json(srv.url + "/health")[0] == 200
 
 
@@ -318,8 +347,12 @@ def test_big_bodies_are_cut_at_the_limit_with_bounded_memory():
 def test_bomb_images_are_refused_before_decoding():
     """An 81 Mpx PNG (80 kB), a 900 Mpx header and the 1 x 60,000 PNG: 413 in well under a second."""
     calls = []
-    bombs = {"81Mpx": png_of_zeros(9000, 9000), "900Mpx": png_of_zeros(30000, 30000, header_only=True),
-             "1x60000": png_of_zeros(1, 60000), "60000x1": png_of_zeros(60000, 1)}
+    bombs = {
+        "81Mpx": png_of_zeros(9000, 9000),
+        "900Mpx": png_of_zeros(30000, 30000, header_only=True),
+        "1x60000": png_of_zeros(1, 60000),
+        "60000x1": png_of_zeros(60000, 1),
+    }
     assert len(bombs["1x60000"]) < 1000
     with running(fake_predictor(calls)) as srv:
         with PeakRSS() as rss:
@@ -338,6 +371,7 @@ def test_bomb_images_are_refused_before_decoding():
 
 # --------------------------------------------------------------------------- load
 
+
 @pytest.mark.slow
 def test_health_stays_fast_under_slow_predictions_and_slowloris():
     """50 concurrent predictions held by a slow model and 40 slowloris clients: /health < 1 s."""
@@ -345,8 +379,10 @@ def test_health_stays_fast_under_slow_predictions_and_slowloris():
     with running(fake_predictor(gate=gate), workers=4, queue=64, header_timeout=2.0) as srv:
         p = srv.port
         codes = []
-        clients = [threading.Thread(target=lambda: codes.append(post(srv.url + "/predict", png(), timeout=60)[0]))
-                   for _ in range(50)]
+        clients = [
+            threading.Thread(target=lambda: codes.append(post(srv.url + "/predict", png(), timeout=60)[0]))
+            for _ in range(50)
+        ]
         for t in clients:
             t.start()
         for _ in range(1000):
@@ -357,19 +393,20 @@ def test_health_stays_fast_under_slow_predictions_and_slowloris():
         head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nUser-Agent: slowloris\r\n\r\n".encode()
         stop = threading.Event()
 
-        def feed():                                      # one byte per client every 0.1 s
+        def feed():  # one byte per client every 0.1 s
             for i in range(len(head)):
                 for s in slow:
                     try:
-                        s.send(head[i:i + 1])
+                        s.send(head[i : i + 1])
                     except OSError:
                         pass
                 if stop.wait(0.1):
                     return
+
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         lat = []
-        t_end = time.monotonic() + 1.8                 # while the slowloris clients are all alive
+        t_end = time.monotonic() + 1.8  # while the slowloris clients are all alive
         while time.monotonic() < t_end:
             t0 = time.perf_counter()
             st, body = get_json(srv.url + "/health", timeout=5)
@@ -384,14 +421,17 @@ def test_health_stays_fast_under_slow_predictions_and_slowloris():
         gate.set()
         for t in clients:
             t.join(60)
-        print(f"\n/health latency under load: max {max(lat) * 1e3:.0f} ms, "
-              f"median {sorted(lat)[len(lat) // 2] * 1e3:.0f} ms over {len(lat)} requests")
+        print(
+            f"\n/health latency under load: max {max(lat) * 1e3:.0f} ms, "
+            f"median {sorted(lat)[len(lat) // 2] * 1e3:.0f} ms over {len(lat)} requests"
+        )
         assert max(lat) < 1.0, lat
         assert cut == [408] * 40, cut
         assert codes == [200] * 50
 
 
 # --------------------------------------------------------------------------- the real model
+
 
 @pytest.mark.slow
 def test_real_model_predicts_a_bundled_field():
@@ -406,8 +446,9 @@ def test_real_model_predicts_a_bundled_field():
     if "all-4class" not in list_models("classification"):
         pytest.skip("needs the shipped all-4class model")
     with make_server("127.0.0.1", 0, device="cpu") as srv:
-        st, body, _ = post(srv.url + "/predict?model=all-4class", field.read_bytes(), "image/jpeg",
-                           timeout=300)     # the first request loads the classifier and the detector
+        st, body, _ = post(
+            srv.url + "/predict?model=all-4class", field.read_bytes(), "image/jpeg", timeout=300
+        )  # the first request loads the classifier and the detector
     assert st == 200, body
     probs = body["probabilities"]
     assert set(probs) == {"Benign", "Early", "Pre", "Pro"} and body["model"] == "all-4class"

@@ -6,6 +6,7 @@ page's inline script under its Content-Security-Policy, Host and Origin checks) 
 predictor that reports the decoded image's size, so the test proves the bytes the browser uploaded
 are the field's.  Needs the Debian ``chromium`` package (``tools/test.sh`` installs it).
 """
+
 import json
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def test_browser_uploads_a_field_and_shows_the_result(chromium):
             dt.call("DOM.setFileInputFiles", files=[str(FIELD)], nodeId=node)
             assert dt.eval("document.getElementById('file').files.length") == 1
             dt.eval("document.getElementById('go').click()")
-            state = dt.wait_for("(s => s === 'done' || s === 'error' ? s : '')"
-                                "(document.getElementById('out').dataset.state)")
+            state = dt.wait_for(
+                "(s => s === 'done' || s === 'error' ? s : '')(document.getElementById('out').dataset.state)"
+            )
             out = dt.eval("document.getElementById('out').textContent")
             status = dt.eval("document.getElementById('out').dataset.status")
             label = dt.eval("document.getElementById('label').textContent")
@@ -64,11 +66,15 @@ def test_browser_uploads_a_field_and_shows_the_result(chromium):
     assert state == "done" and status == "200", out
     result = json.loads(out)
     assert result["model"] == "all-4class" and result["label"] == "normal"
-    assert (result["width"], result["height"]) == (w, h)        # the field's bytes arrived whole
+    assert (result["width"], result["height"]) == (w, h)  # the field's bytes arrived whole
     assert label == "label: normal"
     assert calls == [((h, w, 3), "all-4class")]
     urls = [e["params"]["request"]["url"] for e in dt.events if e.get("method") == "Network.requestWillBeSent"]
-    assert urls and all(u.startswith(srv.url + "/") for u in urls), urls    # nothing off the server: works offline
-    problems = [e for e in dt.events if e.get("method") == "Runtime.exceptionThrown"
-                or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
-    assert not problems, problems                                            # no script error, no CSP violation
+    assert urls and all(u.startswith(srv.url + "/") for u in urls), urls  # nothing off the server: works offline
+    problems = [
+        e
+        for e in dt.events
+        if e.get("method") == "Runtime.exceptionThrown"
+        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+    ]
+    assert not problems, problems  # no script error, no CSP violation

@@ -3,6 +3,7 @@
 Every generated request (query strings, raw and multipart bodies, ...) must get a non-5xx answer
 that conforms to the documented schema, in JSON (the upload page: HTML).  Bounded to keep it short.
 """
+
 import pytest
 
 pytest.importorskip("fastapi", reason='the web demo needs the serve extra: pip install "leukcore[serve]"')
@@ -38,14 +39,15 @@ schema = schemathesis.openapi.from_dict(_schema())
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_the_api_from_its_schema(case, demo):
     srv, _ = demo
     response = case.call(base_url=srv.url, timeout=30)
-    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
-                                             content_type_conformance, response_schema_conformance])
-    ctype = (response.headers.get("content-type") or [""])[0]      # schemathesis: header -> list
+    case.validate_response(
+        response,
+        checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance],
+    )
+    ctype = (response.headers.get("content-type") or [""])[0]  # schemathesis: header -> list
     if case.path == "/" and response.status_code == 200:
         assert ctype.startswith("text/html")
     else:

@@ -1,4 +1,5 @@
 """Dataset readers on small fake layouts: C-NMC names, duplicate subjects, dedup, group splits."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,9 +45,9 @@ def cnmc(tmp_path):
     pre = root / "validation_data" / "C-NMC_test_prelim_phase_data"
     _bmp(pre / "1.bmp", 3000)
     _bmp(pre / "2.bmp", 3001)
-    pd.DataFrame({"Patient_ID": ["UID_7_1_1_all.bmp", "UID_H8_1_1_hem.bmp"], "new_names": ["1.bmp", "2.bmp"],
-                  "labels": [1, 0]}).to_csv(root / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv",
-                                            index=False)
+    pd.DataFrame(
+        {"Patient_ID": ["UID_7_1_1_all.bmp", "UID_H8_1_1_hem.bmp"], "new_names": ["1.bmp", "2.bmp"], "labels": [1, 0]}
+    ).to_csv(root / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv", index=False)
     return root
 
 
@@ -66,7 +67,7 @@ def test_cnmc_reader_links_duplicate_subjects_and_dedups(cnmc):
     pre = df[df["source"] == "cnmc/prelim-test"]
     assert dict(zip(pre["subject"], pre["label"], strict=False)) == {"7": "ALL", "H8": "normal"}
     g = dict(zip(df["subject"], df["group"], strict=False))
-    assert g["2"] == g["3"] == "2+3"                     # merged through the shared image
+    assert g["2"] == g["3"] == "2+3"  # merged through the shared image
     assert g["H4"] == g["H5"] and g["1"] != g["2"]
     rep = {}
     dd = deduplicate(df, report=rep)
@@ -93,8 +94,8 @@ def test_folder_reader_dedup_conflicts_and_image_level_split(tmp_path):
     for c in ("x", "y"):
         for i in range(12):
             _bmp(tmp_path / c / f"{i}.png", hash((c, i)) % 10_000)
-    _bmp(tmp_path / "x" / "dup.png", hash(("x", 0)) % 10_000)        # duplicate within a class
-    _bmp(tmp_path / "y" / "conflict.png", hash(("x", 1)) % 10_000)   # same image labelled y
+    _bmp(tmp_path / "x" / "dup.png", hash(("x", 0)) % 10_000)  # duplicate within a class
+    _bmp(tmp_path / "y" / "conflict.png", hash(("x", 1)) % 10_000)  # same image labelled y
     df = read_folder_per_class(tmp_path)
     assert len(df) == 26 and df["subject"].isna().all()
     rep = {}
@@ -111,20 +112,20 @@ def test_folder_reader_dedup_conflicts_and_image_level_split(tmp_path):
 
 
 def test_link_subjects_union_find_chain():
-    df = pd.DataFrame({"subject": ["1", "2", "2", "3", None], "sha256": ["a", "a", "b", "b", "c"],
-                       "label": "ALL"})
+    df = pd.DataFrame({"subject": ["1", "2", "2", "3", None], "sha256": ["a", "a", "b", "b", "c"], "label": "ALL"})
     out = link_subjects(df)
-    assert out["group"].iloc[0] == out["group"].iloc[3] == "1+2+3"     # 1-2 via a, 2-3 via b
+    assert out["group"].iloc[0] == out["group"].iloc[3] == "1+2+3"  # 1-2 via a, 2-3 via b
     assert out["group"].iloc[4] == "c"
 
 
 def test_real_four_class_reader_when_data_present():
     from leukcore.train.datasets import data_root, read_all4class
+
     if not (data_root() / "all4class" / "Original").is_dir():
         pytest.skip("four-class data not present")
     rep = {}
     df = deduplicate(read_all4class(), report=rep)
-    assert rep["duplicates_removed"] >= 30                               # the 40 Pro pairs (some shared)
+    assert rep["duplicates_removed"] >= 30  # the 40 Pro pairs (some shared)
     assert set(df["label"]) == {"Benign", "Early", "Pre", "Pro"} and (df["kind"] == "field").all()
 
 
@@ -132,6 +133,7 @@ def test_bccd_reader_gives_normal_fields_and_names_a_missing_folder(tmp_path):
     from PIL import Image
 
     from leukcore.train.datasets import BCCD_MPP, DatasetError, read_bccd
+
     d = tmp_path / "bccd" / "BCCD" / "JPEGImages"
     d.mkdir(parents=True)
     for i in range(3):
@@ -146,10 +148,12 @@ def test_bccd_reader_gives_normal_fields_and_names_a_missing_folder(tmp_path):
 def test_the_shipped_binary_config_takes_normal_cells_from_two_labs_besides_the_all_source():
     from leukcore.train.config import load_config, preset_path
     from leukcore.train.prepare import read_datasets
+
     cfg = load_config(preset_path("all-binary"))
     readers = [d["reader"] for d in cfg["data"]["datasets"]]
     assert readers == ["all4class", "pbc", "bccd"]
     from leukcore.train.datasets import data_root
+
     if not (data_root() / "bccd").is_dir():
         pytest.skip("BCCD data not present")
     df, classes = read_datasets({**cfg, "data": {**cfg["data"], "datasets": [{"reader": "bccd"}]}})

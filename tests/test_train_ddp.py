@@ -4,6 +4,7 @@ Asserts that both ranks end with identical weights (sha256 of the state dict, ga
 by the training loop and written by each rank here) and that only rank 0 writes into the run
 directory (every write-mode open / mkdir / replace under it is recorded per rank).
 """
+
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from leukcore.paths import data_dir
 
 DATA = data_dir() / "all4class"
 
-DRIVER = r'''
+DRIVER = r"""
 import builtins, io, json, os, sys
 from pathlib import Path
 cfg_path, run_dir, report_dir = sys.argv[1:4]
@@ -56,7 +57,7 @@ Path(report_dir, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world
 import torch.distributed as dist
 if dist.is_initialized():
     dist.destroy_process_group()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -67,22 +68,48 @@ def test_ddp_two_cpu_ranks_agree_and_only_rank0_writes(tmp_path):
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo not available")
-    cfg = {"name": "ddp-smoke", "classes": ["Benign", "Early", "Pre", "Pro"],
-           "data": {"datasets": [{"reader": "all4class"}], "finder": "segmented", "max_images_per_class": 6,
-                    "max_cells_per_image": 3, "test_frac": 0.25, "val_frac": 0.25},
-           "model": {"imagenet": "none", "input": {"size": 32, "crop_um": 20.0, "mode": "lstd"}},
-           "train": {"views": 1, "threads": 1,
-                     "phase1": {"epochs": 2, "lr": 0.01, "batch_size": 16, "patience": 5},
-                     "phase2": {"epochs": 2, "lr": 0.001, "batch_size": 4, "patience": 5, "finetune_stages": 1}}}
+    cfg = {
+        "name": "ddp-smoke",
+        "classes": ["Benign", "Early", "Pre", "Pro"],
+        "data": {
+            "datasets": [{"reader": "all4class"}],
+            "finder": "segmented",
+            "max_images_per_class": 6,
+            "max_cells_per_image": 3,
+            "test_frac": 0.25,
+            "val_frac": 0.25,
+        },
+        "model": {"imagenet": "none", "input": {"size": 32, "crop_um": 20.0, "mode": "lstd"}},
+        "train": {
+            "views": 1,
+            "threads": 1,
+            "phase1": {"epochs": 2, "lr": 0.01, "batch_size": 16, "patience": 5},
+            "phase2": {"epochs": 2, "lr": 0.001, "batch_size": 4, "patience": 5, "finetune_stages": 1},
+        },
+    }
     cpath = tmp_path / "ddp.yaml"
     cpath.write_text(yaml.safe_dump(cfg))
     (tmp_path / "driver.py").write_text(DRIVER)
     run, rep = tmp_path / "run", tmp_path / "reports"
     rep.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEUK_CACHE": str(tmp_path / "cache"), "LEUK_DATA": str(data_dir())}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(tmp_path / "driver.py"), str(cpath), str(run), str(rep)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(tmp_path / "driver.py"),
+            str(cpath),
+            str(run),
+            str(rep),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r0 = json.loads((rep / "rank0.json").read_text())
     r1 = json.loads((rep / "rank1.json").read_text())
@@ -101,11 +128,14 @@ def test_ddp_two_cpu_ranks_agree_and_only_rank0_writes(tmp_path):
     assert [h["phase"] for h in hist].count(2) == 2
     # the saved weights are the weights both ranks agreed on
     from leukcore.models.registry import load_card, load_state_dict
+
     sd = load_state_dict(load_card(run / "model.yaml"))
     from leukcore.classify.network import build_network
+
     net = build_network("tf_efficientnet_lite0", 4)
     net.load_state_dict(sd)
     from leukcore.train.loop import weights_digest
+
     assert weights_digest(net) == r0["digest"][0]
 
 
@@ -114,8 +144,8 @@ def test_shard_gives_every_rank_the_same_number_of_steps_and_covers_every_batch(
 
     batches = [f"b{i}" for i in range(5)]
     parts = [_shard(batches, r, 2) for r in range(2)]
-    assert [len(p) for p in parts] == [3, 3]                 # unequal step counts would hang DDP
+    assert [len(p) for p in parts] == [3, 3]  # unequal step counts would hang DDP
     assert set(parts[0]) | set(parts[1]) == set(batches)
-    parts = [_shard(batches[:1], r, 3) for r in range(3)]    # fewer batches than ranks
+    parts = [_shard(batches[:1], r, 3) for r in range(3)]  # fewer batches than ranks
     assert [len(p) for p in parts] == [1, 1, 1]
     assert _shard(batches, 0, 1) == batches

@@ -1,4 +1,5 @@
 """Metrics, bootstrap CIs, ECE, plots; stain tools (Reinhard, swap targets, HED jitter)."""
+
 import json
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_grouped_bootstrap_is_wider_for_correlated_rows():
 def test_reinhard_matches_target_statistics():
     rng = np.random.default_rng(0)
     img = (rng.random((40, 40, 3)) * 120 + 80).astype(np.uint8)
-    tgt = lab_stats((rng.random((40, 40, 3)) * 60 + 150).astype(np.uint8) * np.array([1, 0.6, 1])[None, None].astype(np.uint8))
+    tgt = lab_stats(
+        (rng.random((40, 40, 3)) * 60 + 150).astype(np.uint8) * np.array([1, 0.6, 1])[None, None].astype(np.uint8)
+    )
     out = reinhard(img, tgt)
     got = lab_stats(out)
     assert np.allclose(got[:3], tgt[:3], atol=2.0)
@@ -68,6 +71,6 @@ def test_hed_jitter_changes_colour_not_shape():
     assert out.shape == img.shape and out.dtype == np.uint8
     assert not np.array_equal(out, img)
     inside, outside = out[8, 8].astype(int), out[0, 0].astype(int)
-    assert np.abs(inside - outside).sum() > 60                       # the cell stays distinct
+    assert np.abs(inside - outside).sum() > 60  # the cell stays distinct
     batch = hed_jitter(np.stack([img, img]), rng)
     assert batch.shape == (2, 16, 16, 3)

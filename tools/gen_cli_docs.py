@@ -3,6 +3,7 @@
 Usage: ``.venv/bin/python tools/gen_cli_docs.py`` (rewrites docs/cli.md in place);
 ``--check`` exits 1 when the file is out of date (tests/test_cli_docs.py runs the check).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,10 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 HEADING = "## Every command (`leuk COMMAND --help`)"
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
-INTRO = (f"\n\nGenerated from the parsers by `tools/gen_cli_docs.py` (argparse of Python {PYVER}); "
-         "`leuk --version` prints the version.\n")
+INTRO = (
+    f"\n\nGenerated from the parsers by `tools/gen_cli_docs.py` (argparse of Python {PYVER}); "
+    "`leuk --version` prints the version.\n"
+)
 
 
 def doc_python(doc: str) -> str | None:
@@ -26,14 +29,14 @@ def doc_python(doc: str) -> str | None:
 
 
 def render() -> str:
-    os.environ["COLUMNS"] = "80"             # argparse wraps help to the terminal width
+    os.environ["COLUMNS"] = "80"  # argparse wraps help to the terminal width
     from leukcore.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     parts = [HEADING, INTRO]
     for name, p in sub.choices.items():
-        if name == "info":                   # described in full above the generated section
+        if name == "info":  # described in full above the generated section
             continue
         text = p.format_help().replace(str(Path.home()), "~").rstrip()
         parts.append(f"\n### `leuk {name}`\n\n```\n{text}\n```\n")

@@ -7,6 +7,7 @@ yellow = derived-mask instances found, green = instances counted as missed, red 
 
     .venv/bin/python docs/images/make_fourclass_val_misses.py [DATA]
 """
+
 import sys
 from pathlib import Path
 

@@ -12,6 +12,7 @@ demonstration, not a diagnosis: the first kept as the model called it, the next 
 a 100-cell random differential is counted, the ``review`` tab is shown and its first thumbnail clicked (the
 viewer centres on it), and the whole window is saved.
 """
+
 from __future__ import annotations
 
 import argparse

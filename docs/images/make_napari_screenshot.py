@@ -8,6 +8,7 @@ Opens the bundled sample smear, docks the widget, runs the shipped models
 (``--model``, default all-binary) on the whole slide, selects one cell so its
 class / probabilities show, and saves a screenshot of the whole window.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def main(argv=None):
     ap.add_argument("--out", default=str(Path(__file__).with_name("napari-leuk.png")))
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--zoom", type=float, default=2.5, help="zoom in on the selected cell (1 = whole slide)")
-    ap.add_argument("--cell", type=int, default=None, help="row of the cell to select (default: a confident "
-                    "cell near the middle of the densest field)")
+    ap.add_argument(
+        "--cell",
+        type=int,
+        default=None,
+        help="row of the cell to select (default: a confident cell near the middle of the densest field)",
+    )
     args = ap.parse_args(argv)
 
     from qtpy.QtWidgets import QApplication
@@ -63,7 +68,7 @@ def main(argv=None):
     w.cell_info.setText(describe_cell(f, i))
     viewer.layers.selection.active = layer
     viewer.reset_view()
-    if args.zoom > 1:     # centre on the selected cell, closer in, so the outlines show
+    if args.zoom > 1:  # centre on the selected cell, closer in, so the outlines show
         scene = getattr(viewer, "scene", None)
         cam = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
         s = layer.scale[-1]

@@ -8,6 +8,7 @@ a diagnosis): of the cells the model left for review, the five least sure are ca
 to the other class), a 100-cell random differential is recorded, and the review is signed; the report is
 rendered by headless Chromium (tests/_browser.py) and its top captured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
             try:
                 dt.call("Page.enable")
                 dt.call("Page.navigate", url=html.as_uri())
-                dt.wait_for("document.readyState === 'complete' && "
-                            "Array.from(document.images).every(i => i.complete)")
+                dt.wait_for("document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)")
                 dt.screenshot(args.out, width=1100, height=args.height or None)
             finally:
                 dt.close()

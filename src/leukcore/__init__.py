@@ -20,6 +20,7 @@ classify_image
 CellTable
     The one per-cell results table (:mod:`leukcore.results`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,23 @@ import importlib
 from ._version import __version__ as __version__
 
 _SUBMODULES = {
-    "io", "tiling", "detect", "classify", "models", "train", "export", "results",
-    "pipeline", "field", "batch", "progress", "device", "sample", "cli", "testing", "mpp",
+    "io",
+    "tiling",
+    "detect",
+    "classify",
+    "models",
+    "train",
+    "export",
+    "results",
+    "pipeline",
+    "field",
+    "batch",
+    "progress",
+    "device",
+    "sample",
+    "cli",
+    "testing",
+    "mpp",
 }
 
 # public name -> submodule that defines it

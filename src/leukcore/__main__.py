@@ -1,4 +1,5 @@
 """``python -m leukcore``: the ``leuk`` command."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Nothing in leukcore hard-codes a GPU flag; every entry point takes
 ``device="auto" | "cpu" | "cuda" | "cuda:N"`` and resolves it here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ __all__ = ["resolve_device", "available_devices", "DeviceInfo", "device_settings
 class DeviceInfo:
     """A device a model can run on: ``name`` (``cpu``, ``cuda:0``), a human-readable ``label``, ``available``."""
 
-    name: str          # "cpu", "cuda:0"
-    label: str         # human readable, e.g. "CUDA 0: NVIDIA H100"
+    name: str  # "cpu", "cuda:0"
+    label: str  # human readable, e.g. "CUDA 0: NVIDIA H100"
     available: bool
 
 
@@ -49,8 +50,9 @@ def resolve_device(device: str | None = "auto"):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine "
-                             "(use --device cpu or auto)")
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available on this machine (use --device cpu or auto)"
+            )
         return torch.device(name)
     raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'")
 
@@ -58,5 +60,4 @@ def resolve_device(device: str | None = "auto"):
 def device_settings(device) -> dict:
     """Per-device performance settings: AMP, channels_last, pinned memory."""
     is_cuda = getattr(device, "type", str(device)).startswith("cuda")
-    return {"amp": is_cuda, "channels_last": True, "pin_memory": is_cuda,
-            "amp_dtype": "float16" if is_cuda else None}
+    return {"amp": is_cuda, "channels_last": True, "pin_memory": is_cuda, "amp_dtype": "float16" if is_cuda else None}

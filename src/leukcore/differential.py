@@ -15,6 +15,7 @@ left for review (unidentified), ``percent`` each of those over all cells counted
 A differential made during review is recorded beside the results as ``differential.json``
 (:func:`record_differential`); ``leuk report`` shows it beside the whole-slide numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ import numpy as np
 
 from .results import CellTable, atomic_path
 
-__all__ = ["DIFFERENTIAL_NAME", "ORDERS", "breakdown", "pick_cells", "differential", "record_differential",
-           "read_differential"]
+__all__ = [
+    "DIFFERENTIAL_NAME",
+    "ORDERS",
+    "breakdown",
+    "pick_cells",
+    "differential",
+    "record_differential",
+    "read_differential",
+]
 
 DIFFERENTIAL_NAME = "differential.json"
 ORDERS = ("random", "raster")
@@ -51,12 +59,12 @@ def breakdown(table: CellTable) -> dict[str, Any]:
     review = int(s.get("review") or 0)
     pct = {k: (round(100.0 * v / n, 3) if n else None) for k, v in counts.items()}
     pct[REVIEW_LABEL] = round(100.0 * review / n, 3) if n else None
-    return {"cells": n, "counts": counts, "review": review, "percent": pct,
-            "blast_percent": s.get("blast_percent")}
+    return {"cells": n, "counts": counts, "review": review, "percent": pct, "blast_percent": s.get("blast_percent")}
 
 
-def pick_cells(table: CellTable, n: int = 100, order: str = "random", seed: int = 0, *,
-               strip_um: float = DEFAULT_STRIP_UM) -> np.ndarray:
+def pick_cells(
+    table: CellTable, n: int = 100, order: str = "random", seed: int = 0, *, strip_um: float = DEFAULT_STRIP_UM
+) -> np.ndarray:
     """Row positions of the first ``n`` cells in ``order`` (all cells when the table has fewer)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
@@ -76,8 +84,9 @@ def pick_cells(table: CellTable, n: int = 100, order: str = "random", seed: int 
     return idx[: int(n)]
 
 
-def differential(table: CellTable, n: int = 100, order: str = "random", seed: int = 0, *,
-                 strip_um: float = DEFAULT_STRIP_UM) -> dict[str, Any]:
+def differential(
+    table: CellTable, n: int = 100, order: str = "random", seed: int = 0, *, strip_um: float = DEFAULT_STRIP_UM
+) -> dict[str, Any]:
     """The ``n``-cell differential of ``table`` beside the whole slide's numbers.
 
     Parameters
@@ -103,14 +112,23 @@ def differential(table: CellTable, n: int = 100, order: str = "random", seed: in
     sub = CellTable(table.df.iloc[np.sort(rows)], table.meta)
     reviewed = "reviewer_label" in table.df.columns
     in_sample = int(table.df["reviewer_label"].iloc[rows].notna().sum()) if reviewed else 0
-    return {"n": int(n), "order": order, "seed": int(seed), "strip_um": float(strip_um),
-            "counted": int(len(rows)), "cell_ids": [int(c) for c in table.df["cell_id"].to_numpy()[rows]],
-            "reviewed": reviewed, "reviewed_in_sample": in_sample,
-            "sample": breakdown(sub), "whole_slide": breakdown(table)}
+    return {
+        "n": int(n),
+        "order": order,
+        "seed": int(seed),
+        "strip_um": float(strip_um),
+        "counted": int(len(rows)),
+        "cell_ids": [int(c) for c in table.df["cell_id"].to_numpy()[rows]],
+        "reviewed": reviewed,
+        "reviewed_in_sample": in_sample,
+        "sample": breakdown(sub),
+        "whole_slide": breakdown(table),
+    }
 
 
-def record_differential(results: str | os.PathLike, diff: dict[str, Any], *,
-                        reviewer: Optional[str] = None, time: Optional[str] = None) -> Path:
+def record_differential(
+    results: str | os.PathLike, diff: dict[str, Any], *, reviewer: Optional[str] = None, time: Optional[str] = None
+) -> Path:
     """Write a :func:`differential` into the results folder as ``differential.json`` (atomically)."""
     from .corrections import now_iso
 

@@ -23,14 +23,23 @@ is blank, black, white or grey (near-uniform: fewer than 0.2 % of its pixels dif
 colour by more than 16) or pixel noise: such an image is not a blood smear and
 holds no cell, and no class is claimed for it.
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["classify_image", "find_cells", "load_field", "check_field_geometry", "image_problem",
-           "MAX_FIELD_PIXELS", "MAX_FIELD_ASPECT", "letterbox"]
+__all__ = [
+    "classify_image",
+    "find_cells",
+    "load_field",
+    "check_field_geometry",
+    "image_problem",
+    "MAX_FIELD_PIXELS",
+    "MAX_FIELD_ASPECT",
+    "letterbox",
+]
 
 #: largest image (pixels) classified as one field / crop; bigger ones are slides (``leuk analyze``)
 MAX_FIELD_PIXELS = 5e7
@@ -52,12 +61,18 @@ def check_field_geometry(path, height: int, width: int) -> None:
     if H <= 0 or W <= 0:
         raise EmptySlideError(path, f"zero-sized image ({W} x {H})")
     if H * W > MAX_FIELD_PIXELS:
-        raise SlideTooLargeError(path, f"{W} x {H} = {H * W:.3g} px is larger than a field or cell crop "
-                                 f"({MAX_FIELD_PIXELS:.3g} px); analyse whole slides with `leuk analyze`")
+        raise SlideTooLargeError(
+            path,
+            f"{W} x {H} = {H * W:.3g} px is larger than a field or cell crop "
+            f"({MAX_FIELD_PIXELS:.3g} px); analyse whole slides with `leuk analyze`",
+        )
     r = max(H, W) / min(H, W)
     if r > MAX_FIELD_ASPECT:
-        raise DegenerateImageError(path, f"{W} x {H} px: aspect ratio {r:.0f}:1 exceeds "
-                                   f"{MAX_FIELD_ASPECT:.0f}:1, not a microscope field or cell crop")
+        raise DegenerateImageError(
+            path,
+            f"{W} x {H} px: aspect ratio {r:.0f}:1 exceeds "
+            f"{MAX_FIELD_ASPECT:.0f}:1, not a microscope field or cell crop",
+        )
 
 
 def load_field(path) -> tuple:
@@ -84,24 +99,36 @@ def image_problem(img: np.ndarray) -> Optional[str]:
     med = np.median(sub, axis=0)
     off = float((np.abs(sub - med).max(axis=1) > UNIFORM_RANGE).mean())
     if off < UNIFORM_FRACTION:
-        what = ("black" if med.max() < 40 else "white" if med.min() > 215
-                else "grey" if float(med.max() - med.min()) < 12 else "one colour")
-        return (f"near-uniform {what} image ({100 * off:.2f} % of pixels differ from the median colour by more "
-                f"than {UNIFORM_RANGE:.0f}): no cell found, not a blood smear")
+        what = (
+            "black"
+            if med.max() < 40
+            else "white"
+            if med.min() > 215
+            else "grey"
+            if float(med.max() - med.min()) < 12
+            else "one colour"
+        )
+        return (
+            f"near-uniform {what} image ({100 * off:.2f} % of pixels differ from the median colour by more "
+            f"than {UNIFORM_RANGE:.0f}): no cell found, not a blood smear"
+        )
     H, W = a.shape[:2]
-    c = a[max(0, H // 2 - 256):H // 2 + 256, max(0, W // 2 - 256):W // 2 + 256].astype(np.float32)
+    c = a[max(0, H // 2 - 256) : H // 2 + 256, max(0, W // 2 - 256) : W // 2 + 256].astype(np.float32)
     g = c.mean(axis=2) if c.ndim == 3 else c
     sd = float(g.std())
     if g.shape[0] > 8 and g.shape[1] > 8 and sd > 0:
         d = 0.5 * (float(np.abs(np.diff(g, axis=0)).mean()) + float(np.abs(np.diff(g, axis=1)).mean()))
         if d / sd > NOISE_RATIO:
-            return (f"pixel noise (neighbouring pixels as different as any two: ratio {d / sd:.2f}): "
-                    "no cell found, not a blood smear")
+            return (
+                f"pixel noise (neighbouring pixels as different as any two: ratio {d / sd:.2f}): "
+                "no cell found, not a blood smear"
+            )
     return None
 
 
-def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto",
-               info: Optional[dict] = None):
+def find_cells(
+    image: np.ndarray, mpp: Optional[float], detector="wbc-stardist", device="auto", info: Optional[dict] = None
+):
     """``(table, mpp, mpp_source)`` of the white cells of an in-memory image (empty table if no mpp).
 
     ``info`` (a dict, optional) receives ``reliable`` and ``reason`` of an estimated pixel size.
@@ -117,7 +144,7 @@ def find_cells(image: np.ndarray, mpp: Optional[float], detector="wbc-stardist",
         try:
             from .detect.scale import estimate_slide_mpp
 
-            est = estimate_slide_mpp(image, det)   # a ruler disagreement settled by the detector
+            est = estimate_slide_mpp(image, det)  # a ruler disagreement settled by the detector
             mpp, source = float(est.mpp), "estimated"
             if info is not None:
                 info.update(reliable=bool(est.reliable), reason=est.reason)
@@ -131,8 +158,9 @@ def _why(mpp_info: dict) -> dict:
     return {"mpp_reason": mpp_info["reason"]} if mpp_info.get("reason") else {}
 
 
-def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None,
-                   detector="wbc-stardist", device: str = "auto") -> dict:
+def classify_image(
+    path, clf, *, kind: str = "auto", mpp: Optional[float] = None, detector="wbc-stardist", device: str = "auto"
+) -> dict:
     """Classify one image by the rule in this module's doc; returns the JSON record.
 
     ``path``: an image file, or an already decoded ``(Y, X, 3)`` uint8 array (the web demo's
@@ -140,6 +168,7 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
     """
     if mpp is not None:
         from .io.mppcheck import check_user_mpp
+
         mpp = check_user_mpp(mpp)
     if isinstance(path, np.ndarray):
         img, rec = path, {}
@@ -153,20 +182,39 @@ def classify_image(path, clf, *, kind: str = "auto", mpp: Optional[float] = None
             rec["warnings"] = warns
     why = image_problem(img)
     if why:
-        rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="refused", reason=why,
-                   n_cells=0, mpp=mpp, mpp_source="user" if mpp else None)
+        rec.update(
+            label=None,
+            probabilities={c: None for c in clf.classes},
+            rule="refused",
+            reason=why,
+            n_cells=0,
+            mpp=mpp,
+            mpp_source="user" if mpp else None,
+        )
         return rec
     if kind in ("auto", "field"):
         mpp_info = {"reliable": True} if mpp else {}
         table, m, src = find_cells(img, mpp, detector, device, info=mpp_info)
         if len(table):
-            rec.update(_cells_record(img, table, clf, m), mpp_source=src, mpp_reliable=mpp_info.get("reliable"),
-                       **_why(mpp_info))
+            rec.update(
+                _cells_record(img, table, clf, m),
+                mpp_source=src,
+                mpp_reliable=mpp_info.get("reliable"),
+                **_why(mpp_info),
+            )
             return _review(rec, clf)
         if kind == "field":
-            rec.update(label=None, probabilities={c: None for c in clf.classes}, rule="no-cells", n_cells=0,
-                       reason="no white cell detected", mpp=m, mpp_source=src,
-                       mpp_reliable=mpp_info.get("reliable"), **_why(mpp_info))
+            rec.update(
+                label=None,
+                probabilities={c: None for c in clf.classes},
+                rule="no-cells",
+                n_cells=0,
+                reason="no white cell detected",
+                mpp=m,
+                mpp_source=src,
+                mpp_reliable=mpp_info.get("reliable"),
+                **_why(mpp_info),
+            )
             return rec
     rec.update(_one_cell_record(img, clf, mpp))
     return _review(rec, clf)
@@ -186,11 +234,15 @@ def _cells_record(img: np.ndarray, table, clf, mpp: float) -> dict:
     p = aggregate_cells(probs[familiar], fr["field_aggregation"])
     per_cell = [clf.classes[i] for i in probs.argmax(1)]
     rule = "mean-over-cells" if fr["field_aggregation"] == "mean_prob" else "mean-log-prob-over-cells"
-    return dict(label=clf.classes[int(p.argmax())],
-                probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
-                rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""), n_cells=int(len(table)),
-                cell_counts={c: per_cell.count(c) for c in clf.classes}, mpp=mpp,
-                **({} if ood is None else {"n_cells_ood": int(ood.sum()), "ood": bool(ood.all())}))
+    return dict(
+        label=clf.classes[int(p.argmax())],
+        probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
+        rule=rule + (f"+tta-{fr['tta']}" if fr["tta"] else ""),
+        n_cells=int(len(table)),
+        cell_counts={c: per_cell.count(c) for c in clf.classes},
+        mpp=mpp,
+        **({} if ood is None else {"n_cells_ood": int(ood.sum()), "ood": bool(ood.all())}),
+    )
 
 
 def _predict(clf, crops, tta):
@@ -211,16 +263,23 @@ def _one_cell_record(img: np.ndarray, clf, mpp: Optional[float]) -> dict:
         side = int(round(clf.spec.side_px(mpp)))
         H, W = img.shape[:2]
         region = Slide.from_array(np.ascontiguousarray(img), mpp=mpp).read_region(
-            0, H // 2 - side // 2, W // 2 - side // 2, side, side)
+            0, H // 2 - side // 2, W // 2 - side // 2, side, side
+        )
         crop, rule = resize_rgb(region, clf.spec.size), "centre-crop"
     else:
         crop, rule = letterbox(img, clf.spec.size), "whole-image"
     p, ood = _predict(clf, crop[None], None)
     p = p[0]
-    return dict(label=clf.classes[int(p.argmax())],
-                probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
-                rule=rule, n_cells=1, mpp=mpp, mpp_source="user" if mpp else None,
-                mpp_reliable=True if mpp else None, **({} if ood is None else {"ood": bool(ood[0])}))
+    return dict(
+        label=clf.classes[int(p.argmax())],
+        probabilities={c: round(float(v), 6) for c, v in zip(clf.classes, p, strict=False)},
+        rule=rule,
+        n_cells=1,
+        mpp=mpp,
+        mpp_source="user" if mpp else None,
+        mpp_reliable=True if mpp else None,
+        **({} if ood is None else {"ood": bool(ood[0])}),
+    )
 
 
 #: the label of an image the model is not sure about (CellaVision's "unidentified")
@@ -245,9 +304,10 @@ def _review(rec: dict, clf) -> dict:
     # the blast threshold was chosen on single cells: it applies to one-cell decisions; a field's
     # label pools several cells' evidence, whose calibration differs, and keeps the plain threshold
     one_cell = int(rec.get("n_cells") or 0) <= 1
-    rec["review"] = bool(max(probs) < t or (tb is not None and one_cell and rec["label"] in BLAST_CLASSES
-                                             and max(probs) < tb))
-    if "ood" in rec:     # a model with OOD statistics: say why (an image of only unfamiliar cells: "ood")
+    rec["review"] = bool(
+        max(probs) < t or (tb is not None and one_cell and rec["label"] in BLAST_CLASSES and max(probs) < tb)
+    )
+    if "ood" in rec:  # a model with OOD statistics: say why (an image of only unfamiliar cells: "ood")
         rec["review_reason"] = "ood" if rec["ood"] else ("low_confidence" if rec["review"] else None)
         rec["review"] = bool(rec["review"] or rec["ood"])
     rec["review_threshold"] = round(float(t), 4)
@@ -267,9 +327,10 @@ def letterbox(img, size: int) -> np.ndarray:
     H, W = img.shape[:2]
     f = size / max(H, W)
     h, w = max(1, min(size, int(round(H * f)))), max(1, min(size, int(round(W * f))))
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
-        (w, h), Image.BOX if f < 1 else Image.BILINEAR))
+    small = np.asarray(
+        Image.fromarray(np.ascontiguousarray(img)).resize((w, h), Image.BOX if f < 1 else Image.BILINEAR)
+    )
     out = np.empty((size, size, 3), np.uint8)
     out[...] = img[0, 0]
-    out[(size - h) // 2:(size - h) // 2 + h, (size - w) // 2:(size - w) // 2 + w] = small
+    out[(size - h) // 2 : (size - h) // 2 + h, (size - w) // 2 : (size - w) // 2 + w] = small
     return out

@@ -18,6 +18,7 @@ there are too few cues (few informative windows or red cells), when the windows 
 too large), or when a confident red-cell ruler disagrees with the network.  A blank image (nothing
 to measure) raises :class:`MppError`.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,12 @@ from typing import Optional
 import numpy as np
 
 __all__ = [
-    "MppEstimate", "estimate_mpp", "RBC_DIAMETER_UM", "MppError", "METHODS", "measurement_regions",
+    "MppEstimate",
+    "estimate_mpp",
+    "RBC_DIAMETER_UM",
+    "MppError",
+    "METHODS",
+    "measurement_regions",
     "MAX_RULER_DISAGREEMENT",
 ]
 
@@ -130,8 +136,7 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
     fg = ndi.binary_fill_holes(fg)
     fg &= ~purple
     edt = ndi.distance_transform_edt(fg)
-    pk = peak_local_max(edt, min_distance=max(2, int(min_d / 2)), threshold_abs=min_d / 2,
-                        exclude_border=True)
+    pk = peak_local_max(edt, min_distance=max(2, int(min_d / 2)), threshold_abs=min_d / 2, exclude_border=True)
     if len(pk) == 0:
         return np.zeros(0)
     r = edt[pk[:, 0], pk[:, 1]]
@@ -139,6 +144,7 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
     order = np.argsort(-r)
     pk, r = pk[order], r[order]
     from scipy.spatial import cKDTree
+
     tree = cKDTree(pk)
     keep = np.ones(len(r), bool)
     for i in range(len(r)):
@@ -151,7 +157,7 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
     if len(d) >= 5:
         # red cells are the dominant population: keep the mode (log-space histogram)
         ld = np.log(d)
-        hist, edges = np.histogram(ld, bins=np.arange(ld.min(), ld.max() + 0.1, 0.08), weights=d ** 2)
+        hist, edges = np.histogram(ld, bins=np.arange(ld.min(), ld.max() + 0.1, 0.08), weights=d**2)
         k = int(np.argmax(np.convolve(hist, [1, 2, 1], mode="same")))
         mode = np.exp(0.5 * (edges[k] + edges[k + 1]))
         d = d[(d > 0.75 * mode) & (d < 1.3 * mode)]
@@ -174,7 +180,7 @@ def _sample_regions(slide, max_regions: int = 6, size: int = 1024):
         for ix in range(nx):
             sy0, sy1 = int(iy * th / ny), int((iy + 1) * th / ny)
             sx0, sx1 = int(ix * tw / nx), int((ix + 1) * tw / nx)
-            blk = busy[sy0:max(sy1, sy0 + 1), sx0:max(sx1, sx0 + 1)]
+            blk = busy[sy0 : max(sy1, sy0 + 1), sx0 : max(sx1, sx0 + 1)]
             scores.append((float(np.mean(blk > 20)), iy, ix))
     scores.sort(reverse=True)
     for s, iy, ix in scores[:max_regions]:
@@ -221,8 +227,15 @@ def _rbc_doubts(rbc: dict, min_diameter_px: float = MIN_RBC_DIAMETER_PX) -> list
     return out
 
 
-def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float = RBC_DIAMETER_UM,
-                 max_regions: int = 6, method: str = "auto", model: Optional[str] = None) -> MppEstimate:
+def estimate_mpp(
+    image_or_slide,
+    *,
+    min_cells: int = 5,
+    rbc_diameter_um: float = RBC_DIAMETER_UM,
+    max_regions: int = 6,
+    method: str = "auto",
+    model: Optional[str] = None,
+) -> MppEstimate:
     """Estimate microns per pixel, and whether to trust it.
 
     Parameters
@@ -261,15 +274,24 @@ def estimate_mpp(image_or_slide, *, min_cells: int = 5, rbc_diameter_um: float =
     if method == "rbc":
         if rbc is None:
             n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
-            raise MppError(f"{name}: cannot estimate the pixel size: found {n} clean red cells "
-                           f"(need {min_cells}){_ASK}")
+            raise MppError(
+                f"{name}: cannot estimate the pixel size: found {n} clean red cells (need {min_cells}){_ASK}"
+            )
         reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
-        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
-                           diameter_px=rbc["d"], reliable=not reasons, reason="; ".join(reasons),
-                           rbc_mpp=rbc["mpp"])
+        return MppEstimate(
+            mpp=rbc["mpp"],
+            spread=rbc["spread"],
+            n_cells=rbc["n"],
+            method="rbc-diameter",
+            diameter_px=rbc["d"],
+            reliable=not reasons,
+            reason="; ".join(reasons),
+            rbc_mpp=rbc["mpp"],
+        )
     if not regions or _is_blank(regions):
-        raise MppError(f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues "
-                       f"to measure{_ASK}")
+        raise MppError(
+            f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues to measure{_ASK}"
+        )
     from .mpp_net import load_scalenet, scalenet_estimate
 
     net, _ = load_scalenet(model or "mpp-scalenet")
@@ -306,20 +328,37 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
     if not math.isfinite(sn["mpp"]):
         if rbc is None:
             raise MppError(f"{name}: cannot estimate the pixel size: no window or red cell to measure{_ASK}")
-        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
-                           diameter_px=rbc["d"], reliable=False, reason="image too small for the network ruler",
-                           rbc_mpp=rbc_mpp)
+        return MppEstimate(
+            mpp=rbc["mpp"],
+            spread=rbc["spread"],
+            n_cells=rbc["n"],
+            method="rbc-diameter",
+            diameter_px=rbc["d"],
+            reliable=False,
+            reason="image too small for the network ruler",
+            rbc_mpp=rbc_mpp,
+        )
     reasons = _scalenet_doubts(sn)
     if method == "auto" and reasons and rbc is not None and rbc["d"] >= MIN_RBC_DIAMETER_PX:
         # the network found nothing it trusts here (e.g. a mosaic or a smear unlike its training
         # sources): the red-cell ruler answers, reliable by its own rule
-        why = (f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
-               f"sigma {sn['median_sigma']:.2f}); red cells used")
+        why = (
+            f"network ruler unsure ({sn['n_informative']} informative windows, spread {sn['spread']:.2f}, "
+            f"sigma {sn['median_sigma']:.2f}); red cells used"
+        )
         rr = _rbc_doubts(rbc)
-        return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
-                           diameter_px=rbc["d"], reliable=not rr, reason="; ".join([why] + rr) if rr else "",
-                           rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
-                           n_windows=int(sn["n_informative"]))
+        return MppEstimate(
+            mpp=rbc["mpp"],
+            spread=rbc["spread"],
+            n_cells=rbc["n"],
+            method="rbc-diameter",
+            diameter_px=rbc["d"],
+            reliable=not rr,
+            reason="; ".join([why] + rr) if rr else "",
+            rbc_mpp=float(rbc_mpp),
+            scalenet_mpp=float(sn["mpp"]),
+            n_windows=int(sn["n_informative"]),
+        )
     if rbc is None:
         reasons.append("no red cells found (is this a blood smear?)")
     elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
@@ -327,20 +366,38 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
         if ratio > MAX_RULER_DISAGREEMENT and rbc["d"] < MIN_RBC_DIAMETER_PX:
             # red cells a few pixels across are fragments, platelets or a crowded field's pieces, not a
             # ruler: the network answers, flagged
-            reasons.append(f"rulers disagree (red cells {rbc['mpp']:.3f} um/px, but only {rbc['d']:.1f} px "
-                           "across: too small to measure); network used")
+            reasons.append(
+                f"rulers disagree (red cells {rbc['mpp']:.3f} um/px, but only {rbc['d']:.1f} px "
+                "across: too small to measure); network used"
+            )
         elif ratio > MAX_RULER_DISAGREEMENT:
             # many clean red cells are a physical ruler; the network was trained on three sources and
             # misreads smears unlike them (leave-one-source-out, docs/detection.md): the red cells win
             reasons.append(f"rulers disagree (network {sn['mpp']:.3f} um/px); {rbc['n']} clean red cells used")
-            return MppEstimate(mpp=rbc["mpp"], spread=rbc["spread"], n_cells=rbc["n"], method="rbc-diameter",
-                               diameter_px=rbc["d"], reliable=False, reason="; ".join(reasons),
-                               rbc_mpp=float(rbc_mpp), scalenet_mpp=float(sn["mpp"]),
-                               n_windows=int(sn["n_informative"]))
-    return MppEstimate(mpp=float(sn["mpp"]), spread=float(sn["spread"]), n_cells=int(rbc["n"]) if rbc else 0,
-                       method="scalenet", diameter_px=float(rbc["d"]) if rbc else math.nan,
-                       reliable=not reasons, reason="; ".join(reasons), rbc_mpp=float(rbc_mpp),
-                       scalenet_mpp=float(sn["mpp"]), n_windows=int(sn["n_informative"]))
+            return MppEstimate(
+                mpp=rbc["mpp"],
+                spread=rbc["spread"],
+                n_cells=rbc["n"],
+                method="rbc-diameter",
+                diameter_px=rbc["d"],
+                reliable=False,
+                reason="; ".join(reasons),
+                rbc_mpp=float(rbc_mpp),
+                scalenet_mpp=float(sn["mpp"]),
+                n_windows=int(sn["n_informative"]),
+            )
+    return MppEstimate(
+        mpp=float(sn["mpp"]),
+        spread=float(sn["spread"]),
+        n_cells=int(rbc["n"]) if rbc else 0,
+        method="scalenet",
+        diameter_px=float(rbc["d"]) if rbc else math.nan,
+        reliable=not reasons,
+        reason="; ".join(reasons),
+        rbc_mpp=float(rbc_mpp),
+        scalenet_mpp=float(sn["mpp"]),
+        n_windows=int(sn["n_informative"]),
+    )
 
 
 def _scalenet_doubts(sn: dict) -> list[str]:
@@ -353,4 +410,3 @@ def _scalenet_doubts(sn: dict) -> list[str]:
     if sn["median_sigma"] > MAX_MEDIAN_SIGMA:
         reasons.append(f"uncertain windows (sigma {sn['median_sigma']:.2f})")
     return reasons
-

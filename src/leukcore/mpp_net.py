@@ -19,6 +19,7 @@ augmentation, so it must read the size of cells, not the look of a source (model
 Window weights and the spread of the informative windows give the reliability (see
 :mod:`leukcore.mpp`).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,18 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ScaleNet", "WORK_MPP", "WINDOW", "TRAIN_RANGE", "load_scalenet", "window_input",
-           "predict_windows", "scalenet_estimate", "DEFAULT_MODEL", "resize_image"]
+__all__ = [
+    "ScaleNet",
+    "WORK_MPP",
+    "WINDOW",
+    "TRAIN_RANGE",
+    "load_scalenet",
+    "window_input",
+    "predict_windows",
+    "scalenet_estimate",
+    "DEFAULT_MODEL",
+    "resize_image",
+]
 
 #: centre of the trained range (um/px of the windows the network reads)
 WORK_MPP = 0.3
@@ -52,9 +63,16 @@ def _net_class():
             def block(i, o, s):
                 return [nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-            self.features = nn.Sequential(*block(3, c0, 1), *block(c0, c1, 2), *block(c1, c1, 1),
-                                          *block(c1, c2, 2), *block(c2, c2, 1), *block(c2, c3, 2),
-                                          *block(c3, c3, 1), *block(c3, c3, 1))
+            self.features = nn.Sequential(
+                *block(3, c0, 1),
+                *block(c0, c1, 2),
+                *block(c1, c1, 1),
+                *block(c1, c2, 2),
+                *block(c2, c2, 1),
+                *block(c2, c3, 2),
+                *block(c3, c3, 1),
+                *block(c3, c3, 1),
+            )
             self.head = nn.Sequential(nn.Linear(c3, 64), nn.ReLU(inplace=True), nn.Linear(64, 2))
 
         def forward(self, x):
@@ -105,7 +123,7 @@ def predict_windows(net, windows: np.ndarray, batch: int = 256):
     mus, lvs = [], []
     with torch.inference_mode():
         for i in range(0, len(windows), batch):
-            x = torch.from_numpy(window_input(windows[i:i + batch]))
+            x = torch.from_numpy(window_input(windows[i : i + batch]))
             mu, lv = net(x)
             mus.append(mu.numpy())
             lvs.append(lv.numpy())
@@ -122,8 +140,11 @@ def resize_image(img: np.ndarray, zoom: float) -> np.ndarray:
     nh, nw = max(1, int(round(h * zoom))), max(1, int(round(w * zoom)))
     if (nh, nw) == (h, w):
         return img
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((nw, nh), Image.Resampling.BILINEAR,
-                                                                         reducing_gap=None if zoom > 0.5 else 2.0))
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(img)).resize(
+            (nw, nh), Image.Resampling.BILINEAR, reducing_gap=None if zoom > 0.5 else 2.0
+        )
+    )
 
 
 def _windows(img: np.ndarray, max_windows: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
@@ -141,7 +162,7 @@ def _windows(img: np.ndarray, max_windows: int, rng: Optional[np.random.Generato
     if len(pos) > max_windows:
         idx = np.linspace(0, len(pos) - 1, max_windows).round().astype(int)
         pos = [pos[i] for i in idx]
-    return np.stack([img[y:y + WINDOW, x:x + WINDOW] for y, x in pos])
+    return np.stack([img[y : y + WINDOW, x : x + WINDOW] for y, x in pos])
 
 
 def _combine(mu: np.ndarray, lv: np.ndarray) -> dict:
@@ -158,8 +179,13 @@ def _combine(mu: np.ndarray, lv: np.ndarray) -> dict:
     informative = int((sig < 0.25).sum())
     # combined standard error of the mean (windows overlap: counted at most as len/2 independent)
     comb = float(1.0 / math.sqrt(w.sum()) * math.sqrt(max(1.0, len(mu) / max(1, len(mu) // 2))))
-    return {"mu": med, "spread": q3 - q1, "n_informative": informative, "sigma": comb,
-            "median_sigma": float(np.median(sig))}
+    return {
+        "mu": med,
+        "spread": q3 - q1,
+        "n_informative": informative,
+        "sigma": comb,
+        "median_sigma": float(np.median(sig)),
+    }
 
 
 def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
@@ -180,8 +206,9 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
         levels = [resize_image(im, 1.0 / k) if k > 1 else im for im in images]
         if max(min(lv.shape[:2]) for lv in levels) < WINDOW:
             break
-        wins = np.concatenate([_windows(lv, max(8, 24 // len(levels))) for lv in levels
-                               if min(lv.shape[:2]) >= WINDOW // 2])
+        wins = np.concatenate(
+            [_windows(lv, max(8, 24 // len(levels))) for lv in levels if min(lv.shape[:2]) >= WINDOW // 2]
+        )
         mu, lv_ = predict_windows(net, wins)
         c = _combine(mu, lv_)
         if not math.isfinite(c["mu"]):
@@ -190,10 +217,17 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
         if best is None or dist < best[0]:
             best = (dist, k, c["mu"])
     if best is None:
-        return {"mpp": math.nan, "spread": math.inf, "n_informative": 0, "n_windows": 0, "median_sigma": math.inf,
-                "coarse_mpp": math.nan, "passes": 0}
+        return {
+            "mpp": math.nan,
+            "spread": math.inf,
+            "n_informative": 0,
+            "n_windows": 0,
+            "median_sigma": math.inf,
+            "coarse_mpp": math.nan,
+            "passes": 0,
+        }
     _, k, mu0 = best
-    mpp = WORK_MPP * math.exp(mu0) / k                       # input-pixel estimate
+    mpp = WORK_MPP * math.exp(mu0) / k  # input-pixel estimate
     coarse = mpp
     # 2. fine: resample to WORK_MPP by the current estimate; windows vote
     passes = 0
@@ -209,6 +243,12 @@ def scalenet_estimate(images, net=None, *, max_windows: int = 96) -> dict:
         mpp = new
         if moved < math.log(1.15):
             break
-    return {"mpp": float(mpp), "spread": float(c["spread"]), "n_informative": int(c["n_informative"]),
-            "n_windows": int(len(mu)), "median_sigma": float(c["median_sigma"]), "coarse_mpp": float(coarse),
-            "passes": passes}
+    return {
+        "mpp": float(mpp),
+        "spread": float(c["spread"]),
+        "n_informative": int(c["n_informative"]),
+        "n_windows": int(len(mu)),
+        "median_sigma": float(c["median_sigma"]),
+        "coarse_mpp": float(coarse),
+        "passes": passes,
+    }

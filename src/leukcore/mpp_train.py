@@ -25,6 +25,7 @@ them (``--bank A,B,...``; flips and turns added); ``--init-from CARD`` continues
     python -m leukcore.mpp_train -o X --sources four-class --build-bank 6000 --bank bank2_four-class.npz --seed 3
     python -m leukcore.mpp_train -o RUN --minutes 11.5 --bank bank2_four-class.npz,bank2_bccd.npz,bank2_pbc.npz --init-from RUN1/mpp-scalenet.yaml --seed 2
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,20 @@ from .mpp_sources import (
     source_files,
 )
 
-__all__ = ["SOURCE_MPP", "SOURCES", "load_source", "read_source_image", "source_files", "sample_window",
-           "augment_window", "train_scalenet", "build_bank", "ScaleNetTrainOptions", "DEFAULT_LIMITS"]
+__all__ = [
+    "SOURCE_MPP",
+    "SOURCES",
+    "load_source",
+    "read_source_image",
+    "source_files",
+    "sample_window",
+    "augment_window",
+    "train_scalenet",
+    "build_bank",
+    "ScaleNetTrainOptions",
+    "DEFAULT_LIMITS",
+]
+
 
 def sample_window(img: np.ndarray, base_mpp: float, tgt_mpp: float, rng):
     """``(window, mpp)``: a random 64 px window of ``img`` resampled from ``base_mpp`` to about
@@ -56,14 +69,15 @@ def sample_window(img: np.ndarray, base_mpp: float, tgt_mpp: float, rng):
     from PIL import Image
 
     h, w = img.shape[:2]
-    side = WINDOW * tgt_mpp / base_mpp                         # window side in base px
+    side = WINDOW * tgt_mpp / base_mpp  # window side in base px
     s = int(math.ceil(side))
     s = min(s, h, w)
     y = int(rng.integers(0, h - s + 1))
     x = int(rng.integers(0, w - s + 1))
-    crop = Image.fromarray(np.ascontiguousarray(img[y:y + s, x:x + s]))
-    filt = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS,
-            Image.Resampling.BOX][int(rng.integers(4))]
+    crop = Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s]))
+    filt = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS, Image.Resampling.BOX][
+        int(rng.integers(4))
+    ]
     if s / WINDOW < 1 and filt == Image.Resampling.BOX:
         filt = Image.Resampling.BILINEAR
     out = np.asarray(crop.resize((WINDOW, WINDOW), filt))
@@ -134,7 +148,7 @@ def augment_window(win: np.ndarray, rng, p_region: float = 0.35, blur_decorrelat
 
 
 def _draw_target(img_shape, base_mpp: float, native_mpp: float, rng) -> float:
-    fov = min(img_shape[:2]) * base_mpp                         # um
+    fov = min(img_shape[:2]) * base_mpp  # um
     hi_fov = fov / WINDOW * 0.98
     if rng.random() < 0.85:
         lo, hi = max(TRAIN_RANGE[0], native_mpp / 2.7), min(TRAIN_RANGE[1], hi_fov)
@@ -237,8 +251,13 @@ def build_bank(data, out, options: Optional[ScaleNetTrainOptions] = None, *, log
         log(f"bank: {src} {n_per_source} windows in {time.time() - t:.0f} s")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, windows=np.stack(wins), y=np.asarray(ys, np.float32), source=np.asarray(srcs, np.int8),
-             sources=np.asarray(list(sources)))
+    np.savez(
+        out,
+        windows=np.stack(wins),
+        y=np.asarray(ys, np.float32),
+        source=np.asarray(srcs, np.int8),
+        sources=np.asarray(list(sources)),
+    )
     return out
 
 
@@ -271,16 +290,31 @@ def train_scalenet(data, out_dir, options: Optional[ScaleNetTrainOptions] = None
     net, channels = _initial_net(o.init_from, o.channels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     if bank is not None:
+
         def draw():
             return _bank_batch(bank_w, bank_y, idx, sources, rng, batch)
     else:
+
         def draw():
             return make_batch(pools, rng, batch)
+
     step, hist = _train_for(net, opt, draw, lr, minutes * 60.0, log)
     net.eval()
-    card = _scalenet_card(name, channels, sources, counts, dict(
-        steps=step, batch=batch, minutes=minutes, seed=seed, lr=lr, bank=bank is not None,
-        init_from=o.init_from is not None))
+    card = _scalenet_card(
+        name,
+        channels,
+        sources,
+        counts,
+        dict(
+            steps=step,
+            batch=batch,
+            minutes=minutes,
+            seed=seed,
+            lr=lr,
+            bank=bank is not None,
+            init_from=o.init_from is not None,
+        ),
+    )
     cpath = save_model(net.state_dict(), card, out_dir, name)
     Path(out_dir, "train_log.json").write_text(json.dumps({"steps": step, "abs_err": hist[::10]}))
     log(f"saved {cpath} after {step} steps")
@@ -330,7 +364,7 @@ def _train_for(net, opt, draw, lr: float, budget: float, log) -> tuple[int, list
 def _bank_windows(bank, sources) -> tuple:
     """``(windows, targets, {source: indices})`` of the window bank(s), ``sources`` only."""
     ws, ys_, ss = [], [], []
-    for b in ([bank] if isinstance(bank, (str, Path)) else bank):
+    for b in [bank] if isinstance(bank, (str, Path)) else bank:
         z = np.load(b)
         names = [str(x) for x in z["sources"]]
         keep = np.isin(np.asarray(names)[z["source"]], list(sources))
@@ -361,21 +395,36 @@ def _scalenet_card(name: str, channels, sources, counts: dict, run: dict) -> dic
     bank, init_from = run["bank"], run["init_from"]
     minutes, seed, lr = run["minutes"], run["seed"], run["lr"]
     return {
-        "name": name, "task": "pixel-size", "version": 1,
-        "architecture": {"type": "scalenet", "channels": list(channels), "window": WINDOW,
-                         "output": "mu = log(mpp / work_mpp), log variance"},
-        "input": {"work_mpp": WORK_MPP, "window": WINDOW, "normalization": "per-window channel mean removed, "
-                  "divided by the window's std + 0.02", "train_range_mpp": list(TRAIN_RANGE),
-                  "wide_range_mpp": list(WIDE_RANGE)},
-        "training": {"sources": {s: {"mpp": SOURCE_MPP[s], ("windows" if bank else "images"): counts[s]}
-                                 for s in sources},
-                     "split": "image-level (four-class, PBC: content-hash fifth held out as test, bundled "
-                              "sample fields always test; BCCD: ImageSets/Main/test.txt held out)",
-                     "steps": run["steps"], "batch": run["batch"], "minutes": minutes, "seed": seed, "lr": lr,
-                     "command": f"python -m leukcore.mpp_train --data DATA -o RUN --minutes {minutes:g} "
-                                f"--sources {','.join(sources)} --seed {seed} --lr {lr:g}"
-                                + (" --bank BANKS" if bank else "")
-                                + (" --init-from CARD" if init_from else "")},
+        "name": name,
+        "task": "pixel-size",
+        "version": 1,
+        "architecture": {
+            "type": "scalenet",
+            "channels": list(channels),
+            "window": WINDOW,
+            "output": "mu = log(mpp / work_mpp), log variance",
+        },
+        "input": {
+            "work_mpp": WORK_MPP,
+            "window": WINDOW,
+            "normalization": "per-window channel mean removed, divided by the window's std + 0.02",
+            "train_range_mpp": list(TRAIN_RANGE),
+            "wide_range_mpp": list(WIDE_RANGE),
+        },
+        "training": {
+            "sources": {s: {"mpp": SOURCE_MPP[s], ("windows" if bank else "images"): counts[s]} for s in sources},
+            "split": "image-level (four-class, PBC: content-hash fifth held out as test, bundled "
+            "sample fields always test; BCCD: ImageSets/Main/test.txt held out)",
+            "steps": run["steps"],
+            "batch": run["batch"],
+            "minutes": minutes,
+            "seed": seed,
+            "lr": lr,
+            "command": f"python -m leukcore.mpp_train --data DATA -o RUN --minutes {minutes:g} "
+            f"--sources {','.join(sources)} --seed {seed} --lr {lr:g}"
+            + (" --bank BANKS" if bank else "")
+            + (" --init-from CARD" if init_from else ""),
+        },
     }
 
 
@@ -390,10 +439,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="mpp-scalenet")
     ap.add_argument("--cache", default=None, help="folder for decoded-image caches")
-    ap.add_argument("--bank", default=None, help="window bank .npz (built with --build-bank N); comma-separated list to train")
+    ap.add_argument(
+        "--bank", default=None, help="window bank .npz (built with --build-bank N); comma-separated list to train"
+    )
     ap.add_argument("--init-from", default=None, help="ScaleNet card to continue training from")
-    ap.add_argument("--stage1-optics", action="store_true",
-                    help="bank: the detector's blur/noise/JPEG (stage-1 recipe) instead of the optics decorrelation")
+    ap.add_argument(
+        "--stage1-optics",
+        action="store_true",
+        help="bank: the detector's blur/noise/JPEG (stage-1 recipe) instead of the optics decorrelation",
+    )
     ap.add_argument("--channels", default="12,24,48,96")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--build-bank", type=int, default=0, metavar="N", help="write N windows per source to --bank")
@@ -402,15 +456,23 @@ def main(argv=None):
 
     data = Path(a.data) if a.data else data_dir()
     srcs = [s for s in a.sources.split(",") if s]
-    options = ScaleNetTrainOptions(sources=srcs, minutes=a.minutes, seed=a.seed, lr=a.lr, cache_dir=a.cache,
-                                   name=a.name, channels=tuple(int(c) for c in a.channels.split(",")),
-                                   init_from=a.init_from, n_per_source=a.build_bank,
-                                   blur_decorrelate=not a.stage1_optics)
+    options = ScaleNetTrainOptions(
+        sources=srcs,
+        minutes=a.minutes,
+        seed=a.seed,
+        lr=a.lr,
+        cache_dir=a.cache,
+        name=a.name,
+        channels=tuple(int(c) for c in a.channels.split(",")),
+        init_from=a.init_from,
+        n_per_source=a.build_bank,
+        blur_decorrelate=not a.stage1_optics,
+    )
     if a.build_bank:
         build_bank(data, a.bank, options, log=lambda s: print(s, flush=True))
         return
-    train_scalenet(data, a.out, options, bank=a.bank.split(",") if a.bank else None,
-                   log=lambda s: print(s, flush=True))
+    train_scalenet(data, a.out, options, bank=a.bank.split(",") if a.bank else None, log=lambda s: print(s, flush=True))
+
 
 if __name__ == "__main__":
     main()

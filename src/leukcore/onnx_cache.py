@@ -4,6 +4,7 @@ Used by the classifier (:mod:`leukcore.classify.onnx_backend`) and the detector
 (:mod:`leukcore.detect.onnx_backend`), which may not import each other (import contract:
 detection and classification meet only in the pipeline).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ def onnx_available() -> bool:
     """True when ONNX Runtime can be imported."""
     try:
         import onnxruntime  # noqa: F401
+
         return True
     except ImportError:
         return False

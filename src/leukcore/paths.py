@@ -13,6 +13,7 @@ folder                 environment         default
 ``<repo>`` is the checkout holding ``src/leukcore`` (:data:`REPO_ROOT`).  The environment is read at every
 call, so a test or a process may change it.
 """
+
 from __future__ import annotations
 
 import os

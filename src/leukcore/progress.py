@@ -14,14 +14,14 @@ A cancelled run stops at the next check and returns what it has, marked
 :func:`iter_progress` turns such a function into a generator of its events and, last, its result
 (:func:`leukcore.pipeline.iter_analyze` for a slide's analysis).
 """
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-__all__ = ["ProgressEvent", "ProgressCallback", "CancelToken", "Cancelled",
-           "is_cancelled", "emit", "iter_progress"]
+__all__ = ["ProgressEvent", "ProgressCallback", "CancelToken", "Cancelled", "is_cancelled", "emit", "iter_progress"]
 
 
 @dataclass(frozen=True)

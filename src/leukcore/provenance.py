@@ -25,6 +25,7 @@ The input fingerprint reads a bounded amount of the file, however large the slid
 A model's record (:func:`model_record`) is its card's path, the sha256 of the card file's bytes (a card
 with its classes swapped is a different card) and the sha256 of the weights file as read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,19 @@ from typing import Any, Mapping, Optional
 
 from .hashing import sha256_bytes, sha256_file
 
-__all__ = ["sha256_file", "sha256_bytes", "input_fingerprint", "model_record", "model_fingerprint",
-           "analysis_settings", "fingerprint", "compare", "describe", "invalidate", "FINGERPRINT_VERSION"]
+__all__ = [
+    "sha256_file",
+    "sha256_bytes",
+    "input_fingerprint",
+    "model_record",
+    "model_fingerprint",
+    "analysis_settings",
+    "fingerprint",
+    "compare",
+    "describe",
+    "invalidate",
+    "FINGERPRINT_VERSION",
+]
 
 FINGERPRINT_VERSION = 1
 
@@ -66,12 +78,20 @@ def _tiff_structure(path: Path, h) -> bool:
                 if i >= _MAX_TIFF_PAGES:
                     h.update(b"...more pages")
                     break
-                h.update(_canonical([i, list(getattr(page, "shape", ())), str(getattr(page, "dtype", "")),
-                                     int(getattr(page, "compression", 0) or 0),
-                                     getattr(page, "description", "") or ""]))
+                h.update(
+                    _canonical(
+                        [
+                            i,
+                            list(getattr(page, "shape", ())),
+                            str(getattr(page, "dtype", "")),
+                            int(getattr(page, "compression", 0) or 0),
+                            getattr(page, "description", "") or "",
+                        ]
+                    )
+                )
                 for name in ("dataoffsets", "databytecounts"):
                     v = getattr(page, name, None)
-                    if v is not None:       # one entry per tile: hashed as raw uint64, not as JSON
+                    if v is not None:  # one entry per tile: hashed as raw uint64, not as JSON
                         import numpy as np
 
                         h.update(np.asarray(v, dtype=np.uint64).tobytes())
@@ -101,8 +121,11 @@ def _file_fingerprint(p: Path, st: os.stat_result) -> dict:
             sample.update(off.to_bytes(8, "little"))
             sample.update(f.read(_BLOCK))
     is_tiff = _tiff_structure(p, meta)
-    fp.update(meta_sha256=meta.hexdigest(), sample_sha256=sample.hexdigest(),
-              method=f"head+tail 1 MiB{' + TIFF pages' if is_tiff else ''}; {_N_SAMPLES} x 64 KiB blocks")
+    fp.update(
+        meta_sha256=meta.hexdigest(),
+        sample_sha256=sample.hexdigest(),
+        method=f"head+tail 1 MiB{' + TIFF pages' if is_tiff else ''}; {_N_SAMPLES} x 64 KiB blocks",
+    )
     return fp
 
 
@@ -142,10 +165,16 @@ def _dir_fingerprint(p: Path) -> dict:
             sample.update(_canonical([rel, sz]))
             with open(p / rel, "rb") as f:
                 sample.update(f.read(_BLOCK))
-    return {"kind": "directory", "size": sum(s for _, s in files), "n_files": len(files),
-            "mtime_ns": mtime, "meta_sha256": meta.hexdigest(), "sample_sha256": sample.hexdigest(),
-            "truncated": truncated,
-            "method": f"metadata files whole; {_N_SAMPLES} data files x first 64 KiB"}
+    return {
+        "kind": "directory",
+        "size": sum(s for _, s in files),
+        "n_files": len(files),
+        "mtime_ns": mtime,
+        "meta_sha256": meta.hexdigest(),
+        "sample_sha256": sample.hexdigest(),
+        "truncated": truncated,
+        "method": f"metadata files whole; {_N_SAMPLES} data files x first 64 KiB",
+    }
 
 
 def input_fingerprint(path: Optional[str | os.PathLike]) -> Optional[dict]:
@@ -180,13 +209,17 @@ def model_record(card: Optional[Mapping[str, Any]]) -> Optional[dict]:
         return None
     w = card.get("weights") or {}
     cp = card.get("_card_path")
-    rec = {"name": card.get("name"), "version": card.get("version"), "task": card.get("task"),
-           "sha256": card.get("_weights_sha256") or w.get("sha256"),
-           "card": Path(str(cp)).name if cp else None,
-           "card_path": str(Path(str(cp)).resolve()) if cp else None,
-           "card_sha256": card.get("_card_sha256"),
-           "origin": _origin(cp),
-           "weights_verified": bool(w.get("sha256")) if cp else None}
+    rec = {
+        "name": card.get("name"),
+        "version": card.get("version"),
+        "task": card.get("task"),
+        "sha256": card.get("_weights_sha256") or w.get("sha256"),
+        "card": Path(str(cp)).name if cp else None,
+        "card_path": str(Path(str(cp)).resolve()) if cp else None,
+        "card_sha256": card.get("_card_sha256"),
+        "origin": _origin(cp),
+        "weights_verified": bool(w.get("sha256")) if cp else None,
+    }
     if card.get("classes") is not None:
         rec["classes"] = list(card["classes"])
     return rec
@@ -214,25 +247,45 @@ def model_fingerprint(model) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------ settings + block
-def analysis_settings(*, mpp=None, region=None, review_threshold=None, tile_size=1024, batch_size=None,
-                      detect_batch_size=None, device="auto", skip_missing=False) -> dict:
+def analysis_settings(
+    *,
+    mpp=None,
+    region=None,
+    review_threshold=None,
+    tile_size=1024,
+    batch_size=None,
+    detect_batch_size=None,
+    device="auto",
+    skip_missing=False,
+) -> dict:
     """Every analysis setting besides the models, as requested, JSON-ready
     (:meth:`leukcore.settings.AnalysisSettings.record`, the one owner of what is recorded).
     """
     from .settings import AnalysisSettings
 
-    return AnalysisSettings(mpp=mpp, region=region, review_threshold=review_threshold, tile_size=tile_size,
-                            batch_size=batch_size, detect_batch_size=detect_batch_size, device=device,
-                            skip_missing=skip_missing).record()
+    return AnalysisSettings(
+        mpp=mpp,
+        region=region,
+        review_threshold=review_threshold,
+        tile_size=tile_size,
+        batch_size=batch_size,
+        detect_batch_size=detect_batch_size,
+        device=device,
+        skip_missing=skip_missing,
+    ).record()
 
 
-def fingerprint(input_fp: Optional[dict], settings: dict, detector: Optional[dict],
-                classifier: Optional[dict]) -> dict:
+def fingerprint(input_fp: Optional[dict], settings: dict, detector: Optional[dict], classifier: Optional[dict]) -> dict:
     """The ``provenance`` block of ``summary.json``."""
     from ._version import __version__
 
-    block = {"version": FINGERPRINT_VERSION, "leukcore_version": __version__, "input": input_fp,
-             "settings": dict(settings), "models": {"detector": detector, "classifier": classifier}}
+    block = {
+        "version": FINGERPRINT_VERSION,
+        "leukcore_version": __version__,
+        "input": input_fp,
+        "settings": dict(settings),
+        "models": {"detector": detector, "classifier": classifier},
+    }
     block["digest"] = sha256_bytes(_canonical(block))
     return block
 
@@ -256,7 +309,9 @@ def _model_diff(a: Optional[dict], b: Optional[dict]) -> tuple[bool, list[str]]:
     if a.get("sha256") != b.get("sha256"):
         out.append("weights sha256")
     # a shipped card is the same card wherever the package is installed; a user card is also its path
-    if a.get("origin") != b.get("origin") or (a.get("origin") != "shipped" and a.get("card_path") != b.get("card_path")):
+    if a.get("origin") != b.get("origin") or (
+        a.get("origin") != "shipped" and a.get("card_path") != b.get("card_path")
+    ):
         out.append(f"card path {a.get('card_path')} -> {b.get('card_path')}")
     return False, out
 
@@ -290,8 +345,9 @@ def compare(recorded: Optional[Mapping], current: Mapping) -> list[str]:
         reasons.append("settings changed: " + ", ".join(changed))
     reasons += files
     if recorded.get("leukcore_version") != current.get("leukcore_version"):
-        reasons.append(f"leukcore version changed: {recorded.get('leukcore_version')} -> "
-                       f"{current.get('leukcore_version')}")
+        reasons.append(
+            f"leukcore version changed: {recorded.get('leukcore_version')} -> {current.get('leukcore_version')}"
+        )
     return reasons
 
 

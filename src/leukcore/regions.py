@@ -5,6 +5,7 @@ A region is ``(y0, x0, y1, x1)`` in level-0 pixels, half-open, the ``region`` ar
 given (``rounding="nearest"``); the napari plugin clips the box a camera sees or shapes enclose
 (``rounding="outward"``: every partly covered pixel is in).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,9 @@ class RegionError(ValueError):
     """The requested region is malformed, empty or does not meet the slide."""
 
 
-def clip_region(region: Optional[Sequence[float]], shape: Sequence[int], *,
-                rounding: str = "nearest") -> tuple[int, int, int, int]:
+def clip_region(
+    region: Optional[Sequence[float]], shape: Sequence[int], *, rounding: str = "nearest"
+) -> tuple[int, int, int, int]:
     """Round ``region`` to whole pixels and clip it to a slide of level-0 ``shape``.
 
     Parameters
@@ -54,6 +56,8 @@ def clip_region(region: Optional[Sequence[float]], shape: Sequence[int], *,
         raise ValueError(f"unknown rounding {rounding!r}: use 'nearest' or 'outward'")
     box = (max(0, b[0]), max(0, b[1]), min(H, b[2]), min(W, b[3]))
     if box[2] <= box[0] or box[3] <= box[1]:
-        raise RegionError(f"the region ({y0:.0f}, {x0:.0f}) - ({y1:.0f}, {x1:.0f}) px is empty or does not "
-                          f"meet the slide (0, 0) - ({H}, {W}) px")
+        raise RegionError(
+            f"the region ({y0:.0f}, {x0:.0f}) - ({y1:.0f}, {x1:.0f}) px is empty or does not "
+            f"meet the slide (0, 0) - ({H}, {W}) px"
+        )
     return box

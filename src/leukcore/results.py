@@ -31,6 +31,7 @@ review_reason : str    (with ``ood_score``: "ood", "low_confidence" or "")
 ``meta`` holds slide path, mpp, level-0 shape, model names and versions,
 ``partial`` (True when a run was cancelled) and timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,31 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "CellTable", "DETECTION_COLUMNS", "CLASS_COLORS", "BLAST_CLASSES", "blast_percent",
-    "class_color", "atomic_path", "polygon_area", "json_default",
+    "CellTable",
+    "DETECTION_COLUMNS",
+    "CLASS_COLORS",
+    "BLAST_CLASSES",
+    "blast_percent",
+    "class_color",
+    "atomic_path",
+    "polygon_area",
+    "json_default",
 ]
 
 DETECTION_COLUMNS = [
-    "cell_id", "centroid_y", "centroid_x", "centroid_y_um", "centroid_x_um",
-    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "area_px", "area_um2", "score", "polygon",
+    "cell_id",
+    "centroid_y",
+    "centroid_x",
+    "centroid_y_um",
+    "centroid_x_um",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "area_px",
+    "area_um2",
+    "score",
+    "polygon",
 ]
 
 #: RGB colours (0-255) per class name; unknown classes get a stable fallback.
@@ -127,6 +146,7 @@ class atomic_path:
         else:
             if self.tmp.is_dir():
                 import shutil
+
                 shutil.rmtree(self.tmp, ignore_errors=True)
             elif self.tmp.exists():
                 self.tmp.unlink()
@@ -176,9 +196,15 @@ class CellTable:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_detections(cls, centroids: np.ndarray, polygons: Sequence[np.ndarray],
-                        scores: np.ndarray, mpp: float | None = None,
-                        meta: Mapping[str, Any] | None = None, start_id: int = 1) -> "CellTable":
+    def from_detections(
+        cls,
+        centroids: np.ndarray,
+        polygons: Sequence[np.ndarray],
+        scores: np.ndarray,
+        mpp: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+        start_id: int = 1,
+    ) -> "CellTable":
         """Build a table from level-0 centroids (N, 2), polygons (list of (K, 2)) and scores."""
         import pandas as pd
 
@@ -195,22 +221,31 @@ class CellTable:
             y0 = x0 = y1 = x1 = np.zeros(0, np.int64)
             area = np.zeros(0)
         m = float(mpp) if mpp else math.nan
-        df = pd.DataFrame({
-            "cell_id": np.arange(start_id, start_id + n, dtype=np.int64),
-            "centroid_y": centroids[:, 0], "centroid_x": centroids[:, 1],
-            "centroid_y_um": centroids[:, 0] * m, "centroid_x_um": centroids[:, 1] * m,
-            "bbox_y0": y0, "bbox_x0": x0, "bbox_y1": y1, "bbox_x1": x1,
-            "area_px": area, "area_um2": area * m * m,
-            "score": np.asarray(scores, dtype=np.float32),
-            "polygon": pd.Series(polys, dtype=object),
-        })
+        df = pd.DataFrame(
+            {
+                "cell_id": np.arange(start_id, start_id + n, dtype=np.int64),
+                "centroid_y": centroids[:, 0],
+                "centroid_x": centroids[:, 1],
+                "centroid_y_um": centroids[:, 0] * m,
+                "centroid_x_um": centroids[:, 1] * m,
+                "bbox_y0": y0,
+                "bbox_x0": x0,
+                "bbox_y1": y1,
+                "bbox_x1": x1,
+                "area_px": area,
+                "area_um2": area * m * m,
+                "score": np.asarray(scores, dtype=np.float32),
+                "polygon": pd.Series(polys, dtype=object),
+            }
+        )
         meta = dict(meta or {})
         meta.setdefault("mpp", mpp)
         return cls(df, meta)
 
     @classmethod
-    def concat(cls, tables: Iterable["CellTable"], meta: Mapping[str, Any] | None = None,
-               renumber: bool = True) -> "CellTable":
+    def concat(
+        cls, tables: Iterable["CellTable"], meta: Mapping[str, Any] | None = None, renumber: bool = True
+    ) -> "CellTable":
         """Concatenate tables (e.g. per-tile chunks); renumber ``cell_id`` 1..N."""
         import pandas as pd
 
@@ -258,10 +293,15 @@ class CellTable:
     def prob_columns(self) -> list[str]:
         return [f"prob_{c}" for c in self.classes]
 
-    def set_classification(self, probabilities: np.ndarray, classes: Sequence[str],
-                           review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
-                           blast_threshold: float | None = None, ood_score: np.ndarray | None = None,
-                           ood_threshold: float | None = None) -> None:
+    def set_classification(
+        self,
+        probabilities: np.ndarray,
+        classes: Sequence[str],
+        review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+        blast_threshold: float | None = None,
+        ood_score: np.ndarray | None = None,
+        ood_threshold: float | None = None,
+    ) -> None:
         """Attach class probabilities (N, C); sets label, confidence, prob_*, review.
 
         ``review``: confidence below ``review_threshold``, or a blast call below
@@ -316,9 +356,11 @@ class CellTable:
         blast, nor as normal; it waits for a person.  ``confident_only=False``: over every cell.
         None before classification or with no (confident) cell.
         """
-        return blast_percent(self.df["label"] if self.is_classified else [],
-                             self.df["review"] if confident_only and "review" in self.df else None,
-                             fraction=True)
+        return blast_percent(
+            self.df["label"] if self.is_classified else [],
+            self.df["review"] if confident_only and "review" in self.df else None,
+            fraction=True,
+        )
 
     def review_reasons(self) -> dict[str, int]:
         """Cells in review by reason: ``ood`` (unlike the training cells), ``low_confidence``, and
@@ -346,9 +388,12 @@ class CellTable:
     # ------------------------------------------------------------------ I/O
     def _flat_frame(self):
         df = self.df.copy()
-        df["polygon"] = [json.dumps(np.round(np.asarray(p, dtype=np.float64), 2).tolist())
-                         if p is not None and not (isinstance(p, float)) else "[]"
-                         for p in df["polygon"]]
+        df["polygon"] = [
+            json.dumps(np.round(np.asarray(p, dtype=np.float64), 2).tolist())
+            if p is not None and not (isinstance(p, float))
+            else "[]"
+            for p in df["polygon"]
+        ]
         return df
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -365,8 +410,10 @@ class CellTable:
 
         path = Path(path)
         df = self.df.copy()
-        df["polygon"] = [np.asarray(p, dtype=np.float32).tolist() if p is not None and not isinstance(p, float)
-                         else [] for p in df["polygon"]]
+        df["polygon"] = [
+            np.asarray(p, dtype=np.float32).tolist() if p is not None and not isinstance(p, float) else []
+            for p in df["polygon"]
+        ]
         table = pa.Table.from_pandas(df, preserve_index=False)
         md = dict(table.schema.metadata or {})
         md[b"leukcore"] = json.dumps(self.meta, default=json_default).encode()

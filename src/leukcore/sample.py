@@ -22,6 +22,7 @@ and was judged by eye (~19 px); BCCD 88 px (45).  Hence the constants below
 (um/px = 7.5 / diameter), rounded; they are rough (+-15 %), which is fine for
 placing fields on a common scale, not for morphometry.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,22 @@ import numpy as np
 
 from .io.write import WriteOptions
 
-__all__ = ["build_mosaic", "MosaicOptions", "sample_slide_path", "bundled_fields", "Field", "Mosaic", "field_mpp_for",
-           "FOURCLASS_MPP", "BCCD_MPP", "SAMPLE_MPP", "ATTRIBUTION", "data_root", "cache_dir", "render_field"]
+__all__ = [
+    "build_mosaic",
+    "MosaicOptions",
+    "sample_slide_path",
+    "bundled_fields",
+    "Field",
+    "Mosaic",
+    "field_mpp_for",
+    "FOURCLASS_MPP",
+    "BCCD_MPP",
+    "SAMPLE_MPP",
+    "ATTRIBUTION",
+    "data_root",
+    "cache_dir",
+    "render_field",
+]
 
 #: measured pixel size (um/px) of the four-class (Aria / Ghaderzadeh) fields, per class folder
 FOURCLASS_MPP = {"Benign": 0.46, "Early": 0.45, "Pre": 0.40, "Pro": 0.51}
@@ -52,9 +67,11 @@ SAMPLE_MPP = 0.25
 #: bump when the sample layout / rendering changes (invalidates cached sample slides)
 SAMPLE_VERSION = 2
 
-ATTRIBUTION = ("Fields: B-ALL four-class dataset, Aria, Ghaderzadeh et al., CC BY 4.0 "
-               "(Ghaderzadeh et al., Int J Intell Syst 2022, doi:10.1002/int.22753); "
-               "BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore.")
+ATTRIBUTION = (
+    "Fields: B-ALL four-class dataset, Aria, Ghaderzadeh et al., CC BY 4.0 "
+    "(Ghaderzadeh et al., Int J Intell Syst 2022, doi:10.1002/int.22753); "
+    "BCCD, MIT licence, Copyright (c) 2017 shenggan. Rescaled and tiled by leukcore."
+)
 
 _SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
 
@@ -156,8 +173,9 @@ def render_field(path: str, out_h: int, out_w: int, mask_scale_bar: bool) -> np.
         # the four-class fields have a scale bar + text burned into the lower-right corner
         y0, x0 = int(h * 0.875), int(w * 0.80)
         # fill with the local background: the bright (cell-free) pixels of a band around the patch
-        ring = np.concatenate([a[max(0, y0 - 12):y0, max(0, x0 - 12):].reshape(-1, 3),
-                               a[y0:, max(0, x0 - 12):x0].reshape(-1, 3)]).astype(np.int32)
+        ring = np.concatenate(
+            [a[max(0, y0 - 12) : y0, max(0, x0 - 12) :].reshape(-1, 3), a[y0:, max(0, x0 - 12) : x0].reshape(-1, 3)]
+        ).astype(np.int32)
         lum = ring.sum(1)
         bg = ring[lum >= np.percentile(lum, 60)]
         a[y0:, x0:] = np.median(bg, axis=0).astype(np.uint8)
@@ -206,13 +224,13 @@ class _MosaicArray:
         x0, x1, _ = xs.indices(self.shape[1])
         out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
         out[:] = self.background
-        for (fy, fx, fh, fw, path, mask) in self.placements:
+        for fy, fx, fh, fw, path, mask in self.placements:
             if fy >= y1 or fx >= x1 or fy + fh <= y0 or fx + fw <= x0:
                 continue
             img = render_field(path, fh, fw, mask)
             oy0, ox0 = max(fy, y0), max(fx, x0)
             oy1, ox1 = min(fy + fh, y1), min(fx + fw, x1)
-            out[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] = img[oy0 - fy:oy1 - fy, ox0 - fx:ox1 - fx]
+            out[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = img[oy0 - fy : oy1 - fy, ox0 - fx : ox1 - fx]
         if len(key) > 2:
             out = out[:, :, key[2]]
         return out
@@ -223,8 +241,15 @@ def _lazy_mosaic(shape, placements, background, chunk: int):
 
     arr = _MosaicArray(shape, placements, background)
     tok = hashlib.sha1(repr((shape, placements[:50], len(placements), tuple(background))).encode()).hexdigest()[:16]
-    return da.from_array(arr, chunks=(chunk, chunk, 3), name=f"leuk-mosaic-{tok}", lock=False,
-                         asarray=False, fancy=False, meta=np.empty((0, 0, 3), np.uint8))
+    return da.from_array(
+        arr,
+        chunks=(chunk, chunk, 3),
+        name=f"leuk-mosaic-{tok}",
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 3), np.uint8),
+    )
 
 
 @dataclass(frozen=True)
@@ -259,9 +284,17 @@ class MosaicOptions(WriteOptions):
     write_layout: bool = True
 
 
-def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field_scale=None, mpp: float = SAMPLE_MPP,
-                 background=(242, 240, 245), *, shuffle: Optional[int] = 0,
-                 options: Optional[MosaicOptions] = None) -> Mosaic:
+def build_mosaic(
+    fields: Iterable,
+    out_path,
+    grid: Optional[tuple] = None,
+    field_scale=None,
+    mpp: float = SAMPLE_MPP,
+    background=(242, 240, 245),
+    *,
+    shuffle: Optional[int] = 0,
+    options: Optional[MosaicOptions] = None,
+) -> Mosaic:
     """Assemble real smear fields into one pyramidal OME-TIFF at a single pixel size.
 
     Parameters
@@ -302,8 +335,9 @@ def build_mosaic(fields: Iterable, out_path, grid: Optional[tuple] = None, field
     H, W = rows * cell, cols * cell
     placements, layout = _place_fields(flist, sizes, scaled, (rows, cols), cell, o.mask_scale_bar)
     img = _lazy_mosaic((H, W), placements, background, chunk=o.tile)
-    desc = o.description or (f"leukcore mosaic of {len(flist)} real blood-smear fields "
-                             f"({rows} x {cols} grid, {mpp} um/px)")
+    desc = o.description or (
+        f"leukcore mosaic of {len(flist)} real blood-smear fields ({rows} x {cols} grid, {mpp} um/px)"
+    )
     written = dataclasses.replace(o, description=desc, name=o.name or "leukcore mosaic")
     write_slide(out_path, img, mpp=mpp, tile=o.tile, compression=o.compression, options=written)
     mos = Mosaic(path=str(out_path), shape=(H, W), mpp=float(mpp), grid=(rows, cols), cell=int(cell), fields=layout)
@@ -382,10 +416,20 @@ def _place_fields(flist: list, sizes: dict, scaled: dict, grid: tuple, cell: int
         boxes = []
         if f.source == "bccd":
             sy, sx = fh / sizes[f.path][0], fw / sizes[f.path][1]
-            boxes = [[fy + b[0] * sy, fx + b[1] * sx, fy + b[2] * sy, fx + b[3] * sx]
-                     for b in _bccd_wbc_boxes(f.path)]
-        layout.append({"file": os.path.basename(f.path), "source": f.source, "label": f.label,
-                       "y0": fy, "x0": fx, "y1": fy + fh, "x1": fx + fw, "scale": s, "wbc_boxes": boxes})
+            boxes = [[fy + b[0] * sy, fx + b[1] * sx, fy + b[2] * sy, fx + b[3] * sx] for b in _bccd_wbc_boxes(f.path)]
+        layout.append(
+            {
+                "file": os.path.basename(f.path),
+                "source": f.source,
+                "label": f.label,
+                "y0": fy,
+                "x0": fx,
+                "y1": fy + fh,
+                "x1": fx + fw,
+                "scale": s,
+                "wbc_boxes": boxes,
+            }
+        )
     return placements, layout
 
 
@@ -412,8 +456,16 @@ def sample_slide_path(rebuild: bool = False) -> str:
     with _sample_lock:
         if rebuild or not (out.exists() and Path(str(out) + ".layout.json").exists()):
             out.parent.mkdir(parents=True, exist_ok=True)
-            desc = ("leukcore sample slide: 24 B-ALL four-class fields (6 per class) and "
-                    "8 BCCD fields on one 0.25 um/px grid")
-            build_mosaic(fields, out, grid=(4, 8), mpp=SAMPLE_MPP, shuffle=7,
-                         options=MosaicOptions(compression="jpeg", quality=90, description=desc))
+            desc = (
+                "leukcore sample slide: 24 B-ALL four-class fields (6 per class) and "
+                "8 BCCD fields on one 0.25 um/px grid"
+            )
+            build_mosaic(
+                fields,
+                out,
+                grid=(4, 8),
+                mpp=SAMPLE_MPP,
+                shuffle=7,
+                options=MosaicOptions(compression="jpeg", quality=90, description=desc),
+            )
     return str(out)

@@ -26,6 +26,7 @@ The grid also owns what detection does with tiles, so that the detector only run
   reported near core edges, on top of the ownership rule;
 * **coordinates** (:class:`GridFrame`): grid pixels <-> level-0 pixels of the slide.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,17 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Tile", "TileGrid", "GridFrame", "SeamGuard", "dedupe_points", "points_in_blocks", "strips",
-           "box_area", "box_union"]
+__all__ = [
+    "Tile",
+    "TileGrid",
+    "GridFrame",
+    "SeamGuard",
+    "dedupe_points",
+    "points_in_blocks",
+    "strips",
+    "box_area",
+    "box_union",
+]
 
 
 def box_area(box) -> int:
@@ -89,8 +99,7 @@ class Tile:
         """Boolean mask of ``(N, 2)`` points closer than ``margin`` to an edge of this core (either side)."""
         y0, x0, y1, x1 = self.core
         p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return ((p[:, 0] - y0 < margin) | (y1 - p[:, 0] < margin) | (p[:, 1] - x0 < margin)
-                | (x1 - p[:, 1] < margin))
+        return (p[:, 0] - y0 < margin) | (y1 - p[:, 0] < margin) | (p[:, 1] - x0 < margin) | (x1 - p[:, 1] < margin)
 
 
 class TileGrid:
@@ -128,8 +137,16 @@ class TileGrid:
     2
     """
 
-    def __init__(self, shape: Sequence[int], tile: int = 1024, halo: int = 64, *, multiple: int = 1,
-                 max_object: Optional[float] = None, trim_edges: bool = True):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        tile: int = 1024,
+        halo: int = 64,
+        *,
+        multiple: int = 1,
+        max_object: Optional[float] = None,
+        trim_edges: bool = True,
+    ):
         H, W = (int(shape[0]), int(shape[1]))
         if H <= 0 or W <= 0:
             raise ValueError(f"TileGrid: empty image shape {tuple(shape)!r}")
@@ -142,8 +159,10 @@ class TileGrid:
         self.tile = int(math.ceil(tile / m) * m)
         self.halo = int(math.ceil(halo / m) * m)
         if max_object is not None and not self.halo > max_object:
-            raise ValueError(f"TileGrid: halo {self.halo} px must exceed the largest object ({max_object:.0f} px); "
-                             "objects at tile seams would be cut")
+            raise ValueError(
+                f"TileGrid: halo {self.halo} px must exceed the largest object ({max_object:.0f} px); "
+                "objects at tile seams would be cut"
+            )
         self.shape = (H, W)
         self.n_rows = int(math.ceil(H / self.tile))
         self.n_cols = int(math.ceil(W / self.tile))
@@ -176,8 +195,9 @@ class TileGrid:
         if self.trim_edges:
             ry1 = y0 + int(math.ceil((y1 - y0 + h) / m) * m)
             rx1 = x0 + int(math.ceil((x1 - x0 + h) / m) * m)
-        return Tile(index=row * self.n_cols + col, row=row, col=col, core=(y0, x0, y1, x1),
-                    read=(y0 - h, x0 - h, ry1, rx1))
+        return Tile(
+            index=row * self.n_cols + col, row=row, col=col, core=(y0, x0, y1, x1), read=(y0 - h, x0 - h, ry1, rx1)
+        )
 
     def owner(self, y: float, x: float) -> int:
         """Index of the tile whose core holds point ``(y, x)`` (clipped to the image)."""
@@ -216,7 +236,7 @@ class TileGrid:
         """Bool per tile: its core holds a marked block of the ``(rows, cols)`` block map (edge ``block``)."""
         tb = self.tile // block
         pad = np.zeros((self.n_rows * tb, self.n_cols * tb), bool)
-        pad[:blocks.shape[0], :blocks.shape[1]] = blocks
+        pad[: blocks.shape[0], : blocks.shape[1]] = blocks
         return pad.reshape(self.n_rows, tb, self.n_cols, tb).any(axis=(1, 3)).ravel()
 
     def windows(self, tile: Tile, blocks: np.ndarray, block: int, halo: int, max_share: float = 1.0) -> list:
@@ -229,7 +249,7 @@ class TileGrid:
         block; ``[tile]`` when the windows would read more than ``max_share`` of the tile's read box.
         """
         tb = self.tile // block
-        sub = blocks[tile.row * tb:(tile.row + 1) * tb, tile.col * tb:(tile.col + 1) * tb]
+        sub = blocks[tile.row * tb : (tile.row + 1) * tb, tile.col * tb : (tile.col + 1) * tb]
         if not sub.any():
             return []
         from scipy import ndimage as ndi
@@ -238,13 +258,23 @@ class TileGrid:
         ry1, rx1 = tile.read[2], tile.read[3]
 
         def read_of(core):
-            return (core[0] - halo, core[1] - halo, ry1 if core[2] >= cy1 else core[2] + halo,
-                    rx1 if core[3] >= cx1 else core[3] + halo)
+            return (
+                core[0] - halo,
+                core[1] - halo,
+                ry1 if core[2] >= cy1 else core[2] + halo,
+                rx1 if core[3] >= cx1 else core[3] + halo,
+            )
 
         lab, _ = ndi.label(sub, structure=np.ones((3, 3), int))
-        cores = [(cy0 + sl[0].start * block, cx0 + sl[1].start * block,
-                  min(cy0 + sl[0].stop * block, cy1), min(cx0 + sl[1].stop * block, cx1))
-                 for sl in ndi.find_objects(lab)]
+        cores = [
+            (
+                cy0 + sl[0].start * block,
+                cx0 + sl[1].start * block,
+                min(cy0 + sl[0].stop * block, cy1),
+                min(cx0 + sl[1].stop * block, cx1),
+            )
+            for sl in ndi.find_objects(lab)
+        ]
         cores = _merge_cores(cores, read_of)
         wins = [Tile(index=tile.index, row=tile.row, col=tile.col, core=c, read=read_of(c)) for c in cores]
         if sum(box_area(w.read) for w in wins) > max_share * box_area(tile.read):
@@ -299,8 +329,7 @@ def strips(height: int, width: int, budget: float, margin: int, multiple: int = 
     h = (int(budget // width) - 2 * margin) // m * m
     if h < max(m, margin):
         return None
-    return [(y0, min(height, y0 + h), max(0, y0 - margin), min(height, y0 + h + margin))
-            for y0 in range(0, height, h)]
+    return [(y0, min(height, y0 + h), max(0, y0 - margin), min(height, y0 + h + margin)) for y0 in range(0, height, h)]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """napari-leuk: napari plugin over leukcore (reader, widget, sample data)."""
+
 from leukcore._version import __version__
 
 __all__ = ["__version__", "guard_triton", "guard_pyside_none"]
@@ -41,7 +42,7 @@ def guard_pyside_none() -> bool:
 
     if sys.version_info >= (3, 12) or "PySide6.QtCore" not in sys.modules:
         return False
-    if sys.getrefcount(None) > 2 ** 39:
+    if sys.getrefcount(None) > 2**39:
         return True
     try:
         from PySide6.QtCore import QObject
@@ -58,7 +59,7 @@ def guard_pyside_none() -> bool:
         return False
     import ctypes
 
-    ctypes.c_ssize_t.from_address(id(None)).value += 2 ** 40
+    ctypes.c_ssize_t.from_address(id(None)).value += 2**40
     return True
 
 

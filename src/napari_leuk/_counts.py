@@ -2,6 +2,7 @@
 
 :func:`count_rows` is plain logic (no Qt here); :mod:`._counts_table` shows it as a Qt table.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,7 @@ def count_rows(labels: Sequence[str], classes: Sequence[str] = ()) -> list[Count
     names = list(classes) + sorted(set(labels) - set(classes))
     vals, cnts = np.unique(np.asarray(labels, dtype=object), return_counts=True) if n else ([], [])
     c = dict(zip(vals, cnts, strict=False))
-    return [CountRow(k, int(c.get(k, 0)), (100.0 * c.get(k, 0) / n) if n else None, class_color(k))
-            for k in names]
+    return [CountRow(k, int(c.get(k, 0)), (100.0 * c.get(k, 0) / n) if n else None, class_color(k)) for k in names]
 
 
 def blast_percent(labels: Sequence[str], review: Optional[Sequence[bool]] = None) -> Optional[float]:

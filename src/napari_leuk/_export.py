@@ -1,4 +1,5 @@
 """Export of the (possibly user-edited) cells: CSV / Parquet / QuPath GeoJSON, and a screenshot with legend."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def export_table(table: CellTable, path: str | os.PathLike) -> Path:
     raise ValueError(f"{path}: unknown export type; use .csv, .parquet or .geojson")
 
 
-def save_screenshot(viewer, path: str | os.PathLike, counts: Mapping[str, int], title: Optional[str] = None,
-                    extra: Sequence[str] = ()) -> Path:
+def save_screenshot(
+    viewer, path: str | os.PathLike, counts: Mapping[str, int], title: Optional[str] = None, extra: Sequence[str] = ()
+) -> Path:
     """Save the canvas (``viewer.screenshot``) with the core's class legend
     (:func:`leukcore.export.legend.inset_legend`: ``counts`` per class, ``cells: N``, ``extra``) drawn into its
     top-left corner, as PNG (atomically).

@@ -6,6 +6,7 @@ page shown), edits :class:`._review.Review` (``leukcore.corrections.Corrections`
 :func:`leukcore.report.sign_off` + :func:`leukcore.report.write_report`, the differential
 :func:`leukcore.differential.differential` / :func:`~leukcore.differential.record_differential`.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ from . import guard_pyside_none
 from ._gallery_review import DIFF_TAB, GalleryReview
 from ._review import review_for
 
-guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
+guard_pyside_none()  # Qt is loaded now (see napari_leuk.guard_pyside_none)
 
 __all__ = ["GalleryWidget", "PAGE_SIZE", "THUMB_PX", "cells_layers", "qt_key_name"]
 
@@ -45,13 +46,12 @@ PAGE_SIZE = 48
 THUMB_PX = 96
 #: thumbnails kept in memory (cell id -> icon), least recently used dropped first
 CACHE_SIZE = 1500
-KEYS_HELP = ("keys: 1..{n} class, 0 / R review, Backspace model's call, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo")
+KEYS_HELP = "keys: 1..{n} class, 0 / R review, Backspace model's call, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo"
 
 
 def cells_layers(viewer) -> list:
     """The viewer's cells layers (classified, from this plugin's reader or widget)."""
-    return [ly for ly in viewer.layers if "leuk_kind" in (ly.metadata or {})
-            and "label" in getattr(ly, "features", {})]
+    return [ly for ly in viewer.layers if "leuk_kind" in (ly.metadata or {}) and "label" in getattr(ly, "features", {})]
 
 
 def qt_key_name(event) -> Optional[str]:
@@ -237,8 +237,11 @@ class GalleryWidget(GalleryReview, QWidget):
             layer.selected_data.events.items_changed.connect(self._on_layer_selection)
             where = self.review.path if self.review.path is not None else "in memory (not saved)"
             self.title.setText(f"{layer.name}: corrections {where}")
-            self.help.setText(KEYS_HELP.format(n=min(9, len(self.review.classes))) + "; "
-                              + ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.review.classes[:9])))
+            self.help.setText(
+                KEYS_HELP.format(n=min(9, len(self.review.classes)))
+                + "; "
+                + ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.review.classes[:9]))
+            )
             if self.review.error:
                 from napari.utils.notifications import show_warning
 
@@ -288,7 +291,7 @@ class GalleryWidget(GalleryReview, QWidget):
         g = self.groups.get(self.current_tab())
         if g is None:
             return []
-        return [int(r) for r in g[self.page * PAGE_SIZE:(self.page + 1) * PAGE_SIZE]]
+        return [int(r) for r in g[self.page * PAGE_SIZE : (self.page + 1) * PAGE_SIZE]]
 
     def show_page(self, page: int):
         """Show page ``page`` of the current tab (thumbnails read for this page only)."""
@@ -308,8 +311,13 @@ class GalleryWidget(GalleryReview, QWidget):
                 text = f"{ids[r]} {conf[r]:.2f}{mark}" if conf[r] == conf[r] else f"{ids[r]}{mark}"
                 it = QListWidgetItem(icon, text)
                 it.setData(Qt.UserRole, int(r))
-                it.setToolTip(f"cell {ids[r]}: {lab[r]} (model {f['model_label'].iat[r]}"
-                              + (f", reviewer {rl[r]}" if mark else "") + ")" if "model_label" in f else "")
+                it.setToolTip(
+                    f"cell {ids[r]}: {lab[r]} (model {f['model_label'].iat[r]}"
+                    + (f", reviewer {rl[r]}" if mark else "")
+                    + ")"
+                    if "model_label" in f
+                    else ""
+                )
                 self.list.addItem(it)
         self._syncing = False
         self._highlight_selection()
@@ -385,7 +393,7 @@ class GalleryWidget(GalleryReview, QWidget):
         f = self.layer.features
         y, x = float(f["centroid_y"].iat[row]), float(f["centroid_x"].iat[row])
         world = self.layer.data_to_world((y, x))
-        scene = getattr(self.viewer, "scene", None)      # napari >= 0.9: viewer.scene.camera
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9: viewer.scene.camera
         cam = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
         cam.center = tuple(float(v) for v in world[-2:])
         if select and not self._syncing:

@@ -1,4 +1,5 @@
 """Grad-CAM of one cell, placed over the slide as an image layer (no Qt)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,15 @@ def cell_gradcam(classifier, slide, table: CellTable, row: int, target=None) -> 
     return gradcam(classifier, crops, target=target)[0]
 
 
-def gradcam_layer_data(heat: np.ndarray, centroid_l0, crop_um: float, mpp: float,
-                       layer_scale=(1.0, 1.0), layer_translate=(0.0, 0.0), name: str = "Grad-CAM") -> tuple:
+def gradcam_layer_data(
+    heat: np.ndarray,
+    centroid_l0,
+    crop_um: float,
+    mpp: float,
+    layer_scale=(1.0, 1.0),
+    layer_translate=(0.0, 0.0),
+    name: str = "Grad-CAM",
+) -> tuple:
     """Image LayerDataTuple of a heat map covering the ``crop_um`` square centred on a cell.
 
     ``layer_scale`` / ``layer_translate`` are those of the slide's image layer (world per level-0 px).
@@ -31,7 +39,17 @@ def gradcam_layer_data(heat: np.ndarray, centroid_l0, crop_um: float, mpp: float
     c = np.asarray(centroid_l0, dtype=np.float64)
     top_left_world = (c - side_l0 / 2.0) * s + t
     px_world = side_l0 / S * s
-    return (heat.astype(np.float32), {"name": name, "colormap": "turbo", "blending": "translucent",
-                                       "opacity": 0.45, "contrast_limits": [0.0, 1.0],
-                                       "scale": tuple(px_world), "translate": tuple(top_left_world),
-                                       "metadata": {"leuk_gradcam": True}}, "image")
+    return (
+        heat.astype(np.float32),
+        {
+            "name": name,
+            "colormap": "turbo",
+            "blending": "translucent",
+            "opacity": 0.45,
+            "contrast_limits": [0.0, 1.0],
+            "scale": tuple(px_world),
+            "translate": tuple(top_left_world),
+            "metadata": {"leuk_gradcam": True},
+        },
+        "image",
+    )

@@ -19,6 +19,7 @@ Three representations are supported (``kind``):
 :data:`DEFAULT_KIND` is the one the widget uses, and :data:`SHAPES_LIMIT`
 switches to points above that many cells.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,10 +30,22 @@ import numpy as np
 from leukcore.results import CellTable, class_color
 
 __all__ = [
-    "CELLS_LAYER_NAME", "DEFAULT_KIND", "SHAPES_LIMIT", "LOW_CONF_DEFAULT",
-    "class_rgba", "features_frame", "cells_layer_data", "choose_kind",
-    "table_from_layer", "set_cell_class", "recolor", "show_only_low_confidence",
-    "describe_cell", "cell_index_at", "rasterize_labels", "labels_colormap",
+    "CELLS_LAYER_NAME",
+    "DEFAULT_KIND",
+    "SHAPES_LIMIT",
+    "LOW_CONF_DEFAULT",
+    "class_rgba",
+    "features_frame",
+    "cells_layer_data",
+    "choose_kind",
+    "table_from_layer",
+    "set_cell_class",
+    "recolor",
+    "show_only_low_confidence",
+    "describe_cell",
+    "cell_index_at",
+    "rasterize_labels",
+    "labels_colormap",
 ]
 
 CELLS_LAYER_NAME = "cells"
@@ -49,8 +62,10 @@ _UNCLASSIFIED = "unclassified"
 def _labels_of(df) -> np.ndarray:
     if "label" in df.columns:
         lab = df["label"].astype(object).to_numpy()
-        return np.array([_UNCLASSIFIED if (v is None or (isinstance(v, float) and math.isnan(v)))
-                         else str(v) for v in lab], dtype=object)
+        return np.array(
+            [_UNCLASSIFIED if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in lab],
+            dtype=object,
+        )
     return np.full(len(df), _UNCLASSIFIED, dtype=object)
 
 
@@ -105,14 +120,20 @@ def _polygons(table: CellTable) -> list[np.ndarray]:
     polys = []
     for p, cy, cx in zip(table.df["polygon"], table.df["centroid_y"], table.df["centroid_x"], strict=False):
         a = None if p is None or isinstance(p, float) else np.asarray(p, dtype=np.float32).reshape(-1, 2)
-        if a is None or len(a) < 3:       # degenerate: a small square around the centroid
+        if a is None or len(a) < 3:  # degenerate: a small square around the centroid
             a = np.array([[cy - 2, cx - 2], [cy - 2, cx + 2], [cy + 2, cx + 2], [cy + 2, cx - 2]], np.float32)
         polys.append(a)
     return polys
 
 
-def cells_layer_data(table: CellTable, kind: str = "auto", *, scale=None,
-                     name: str = CELLS_LAYER_NAME, shape: Optional[Sequence[int]] = None) -> tuple:
+def cells_layer_data(
+    table: CellTable,
+    kind: str = "auto",
+    *,
+    scale=None,
+    name: str = CELLS_LAYER_NAME,
+    shape: Optional[Sequence[int]] = None,
+) -> tuple:
     """A napari ``LayerDataTuple`` ``(data, kwargs, layer_type)`` showing ``table`` coloured by class.
 
     Parameters
@@ -129,32 +150,55 @@ def cells_layer_data(table: CellTable, kind: str = "auto", *, scale=None,
     kind = choose_kind(len(table), kind)
     feats = features_frame(table)
     rgba = class_rgba(feats["label"])
-    meta = {"leuk_meta": dict(table.meta), "leuk_kind": kind,
-            "leuk_polygons": list(table.df["polygon"]) if "polygon" in table.df else []}
+    meta = {
+        "leuk_meta": dict(table.meta),
+        "leuk_kind": kind,
+        "leuk_polygons": list(table.df["polygon"]) if "polygon" in table.df else [],
+    }
     common = {"name": name, "scale": _scale(table, scale), "features": feats, "metadata": meta}
     if scale is None and common["scale"] != (1.0, 1.0):
-        common["units"] = ("um", "um")          # as the reader's slide layers
+        common["units"] = ("um", "um")  # as the reader's slide layers
     if kind == "shapes":
         face = rgba.copy()
         face[:, 3] = 0.15
-        return (_polygons(table), {**common, "shape_type": "polygon", "edge_color": rgba,
-                                   "face_color": face, "edge_width": 3, "opacity": 1.0}, "shapes")
+        return (
+            _polygons(table),
+            {
+                **common,
+                "shape_type": "polygon",
+                "edge_color": rgba,
+                "face_color": face,
+                "edge_width": 3,
+                "opacity": 1.0,
+            },
+            "shapes",
+        )
     if kind == "points":
         pts = feats[["centroid_y", "centroid_x"]].to_numpy(dtype=np.float64).reshape(-1, 2)
         area = feats["area_px"].to_numpy(dtype=np.float64) if "area_px" in feats else np.full(len(feats), 200.0)
         size = 2.0 * np.sqrt(np.nan_to_num(area, nan=200.0).clip(16, None) / np.pi)
         face = rgba.copy()
         face[:, 3] = 0.0
-        return (pts, {**common, "size": size, "face_color": face, "border_color": rgba,
-                      "border_width": 0.12, "border_width_is_relative": True, "opacity": 1.0,
-                      "symbol": "disc"}, "points")
+        return (
+            pts,
+            {
+                **common,
+                "size": size,
+                "face_color": face,
+                "border_color": rgba,
+                "border_width": 0.12,
+                "border_width_is_relative": True,
+                "opacity": 1.0,
+                "symbol": "disc",
+            },
+            "points",
+        )
     # labels
     shp = tuple(shape) if shape is not None else tuple(table.meta.get("shape") or ())[:2]
     if len(shp) != 2:
         raise ValueError("kind='labels' needs the slide shape (pass shape= or set table.meta['shape'])")
     data = rasterize_labels(table, shp)
-    return (data, {**common, "colormap": labels_colormap(feats), "opacity": 0.8, "multiscale": True},
-            "labels")
+    return (data, {**common, "colormap": labels_colormap(feats), "opacity": 0.8, "multiscale": True}, "labels")
 
 
 def labels_colormap(feats):
@@ -167,8 +211,7 @@ def labels_colormap(feats):
     return DirectLabelColormap(color_dict=cmap)
 
 
-def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
-                     min_size: int = 1024) -> list:
+def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024, min_size: int = 1024) -> list:
     """Lazy multiscale label pyramid (level 0 first, 2x steps) of the cells' polygons.
 
     Each chunk is drawn on demand (:func:`leukcore.export.labels.rasterize_chunk`, the rasteriser of
@@ -180,8 +223,11 @@ def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
     H, W = int(shape[0]), int(shape[1])
     polys = _polygons(table)
     ids = table.df["cell_id"].to_numpy(dtype=np.int64) if len(table) else np.zeros(0, np.int64)
-    boxes = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in polys]
-                     ).reshape(-1, 4) if polys else np.zeros((0, 4))
+    boxes = (
+        np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in polys]).reshape(-1, 4)
+        if polys
+        else np.zeros((0, 4))
+    )
 
     levels = []
     ds = 1
@@ -190,10 +236,8 @@ def rasterize_labels(table: CellTable, shape: Sequence[int], chunk: int = 1024,
 
         def block(y0, x0, bh, bw, ds=ds):
             Y0, X0, Y1, X1 = y0 * ds, x0 * ds, (y0 + bh) * ds, (x0 + bw) * ds
-            sel = np.nonzero((boxes[:, 0] < Y1) & (boxes[:, 2] >= Y0)
-                             & (boxes[:, 1] < X1) & (boxes[:, 3] >= X0))[0]
-            return rasterize_chunk([polys[i] for i in sel], ids[sel], y0, x0, bh, bw, downsample=ds,
-                                   dtype=np.int32)
+            sel = np.nonzero((boxes[:, 0] < Y1) & (boxes[:, 2] >= Y0) & (boxes[:, 1] < X1) & (boxes[:, 3] >= X0))[0]
+            return rasterize_chunk([polys[i] for i in sel], ids[sel], y0, x0, bh, bw, downsample=ds, dtype=np.int32)
 
         levels.append(_lazy_blocks(block, (h, w), chunk))
         if max(h, w) <= min_size:
@@ -213,8 +257,13 @@ def _lazy_blocks(fn, shape, chunk):
     import uuid
 
     # an explicit name: tokenising the closure would pickle every polygon (seconds for 20k cells)
-    return da.map_blocks(f, dtype=np.int32, chunks=da.core.normalize_chunks((chunk, chunk), shape),
-                         meta=np.zeros((0, 0), np.int32), name=f"leuk-labels-{uuid.uuid4().hex}")
+    return da.map_blocks(
+        f,
+        dtype=np.int32,
+        chunks=da.core.normalize_chunks((chunk, chunk), shape),
+        meta=np.zeros((0, 0), np.int32),
+        name=f"leuk-labels-{uuid.uuid4().hex}",
+    )
 
 
 # ------------------------------------------------------------ layer access
@@ -300,6 +349,7 @@ def show_only_low_confidence(layer, only: bool) -> int:
             for cid in feats["cell_id"].to_numpy()[~keep]:
                 d[int(cid)] = np.zeros(4, np.float32)
             from napari.utils.colormaps import DirectLabelColormap
+
             cmap = DirectLabelColormap(color_dict=d)
         layer.colormap = cmap
     layer.metadata["leuk_low_only"] = bool(only)

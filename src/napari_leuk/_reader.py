@@ -5,6 +5,7 @@ the list of pyramid levels (dask arrays, nothing read until drawn) with
 ``scale = (mpp, mpp)``, so the world unit is the micron.  Without a known pixel
 size the scale is 1 (pixels).
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,6 @@ from typing import Any, Callable, Optional
 from leukcore.io.find import SLIDE_SUFFIXES  # one owner: the suffixes a batch finds
 
 __all__ = ["napari_get_reader", "read_slide", "read_results", "slide_layer_data", "SLIDE_SUFFIXES"]
-
 
 
 def _one_path(path) -> Optional[str]:
@@ -47,11 +47,22 @@ def slide_layer_data(slide, name: Optional[str] = None) -> tuple:
     mpp = slide.mpp
     scale = (float(mpp), float(mpp)) if mpp else (1.0, 1.0)
     nm = name or (Path(str(slide.path)).name if slide.path else "slide")
-    meta = {"leuk_slide_path": str(slide.path) if slide.path else None, "mpp": mpp,
-            "mpp_source": slide.mpp_source, "shape": list(slide.shape), "format": slide.format,
-            "downsamples": [float(d) for d in slide.downsamples]}
-    kw: dict[str, Any] = {"name": nm, "rgb": True, "multiscale": True, "scale": scale,
-                          "contrast_limits": [0, 255], "metadata": meta}
+    meta = {
+        "leuk_slide_path": str(slide.path) if slide.path else None,
+        "mpp": mpp,
+        "mpp_source": slide.mpp_source,
+        "shape": list(slide.shape),
+        "format": slide.format,
+        "downsamples": [float(d) for d in slide.downsamples],
+    }
+    kw: dict[str, Any] = {
+        "name": nm,
+        "rgb": True,
+        "multiscale": True,
+        "scale": scale,
+        "contrast_limits": [0, 255],
+        "metadata": meta,
+    }
     if mpp:
         kw["units"] = ("um", "um")
     return (list(slide.levels), kw, "image")
@@ -79,7 +90,7 @@ def read_results(path) -> list[tuple]:
     p = _one_path(path)
     table, summary = read_results_folder(p)
     folder = Path(p) if Path(p).is_dir() else Path(p).parent
-    if table.is_classified:          # restore the review (corrections.parquet) beside the results
+    if table.is_classified:  # restore the review (corrections.parquet) beside the results
         from leukcore.corrections import CorrectionsError, apply_corrections, load_reviewed, read_corrections
 
         try:

@@ -6,6 +6,7 @@ the slide by :func:`leukcore.regions.clip_region`, outward), the ``region`` argu
 World coordinates are divided by the image layer's scale (and its translate
 subtracted) to get level-0 pixels.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -25,8 +26,9 @@ def world_to_level0(points_world, scale, translate=(0.0, 0.0)) -> np.ndarray:
     return (p - t) / s
 
 
-def view_region(center_world: Sequence[float], zoom: float, canvas_hw: Sequence[int], scale,
-                shape, translate=(0.0, 0.0)) -> tuple[int, int, int, int]:
+def view_region(
+    center_world: Sequence[float], zoom: float, canvas_hw: Sequence[int], scale, shape, translate=(0.0, 0.0)
+) -> tuple[int, int, int, int]:
     """Level-0 box seen by a 2-D camera (``center`` in world units, ``zoom`` screen px per world unit)."""
     if not zoom or zoom <= 0:
         raise RegionError(f"bad camera zoom {zoom!r}")
@@ -42,12 +44,13 @@ def _shape_vertices(shapes_data, shapes_scale=(1.0, 1.0), shapes_translate=(0.0,
     t = np.asarray(shapes_translate, dtype=np.float64)[-2:]
     for d in shapes_data:
         v = np.asarray(d, dtype=np.float64)[:, -2:]
-        out.append(v * s + t)          # shapes-layer data -> world
+        out.append(v * s + t)  # shapes-layer data -> world
     return out
 
 
-def shapes_region(shapes_data, image_scale, shape, *, shapes_scale=(1.0, 1.0),
-                  shapes_translate=(0.0, 0.0), image_translate=(0.0, 0.0)) -> tuple[int, int, int, int]:
+def shapes_region(
+    shapes_data, image_scale, shape, *, shapes_scale=(1.0, 1.0), shapes_translate=(0.0, 0.0), image_translate=(0.0, 0.0)
+) -> tuple[int, int, int, int]:
     """Level-0 bounding box of every shape of a Shapes layer."""
     verts = _shape_vertices(shapes_data, shapes_scale, shapes_translate)
     if not verts:
@@ -57,9 +60,16 @@ def shapes_region(shapes_data, image_scale, shape, *, shapes_scale=(1.0, 1.0),
     return clip_region((lo[0], lo[1], hi[0] + 1, hi[1] + 1), shape, rounding="outward")
 
 
-def cells_in_shapes(centroids_l0, shapes_data, image_scale, *, shapes_scale=(1.0, 1.0),
-                    shapes_translate=(0.0, 0.0), image_translate=(0.0, 0.0),
-                    shape_types: Optional[Sequence[str]] = None) -> np.ndarray:
+def cells_in_shapes(
+    centroids_l0,
+    shapes_data,
+    image_scale,
+    *,
+    shapes_scale=(1.0, 1.0),
+    shapes_translate=(0.0, 0.0),
+    image_translate=(0.0, 0.0),
+    shape_types: Optional[Sequence[str]] = None,
+) -> np.ndarray:
     """Boolean mask: which level-0 centroids fall inside any drawn shape (polygon, rectangle, ellipse...)."""
     from matplotlib.path import Path as MplPath
 

@@ -15,6 +15,7 @@ Keys (bound on the cells layer: they act while it is the active layer; the galle
 ``1`` .. ``9`` the model's classes in order, ``0`` or ``R`` *review* (unidentified), ``Backspace`` back to the
 model's call, ``Control-Z`` undo, ``Control-Shift-Z`` / ``Control-Y`` redo.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -28,8 +29,17 @@ from leukcore.results import CellTable
 
 from . import _layers as L
 
-__all__ = ["Review", "review_for", "results_dir_of", "key_action", "REVIEW_KEYS", "CLEAR_KEYS",
-           "UNDO_KEYS", "REDO_KEYS", "REVIEW_COLUMNS"]
+__all__ = [
+    "Review",
+    "review_for",
+    "results_dir_of",
+    "key_action",
+    "REVIEW_KEYS",
+    "CLEAR_KEYS",
+    "UNDO_KEYS",
+    "REDO_KEYS",
+    "REVIEW_COLUMNS",
+]
 
 #: keys that put the selected cells in ``review`` (unidentified)
 REVIEW_KEYS = ("0", "R")
@@ -192,8 +202,12 @@ class Review:
             vals = rev[c].to_numpy(object if obj else bool)
             if c in f.columns and not changed:
                 cur = f[c].to_numpy(object if obj else bool)[rows]
-                same = (cur == vals) | (np.array([v is None or v != v for v in cur])
-                                        & np.array([v is None or v != v for v in vals])) if obj else cur == vals
+                same = (
+                    (cur == vals)
+                    | (np.array([v is None or v != v for v in cur]) & np.array([v is None or v != v for v in vals]))
+                    if obj
+                    else cur == vals
+                )
                 if np.all(same):
                     continue
             changed = True
@@ -206,7 +220,7 @@ class Review:
         if "edited" not in f.columns or not np.array_equal(f["edited"].to_numpy(bool)[rows], edited):
             f.loc[idx, "edited"] = edited
             changed = True
-        if changed:              # a first attach to a layer the reader already reviewed changes nothing
+        if changed:  # a first attach to a layer the reader already reviewed changes nothing
             f["review"] = f["review"].astype(bool)
             f["model_review"] = f["model_review"].astype(bool)
             self.layer.features = f
@@ -231,10 +245,12 @@ class Review:
         keys += list(REVIEW_KEYS) + list(CLEAR_KEYS) + list(UNDO_KEYS) + list(REDO_KEYS)
         me = weakref.ref(self)
         for k in keys:
+
             def handler(layer, k=k):
                 r = me()
                 if r is not None:
                     r.press(k)
+
             self.layer.bind_key(k, handler, overwrite=True)
 
 
@@ -250,7 +266,7 @@ def review_for(layer, reviewer: Optional[str] = None, *, create: bool = True) ->
         return None
     meta = (layer.metadata or {}).get("leuk_meta") or {}
     if not (meta.get("classes") or any(str(c).startswith("prob_") for c in f.columns)):
-        return None                      # cells found but not classified (leuk detect): nothing to review
+        return None  # cells found but not classified (leuk detect): nothing to review
     r = Review(layer, reviewer=reviewer)
     r.bind_keys()
     _REVIEWS[layer] = r

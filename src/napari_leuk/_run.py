@@ -5,6 +5,7 @@
 :func:`friendly_error` words a failure for a notification.  The Qt worker that runs it is
 :func:`napari_leuk._worker.start_analysis`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
@@ -17,8 +18,9 @@ __all__ = ["analysis_events", "friendly_error", "MIN_INTERVAL"]
 MIN_INTERVAL = 0.05
 
 
-def analysis_events(analyze: Callable[..., Any], source, *, cancel: CancelToken,
-                    min_interval: float = MIN_INTERVAL, **kwargs) -> Iterator[ProgressEvent]:
+def analysis_events(
+    analyze: Callable[..., Any], source, *, cancel: CancelToken, min_interval: float = MIN_INTERVAL, **kwargs
+) -> Iterator[ProgressEvent]:
     """The progress events of ``analyze(source, progress=..., cancel=cancel, **kwargs)``.
 
     :func:`leukcore.pipeline.iter_analyze` runs it; its last item, the result, becomes this generator's
@@ -38,8 +40,10 @@ def friendly_error(exc: BaseException) -> str:
     msg = str(exc) or type(exc).__name__
     low = msg.lower()
     if isinstance(exc, MemoryError) or "out of memory" in low or "cuda error: out of memory" in low:
-        return ("Out of memory while analysing the slide: analyse a smaller region (current view or a drawn "
-                f"shape), or choose the CPU device. ({type(exc).__name__}: {msg[:200]})")
+        return (
+            "Out of memory while analysing the slide: analyse a smaller region (current view or a drawn "
+            f"shape), or choose the CPU device. ({type(exc).__name__}: {msg[:200]})"
+        )
     try:
         from leukcore.io import SlideError
 

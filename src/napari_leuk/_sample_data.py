@@ -1,4 +1,5 @@
 """npe2 sample data: the bundled sample smear (real fields, see leukcore/data/sample/ATTRIBUTION.md)."""
+
 from __future__ import annotations
 
 __all__ = ["sample_slide"]

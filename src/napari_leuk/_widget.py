@@ -4,6 +4,7 @@ Logic lives in :mod:`._layers` (cells layer, colours, edits), :mod:`._regions`
 (whole slide / current view / shapes), :mod:`._run` / :mod:`._worker` (progress stream, worker thread),
 :mod:`._counts` / :mod:`._counts_table` (counts + legend), :mod:`._export` and :mod:`._gradcam`.
 """
+
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
@@ -29,7 +30,7 @@ from ._run import friendly_error
 from ._widget_actions import WidgetActions
 from ._worker import start_analysis
 
-guard_pyside_none()       # Qt is loaded now (see napari_leuk.guard_pyside_none)
+guard_pyside_none()  # Qt is loaded now (see napari_leuk.guard_pyside_none)
 
 __all__ = ["LeukWidget", "model_names", "model_classes"]
 
@@ -115,8 +116,7 @@ class LeukWidget(WidgetActions, QWidget):
         self.region_combo.addItems(REGIONS)
         self.shapes_combo = QComboBox()
         self.shapes_combo.setEnabled(False)
-        self.region_combo.currentTextChanged.connect(
-            lambda t: self.shapes_combo.setEnabled(t == "shapes layer"))
+        self.region_combo.currentTextChanged.connect(lambda t: self.shapes_combo.setEnabled(t == "shapes layer"))
         form.addRow("region", self.region_combo)
         form.addRow("shapes", self.shapes_combo)
         self.device_combo = QComboBox()
@@ -210,8 +210,11 @@ class LeukWidget(WidgetActions, QWidget):
             cur = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
-            names = [ly.name for ly in self.viewer.layers if isinstance(ly, kind)
-                     and not ly.metadata.get("leuk_gradcam") and "leuk_kind" not in ly.metadata]
+            names = [
+                ly.name
+                for ly in self.viewer.layers
+                if isinstance(ly, kind) and not ly.metadata.get("leuk_gradcam") and "leuk_kind" not in ly.metadata
+            ]
             combo.addItems(names)
             if cur in names:
                 combo.setCurrentText(cur)
@@ -219,7 +222,7 @@ class LeukWidget(WidgetActions, QWidget):
         if self.cells_layer is not None and self.cells_layer not in self.viewer.layers:
             self.cells_layer = None
             self._set_result_controls(False)
-        if self.cells_layer is None:         # a results folder opened by the reader: review it here
+        if self.cells_layer is None:  # a results folder opened by the reader: review it here
             from ._gallery import cells_layers
 
             found = cells_layers(self.viewer)
@@ -234,8 +237,15 @@ class LeukWidget(WidgetActions, QWidget):
                 self.update_counts()
 
     def _set_result_controls(self, on: bool):
-        for w in (self.set_class_btn, self.class_combo, self.low_conf, self.gradcam_btn,
-                  self.export_btn, self.shot_btn, self.gallery_btn):
+        for w in (
+            self.set_class_btn,
+            self.class_combo,
+            self.low_conf,
+            self.gradcam_btn,
+            self.export_btn,
+            self.shot_btn,
+            self.gallery_btn,
+        ):
             w.setEnabled(on)
 
     # ------------------------------------------------------------ settings
@@ -279,7 +289,7 @@ class LeukWidget(WidgetActions, QWidget):
         if mode == "whole slide":
             return None, None
         if mode == "current view":
-            scene = getattr(self.viewer, "scene", None)      # napari >= 0.9: viewer.scene.camera
+            scene = getattr(self.viewer, "scene", None)  # napari >= 0.9: viewer.scene.camera
             cam = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
             canvas = self.viewer.window._qt_viewer.canvas.size if hasattr(self.viewer, "window") else None
             hw = tuple(canvas) if canvas is not None else (1000, 1000)
@@ -288,8 +298,14 @@ class LeukWidget(WidgetActions, QWidget):
         if not name:
             raise RegionError("no shapes layer: add one and draw the region first")
         sh = self.viewer.layers[name]
-        box = shapes_region(sh.data, layer.scale, shape, shapes_scale=sh.scale, shapes_translate=sh.translate,
-                            image_translate=layer.translate)
+        box = shapes_region(
+            sh.data,
+            layer.scale,
+            shape,
+            shapes_scale=sh.scale,
+            shapes_translate=sh.translate,
+            image_translate=layer.translate,
+        )
         return box, sh
 
     # ------------------------------------------------------------------ run
@@ -312,20 +328,27 @@ class LeukWidget(WidgetActions, QWidget):
         analyze = self.analyze
         if analyze is None:
             from leukcore.pipeline import analyze_slide as analyze
-        self._run_ctx = {"layer": layer, "shapes": shapes, "model": model, "device": self.device(),
-                         "source": source}
+        self._run_ctx = {"layer": layer, "shapes": shapes, "model": model, "device": self.device(), "source": source}
         self.cancel_token = CancelToken()
-        self._live_labels = []   # labels of the cells classified so far in this run
+        self._live_labels = []  # labels of the cells classified so far in this run
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting...")
         self.status.setText("loading models...")
-        settings = AnalysisSettings(detector=self.detector, classifier=model, device=self.device(), region=box,
-                                    mpp=mpp or None)
-        self.worker = start_analysis(analyze, source, cancel=self.cancel_token, on_progress=self._on_progress,
-                                     on_done=self._on_done, on_error=self._on_error,
-                                     on_finished=self._on_finished, settings=settings)
+        settings = AnalysisSettings(
+            detector=self.detector, classifier=model, device=self.device(), region=box, mpp=mpp or None
+        )
+        self.worker = start_analysis(
+            analyze,
+            source,
+            cancel=self.cancel_token,
+            on_progress=self._on_progress,
+            on_done=self._on_done,
+            on_error=self._on_error,
+            on_finished=self._on_finished,
+            settings=settings,
+        )
 
     def cancel(self):
         if self.cancel_token is not None:
@@ -360,16 +383,24 @@ class LeukWidget(WidgetActions, QWidget):
         table = result.table
         shapes = ctx["shapes"]
         if shapes is not None and len(table):
-            keep = cells_in_shapes(table.df[["centroid_y", "centroid_x"]].to_numpy(), shapes.data,
-                                   ctx["layer"].scale, shapes_scale=shapes.scale,
-                                   shapes_translate=shapes.translate, image_translate=ctx["layer"].translate,
-                                   shape_types=shapes.shape_type)
+            keep = cells_in_shapes(
+                table.df[["centroid_y", "centroid_x"]].to_numpy(),
+                shapes.data,
+                ctx["layer"].scale,
+                shapes_scale=shapes.scale,
+                shapes_translate=shapes.translate,
+                image_translate=ctx["layer"].translate,
+                shape_types=shapes.shape_type,
+            )
             table = type(table)(table.df[keep].reset_index(drop=True), table.meta)
         self.last_result = result
         where = {"whole slide": "the slide"}.get(self.region_combo.currentText(), "the region")
         if len(table) == 0:
-            show_warning(f"No white cells found in {where}"
-                         + (" (cancelled before any tile finished)" if result.partial else "") + ".")
+            show_warning(
+                f"No white cells found in {where}"
+                + (" (cancelled before any tile finished)" if result.partial else "")
+                + "."
+            )
             self._show_table(table)
             return
         self._show_table(table)
@@ -390,12 +421,14 @@ class LeukWidget(WidgetActions, QWidget):
             self.viewer.layers.remove(self.cells_layer)
             self.cells_layer = None
         if len(table):
-            table.meta.setdefault("path", self._run_ctx.get("source") if isinstance(
-                self._run_ctx.get("source"), str) else None)
-            data, kw, ltype = L.cells_layer_data(table, scale=tuple(layer.scale[-2:]),
-                                                 shape=layer.metadata.get("shape"))
+            table.meta.setdefault(
+                "path", self._run_ctx.get("source") if isinstance(self._run_ctx.get("source"), str) else None
+            )
+            data, kw, ltype = L.cells_layer_data(
+                table, scale=tuple(layer.scale[-2:]), shape=layer.metadata.get("shape")
+            )
             kw["translate"] = tuple(layer.translate[-2:])
-            kw["units"] = tuple(str(u) for u in layer.units[-2:])   # same world units as the slide
+            kw["units"] = tuple(str(u) for u in layer.units[-2:])  # same world units as the slide
             self.cells_layer = self.viewer.add_layer(Layer.create(data, kw, ltype))
             self.cells_layer.mouse_drag_callbacks.append(self._on_click)
             self._attach_review()

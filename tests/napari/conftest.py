@@ -5,6 +5,7 @@
 synthetic cells, so the GUI wiring is tested fast; one slow test runs the real
 pipeline on the bundled sample slide.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,12 @@ def make_table(n=12, size=2000, classes=("ALL", "normal"), mpp=0.5, seed=0, conf
     cy = np.linspace(100, size - 100, n)
     cx = rng.uniform(100, size - 100, n)
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-    polys = [np.stack([y + 20 * np.sin(t), x + 20 * np.cos(t)], 1).astype(np.float32) for y, x in zip(cy, cx, strict=False)]
-    tab = CellTable.from_detections(np.stack([cy, cx], 1), polys, np.full(n, 0.9), mpp=mpp,
-                                    meta={"shape": [size, size]})
+    polys = [
+        np.stack([y + 20 * np.sin(t), x + 20 * np.cos(t)], 1).astype(np.float32) for y, x in zip(cy, cx, strict=False)
+    ]
+    tab = CellTable.from_detections(
+        np.stack([cy, cx], 1), polys, np.full(n, 0.9), mpp=mpp, meta={"shape": [size, size]}
+    )
     k = len(classes)
     p = np.full((n, k), 0.05 / max(k - 1, 1), np.float32)
     p[np.arange(n), np.arange(n) % k] = 0.95
@@ -53,8 +57,20 @@ class FakeAnalyze:
         self.n_tiles, self.per_tile, self.delay, self.error, self.classes = n_tiles, per_tile, delay, error, classes
         self.calls = []
 
-    def __call__(self, source, detector="wbc-stardist", classifier="all-binary", *, settings=None, device="auto",
-                 mpp=None, region=None, progress=None, cancel=None, **kw):
+    def __call__(
+        self,
+        source,
+        detector="wbc-stardist",
+        classifier="all-binary",
+        *,
+        settings=None,
+        device="auto",
+        mpp=None,
+        region=None,
+        progress=None,
+        cancel=None,
+        **kw,
+    ):
         from leukcore.pipeline import AnalysisResult
         from leukcore.progress import emit, is_cancelled
 

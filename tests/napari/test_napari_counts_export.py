@@ -1,5 +1,6 @@
 """Counts, blast percentage, exports (CSV / Parquet / GeoJSON round trips, read back by the core reader)
 and the screenshot legend (the core's)."""
+
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_blast_percent():
 @pytest.mark.parametrize("suffix", ["csv", "parquet", "geojson"])
 def test_export_round_trip_keeps_edits(table_factory, tmp_path, suffix):
     tab = table_factory(7)
-    tab.df.loc[3, "label"] = "normal"           # a user edit
+    tab.df.loc[3, "label"] = "normal"  # a user edit
     out = export_table(tab, tmp_path / f"cells.{suffix}")
     assert out.exists()
     back = {"csv": CellTable.read_csv, "parquet": CellTable.read_parquet, "geojson": read_geojson_table}[suffix](out)
@@ -61,8 +62,11 @@ def test_load_results_folder_finds_slide_and_mpp(table_factory, tmp_path):
     out = tmp_path / "res"
     tab.meta.pop("mpp")
     export_table(tab, out / "cells.parquet")
-    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide), "shape": [2000, 2000]},
-                                                  "mpp": {"value": 0.25}, "classes": ["ALL", "normal"]}))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"slide": {"path": str(slide), "shape": [2000, 2000]}, "mpp": {"value": 0.25}, "classes": ["ALL", "normal"]}
+        )
+    )
     t, summ = read_results(out)
     sp = find_results_slide(out, t, summ)
     assert sp == str(slide) and t.meta["mpp"] == 0.25 and len(t) == 5
@@ -84,4 +88,4 @@ def test_screenshot_legend_paints_class_swatches():
     assert out.shape == (400, 600, 3)
     cols = {tuple(c) for c in out.reshape(-1, 3)}
     assert class_color("ALL") in cols and class_color("normal") in cols
-    assert (out[300:, 300:] == 0).all()            # legend stays in its corner
+    assert (out[300:, 300:] == 0).all()  # legend stays in its corner

@@ -1,5 +1,6 @@
 """The cell gallery on a real (virtual-display) viewer: tabs and counts, pages, thumbnails, click -> camera,
 selection both ways, keys in the gallery, sign-off and the N-cell differential."""
+
 import json
 
 import numpy as np
@@ -14,14 +15,15 @@ def results_dir(tmp_path, table_factory):
     from leukcore.io import write_slide
 
     img = np.full((2000, 2000, 3), 220, np.uint8)
-    img[:, :1000] = (200, 40, 40)           # left half red: thumbnails show where they were read
+    img[:, :1000] = (200, 40, 40)  # left half red: thumbnails show where they were read
     slide_path = write_slide(tmp_path / "s.ome.tif", img, mpp=0.5, tile=256)
     tab = table_factory(60, conf=[2, 5, 11, 20])
     tab.meta["slide"] = "s.ome.tif"
     out = tmp_path / "results"
     tab.to_parquet(out / "cells.parquet")
-    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"},
-                                                  "mpp": {"value": 0.5}}))
+    (out / "summary.json").write_text(
+        json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"}, "mpp": {"value": 0.5}})
+    )
     return out
 
 
@@ -48,13 +50,13 @@ def test_tabs_counts_pages_least_sure_first(gallery):
     assert [g.tabs.tabText(i) for i in range(3)] == ["ALL (28)", "normal (28)", "review (4)"]
     assert g.current_tab() == "ALL" and g.list.count() == 16 and g.n_pages() == 2
     conf = g.layer.features["confidence"].to_numpy()[g.groups["ALL"]]
-    assert np.all(np.diff(conf) >= 0)                          # least sure first
+    assert np.all(np.diff(conf) >= 0)  # least sure first
     g.next_btn.click()
     assert g.page == 1 and g.list.count() == 12 and not g.next_btn.isEnabled()
     g.select_tab("review")
     assert g.page == 0 and g.list.count() == 4
     assert {int(g.list.item(i).data(0x0100)) for i in range(4)} == {2, 5, 11, 20}
-    assert len(g._icons) == 16 + 12 + 4                       # only the pages shown were read
+    assert len(g._icons) == 16 + 12 + 4  # only the pages shown were read
 
 
 def test_thumbnails_are_crops_of_the_slide(gallery):
@@ -63,15 +65,18 @@ def test_thumbnails_are_crops_of_the_slide(gallery):
     viewer, g = gallery
     f = g.layer.features
     f = g.layer.features
-    row = next(int(g.list.item(i).data(Qt.UserRole)) for i in range(g.list.count())
-               if abs(f.loc[int(g.list.item(i).data(Qt.UserRole)), "centroid_x"] - 1000) > 40)
+    row = next(
+        int(g.list.item(i).data(Qt.UserRole))
+        for i in range(g.list.count())
+        if abs(f.loc[int(g.list.item(i).data(Qt.UserRole)), "centroid_x"] - 1000) > 40
+    )
     i0 = [int(g.list.item(i).data(Qt.UserRole)) for i in range(g.list.count())].index(row)
     img = g.list.item(i0).icon().pixmap(96, 96).toImage()
     c = img.pixelColor(48, 48)
     left = f.loc[row, "centroid_x"] < 1000 - 30
     right = f.loc[row, "centroid_x"] > 1000 + 30
     assert left or right
-    if left:                                                   # (lossy tiles: a few levels off)
+    if left:  # (lossy tiles: a few levels off)
         assert abs(c.red() - 200) < 12 and abs(c.green() - 40) < 12
     else:
         assert abs(c.red() - 220) < 12 and abs(c.green() - 220) < 12
@@ -88,8 +93,9 @@ def test_click_centres_camera_and_selects(gallery, qtbot):
     f = g.layer.features
     scene = getattr(viewer, "scene", None)
     cam = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-    np.testing.assert_allclose(cam.center[-2:],
-                               (f.loc[row, "centroid_y"] * 0.5, f.loc[row, "centroid_x"] * 0.5), atol=1e-6)
+    np.testing.assert_allclose(
+        cam.center[-2:], (f.loc[row, "centroid_y"] * 0.5, f.loc[row, "centroid_x"] * 0.5), atol=1e-6
+    )
     assert set(g.layer.selected_data) == {row} and viewer.layers.selection.active is g.layer
     # a selection in the viewer shows in the gallery when on the page
     other = int(g.list.item(5).data(Qt.UserRole))
@@ -107,18 +113,18 @@ def test_keys_in_gallery_move_cells_between_tabs(gallery, qtbot, results_dir):
     g.list.item(0).setSelected(True)
     g.list.item(1).setSelected(True)
     g.list.setFocus()
-    qtbot.keyClick(g.list, Qt.Key_2)                           # -> normal
+    qtbot.keyClick(g.list, Qt.Key_2)  # -> normal
     assert g.tab_counts() == {"ALL": 26, "normal": 30, "review": 4}
     assert g.tabs.tabText(1) == "normal (30)"
     assert list(g.layer.features.loc[[r0, r1], "label"]) == ["normal", "normal"]
     assert len(read_corrections(results_dir)) == 2
-    qtbot.keyClick(g.list, Qt.Key_Z, Qt.ControlModifier)        # undo in the gallery
+    qtbot.keyClick(g.list, Qt.Key_Z, Qt.ControlModifier)  # undo in the gallery
     assert g.tab_counts()["ALL"] == 28 and len(read_corrections(results_dir)) == 0
     g.redo_btn.click()
     assert g.tab_counts()["ALL"] == 26
     g.select_tab("normal")
     g.layer.selected_data = {r0}
-    g.key("R")                                                 # review key with the viewer's selection
+    g.key("R")  # review key with the viewer's selection
     assert g.tab_counts()["review"] == 5
 
 
@@ -140,7 +146,7 @@ def test_sign_off_and_differential(gallery, results_dir, notes):
     before = g.diff["sample"]["counts"]
     first = int(g.groups["N-cell"][0])
     lab = g.layer.features.loc[first, "label"]
-    g.review.set([first], "normal" if lab == "ALL" else "ALL")     # review inside the sample: numbers follow
+    g.review.set([first], "normal" if lab == "ALL" else "ALL")  # review inside the sample: numbers follow
     after = g.diff["sample"]["counts"]
     assert after != before and sum(after.values()) == sum(before.values())
 
@@ -162,5 +168,5 @@ def test_none_refcount_guard_with_pyside6():
     before = sys.getrefcount(None)
     for _ in range(200):
         lab.setText("x")
-    if before - sys.getrefcount(None) >= 100:       # the bug is there: the guard must have been applied
-        assert guard_pyside_none() is True and sys.getrefcount(None) > 2 ** 39
+    if before - sys.getrefcount(None) >= 100:  # the bug is there: the guard must have been applied
+        assert guard_pyside_none() is True and sys.getrefcount(None) > 2**39

@@ -1,4 +1,5 @@
 """Grad-CAM of the selected cell: heat map placed over the cell's crop (tiny untrained model)."""
+
 import numpy as np
 import pytest
 
@@ -9,12 +10,13 @@ def test_gradcam_layer_is_placed_over_the_crop():
     from napari_leuk._gradcam import gradcam_layer_data
 
     heat = np.zeros((32, 32), np.float32)
-    data, kw, lt = gradcam_layer_data(heat, (400.0, 600.0), crop_um=16.0, mpp=0.5, layer_scale=(0.5, 0.5),
-                                      layer_translate=(10.0, 0.0))
+    data, kw, lt = gradcam_layer_data(
+        heat, (400.0, 600.0), crop_um=16.0, mpp=0.5, layer_scale=(0.5, 0.5), layer_translate=(10.0, 0.0)
+    )
     assert lt == "image" and kw["contrast_limits"] == [0.0, 1.0]
     # crop = 32 level-0 px around the centroid -> world (um) top-left = (384*0.5 + 10, 584*0.5)
     np.testing.assert_allclose(kw["translate"], (202.0, 292.0))
-    np.testing.assert_allclose(kw["scale"], (0.5, 0.5))       # 32 px of 0.5 um over 32 heat pixels
+    np.testing.assert_allclose(kw["scale"], (0.5, 0.5))  # 32 px of 0.5 um over 32 heat pixels
 
 
 @pytest.fixture
@@ -29,9 +31,14 @@ def tiny_card(tmp_path):
     arch = "tf_efficientnet_lite0"
     net = build_network(arch, 2)
     spec = CropSpec(size=32, crop_um=16.0, mode="rgb")
-    card = {"name": "tiny", "task": "classification", "version": 1,
-            "architecture": {"name": arch, "num_classes": 2}, "input": spec.to_card(),
-            "classes": ["ALL", "normal"]}
+    card = {
+        "name": "tiny",
+        "task": "classification",
+        "version": 1,
+        "architecture": {"name": arch, "num_classes": 2},
+        "input": spec.to_card(),
+        "classes": ["ALL", "normal"],
+    }
     return save_model(net.state_dict(), card, tmp_path / "m", "tiny")
 
 

@@ -1,4 +1,5 @@
 """CellTable -> napari layer data: colours per class, features, edits, review filter, labels raster."""
+
 import numpy as np
 import pytest
 
@@ -107,8 +108,10 @@ def test_unclassified_table_gets_unclassified_colour(table_factory):
     from napari_leuk._layers import class_rgba, features_frame
 
     tab = table_factory(3)
-    det_only = CellTable(tab.df[[c for c in tab.df.columns if c not in ("label", "confidence", "review")
-                                 and not c.startswith("prob_")]], {"mpp": 0.5})
+    det_only = CellTable(
+        tab.df[[c for c in tab.df.columns if c not in ("label", "confidence", "review") and not c.startswith("prob_")]],
+        {"mpp": 0.5},
+    )
     f = features_frame(det_only)
     assert set(f["label"]) == {"unclassified"}
     np.testing.assert_allclose(class_rgba(["unclassified"])[0, :3], np.array(class_color("unclassified")) / 255)

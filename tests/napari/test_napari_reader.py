@@ -1,4 +1,5 @@
 """npe2 reader: each slide format -> lazy multiscale image layer with physical scale; results folders."""
+
 import json
 
 import numpy as np
@@ -24,18 +25,24 @@ def _write(tmp_path, kind, img):
         return write_slide(tmp_path / "s.ome.zarr", img, mpp=0.5, tile=256), 0.5
     if kind == "ome.zarr-v0.5":
         return write_slide(tmp_path / "s5.ome.zarr", img, mpp=0.25, tile=256, ngff_version="0.5"), 0.25
-    if kind == "svs":       # tiled TIFF with an Aperio description and a 4x page (the SVS layout)
+    if kind == "svs":  # tiled TIFF with an Aperio description and a 4x page (the SVS layout)
         import tifffile
 
         p = tmp_path / "aperio.svs"
-        desc = ("Aperio Image Library v12.0.15 \r\n800x600 [0,0 800x600] (256x256) JPEG/RGB Q=70"
-                "|AppMag = 40|MPP = 0.2527|Filename = test")
+        desc = (
+            "Aperio Image Library v12.0.15 \r\n800x600 [0,0 800x600] (256x256) JPEG/RGB Q=70"
+            "|AppMag = 40|MPP = 0.2527|Filename = test"
+        )
         kw = dict(photometric="rgb", compression="zlib", metadata=None)
         with tifffile.TiffWriter(p) as tw:
             tw.write(img, tile=(256, 256), description=desc, **kw)
             tw.write(img[::8, ::8].copy(), description="Aperio Image Library v12.0.15 \r\nthumbnail", **kw)
-            tw.write(img[::4, ::4].copy(), tile=(256, 256),
-                     description="Aperio Image Library v12.0.15 \r\n200x150 -> 200x150", **kw)
+            tw.write(
+                img[::4, ::4].copy(),
+                tile=(256, 256),
+                description="Aperio Image Library v12.0.15 \r\n200x150 -> 200x150",
+                **kw,
+            )
         return str(p), 0.2527
     if kind == "tif":
         import tifffile
@@ -56,7 +63,7 @@ def test_reader_gives_lazy_multiscale_rgb_with_scale(tmp_path, kind):
     path, mpp = _write(tmp_path, kind, img)
     reader = napari_get_reader(path)
     assert reader is read_slide
-    (data, kw, ltype), = reader(path)
+    ((data, kw, ltype),) = reader(path)
     assert ltype == "image" and kw["rgb"] and kw["multiscale"]
     assert isinstance(data, list) and all(isinstance(d, da.Array) for d in data)
     assert data[0].shape == (600, 800, 3) and data[0].dtype == np.uint8
@@ -102,8 +109,9 @@ def test_results_folder_shows_cells_over_their_slide(tmp_path, table_factory):
     out = tmp_path / "results"
     tab.meta["slide"] = "s.ome.tif"
     tab.to_parquet(out / "cells.parquet")
-    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"},
-                                                  "mpp": {"value": 0.5}}))
+    (out / "summary.json").write_text(
+        json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"}, "mpp": {"value": 0.5}})
+    )
     for p in (out, out / "cells.parquet"):
         reader = napari_get_reader(str(p))
         assert reader is read_results
@@ -120,7 +128,7 @@ def test_geojson_alone_shows_cells(tmp_path, table_factory):
     tab = table_factory(4)
     p = write_geojson(tab, tmp_path / "cells.geojson")
     assert napari_get_reader(str(p)) is read_results
-    layers = read_results(str(p))        # the slide is not found: cells alone (with a warning)
+    layers = read_results(str(p))  # the slide is not found: cells alone (with a warning)
     assert len(layers) == 1
     data, kw, lt = layers[0]
     assert lt == "shapes" and len(data) == 4

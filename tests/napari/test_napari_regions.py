@@ -1,4 +1,5 @@
 """Analysis regions: current view, shapes (bounding box + polygon mask)."""
+
 import numpy as np
 import pytest
 
@@ -27,15 +28,17 @@ def test_view_region_clips_and_rejects_outside():
 
 
 def test_shapes_region_bbox_and_polygon_mask():
-    tri = np.array([[10.0, 10.0], [10.0, 60.0], [60.0, 10.0]])      # world (um), image scale 0.5
+    tri = np.array([[10.0, 10.0], [10.0, 60.0], [60.0, 10.0]])  # world (um), image scale 0.5
     rect = np.array([[200.0, 200.0], [200.0, 210.0], [210.0, 210.0], [210.0, 200.0]])
     box = shapes_region([tri, rect], (0.5, 0.5), (1000, 1000))
     assert box == (20, 20, 421, 421)
-    pts = np.array([[30, 30], [110, 110], [410, 410], [600, 600]], float)   # level-0 px
+    pts = np.array([[30, 30], [110, 110], [410, 410], [600, 600]], float)  # level-0 px
     inside = cells_in_shapes(pts, [tri, rect], (0.5, 0.5), shape_types=["polygon", "rectangle"])
     assert inside.tolist() == [True, False, True, False]
     ell = np.array([[0.0, 0.0], [0.0, 100.0], [100.0, 100.0], [100.0, 0.0]])
-    assert cells_in_shapes(np.array([[100, 100], [5, 5]]), [ell], (0.5, 0.5),
-                           shape_types=["ellipse"]).tolist() == [True, False]
+    assert cells_in_shapes(np.array([[100, 100], [5, 5]]), [ell], (0.5, 0.5), shape_types=["ellipse"]).tolist() == [
+        True,
+        False,
+    ]
     with pytest.raises(RegionError, match="empty"):
         shapes_region([], (1, 1), (10, 10))

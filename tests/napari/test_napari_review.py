@@ -1,5 +1,6 @@
 """Review by keyboard on a real (virtual-display) viewer: keys move selected cells, undo / redo, counts and
 colours follow, corrections.parquet written beside the results and restored when the folder is reopened."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,9 @@ def results_dir(tmp_path, table_factory):
     tab.meta["slide"] = "s.ome.tif"
     out = tmp_path / "results"
     tab.to_parquet(out / "cells.parquet")
-    (out / "summary.json").write_text(json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"},
-                                                  "mpp": {"value": 0.5}}))
+    (out / "summary.json").write_text(
+        json.dumps({"slide": {"path": str(slide_path), "name": "s.ome.tif"}, "mpp": {"value": 0.5}})
+    )
     return out
 
 
@@ -59,12 +61,12 @@ def test_keys_reclassify_undo_redo_and_save(make_napari_viewer, qtbot, results_d
     layer = open_results(viewer, results_dir)
     w = LeukWidget(viewer)
     viewer.window.add_dock_widget(w, name="leuk")
-    assert w.cells_layer is layer                      # the widget adopts the results' cells layer
+    assert w.cells_layer is layer  # the widget adopts the results' cells layer
     c0 = w.counts.as_dict()
-    assert c0["ALL"] == 7 and c0["normal"] == 5        # cells 2 and 5 (low confidence) are argmax ALL
+    assert c0["ALL"] == 7 and c0["normal"] == 5  # cells 2 and 5 (low confidence) are argmax ALL
     viewer.layers.selection.active = layer
-    layer.selected_data = {0, 4}                       # two confident ALL cells
-    _press(qtbot, viewer, Qt.Key_2)                    # 2 = normal (classes ALL, normal)
+    layer.selected_data = {0, 4}  # two confident ALL cells
+    _press(qtbot, viewer, Qt.Key_2)  # 2 = normal (classes ALL, normal)
     f = layer.features
     assert list(f.loc[[0, 4], "label"]) == ["normal", "normal"]
     assert list(f.loc[[0, 4], "model_label"]) == ["ALL", "ALL"]
@@ -72,23 +74,23 @@ def test_keys_reclassify_undo_redo_and_save(make_napari_viewer, qtbot, results_d
     np.testing.assert_allclose(np.asarray(layer.edge_color)[0, :3], np.array(class_color("normal")) / 255)
     c = w.counts.as_dict()
     assert c["ALL"] == 5 and c["normal"] == 7
-    df = read_corrections(results_dir)                 # saved at once beside the results
+    df = read_corrections(results_dir)  # saved at once beside the results
     assert sorted(df["cell_id"]) == sorted(f.loc[[0, 4], "cell_id"]) and set(df["reviewer_label"]) == {"normal"}
 
     layer.selected_data = {1}
-    _press(qtbot, viewer, Qt.Key_0)                    # 0 = review (unidentified)
+    _press(qtbot, viewer, Qt.Key_0)  # 0 = review (unidentified)
     assert bool(layer.features.loc[1, "review"]) and layer.features.loc[1, "reviewer_label"] == "review"
     assert len(read_corrections(results_dir)) == 3
 
-    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier)          # undo the review key
+    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier)  # undo the review key
     assert not bool(layer.features.loc[1, "review"]) and len(read_corrections(results_dir)) == 2
-    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier)          # undo the class change
+    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier)  # undo the class change
     assert list(layer.features.loc[[0, 4], "label"]) == ["ALL", "ALL"]
     np.testing.assert_allclose(np.asarray(layer.edge_color)[0, :3], np.array(class_color("ALL")) / 255)
     assert w.counts.as_dict()["ALL"] == 7 and len(read_corrections(results_dir)) == 0
-    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)   # redo
+    _press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)  # redo
     assert list(layer.features.loc[[0, 4], "label"]) == ["normal", "normal"]
-    _press(qtbot, viewer, Qt.Key_Y, Qt.ControlModifier)                      # redo (ctrl-y)
+    _press(qtbot, viewer, Qt.Key_Y, Qt.ControlModifier)  # redo (ctrl-y)
     assert layer.features.loc[1, "reviewer_label"] == "review"
     assert w.counts.as_dict()["ALL"] == 5 and len(read_corrections(results_dir)) == 3
     assert not notes["error"]
@@ -100,19 +102,19 @@ def test_reopen_restores_review(make_napari_viewer, qtbot, results_dir):
     viewer = make_napari_viewer(show=True)
     layer = open_results(viewer, results_dir)
     rev = review_for(layer, reviewer="jdoe")
-    rev.set([3], "ALL")                                # a normal cell -> ALL
+    rev.set([3], "ALL")  # a normal cell -> ALL
     rev.set([7, 9], "review")
     viewer.layers.clear()
-    layer2 = open_results(viewer, results_dir)         # the reader applies corrections.parquet
+    layer2 = open_results(viewer, results_dir)  # the reader applies corrections.parquet
     f = layer2.features
     assert f.loc[3, "label"] == "ALL" and f.loc[3, "model_label"] == "normal" and f.loc[3, "reviewer"] == "jdoe"
     assert bool(f.loc[7, "review"]) and bool(f.loc[9, "review"])
     np.testing.assert_allclose(np.asarray(layer2.edge_color)[3, :3], np.array(class_color("ALL")) / 255)
     rev2 = review_for(layer2)
     assert rev2 is not rev and rev2.error is None and len(rev2.corrections) == 3
-    rev2.undo()                                        # a fresh history: nothing to undo
+    rev2.undo()  # a fresh history: nothing to undo
     assert len(rev2.corrections) == 3
-    rev2.set([3], None)                                # back to the model's call
+    rev2.set([3], None)  # back to the model's call
     assert layer2.features.loc[3, "label"] == "normal"
 
 
@@ -130,7 +132,7 @@ def test_set_class_button_goes_through_corrections(viewer_widget, qtbot, notes, 
     from napari_leuk._review import review_for
 
     rev = review_for(layer)
-    assert rev.path is None and rev.corrections.can_undo     # a widget run: corrections in memory
+    assert rev.path is None and rev.corrections.can_undo  # a widget run: corrections in memory
     rev.undo()
     assert layer.features.loc[0, "label"] == "ALL" and w.counts.as_dict()["ALL"] == 2
 
@@ -163,7 +165,7 @@ def test_shift_click_adds_cells_to_the_selection(make_napari_viewer, qtbot, resu
     w._on_click(layer, SimpleNamespace(position=at(6), modifiers=("Shift",)))
     w._on_click(layer, SimpleNamespace(position=at(8), modifiers=("Control",)))
     assert w.selected_rows() == [2, 6, 8]
-    w._on_click(layer, SimpleNamespace(position=at(6), modifiers=("Shift",)))     # toggles off
+    w._on_click(layer, SimpleNamespace(position=at(6), modifiers=("Shift",)))  # toggles off
     assert w.selected_rows() == [2, 8]
     w._on_click(layer, SimpleNamespace(position=at(4), modifiers=()))
     assert w.selected_rows() == [4]
@@ -179,15 +181,15 @@ def test_stale_corrections_are_refused_not_applied(make_napari_viewer, qtbot, re
     layer = open_results(viewer, results_dir)
     review_for(layer).set([0], "normal")
     df = read_corrections(results_dir)
-    df.loc[0, "centroid_y"] += 50.0                     # the cell is not where it was: another run's file
+    df.loc[0, "centroid_y"] += 50.0  # the cell is not where it was: another run's file
     from leukcore.corrections import write_corrections
 
     write_corrections(pd.DataFrame(df), results_dir)
     viewer.layers.clear()
     layer2 = open_results(viewer, results_dir)
-    assert layer2.features.loc[0, "label"] == "ALL"     # the model's call, with a warning
+    assert layer2.features.loc[0, "label"] == "ALL"  # the model's call, with a warning
     assert any("not where they were" in m for m in notes["warning"])
     rev = review_for(layer2)
-    assert rev.error and rev.path is None               # reviewed in memory; the file is left alone
+    assert rev.error and rev.path is None  # reviewed in memory; the file is left alone
     rev.set([1], "ALL")
     assert len(read_corrections(results_dir)) == 1

@@ -1,4 +1,5 @@
 """The npe2 manifest, the sample smear, and a full run of the real pipeline on it."""
+
 import numpy as np
 import pytest
 
@@ -63,7 +64,7 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     viewer.window.add_dock_widget(w, name="leuk")
     w.device_combo.setCurrentIndex(0)
     w.model_combo.setCurrentText(model)
-    live = []   # class counts shown after each progress event, i.e. while the run is going
+    live = []  # class counts shown after each progress event, i.e. while the run is going
     on_progress = w._on_progress
 
     def spy(ev):
@@ -75,7 +76,7 @@ def test_full_run_on_sample_slide(make_napari_viewer, qtbot, notes):
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert not notes["error"], notes["error"]
     layer = w.cells_layer
-    assert layer is not None and len(layer.features) >= 10   # 32 real fields, most with a white cell
+    assert layer is not None and len(layer.features) >= 10  # 32 real fields, most with a white cell
     f = layer.features
     classes = model_classes(model)
     assert set(f["label"]) <= set(classes)
@@ -104,12 +105,23 @@ def tiny_models(tmp_path):
 
     torch.manual_seed(0)
     arch = {"n_rays": 8, "channels": [8, 16], "head_channels": 8}
-    det_card = {"name": "tiny-det", "version": 1, "task": "detection", "architecture": arch,
-                "input": {"mpp": 0.5}, "thresholds": {"prob": 1.01, "nms": 0.4}}
+    det_card = {
+        "name": "tiny-det",
+        "version": 1,
+        "task": "detection",
+        "architecture": arch,
+        "input": {"mpp": 0.5},
+        "thresholds": {"prob": 1.01, "nms": 0.4},
+    }
     det = save_model(build_det(arch).state_dict(), det_card, tmp_path / "det", "tiny-det")
-    clf_card = {"name": "tiny", "task": "classification", "version": 1,
-                "architecture": {"name": "tf_efficientnet_lite0", "num_classes": 2},
-                "input": CropSpec(size=32, crop_um=16.0, mode="rgb").to_card(), "classes": ["ALL", "normal"]}
+    clf_card = {
+        "name": "tiny",
+        "task": "classification",
+        "version": 1,
+        "architecture": {"name": "tf_efficientnet_lite0", "num_classes": 2},
+        "input": CropSpec(size=32, crop_um=16.0, mode="rgb").to_card(),
+        "classes": ["ALL", "normal"],
+    }
     clf = save_model(build_clf("tf_efficientnet_lite0", 2).state_dict(), clf_card, tmp_path / "clf", "tiny")
     return str(det), str(clf)
 

@@ -1,4 +1,5 @@
 """The dock widget on a real (virtual-display) viewer: run, progress, cancel, errors, edits, exports."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def test_run_adds_coloured_cells_layer_and_counts(viewer_widget, qtbot, notes, f
     w._on_progress = lambda ev: (seen.append((ev.done, ev.total, ev.cells)), orig(ev))
     _run(w, qtbot)
     assert fake.calls[0]["classifier"] == "all-binary" and fake.calls[0]["region"] is None
-    assert seen and seen[-1] == (4, 4, 12)           # tiles done / total, cells found so far
+    assert seen and seen[-1] == (4, 4, 12)  # tiles done / total, cells found so far
     layer = w.cells_layer
     assert layer is not None and layer in viewer.layers and layer.name == "cells"
     assert len(layer.features) == 12
@@ -40,7 +41,7 @@ def test_edit_class_updates_colour_and_counts(viewer_widget, qtbot, notes, fake_
     _run(w, qtbot)
     layer = w.cells_layer
     assert w.counts.as_dict()["ALL"] == 2
-    layer.selected_data = {0}                        # an ALL cell
+    layer.selected_data = {0}  # an ALL cell
     w.class_combo.setCurrentText("normal")
     w.set_class_btn.click()
     assert layer.features.loc[0, "label"] == "normal"
@@ -88,7 +89,7 @@ def test_unreadable_slide_layer_path_notifies(viewer_widget, qtbot, notes, tmp_p
     bad = tmp_path / "broken.ome.tif"
     bad.write_bytes(b"II*\x00" + b"\x00" * 20)
     viewer.layers["slide"].metadata["leuk_slide_path"] = str(bad)
-    _run(w, qtbot, timeout=60000)                    # the real pipeline opens the file and fails
+    _run(w, qtbot, timeout=60000)  # the real pipeline opens the file and fails
     assert any("broken.ome.tif" in m for m in notes["error"])
 
 
@@ -97,7 +98,7 @@ def test_regions_current_view_and_shapes(viewer_widget, qtbot, notes, fake_analy
     fake = fake_analyze_cls(n_tiles=1, per_tile=12)
     w.analyze = fake
     cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    cam.center = (250.0, 250.0)                      # world = microns (mpp 0.5)
+    cam.center = (250.0, 250.0)  # world = microns (mpp 0.5)
     cam.zoom = 4.0
     w.region_combo.setCurrentText("current view")
     _run(w, qtbot)
@@ -139,9 +140,9 @@ def test_low_confidence_toggle_and_exports(viewer_widget, qtbot, notes, fake_ana
     from PIL import Image
 
     img = np.asarray(Image.open(shot))
-    assert img.std() > 5                                 # not a blank / black picture
+    assert img.std() > 5  # not a blank / black picture
     cols = {tuple(c) for c in img[:200, :400, :3].reshape(-1, 3)}
-    assert class_color("ALL") in cols                    # the legend swatch
+    assert class_color("ALL") in cols  # the legend swatch
 
 
 def test_device_choice_lists_available_devices(viewer_widget):
@@ -162,12 +163,12 @@ def test_hover_and_click_show_class_probabilities_confidence(viewer_widget, qtbo
     _run(w, qtbot)
     layer = w.cells_layer
     r = layer.features.iloc[2]
-    pos = (r.centroid_y * 0.5, r.centroid_x * 0.5)          # world = um
+    pos = (r.centroid_y * 0.5, r.centroid_x * 0.5)  # world = um
     viewer.cursor.position = pos
     w._on_mouse_move(viewer, None)
     text = w.cell_info.text()
     assert f"cell {int(r.cell_id)}: {r.label}" in text and "confidence 0.95" in text and "p(normal)=" in text
-    viewer.cursor.position = (1.0, 1.0)                     # background: the last text stays
+    viewer.cursor.position = (1.0, 1.0)  # background: the last text stays
     w._on_mouse_move(viewer, None)
     assert w.cell_info.text() == text
     layer.mode = "pan_zoom"

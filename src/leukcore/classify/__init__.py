@@ -7,16 +7,21 @@ Public API (imported lazily so ``import leukcore.classify`` stays light)::
     classify_cells(slide, table, classifier, batch_size=64, progress=None, cancel=None)
     gradcam(classifier, crops, target=None)
 """
+
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["Classifier", "CropSpec", "extract_crops", "crops_from_array", "classify_cells", "gradcam",
-           "preprocess"]
+__all__ = ["Classifier", "CropSpec", "extract_crops", "crops_from_array", "classify_cells", "gradcam", "preprocess"]
 
 _WHERE = {
-    "Classifier": ".model", "CropSpec": ".geometry", "extract_crops": ".crops", "crops_from_array": ".crops",
-    "classify_cells": ".infer", "gradcam": ".cam", "preprocess": ".inputs",
+    "Classifier": ".model",
+    "CropSpec": ".geometry",
+    "extract_crops": ".crops",
+    "crops_from_array": ".crops",
+    "classify_cells": ".infer",
+    "gradcam": ".cam",
+    "preprocess": ".inputs",
 }
 
 

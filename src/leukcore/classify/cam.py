@@ -4,6 +4,7 @@ The heat map is taken on the last feature map (``forward_features``), weighted b
 the spatially averaged gradient of the target logit, rectified, upsampled to the
 crop size and scaled to [0, 1] per crop.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -15,8 +16,9 @@ from .inputs import preprocess
 __all__ = ["gradcam", "overlay"]
 
 
-def gradcam(classifier, crops: np.ndarray, target: Optional[Union[int, str, Sequence]] = None,
-            batch_size: int = 32) -> np.ndarray:
+def gradcam(
+    classifier, crops: np.ndarray, target: Optional[Union[int, str, Sequence]] = None, batch_size: int = 32
+) -> np.ndarray:
     """Grad-CAM heat maps ``(N, H, W)`` float32 in [0, 1] for ``uint8 (N, H, W, 3)`` crops.
 
     Parameters
@@ -40,6 +42,7 @@ def gradcam(classifier, crops: np.ndarray, target: Optional[Union[int, str, Sequ
     S = classifier.spec.size
     if crops.shape[1:3] != (S, S):
         from .crops import resize_rgb
+
         crops = np.stack([resize_rgb(c, S) for c in crops])
     n = len(crops)
     if target is None:
@@ -56,19 +59,19 @@ def gradcam(classifier, crops: np.ndarray, target: Optional[Union[int, str, Sequ
     net.eval()
     try:
         for i in range(0, n, batch_size):
-            x = torch.from_numpy(preprocess(crops[i:i + batch_size], classifier.spec)).to(dev)
+            x = torch.from_numpy(preprocess(crops[i : i + batch_size], classifier.spec)).to(dev)
             with torch.enable_grad():
                 feats = net.forward_features(x)
                 feats.retain_grad()
                 logits = net.forward_head(feats)
-                idx = logits.argmax(1) if tgt is None else torch.as_tensor(tgt[i:i + batch_size], device=dev)
+                idx = logits.argmax(1) if tgt is None else torch.as_tensor(tgt[i : i + batch_size], device=dev)
                 logits.gather(1, idx.view(-1, 1)).sum().backward()
             w = feats.grad.mean(dim=(2, 3), keepdim=True)
             cam = F.relu((w * feats).sum(1, keepdim=True))
             cam = F.interpolate(cam, size=(S, S), mode="bilinear", align_corners=False)[:, 0]
             cam = cam.detach().float().cpu().numpy()
             mx = cam.reshape(len(cam), -1).max(1).reshape(-1, 1, 1)
-            out[i:i + batch_size] = np.where(mx > 0, cam / np.maximum(mx, 1e-12), 0.0)
+            out[i : i + batch_size] = np.where(mx > 0, cam / np.maximum(mx, 1e-12), 0.0)
             net.zero_grad(set_to_none=True)
     finally:
         net.train(was_training)

@@ -5,6 +5,7 @@ microns centred on its centroid is read with ``slide.read_region`` at the
 coarsest pyramid level that still has at least the needed resolution, and
 resampled to ``size`` x ``size``.  Only the needed regions are read.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,15 @@ def _mask_crop(crop: np.ndarray, poly: np.ndarray, y0: float, x0: float, scale: 
     return out
 
 
-def extract_crops(slide, table, classifier_or_spec, masks: Optional[bool] = None, *,
-                  rows: Optional[Sequence[int]] = None, mpp: Optional[float] = None) -> np.ndarray:
+def extract_crops(
+    slide,
+    table,
+    classifier_or_spec,
+    masks: Optional[bool] = None,
+    *,
+    rows: Optional[Sequence[int]] = None,
+    mpp: Optional[float] = None,
+) -> np.ndarray:
     """Crops of the table's cells, ``uint8 (N, size, size, 3)``.
 
     Parameters
@@ -86,19 +94,21 @@ def extract_crops(slide, table, classifier_or_spec, masks: Optional[bool] = None
     use_mask = spec.mask if masks is None else bool(masks)
     m = slide.mpp or mpp or spec.default_mpp
     if not m:
-        raise ValueError(f"{getattr(slide, 'path', None) or 'slide'}: pixel size (mpp) unknown; "
-                         "pass mpp= (or --mpp) or estimate it first (leukcore.mpp.estimate_mpp)")
+        raise ValueError(
+            f"{getattr(slide, 'path', None) or 'slide'}: pixel size (mpp) unknown; "
+            "pass mpp= (or --mpp) or estimate it first (leukcore.mpp.estimate_mpp)"
+        )
     df = table.df if hasattr(table, "df") else table
     idx = np.arange(len(df)) if rows is None else np.asarray(rows, dtype=int)
     S = spec.size
     out = np.zeros((len(idx), S, S, 3), np.uint8)
     if len(idx) == 0:
         return out
-    side0 = spec.side_px(m)                       # crop side in level-0 px
+    side0 = spec.side_px(m)  # crop side in level-0 px
     ds = max(side0 / S, 1.0)
     level = slide.best_level_for_downsample(ds)
     d = float(slide.downsamples[level])
-    side = side0 / d                              # crop side in level pixels
+    side = side0 / d  # crop side in level pixels
     n_side = max(1, int(round(side)))
     lvl = slide.levels[level]
     cached = None
@@ -128,20 +138,22 @@ def _read_cached(a: np.ndarray, y: int, x: int, n: int) -> np.ndarray:
     out = np.full((n, n, 3), PAD_VALUE, np.uint8)
     y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + n, H), min(x + n, W)
     if y1 > y0 and x1 > x0:
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = a[y0:y1, x0:x1]
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = a[y0:y1, x0:x1]
     return out
 
 
-def crops_from_array(image: np.ndarray, centroids, spec: CropSpec, mpp: float,
-                     polygons=None, masks: Optional[bool] = None) -> np.ndarray:
+def crops_from_array(
+    image: np.ndarray, centroids, spec: CropSpec, mpp: float, polygons=None, masks: Optional[bool] = None
+) -> np.ndarray:
     """Crops around ``centroids`` (level-0 y, x) of an in-memory RGB image (same code path as slides)."""
     from ..io.slide import Slide
     from ..results import CellTable
 
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
     if polygons is None:
-        polygons = [np.array([[y - 1, x - 1], [y - 1, x + 1], [y + 1, x + 1], [y + 1, x - 1]], np.float32)
-                    for y, x in c]
+        polygons = [
+            np.array([[y - 1, x - 1], [y - 1, x + 1], [y + 1, x + 1], [y + 1, x - 1]], np.float32) for y, x in c
+        ]
     table = CellTable.from_detections(c, polygons, np.ones(len(c), np.float32), mpp=mpp)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return extract_crops(slide, table, spec, masks=masks)

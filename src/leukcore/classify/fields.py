@@ -11,6 +11,7 @@ Cell probabilities may come with test-time augmentation (:data:`TTA_MODES`, see
 ``inference`` (``field_aggregation``, ``tta``), chosen on the validation split at training time;
 :func:`field_rule` reads it (default ``mean_prob`` without TTA).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 A crop is a square of ``crop_um`` microns centred on a cell's centroid, resampled
 to ``size`` x ``size`` pixels, so the same model works at any slide pixel size.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

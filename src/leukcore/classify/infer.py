@@ -1,4 +1,5 @@
 """Batched classification of every cell of a table: :func:`classify_cells`."""
+
 from __future__ import annotations
 
 import time
@@ -20,13 +21,17 @@ def review_rule(classifier, review_threshold=None) -> tuple:
     """
     from ..results import DEFAULT_REVIEW_THRESHOLD
 
-    rt = review_threshold if review_threshold is not None else \
-        getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+    rt = (
+        review_threshold
+        if review_threshold is not None
+        else getattr(classifier, "review_threshold", DEFAULT_REVIEW_THRESHOLD)
+    )
     return float(rt), getattr(classifier, "blast_threshold", None)
 
 
-def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=None, cancel=None,
-                   review_threshold=None, mpp=None):
+def classify_cells(
+    slide, table, classifier, *, batch_size: int = 64, progress=None, cancel=None, review_threshold=None, mpp=None
+):
     """Classify each cell of ``table`` from its crop; returns a new classified :class:`CellTable`.
 
     Crops are read batch by batch from the lazy slide (only the needed regions).
@@ -72,26 +77,47 @@ def classify_cells(slide, table, classifier, *, batch_size: int = 64, progress=N
         emit(progress, "classify", done, n, cells=n)
     filled = np.where(np.isnan(probs), 0.0, probs)
     rt, bt = review_rule(classifier, review_threshold)
-    out.set_classification(filled, classifier.classes, review_threshold=rt, blast_threshold=bt,
-                           ood_score=None if scores is None else np.nan_to_num(scores, nan=0.0), ood_threshold=ood_t)
+    out.set_classification(
+        filled,
+        classifier.classes,
+        review_threshold=rt,
+        blast_threshold=bt,
+        ood_score=None if scores is None else np.nan_to_num(scores, nan=0.0),
+        ood_threshold=ood_t,
+    )
     if done < n:
-        out.df.loc[done:, "label"] = UNCLASSIFIED
-        out.df.loc[done:, "review"] = True
-        if scores is not None:
-            out.df.loc[done:, "ood_score"] = np.nan
-            out.df.loc[done:, "review_reason"] = UNCLASSIFIED
-        for c in classifier.classes:
-            out.df.loc[done:, f"prob_{c}"] = np.nan
-        out.df.loc[done:, "confidence"] = np.nan
-    card = getattr(classifier, "card", {}) or {}
-    out.meta["classifier"] = {"name": card.get("name"), "version": card.get("version"),
-                              "backend": getattr(classifier, "backend", None), "classes": list(classifier.classes),
-                              "crop_um": classifier.spec.crop_um, "input_size": classifier.spec.size}
-    if ood_t is not None:
-        out.meta["classifier"]["ood"] = {"score": (card.get("review") or {}).get("ood", {}).get("score"),
-                                         "threshold": float(ood_t)}
+        _mark_unreached(out, done, classifier.classes, has_ood=scores is not None)
+    out.meta["classifier"] = _classifier_meta(classifier, ood_t)
     out.meta["partial"] = bool(out.meta.get("partial", False) or partial)
     out.meta.setdefault("timings", {})
     if isinstance(out.meta["timings"], dict):
         out.meta["timings"]["classify_s"] = round(time.perf_counter() - t0, 4)
     return out
+
+
+def _mark_unreached(out, done: int, classes, *, has_ood: bool) -> None:
+    """Label the cells from row ``done`` on (a cancelled run never reached them) ``unclassified``."""
+    out.df.loc[done:, "label"] = UNCLASSIFIED
+    out.df.loc[done:, "review"] = True
+    if has_ood:
+        out.df.loc[done:, "ood_score"] = np.nan
+        out.df.loc[done:, "review_reason"] = UNCLASSIFIED
+    for c in classes:
+        out.df.loc[done:, f"prob_{c}"] = np.nan
+    out.df.loc[done:, "confidence"] = np.nan
+
+
+def _classifier_meta(classifier, ood_t) -> dict:
+    """What ``meta['classifier']`` records: the model's name, version, backend, classes and crop geometry."""
+    card = getattr(classifier, "card", {}) or {}
+    meta = {
+        "name": card.get("name"),
+        "version": card.get("version"),
+        "backend": getattr(classifier, "backend", None),
+        "classes": list(classifier.classes),
+        "crop_um": classifier.spec.crop_um,
+        "input_size": classifier.spec.size,
+    }
+    if ood_t is not None:
+        meta["ood"] = {"score": (card.get("review") or {}).get("ood", {}).get("score"), "threshold": float(ood_t)}
+    return meta

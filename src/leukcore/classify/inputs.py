@@ -2,6 +2,7 @@
 
 Used identically by training, evaluation, inference, ONNX and Grad-CAM.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,6 +48,7 @@ def preprocess(crops: np.ndarray, spec: CropSpec) -> np.ndarray:
         z = _standardise(lightness(crops), fg)
         return np.ascontiguousarray(np.repeat(z[:, None], 3, axis=1))
     from skimage.color import rgb2lab  # labstd: each LAB channel standardised per crop
+
     lab = rgb2lab(crops).astype(np.float32)
     z = np.stack([_standardise(lab[..., k], fg) for k in range(3)], axis=1)
     return np.ascontiguousarray(z)

@@ -1,4 +1,5 @@
 """The :class:`Classifier`: a timm network plus its crop geometry, classes and backend."""
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -36,8 +37,15 @@ class Classifier:
         ``"torch"`` or ``"onnx"`` (the one actually used).
     """
 
-    def __init__(self, network, classes: Sequence[str], spec: CropSpec, card: Optional[dict] = None,
-                 device="cpu", backend: str = "torch"):
+    def __init__(
+        self,
+        network,
+        classes: Sequence[str],
+        spec: CropSpec,
+        card: Optional[dict] = None,
+        device="cpu",
+        backend: str = "torch",
+    ):
         import torch
 
         from ..device import device_settings, resolve_device
@@ -51,7 +59,7 @@ class Classifier:
         if self.settings["channels_last"] and self.device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
         self._onnx = None
-        self._ood_stats = False          # not read yet (see :attr:`ood`)
+        self._ood_stats = False  # not read yet (see :attr:`ood`)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.backend = "torch"
@@ -93,8 +101,11 @@ class Classifier:
     def _wants_features(self) -> bool:
         from .ood import ood_block
 
-        return ood_block(self.card) is not None and hasattr(self.network, "forward_head") \
+        return (
+            ood_block(self.card) is not None
+            and hasattr(self.network, "forward_head")
             and hasattr(self.network, "forward_features")
+        )
 
     @property
     def blast_threshold(self) -> Optional[float]:
@@ -117,8 +128,9 @@ class Classifier:
 
         card = name_or_card if isinstance(name_or_card, dict) else load_card(name_or_card)
         if card.get("task") != "classification":
-            raise ModelError(f"{card.get('_card_path', name_or_card)}: task is {card.get('task')!r}, "
-                             "not a classification model")
+            raise ModelError(
+                f"{card.get('_card_path', name_or_card)}: task is {card.get('task')!r}, not a classification model"
+            )
         classes = card.get("classes")
         if not classes:
             raise ModelError(f"{card.get('_card_path')}: model card lists no classes")
@@ -128,8 +140,9 @@ class Classifier:
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise ModelError(f"{card.get('_card_path')}: weights do not fit {arch['name']}: "
-                             f"{str(e).splitlines()[0]}") from None
+            raise ModelError(
+                f"{card.get('_card_path')}: weights do not fit {arch['name']}: {str(e).splitlines()[0]}"
+            ) from None
         spec = CropSpec.from_card(card.get("input", {}))
         return cls(net, classes, spec, card=card, device=device, backend=backend)
 
@@ -142,9 +155,11 @@ class Classifier:
         return str(self.card.get("name", "classifier"))
 
     def __repr__(self) -> str:
-        return (f"<Classifier {self.name}: {self.card.get('architecture', {}).get('name', '?')} "
-                f"classes={self.classes} input={self.spec.size}px/{self.spec.crop_um}um mode={self.spec.mode} "
-                f"device={self.device} backend={self.backend}>")
+        return (
+            f"<Classifier {self.name}: {self.card.get('architecture', {}).get('name', '?')} "
+            f"classes={self.classes} input={self.spec.size}px/{self.spec.crop_um}um mode={self.spec.mode} "
+            f"device={self.device} backend={self.backend}>"
+        )
 
     # ---------------------------------------------------------------- backend
     def _weights_key(self) -> str:
@@ -152,6 +167,7 @@ class Classifier:
         if w.get("sha256"):
             return w["sha256"][:16]
         import hashlib
+
         h = hashlib.sha256()
         for k, v in self.network.state_dict().items():
             h.update(k.encode())
@@ -174,6 +190,7 @@ class Classifier:
             if required:
                 raise
             import warnings
+
             warnings.warn(f"ONNX backend unavailable ({e}); using torch", RuntimeWarning, stacklevel=3)
             try:
                 path.unlink()
@@ -185,8 +202,15 @@ class Classifier:
 
         arch = self.card.get("architecture", {}).get("name", "net") if self.card else "net"
         # an export that also outputs the pooled features (for the OOD score) has its own cache key
-        return ob.cache_dir() / "onnx" / (f"{arch}-{len(self.classes)}c-{self.spec.size}px-{self._weights_key()}"
-                                          + ("-feat" if feats else "") + ".onnx")
+        return (
+            ob.cache_dir()
+            / "onnx"
+            / (
+                f"{arch}-{len(self.classes)}c-{self.spec.size}px-{self._weights_key()}"
+                + ("-feat" if feats else "")
+                + ".onnx"
+            )
+        )
 
     def _onnx_runner(self, feats: bool) -> tuple:
         """``(OnnxRunner, path)``: the cached export (made on first use), probed against torch."""
@@ -224,8 +248,10 @@ class Classifier:
         t = t.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             t = t.to(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
-                                                    enabled=bool(self.settings["amp"])):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.float16, enabled=bool(self.settings["amp"])),
+        ):
             if not features:
                 out = self.network(t)
                 return out.float().cpu().numpy()
@@ -260,8 +286,8 @@ class Classifier:
         probs = np.zeros((len(crops), len(self.classes)), np.float32)
         feats = np.zeros((len(crops), stats.dim), np.float32)
         for i in range(0, len(crops), batch_size):
-            z, f = self.logits_and_features(preprocess(crops[i:i + batch_size], self.spec))
-            probs[i:i + batch_size], feats[i:i + batch_size] = softmax(z), f
+            z, f = self.logits_and_features(preprocess(crops[i : i + batch_size], self.spec))
+            probs[i : i + batch_size], feats[i : i + batch_size] = softmax(z), f
         if tta is not None:
             from .fields import TTA_MODES
 
@@ -283,8 +309,12 @@ class Classifier:
             raise ValueError(f"predict_crops expects uint8 (N, H, W, 3), got {crops.dtype} {crops.shape}")
         if crops.shape[1:3] != (self.spec.size, self.spec.size):
             from .crops import resize_rgb
-            crops = np.stack([resize_rgb(c, self.spec.size) for c in crops]) if len(crops) else \
-                np.zeros((0, self.spec.size, self.spec.size, 3), np.uint8)
+
+            crops = (
+                np.stack([resize_rgb(c, self.spec.size) for c in crops])
+                if len(crops)
+                else np.zeros((0, self.spec.size, self.spec.size, 3), np.uint8)
+            )
         return crops
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 64, tta: Optional[str] = None) -> np.ndarray:
@@ -314,8 +344,8 @@ class Classifier:
         crops = self._as_input_crops(crops)
         out = np.zeros((len(crops), len(self.classes)), np.float32)
         for i in range(0, len(crops), batch_size):
-            x = preprocess(crops[i:i + batch_size], self.spec)
-            out[i:i + batch_size] = softmax(self.logits(x))
+            x = preprocess(crops[i : i + batch_size], self.spec)
+            out[i : i + batch_size] = softmax(self.logits(x))
         return out
 
 
@@ -334,7 +364,7 @@ def crop_features(clf: Classifier, crops: np.ndarray, batch_size: int = 128, onn
             run = runner.run_all
     P, F = [], []
     for i in range(0, len(crops), batch_size):
-        z, f = run(preprocess(crops[i:i + batch_size], clf.spec))[:2]
+        z, f = run(preprocess(crops[i : i + batch_size], clf.spec))[:2]
         P.append(softmax(z))
         F.append(np.asarray(f, np.float32))
     if not P:

@@ -1,4 +1,5 @@
 """Build the torch network of a classifier card (a timm architecture)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping

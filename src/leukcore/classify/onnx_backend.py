@@ -5,6 +5,7 @@ than eager torch.  The export is keyed by the weights' sha256 and the input size
 changed model never reuses a stale export.  Predictions are checked against torch on
 a probe batch right after export.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,9 +39,16 @@ def export_onnx(model, size: int, path: Path, features: bool = False) -> Path:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
-            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=names,
-                              dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=["input"],
+                output_names=names,
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                opset_version=17,
+                dynamo=False,
+            )
     return path
 
 

@@ -4,6 +4,7 @@ Each subcommand lives in its own module ``leukcore.cli.<name>`` exposing
 ``register(subparsers)`` (adds its parser and sets ``func``); modules are
 imported only to build the parser, and heavy libraries only inside ``func``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,19 @@ from .._version import __version__
 
 #: subcommand modules, in help order
 SUBCOMMANDS = [
-    "info", "detect", "train_detector", "classify", "train", "eval", "explain",
-    "analyze", "batch", "report", "demo", "models", "serve",
+    "info",
+    "detect",
+    "train_detector",
+    "classify",
+    "train",
+    "eval",
+    "explain",
+    "analyze",
+    "batch",
+    "report",
+    "demo",
+    "models",
+    "serve",
 ]
 
 
@@ -52,14 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `leuk info x | head`: quietly stop writing
         import os
+
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as e:  # one clear line for known error families
         from ..io.errors import SlideError
+
         known = (SlideError, FileNotFoundError, ValueError)
         try:
             from ..models.registry import ModelError
+
             known = known + (ModelError,)
         except ImportError:  # pragma: no cover
             pass

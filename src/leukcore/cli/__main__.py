@@ -1,4 +1,5 @@
 """``python -m leukcore.cli``: the ``leuk`` command."""
+
 import sys
 
 from . import main

@@ -4,6 +4,7 @@ The rule (detect the white cells and classify each, else take the image as one c
 :func:`leukcore.field.classify_image`'s; its module doc, shown by ``leuk classify --help``,
 states it once for the library, the web demo and this command.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,21 @@ def register(sub):
     from .analyze import TRUST_HELP
 
     rule = field.__doc__.split("\n\n", 1)[1] if field.__doc__ else ""
-    p = sub.add_parser("classify", help="classify single images, fields or cell crops",
-                       description=rule + "\nThe kind is --kind, the pixel size --mpp.",
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "classify",
+        help="classify single images, fields or cell crops",
+        description=rule + "\nThe kind is --kind, the pixel size --mpp.",
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF)")
     p.add_argument("--model", default="all-binary", help="all-binary | all-4class | model card .yaml | run dir")
     p.add_argument("--json", action="store_true", help="one JSON object per line (path, label, probabilities)")
-    p.add_argument("--kind", choices=["auto", "cell", "field"], default="auto",
-                   help="auto: detect cells, fall back to whole image; cell: one cell per image; field: detect")
+    p.add_argument(
+        "--kind",
+        choices=["auto", "cell", "field"],
+        default="auto",
+        help="auto: detect cells, fall back to whole image; cell: one cell per image; field: detect",
+    )
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel of the images")
     p.add_argument("--detector", default="wbc-stardist", help="detector model for fields")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -43,7 +51,7 @@ def run(args) -> int:
     trust = args.trust_unverified
     clf = Classifier.load(load_card(args.model, trust_unverified=trust), device=args.device, backend=args.backend)
     detector = args.detector
-    if args.kind != "cell" and trust:     # the detector's card is held to the same rule
+    if args.kind != "cell" and trust:  # the detector's card is held to the same rule
         from ..pipeline import load_detector
 
         detector = load_detector(args.detector, device=args.device, trust_unverified=True)
@@ -60,8 +68,9 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(rec), flush=True)
         elif rec["label"] is None:
-            print(f"{rec['path']}\tNone\t{rec.get('reason', '')}\t({rec['rule']}, {rec['n_cells']} cell(s))",
-                  flush=True)
+            print(
+                f"{rec['path']}\tNone\t{rec.get('reason', '')}\t({rec['rule']}, {rec['n_cells']} cell(s))", flush=True
+            )
         else:
             probs = "  ".join(f"{c}={v:.3f}" for c, v in rec["probabilities"].items() if v is not None)
             why = f" ({rec['review_reason']})" if rec.get("review") and rec.get("review_reason") else ""

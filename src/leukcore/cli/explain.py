@@ -1,4 +1,5 @@
 """``leuk explain IMAGE... --model NAME -o OUT``: Grad-CAM overlays (PNG) for the cells of each image."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,13 @@ import numpy as np
 
 def register(sub):
     """Add the ``leuk explain`` subcommand to ``sub``."""
-    p = sub.add_parser("explain", help="Grad-CAM overlays for the cells of images",
-                       description="Detect the cells of each image (or take it as one cell crop, as leuk classify "
-                                   "does), compute Grad-CAM for the predicted (or --target) class and write "
-                                   "OUT/<image>_gradcam.png: each cell's crop above its heat-map overlay.")
+    p = sub.add_parser(
+        "explain",
+        help="Grad-CAM overlays for the cells of images",
+        description="Detect the cells of each image (or take it as one cell crop, as leuk classify "
+        "does), compute Grad-CAM for the predicted (or --target) class and write "
+        "OUT/<image>_gradcam.png: each cell's crop above its heat-map overlay.",
+    )
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default="all-binary")
     p.add_argument("-o", "--out", required=True, help="output folder")
@@ -41,7 +45,7 @@ def run(args) -> int:
         img, _ = load_field(path)
         table, m, _ = find_cells(img, args.mpp, args.detector, args.device)
         if len(table):
-            crops = extract_crops(Slide.from_array(np.ascontiguousarray(img), mpp=m), table, clf)[:args.max_cells]
+            crops = extract_crops(Slide.from_array(np.ascontiguousarray(img), mpp=m), table, clf)[: args.max_cells]
         else:
             crops = letterbox(img, clf.spec.size)[None]
         heat = gradcam(clf, crops, target=args.target)

@@ -8,6 +8,7 @@ Bad input prints one line ``leuk info: error: <path>: <problem>`` and exits with
 status 2; so does a slide whose index shows stored tiles without pixel data (the
 description is still printed first).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,20 @@ import json
 
 def register(sub):
     """Add the ``leuk info`` subcommand to ``sub``."""
-    p = sub.add_parser("info", help="describe a slide: format, levels, pixel size, chunking (reads no pixels)",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p = sub.add_parser(
+        "info",
+        help="describe a slide: format, levels, pixel size, chunking (reads no pixels)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
     p.add_argument("slide", help="slide or image file (TIFF/OME-TIFF/SVS/NDPI, OME-Zarr directory, PNG/JPEG/BMP)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--check", action="store_true",
-                   help="also read every stored tile of every level, one at a time (slow for big slides): "
-                        "finds tiles that do not decode and NaN pixels")
-    p.add_argument("--mpp", type=float, default=None,
-                   help="override the level-0 pixel size (microns per pixel)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also read every stored tile of every level, one at a time (slow for big slides): "
+        "finds tiles that do not decode and NaN pixels",
+    )
+    p.add_argument("--mpp", type=float, default=None, help="override the level-0 pixel size (microns per pixel)")
     p.set_defaults(func=run)
 
 
@@ -47,8 +53,12 @@ def format_info(info: dict) -> str:
         f"file size: {_size(info.get('file_size'))}",
         f"size:      {w} x {h} px (width x height)"
         + (f" = {w * mpp / 1000:.2f} x {h * mpp / 1000:.2f} mm" if mpp else ""),
-        "mpp:       " + (f"{mpp:.4g} um/px (source: {info['mpp_source']})" if mpp
-                         else "unknown (no pixel size in the file; pass --mpp)"),
+        "mpp:       "
+        + (
+            f"{mpp:.4g} um/px (source: {info['mpp_source']})"
+            if mpp
+            else "unknown (no pixel size in the file; pass --mpp)"
+        ),
         f"levels:    {len(info['levels'])}",
     ]
     meta = info.get("metadata") or {}
@@ -61,8 +71,10 @@ def format_info(info: dict) -> str:
         nat = lv.get("native_chunks")
         nat_s = "computed lazily" if lv.get("computed") else (f"{nat[1]} x {nat[0]}" if nat else "?")
         lmpp = f"{lv['mpp']:.4g}" if lv.get("mpp") else "-"
-        lines.append(f"  {lv['level']:>5}  {lw:>7} x {lh:<7}  {lv['downsample']:>10.4g}   {lmpp:<8}  "
-                     f"{ch[1]:>6} x {ch[0]:<6}   {nat_s}")
+        lines.append(
+            f"  {lv['level']:>5}  {lw:>7} x {lh:<7}  {lv['downsample']:>10.4g}   {lmpp:<8}  "
+            f"{ch[1]:>6} x {ch[0]:<6}   {nat_s}"
+        )
     if meta.get("ome_description") or meta.get("description"):
         lines.append(f"description: {meta.get('ome_description') or meta.get('description')}")
     if meta.get("attribution"):

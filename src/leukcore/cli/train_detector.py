@@ -3,10 +3,13 @@
 
 def register(sub):
     """Add the ``leuk train-detector`` subcommand to ``sub``."""
-    p = sub.add_parser("train-detector", help="train the StarDist-method WBC detector",
-                       description="Reproduce the shipped wbc-stardist detector from ../shared/data: derives "
-                                   "masks, trains on CPU/GPU, tunes thresholds on validation splits and writes "
-                                   "RUN_DIR/wbc-stardist.{safetensors,yaml}.")
+    p = sub.add_parser(
+        "train-detector",
+        help="train the StarDist-method WBC detector",
+        description="Reproduce the shipped wbc-stardist detector from ../shared/data: derives "
+        "masks, trains on CPU/GPU, tunes thresholds on validation splits and writes "
+        "RUN_DIR/wbc-stardist.{safetensors,yaml}.",
+    )
     p.add_argument("--data", default=None, help="data folder (default $LEUK_DATA or <repo>/../shared/data)")
     p.add_argument("-o", "--out", required=True, help="run folder")
     p.add_argument("--minutes", type=float, default=32.0, help="training time budget (default 32)")
@@ -17,30 +20,63 @@ def register(sub):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--n-fourclass", type=int, default=300, help="four-class fields per class")
     p.add_argument("--init-from", default=None, help="start from this model card (fine-tuning)")
-    p.add_argument("--channels", type=int, nargs="+", default=None, metavar="C",
-                   help="U-Net channels per level (default 16 32 64; ignored with --init-from)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="C",
+        help="U-Net channels per level (default 16 32 64; ignored with --init-from)",
+    )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the cosine schedule (default 3e-3)")
-    p.add_argument("--source-weight", action="append", default=[], metavar="SOURCE=W",
-                   help="share of a training source in each batch (repeatable); sources: four-class (0.5), "
-                        "bccd (0.25), pbc (0.2), pbc-platelet (0.05, the platelet negatives)")
-    p.add_argument("--retune", default=None, metavar="CARD",
-                   help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
-                        "validation splits and write a copy with the new card to RUN_DIR")
-    p.add_argument("--val-ignore-below", type=float, default=None, metavar="UM",
-                   help="when tuning thresholds (after training, or --retune): four-class validation instances "
-                        "smaller than a disc UM microns across "
-                        "(fragments of the derived masks) count neither as cells nor as false positives "
-                        "(default 7, the smallest white cell; 0 counts every instance)")
-    p.add_argument("--train-ignore-below", type=float, default=None, metavar="UM",
-                   help="four-class training instances smaller than a disc UM microns across (fragments of the "
-                        "derived masks) are ignored instead of learnt as cells")
-    p.add_argument("--normalize", choices=["white-balance", "reinhard"], default="white-balance",
-                   help="network input: white balance only (v1-v3) or also the stained pixels moved to the "
-                        "training sources' colour template (Reinhard, per slide)")
-    p.add_argument("--augment", choices=["mild", "strong", "mixed"], default="mild",
-                   help="training augmentation: mild (v1-v3 recipe) or strong (v4: scale 0.6-1.67x, region-wise "
-                        "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG) or mixed (each "
-                        "patch strong with probability 0.5, else mild)")
+    p.add_argument(
+        "--source-weight",
+        action="append",
+        default=[],
+        metavar="SOURCE=W",
+        help="share of a training source in each batch (repeatable); sources: four-class (0.5), "
+        "bccd (0.25), pbc (0.2), pbc-platelet (0.05, the platelet negatives)",
+    )
+    p.add_argument(
+        "--retune",
+        default=None,
+        metavar="CARD",
+        help="do not train: re-tune this model's thresholds (probability, NMS, smallest cell) on the "
+        "validation splits and write a copy with the new card to RUN_DIR",
+    )
+    p.add_argument(
+        "--val-ignore-below",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="when tuning thresholds (after training, or --retune): four-class validation instances "
+        "smaller than a disc UM microns across "
+        "(fragments of the derived masks) count neither as cells nor as false positives "
+        "(default 7, the smallest white cell; 0 counts every instance)",
+    )
+    p.add_argument(
+        "--train-ignore-below",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="four-class training instances smaller than a disc UM microns across (fragments of the "
+        "derived masks) are ignored instead of learnt as cells",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["white-balance", "reinhard"],
+        default="white-balance",
+        help="network input: white balance only (v1-v3) or also the stained pixels moved to the "
+        "training sources' colour template (Reinhard, per slide)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=["mild", "strong", "mixed"],
+        default="mild",
+        help="training augmentation: mild (v1-v3 recipe) or strong (v4: scale 0.6-1.67x, region-wise "
+        "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG) or mixed (each "
+        "patch strong with probability 0.5, else mild)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -68,12 +104,24 @@ def run(args):
         path = retune_detector(args.retune, data, args.out, device=args.device, val_ignore_below_um=val_ignore)
         print(f"model card: {path}")
         return 0
-    options = DetectorTrainOptions(mpp=args.mpp, minutes=args.minutes, steps=args.steps, batch=args.batch,
-                                   device=args.device, threads=args.threads, n_fourclass=args.n_fourclass,
-                                   seed=args.seed, init_from=args.init_from, source_weights=weights,
-                                   channels=args.channels, lr=DEFAULT_LR if args.lr is None else args.lr,
-                                   train_ignore_below_um=args.train_ignore_below, val_ignore_below_um=val_ignore,
-                                   augmentation=args.augment, normalize=args.normalize)
+    options = DetectorTrainOptions(
+        mpp=args.mpp,
+        minutes=args.minutes,
+        steps=args.steps,
+        batch=args.batch,
+        device=args.device,
+        threads=args.threads,
+        n_fourclass=args.n_fourclass,
+        seed=args.seed,
+        init_from=args.init_from,
+        source_weights=weights,
+        channels=args.channels,
+        lr=DEFAULT_LR if args.lr is None else args.lr,
+        train_ignore_below_um=args.train_ignore_below,
+        val_ignore_below_um=val_ignore,
+        augmentation=args.augment,
+        normalize=args.normalize,
+    )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")
     return 0

@@ -12,6 +12,7 @@ iter_detect(slide, detector, **same)
 
 torch is imported only when a detector is loaded or trained.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,11 @@ import importlib
 __all__ = ["Detector", "detect_cells", "iter_detect", "plan_detection", "DEFAULT_DETECTOR"]
 
 _ATTRS = {
-    "Detector": ".model", "DEFAULT_DETECTOR": ".model",
-    "detect_cells": ".predict", "iter_detect": ".predict", "plan_detection": ".predict",
+    "Detector": ".model",
+    "DEFAULT_DETECTOR": ".model",
+    "detect_cells": ".predict",
+    "iter_detect": ".predict",
+    "plan_detection": ".predict",
 }
 
 

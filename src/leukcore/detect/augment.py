@@ -19,6 +19,7 @@ kept:
 re-stained copies of validation sets (model selection by the worst source, never by the
 in-source score).
 """
+
 from __future__ import annotations
 
 import io
@@ -130,8 +131,7 @@ def blur_and_noise(img: np.ndarray, rng, *, p: float, sigma=(0.3, 1.2), noise=(1
         s = rng.uniform(*sigma)
         out = ndi.gaussian_filter(out.astype(np.float32), (s, s, 0)).clip(0, 255).astype(np.uint8)
     if rng.random() < p:
-        out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(*noise), out.shape), 0, 255
-                      ).astype(np.uint8)
+        out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(*noise), out.shape), 0, 255).astype(np.uint8)
     return out
 
 
@@ -161,8 +161,9 @@ def _global_jitter(x: np.ndarray, rng) -> np.ndarray:
     return x
 
 
-def romanowsky_jitter(img: np.ndarray, lab: np.ndarray, rng, *, p_region: float = 0.8,
-                      p_glass: float = 0.5, p_light: float = 0.4) -> np.ndarray:
+def romanowsky_jitter(
+    img: np.ndarray, lab: np.ndarray, rng, *, p_region: float = 0.8, p_glass: float = 0.5, p_light: float = 0.4
+) -> np.ndarray:
     """Re-colour a training patch region by region (see the module doc); uint8 RGB in/out.
 
     ``lab``: instance labels of the patch (0 background, > 0 white cells, -1 ignore).
@@ -190,8 +191,9 @@ def romanowsky_jitter(img: np.ndarray, lab: np.ndarray, rng, *, p_region: float 
     return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def restain(img: np.ndarray, rbc: str, glass: str = "white", wbc: str = "as-is",
-            lab: Optional[np.ndarray] = None) -> np.ndarray:
+def restain(
+    img: np.ndarray, rbc: str, glass: str = "white", wbc: str = "as-is", lab: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Deterministic re-stain of a field: red cells to ``RBC_PALETTE[rbc]``, white cells by
     ``WBC_GAINS[wbc]`` (when ``lab`` marks them; else a purple-measure mask), glass tint ``glass``.
     """

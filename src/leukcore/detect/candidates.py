@@ -5,6 +5,7 @@ background) marks candidate *blocks* of the working grid within a cell radius of
 detection runs the network only on the tiles and sub-windows that hold a marked block
 (:func:`leukcore.detect.predict.plan_detection`).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ SKIP_BLUE_THRESH = 40.0
 SKIP_MPP = 2.0
 
 
-def candidate_blocks(plan, slide, thresh: float = SKIP_THRESH,
-                      blue_thresh: float = SKIP_BLUE_THRESH, radius: Optional[float] = None) -> np.ndarray:
+def candidate_blocks(
+    plan, slide, thresh: float = SKIP_THRESH, blue_thresh: float = SKIP_BLUE_THRESH, radius: Optional[float] = None
+) -> np.ndarray:
     """Bool (rows, cols) map over the working grid in blocks of ``plan.block`` px: a nucleated-cell
     colour signal (purple measure > ``thresh`` or B-G > ``blue_thresh``) lies within a cell radius of
     the block (Chebyshev distance, as for whole tiles).
@@ -38,16 +40,16 @@ def candidate_blocks(plan, slide, thresh: float = SKIP_THRESH,
     B = plan.block
     nby, nbx = int(math.ceil(grid.shape[0] / B)), int(math.ceil(grid.shape[1] / B))
     blocks = np.zeros((nby, nbx), bool)
-    want = SKIP_MPP / slide.mpp                       # level-0 px per candidate px
+    want = SKIP_MPP / slide.mpp  # level-0 px per candidate px
     lvl = slide.best_level_for_downsample(max(want, 1.0))
     lds = slide.downsamples[lvl]
-    k = max(1, int(round(want / lds)))                # further block reduction
+    k = max(1, int(round(want / lds)))  # further block reduction
     y0, x0, y1, x1 = plan.region
     LH, LW = slide.level_shape(lvl)
     ly0, lx0 = int(math.floor(y0 / lds)), int(math.floor(x0 / lds))
     ly1, lx1 = min(LH, int(math.ceil(y1 / lds))), min(LW, int(math.ceil(x1 / lds)))
     bg = plan.bg.reshape(1, 1, 3)
-    rad = plan.grid.halo / 2.0 if radius is None else float(radius)   # working px: a cell radius is well within
+    rad = plan.grid.halo / 2.0 if radius is None else float(radius)  # working px: a cell radius is well within
     chunk = 2048 * k
     for cy in range(ly0, ly1, chunk):
         for cx in range(lx0, lx1, chunk):

@@ -1,4 +1,5 @@
 """The :class:`Detector`: a loaded StarDist-method network with its model card."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def _set_torch_threads(n: int) -> None:
         torch.set_num_threads(int(n))
 
 
-@dataclass(eq=False)          # hashable by identity: per-detector caches (receptive field) can key on it
+@dataclass(eq=False)  # hashable by identity: per-detector caches (receptive field) can key on it
 class Detector:
     """A WBC detector ready for tiled prediction.
 
@@ -132,8 +133,13 @@ class Detector:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_card: "str | dict" = DEFAULT_DETECTOR, device: str = "auto", backend: str = "auto",
-             threads: Optional[int] = None) -> "Detector":
+    def load(
+        cls,
+        name_or_card: "str | dict" = DEFAULT_DETECTOR,
+        device: str = "auto",
+        backend: str = "auto",
+        threads: Optional[int] = None,
+    ) -> "Detector":
         """Load a shipped detector by name, a card ``.yaml`` path, or a run directory.
 
         Parameters
@@ -162,8 +168,9 @@ class Detector:
 
         card = dict(name_or_card) if isinstance(name_or_card, dict) else load_card(name_or_card)
         if card.get("task") != "detection":
-            raise ModelError(f"{card.get('_card_path', card.get('name'))}: model card task is "
-                             f"{card.get('task')!r}, not 'detection'")
+            raise ModelError(
+                f"{card.get('_card_path', card.get('name'))}: model card task is {card.get('task')!r}, not 'detection'"
+            )
         dev = resolve_device(device)
         net = build_network(card["architecture"])
         sd = load_state_dict(card)
@@ -173,15 +180,16 @@ class Detector:
             raise ModelError(f"{card.get('_card_path')}: weights do not fit the card's architecture: {e}") from None
         settings = device_settings(dev)
         net.eval().to(dev)
-        if settings.get("channels_last"):   # ~1.5x faster convolutions on CPU too
+        if settings.get("channels_last"):  # ~1.5x faster convolutions on CPU too
             net = net.to(memory_format=torch.channels_last)
         det = cls(net=net, card=card, device=dev, settings=settings, threads=threads or 0)
         det._choose_backend(backend)
         return det
 
     @classmethod
-    def from_network(cls, net, card: dict, device: str = "cpu", backend: str = "torch",
-                     threads: Optional[int] = None) -> "Detector":
+    def from_network(
+        cls, net, card: dict, device: str = "cpu", backend: str = "torch", threads: Optional[int] = None
+    ) -> "Detector":
         """Wrap an in-memory network (training / tests); ``backend`` as in :meth:`load` (default torch)."""
         import torch
 
@@ -239,15 +247,16 @@ class Detector:
             self.backend_check = {**diff, "tol": dict(ob.PROBE_TOL), "export": str(path)}
             bad = {k: v for k, v in diff.items() if not v <= ob.PROBE_TOL[k]}
             if bad:
-                raise RuntimeError(f"ONNX export {path} disagrees with torch on the probe tile "
-                                   f"(max differences {bad}, tolerance {ob.PROBE_TOL})")
+                raise RuntimeError(
+                    f"ONNX export {path} disagrees with torch on the probe tile "
+                    f"(max differences {bad}, tolerance {ob.PROBE_TOL})"
+                )
             self._onnx = runner
             self.backend = "onnx"
         except Exception as e:  # noqa: BLE001 - any export / runtime failure falls back to torch
             if required:
                 raise
-            warnings.warn(f"ONNX backend unavailable for the detector ({e}); using torch", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(f"ONNX backend unavailable for the detector ({e}); using torch", RuntimeWarning, stacklevel=3)
             try:
                 path.unlink()
             except OSError:
@@ -319,9 +328,16 @@ class Detector:
 
     def info(self) -> dict:
         """What a run records about the detector: name, version, pixel size, thresholds, device, TTA, backend."""
-        return {"name": self.name, "version": self.card.get("version"), "mpp": self.mpp,
-                "prob_thresh": self.prob_thresh, "nms_thresh": self.nms_thresh, "device": str(self.device),
-                "tta": self.tta, "backend": self.backend}
+        return {
+            "name": self.name,
+            "version": self.card.get("version"),
+            "mpp": self.mpp,
+            "prob_thresh": self.prob_thresh,
+            "nms_thresh": self.nms_thresh,
+            "device": str(self.device),
+            "tta": self.tta,
+            "backend": self.backend,
+        }
 
     # ------------------------------------------------------------ inference
     def predict_maps(self, batch: np.ndarray):
@@ -351,7 +367,7 @@ class Detector:
         if self.tta == 1:
             return self._onnx(batch)
         prob = dist = None
-        for t, v, h in _DIHEDRAL[:self.tta]:
+        for t, v, h in _DIHEDRAL[: self.tta]:
             p, d = self._onnx(np.ascontiguousarray(_transform_np(batch, t, v, h)))
             p, d = _untransform_np(p, t, v, h), _untransform_rays_np(d, t, v, h)
             prob, dist = (p.astype(np.float32), d.astype(np.float32)) if prob is None else (prob + p, dist + d)
@@ -371,7 +387,7 @@ class Detector:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             prob = dist = None
-            for t, v, h in _DIHEDRAL[:self.tta]:
+            for t, v, h in _DIHEDRAL[: self.tta]:
                 xt = _transform(x, t, v, h)
                 if self.settings.get("amp"):
                     with torch.autocast(self.device.type, dtype=torch.float16):
@@ -387,8 +403,9 @@ class Detector:
             dist = dist.permute(0, 2, 3, 1)
         return prob.cpu().numpy(), dist.cpu().numpy()
 
-    def predict_image(self, image: np.ndarray, *, bg=None, prob_thresh: Optional[float] = None,
-                      nms_thresh: Optional[float] = None):
+    def predict_image(
+        self, image: np.ndarray, *, bg=None, prob_thresh: Optional[float] = None, nms_thresh: Optional[float] = None
+    ):
         """Detect cells in one in-memory RGB image that is already at the working pixel size.
 
         Returns ``(points, scores, polys)`` in the image's pixels (see
@@ -404,8 +421,11 @@ class Detector:
         if (Hp, Wp) != (H, W):
             x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="constant", constant_values=1.0)
         prob, dist = self.predict_maps(x[None])
-        pts, sc, polys = instances_from_maps(prob[0, :H, :W], dist[0, :H, :W],
-                                             prob_thresh=self.prob_thresh if prob_thresh is None else prob_thresh,
-                                             nms_thresh=self.nms_thresh if nms_thresh is None else nms_thresh,
-                                             min_area=self.min_area_px)
+        pts, sc, polys = instances_from_maps(
+            prob[0, :H, :W],
+            dist[0, :H, :W],
+            prob_thresh=self.prob_thresh if prob_thresh is None else prob_thresh,
+            nms_thresh=self.nms_thresh if nms_thresh is None else nms_thresh,
+            min_area=self.min_area_px,
+        )
         return pts, sc, polys

@@ -10,6 +10,7 @@ Outputs, per pixel of the input (grid 1):
 
 Input height and width must be multiples of ``2 ** depth`` (the tiler pads).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,12 @@ __all__ = ["StarDistUNet", "build_network", "input_multiple"]
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -85,8 +90,11 @@ class StarDistUNet(nn.Module):
 
 def build_network(arch: dict) -> StarDistUNet:
     """Network from a model card's ``architecture`` section."""
-    return StarDistUNet(n_rays=arch.get("n_rays", 32), channels=tuple(arch.get("channels", (16, 32, 64))),
-                        head_channels=arch.get("head_channels", 64))
+    return StarDistUNet(
+        n_rays=arch.get("n_rays", 32),
+        channels=tuple(arch.get("channels", (16, 32, 64))),
+        head_channels=arch.get("head_channels", 64),
+    )
 
 
 def input_multiple(arch: dict) -> int:

@@ -15,6 +15,7 @@ much better) and it does not scale to a second core; ONNX Runtime runs the same 
 A new export is checked against torch on a probe tile (:func:`max_map_diff`); the caller
 (:meth:`Detector.load`) falls back to torch with a warning when the two disagree.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,19 @@ import numpy as np
 
 from ..onnx_cache import cache_dir, onnx_available
 
-__all__ = ["onnx_available", "cache_dir", "detector_onnx_path", "export_detector_onnx", "DetectorOnnxRunner",
-           "default_threads", "max_map_diff", "PROBE_TOL", "OPSET", "MEMORY_MODES", "MEMORY"]
+__all__ = [
+    "onnx_available",
+    "cache_dir",
+    "detector_onnx_path",
+    "export_detector_onnx",
+    "DetectorOnnxRunner",
+    "default_threads",
+    "max_map_diff",
+    "PROBE_TOL",
+    "OPSET",
+    "MEMORY_MODES",
+    "MEMORY",
+]
 
 OPSET = 17
 #: largest accepted difference to torch on the probe tile: probability (absolute) and distances
@@ -46,7 +58,7 @@ MEMORY_MODES = ("shrink", "same", "arena", "off")
 MEMORY = "shrink"
 #: let idle intra-op threads spin (ONNX Runtime's own default; off here, see :class:`DetectorOnnxRunner`)
 SPIN = False
-_ENV_ARENA = []                                  # the process-wide kSameAsRequested arena, once registered
+_ENV_ARENA = []  # the process-wide kSameAsRequested arena, once registered
 
 
 def default_threads() -> int:
@@ -80,7 +92,7 @@ class _MapsGraph:
                 super().__init__()
                 self.net = net
 
-            def forward(self, x):                       # (N, H, W, 3) float32
+            def forward(self, x):  # (N, H, W, 3) float32
                 logit, dist = self.net(x.permute(0, 3, 1, 2))
                 return torch.sigmoid(logit)[:, 0], dist.permute(0, 2, 3, 1)
 
@@ -108,9 +120,16 @@ def export_detector_onnx(net, path: Path) -> Path:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            torch.onnx.export(model, (x,), str(tmp), input_names=["tiles"], output_names=["prob", "dist"],
-                              dynamic_axes={"tiles": axes, "prob": axes, "dist": axes},
-                              opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=["tiles"],
+                output_names=["prob", "dist"],
+                dynamic_axes={"tiles": axes, "prob": axes, "dist": axes},
+                opset_version=OPSET,
+                dynamo=False,
+            )
     return path
 
 
@@ -182,5 +201,7 @@ def max_map_diff(a, b) -> dict:
     """Largest probability difference and largest distance difference relative to the largest distance."""
     pa, da = a
     pb, db = b
-    return {"prob": float(np.abs(np.asarray(pa, np.float64) - pb).max()),
-            "dist": float(np.abs(np.asarray(da, np.float64) - db).max() / (np.abs(db).max() + 1e-12))}
+    return {
+        "prob": float(np.abs(np.asarray(pa, np.float64) - pb).max()),
+        "dist": float(np.abs(np.asarray(da, np.float64) - db).max() / (np.abs(db).max() + 1e-12)),
+    }

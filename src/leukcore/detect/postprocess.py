@@ -1,4 +1,5 @@
 """From network outputs to star-convex polygons (stardist's NMS, not rewritten)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -42,7 +43,7 @@ def polygon_centroid(poly: np.ndarray) -> np.ndarray:
 #: with a global ``origin``, probabilities are compared at this resolution; equal ones are ordered by a
 #: fixed hash of the global pixel, so float rounding that differs between tile shapes cannot change
 #: which candidate NMS keeps (seam exactness)
-PROB_QUANTUM = 2.0 ** -12
+PROB_QUANTUM = 2.0**-12
 
 
 def _tie_break(prob: np.ndarray, origin) -> np.ndarray:
@@ -55,9 +56,17 @@ def _tie_break(prob: np.ndarray, origin) -> np.ndarray:
     return (q + h * (0.5 * PROB_QUANTUM / 4096)).astype(np.float32)
 
 
-def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: float = 0.5,
-                        nms_thresh: float = 0.4, min_area: float = 0.0, border: int = 0,
-                        local_max: bool = True, origin=None):
+def instances_from_maps(
+    prob: np.ndarray,
+    dist: np.ndarray,
+    *,
+    prob_thresh: float = 0.5,
+    nms_thresh: float = 0.4,
+    min_area: float = 0.0,
+    border: int = 0,
+    local_max: bool = True,
+    origin=None,
+):
     """Run stardist's non-maximum suppression on one tile's maps.
 
     Parameters
@@ -97,16 +106,19 @@ def instances_from_maps(prob: np.ndarray, dist: np.ndarray, *, prob_thresh: floa
         # only 3x3 local maxima are candidates: each object's best pixel is one, so NMS keeps
         # the same objects while sorting/suppressing ~10x fewer candidates
         from scipy.ndimage import maximum_filter
+
         prob = np.where(prob >= maximum_filter(prob, size=3, mode="nearest"), prob, 0).astype(np.float32)
     with _single_thread_openmp():
-        points, scores, dists = non_maximum_suppression(dist, prob, grid=(1, 1), b=border,
-                                                        prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+        points, scores, dists = non_maximum_suppression(
+            dist, prob, grid=(1, 1), b=border, prob_thresh=prob_thresh, nms_thresh=nms_thresh
+        )
     if len(points) == 0:
         return np.zeros((0, 2), int), np.zeros(0, np.float32), np.zeros((0, n_rays, 2), np.float32)
-    coord = dist_to_coord(dists, points)            # (N, 2, n_rays)
+    coord = dist_to_coord(dists, points)  # (N, 2, n_rays)
     polys = np.transpose(coord, (0, 2, 1)).astype(np.float32)
     if min_area > 0:
         from ..results import polygon_area
+
         keep = np.array([polygon_area(p) >= min_area for p in polys])
         points, scores, polys = points[keep], scores[keep], polys[keep]
     return points.astype(int), scores.astype(np.float32), polys
@@ -119,4 +131,5 @@ def polygons_to_labels(polys: np.ndarray, shape) -> np.ndarray:
         return np.zeros(shape, np.int32)
     coord = np.transpose(polys, (0, 2, 1))  # (N, 2, K)
     from stardist.geometry import polygons_to_label_coord
+
     return polygons_to_label_coord(coord, tuple(shape)).astype(np.int32)

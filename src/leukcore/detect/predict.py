@@ -27,6 +27,7 @@ Steps
 6. Progress after each batch, cancel checked between batches (a cancelled run
    yields a final chunk with ``meta["partial"] = True``).
 """
+
 from __future__ import annotations
 
 import time
@@ -55,11 +56,20 @@ from .postprocess import instances_from_maps, polygon_centroid
 from .reading import Prefetch, read_working
 from .receptive import TIGHT_MARGIN, predict_in_strips, receptive_radius, window_halo  # noqa: F401 (re-exported)
 
-__all__ = ["detect_cells", "iter_detect", "plan_detection", "DetectionPlan", "DetectOptions", "tile_windows",
-           "predict_in_strips"]
+__all__ = [
+    "detect_cells",
+    "iter_detect",
+    "plan_detection",
+    "DetectionPlan",
+    "DetectOptions",
+    "tile_windows",
+    "predict_in_strips",
+]
 
 #: most working pixels per forward pass (memory bound: a 1152 px tile needs ~0.8 GB on CPU)
 MAX_FORWARD_PX = {"cpu": 1.4e6, "cuda": 64e6}
+
+
 def _read_batch(plan: DetectionPlan, tiles) -> list:
     """Per tile: list of (window, normalised pixels).  One read of the windows' bounding box per tile, but
     only the windows' pixels are normalised (per pixel, so the values do not depend on the box).
@@ -73,9 +83,19 @@ def _read_batch(plan: DetectionPlan, tiles) -> list:
         for w in wins[1:]:
             box = box_union(box, w.read)
         raw = read_working(plan, box) if wins else None
-        out.append([(w, normalize_image(raw[w.read[0] - box[0]:w.read[2] - box[0],
-                                            w.read[1] - box[1]:w.read[3] - box[1]], plan.bg, plan.stain))
-                    for w in wins])
+        out.append(
+            [
+                (
+                    w,
+                    normalize_image(
+                        raw[w.read[0] - box[0] : w.read[2] - box[0], w.read[1] - box[1] : w.read[3] - box[1]],
+                        plan.bg,
+                        plan.stain,
+                    ),
+                )
+                for w in wins
+            ]
+        )
     return out
 
 
@@ -87,8 +107,9 @@ def _dedupe_radius(detector, plan: DetectionPlan) -> float:
 def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nms_thresh, dedupe_r):
     """Cells owned by one tile: (level-0 centroids, level-0 polygons, scores, working centres)."""
     ry0, rx0 = tile.read[0], tile.read[1]
-    pts, scores, polys = instances_from_maps(prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh,
-                                             min_area=detector.min_area_px, origin=(ry0, rx0))
+    pts, scores, polys = instances_from_maps(
+        prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh, min_area=detector.min_area_px, origin=(ry0, rx0)
+    )
     if len(pts) == 0:
         return None
     centres = np.stack([polygon_centroid(p) for p in polys]) + (ry0, rx0)
@@ -152,20 +173,33 @@ def _load_detector(detector, opts: DetectOptions):
     if detector is None or isinstance(detector, (str, dict)) or hasattr(detector, "__fspath__"):
         from .model import Detector
 
-        return Detector.load(detector or "wbc-stardist", device=opts.device, backend=opts.backend,
-                             threads=opts.threads)
+        return Detector.load(detector or "wbc-stardist", device=opts.device, backend=opts.backend, threads=opts.threads)
     return detector
 
 
 def _run_meta(plan: DetectionPlan, detector, skip_empty: bool) -> dict:
     """What every chunk of a run says about it."""
-    return {"mpp": plan.slide.mpp, "mpp_source": plan.mpp_info["source"], "mpp_estimate": plan.mpp_info,
-            "detector": detector.info(), "n_tiles": len(plan.grid), "tiles_run": int(plan.run.sum()),
-            "tile_size": plan.grid.tile, "halo": plan.grid.halo, "working_mpp": plan.working_mpp,
-            "level": plan.level, "region": list(plan.region), "skip_empty": bool(skip_empty),
-            "shape": list(plan.slide.shape), "slide": plan.slide.path, "block": plan.block,
-            "windows": bool(plan.windows and plan.blocks is not None), "window_halo": plan.window_halo,
-            "window_mode": plan.window_mode * (plan.blocks is not None), "stain": plan.stain and plan.stain.describe()}
+    return {
+        "mpp": plan.slide.mpp,
+        "mpp_source": plan.mpp_info["source"],
+        "mpp_estimate": plan.mpp_info,
+        "detector": detector.info(),
+        "n_tiles": len(plan.grid),
+        "tiles_run": int(plan.run.sum()),
+        "tile_size": plan.grid.tile,
+        "halo": plan.grid.halo,
+        "working_mpp": plan.working_mpp,
+        "level": plan.level,
+        "region": list(plan.region),
+        "skip_empty": bool(skip_empty),
+        "shape": list(plan.slide.shape),
+        "slide": plan.slide.path,
+        "block": plan.block,
+        "windows": bool(plan.windows and plan.blocks is not None),
+        "window_halo": plan.window_halo,
+        "window_mode": plan.window_mode * (plan.blocks is not None),
+        "stain": plan.stain and plan.stain.describe(),
+    }
 
 
 class _DetectRun:
@@ -185,8 +219,13 @@ class _DetectRun:
     def chunk(self, cents=(), polys=(), scores=(), **extra) -> CellTable:
         c = np.concatenate(cents) if len(cents) else np.zeros((0, 2))
         s = np.concatenate(scores) if len(scores) else np.zeros(0, np.float32)
-        return CellTable.from_detections(c, list(polys), s, self.plan.slide.mpp,
-                                         {**self.meta, **extra, "windows_run": self.n_windows, "px_run": self.px_run})
+        return CellTable.from_detections(
+            c,
+            list(polys),
+            s,
+            self.plan.slide.mpp,
+            {**self.meta, **extra, "windows_run": self.n_windows, "px_run": self.px_run},
+        )
 
     def forward_groups(self, arrays: list) -> list:
         """Windows of one shape (from any tile of the batch) in groups that go through the network together,
@@ -201,7 +240,7 @@ class _DetectRun:
         groups = []
         for group in shapes.values():
             per = max(1, int(self.budget // (group[0][1].shape[0] * group[0][1].shape[1])))
-            groups += [group[i:i + per] for i in range(0, len(group), per)]
+            groups += [group[i : i + per] for i in range(0, len(group), per)]
         return groups
 
     def found_cells(self, arrays: list) -> dict:
@@ -244,8 +283,9 @@ class _DetectRun:
         return self.chunk(cents, polys, scores, tiles_done=self.done)
 
 
-def iter_detect(slide, detector=None, *, progress=None, cancel=None, plan: Optional[DetectionPlan] = None,
-                **options) -> Iterator[CellTable]:
+def iter_detect(
+    slide, detector=None, *, progress=None, cancel=None, plan: Optional[DetectionPlan] = None, **options
+) -> Iterator[CellTable]:
     """Detect cells batch by batch; yields one :class:`CellTable` per finished batch of tiles.
 
     ``options`` are :class:`DetectOptions` (those of :func:`detect_cells`); ``plan`` a ready
@@ -259,11 +299,18 @@ def iter_detect(slide, detector=None, *, progress=None, cancel=None, plan: Optio
     detector = _load_detector(detector, opts)
     slide = as_slide(slide, opts.mpp)
     if plan is None:
-        plan = plan_detection(slide, detector, tile_size=opts.tile_size, region=opts.region,
-                              skip_empty=opts.skip_empty, mpp=opts.mpp, windows=opts.windows)
+        plan = plan_detection(
+            slide,
+            detector,
+            tile_size=opts.tile_size,
+            region=opts.region,
+            skip_empty=opts.skip_empty,
+            mpp=opts.mpp,
+            windows=opts.windows,
+        )
     run = _DetectRun(plan, detector, opts)
     tiles = [t for t in plan.grid if plan.run[t.index]]
-    batches = [tiles[i:i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
+    batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
     total = len(tiles)
     emit(progress, "detect", 0, total, cells=0, message=f"{total} of {len(plan.grid)} tiles to run")
     if not batches:
@@ -276,8 +323,15 @@ def iter_detect(slide, detector=None, *, progress=None, cancel=None, plan: Optio
                 yield run.chunk(partial=True, tiles_done=run.done)
                 return
             chunk = run.batch_chunk(batch, reader.next())
-            emit(progress, "detect", run.done, total, cells=run.n_cells, message=f"tile {run.done}/{total}",
-                 data={"chunk": chunk})
+            emit(
+                progress,
+                "detect",
+                run.done,
+                total,
+                cells=run.n_cells,
+                message=f"tile {run.done}/{total}",
+                data={"chunk": chunk},
+            )
             yield chunk
     finally:
         reader.close()

@@ -4,6 +4,7 @@ The working grid is a pyramid level, resampled when the level is more than 10 % 
 size; the resampling is one global affine map, so a pixel's value does not depend on the box it is read in
 (seams stay exact).  :class:`Prefetch` reads the next batch in a thread while the network runs.
 """
+
 from __future__ import annotations
 
 import math

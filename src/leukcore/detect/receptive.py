@@ -4,6 +4,7 @@ A window's maps equal the whole tile's wherever the window reaches farther than 
 radius; so sub-windows are read with that margin (:func:`window_halo`) and a window over the pixel
 budget runs in strips that overlap by it (:func:`predict_in_strips`).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def receptive_radius(detector, size: int = 128) -> Optional[int]:
     try:
         p0, d0 = detector.predict_maps(x)
         p1, d1 = detector.predict_maps(x2)
-    except Exception:                                   # noqa: BLE001 - any detector without a plain forward
+    except Exception:  # noqa: BLE001 - any detector without a plain forward
         return None
     dp = np.abs(np.asarray(p1, np.float64) - p0) / (np.abs(p0).max() + 1e-12)
     dd = (np.abs(np.asarray(d1, np.float64) - d0) / (np.abs(d0).max() + 1e-12)).max(-1)
@@ -74,7 +75,7 @@ def predict_in_strips(detector, a: np.ndarray, budget: float):
     m = max(1, int(getattr(detector, "multiple", 1)))
     margin = int(math.ceil((r + 1) / m) * m)
     pieces = strips(H, W, budget, margin, m)
-    if pieces is None:                               # too narrow a budget for this width: one pass
+    if pieces is None:  # too narrow a budget for this width: one pass
         return detector.predict_maps(a[None])
     prob = dist = None
     for y0, y1, r0, r1 in pieces:
@@ -82,8 +83,8 @@ def predict_in_strips(detector, a: np.ndarray, budget: float):
         if prob is None:
             prob = np.empty((1, H, W), p.dtype)
             dist = np.empty((1, H, W, d.shape[-1]), d.dtype)
-        prob[0, y0:y1] = p[0, y0 - r0:y1 - r0]
-        dist[0, y0:y1] = d[0, y0 - r0:y1 - r0]
+        prob[0, y0:y1] = p[0, y0 - r0 : y1 - r0]
+        dist[0, y0:y1] = d[0, y0 - r0 : y1 - r0]
     return prob, dist
 
 

@@ -17,6 +17,7 @@ The map depends only on the pixel value and the slide's statistics, so it is app
 exact), about 20 ms per megapixel.  The template is the model card's ``input.normalization.template``
 (Lab mean and std of the stained pixels of the training sources, :func:`template_of`).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -102,7 +103,7 @@ def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndar
     if stats is None:
         return wb
     lab = transfer_lab(rgb2lab(wb), stats, template, bounds=STD_RATIO_BOUNDS)
-    with warnings.catch_warnings():      # Lab values outside sRGB are clipped, as intended
+    with warnings.catch_warnings():  # Lab values outside sRGB are clipped, as intended
         warnings.simplefilter("ignore", UserWarning)
         out = np.clip(lab2rgb(lab), 0.0, 1.0).astype(np.float32)
     w = _stained_weight(wb)[..., None]
@@ -124,8 +125,7 @@ class StainNormalizer:
     def for_image(cls, sample: np.ndarray, bg, template, use_lut: bool = True) -> "StainNormalizer":
         """The map of the slide (or field) that ``sample`` (its thumbnail, or the field) shows."""
         bg = np.asarray(bg, np.float32)
-        return cls(bg=bg, stats=stain_stats(sample, bg), template=np.asarray(template, np.float32),
-                   use_lut=use_lut)
+        return cls(bg=bg, stats=stain_stats(sample, bg), template=np.asarray(template, np.float32), use_lut=use_lut)
 
     def describe(self) -> dict:
         """What the run records (``meta["stain"]``): the slide's statistics, the template, and how far apart.
@@ -135,20 +135,28 @@ class StainNormalizer:
         :data:`UNLIKE_TRAINING_DISTANCE` (training-source fields reach 1.7 at most; re-stained pink-red
         and deep-red copies 1.7-2.3, Zheng crops 1.2-3.8).
         """
-        out = {"method": "reinhard", "template_lab_mean": [round(float(v), 2) for v in self.template[0]],
-               "template_lab_std": [round(float(v), 2) for v in self.template[1]]}
+        out = {
+            "method": "reinhard",
+            "template_lab_mean": [round(float(v), 2) for v in self.template[0]],
+            "template_lab_std": [round(float(v), 2) for v in self.template[1]],
+        }
         if self.stats is None:
             return {**out, "applied": False, "reason": f"fewer than {MIN_STAINED_PX} stained pixels"}
         d = float(np.max(np.abs(self.stats[0] - self.template[0]) / np.maximum(self.template[1], 1e-3)))
-        return {**out, "applied": True, "slide_lab_mean": [round(float(v), 2) for v in self.stats[0]],
-                "slide_lab_std": [round(float(v), 2) for v in self.stats[1]], "distance": round(d, 3),
-                "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE)}
+        return {
+            **out,
+            "applied": True,
+            "slide_lab_mean": [round(float(v), 2) for v in self.stats[0]],
+            "slide_lab_std": [round(float(v), 2) for v in self.stats[1]],
+            "distance": round(d, 3),
+            "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE),
+        }
 
     def lut(self) -> np.ndarray:
         """The colour transfer as a lookup table over quantised RGB (built once, on first use)."""
         if self._lut is None:
             n = 1 << _LUT_BITS
-            v = ((np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n))
+            v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
             grid = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(n * n, n, 3)
             out = reinhard(grid, self.bg, self.stats, self.template)
             self._lut = np.round(out * 255.0).astype(np.uint8).reshape(n, n, n, 3)

@@ -15,17 +15,36 @@ The legend of the overlay and of the plugin's screenshots is :mod:`leukcore.expo
 ``summary.json``
     :func:`leukcore.export.summary.write_summary` (written last: the completion marker).
 """
+
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["write_geojson", "read_geojson_table", "write_labels_zarr", "write_overlay", "render_overlay",
-           "write_summary", "read_summary", "is_complete", "OUTPUT_KINDS", "read_results", "ResultsError"]
+__all__ = [
+    "write_geojson",
+    "read_geojson_table",
+    "write_labels_zarr",
+    "write_overlay",
+    "render_overlay",
+    "write_summary",
+    "read_summary",
+    "is_complete",
+    "OUTPUT_KINDS",
+    "read_results",
+    "ResultsError",
+]
 
 _WHERE = {
-    "write_geojson": ".geojson", "read_geojson_table": ".geojson", "write_labels_zarr": ".labels",
-    "write_overlay": ".overlay", "render_overlay": ".overlay", "write_summary": ".summary",
-    "read_summary": ".summary", "is_complete": ".summary", "OUTPUT_KINDS": ".kinds", "read_results": ".kinds",
+    "write_geojson": ".geojson",
+    "read_geojson_table": ".geojson",
+    "write_labels_zarr": ".labels",
+    "write_overlay": ".overlay",
+    "render_overlay": ".overlay",
+    "write_summary": ".summary",
+    "read_summary": ".summary",
+    "is_complete": ".summary",
+    "OUTPUT_KINDS": ".kinds",
+    "read_results": ".kinds",
     "ResultsError": ".kinds",
 }
 

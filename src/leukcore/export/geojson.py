@@ -16,6 +16,7 @@ Each feature also has a stable ``id`` (a UUID derived from the slide name and th
 cell id), so exports are byte-identical between runs.  The file is written
 feature by feature (never the whole document in memory) and atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,9 +67,13 @@ def cell_feature(rec: dict[str, Any], classes: list[str], namespace: str = "") -
     ring = _ring(poly) if poly is not None and not isinstance(poly, float) else []
     if len(ring) < 4:  # degenerate: a small square around the centroid keeps it importable
         cy, cx = float(rec["centroid_y"]), float(rec["centroid_x"])
-        ring = [[_num(cx - 1, 2), _num(cy - 1, 2)], [_num(cx + 1, 2), _num(cy - 1, 2)],
-                [_num(cx + 1, 2), _num(cy + 1, 2)], [_num(cx - 1, 2), _num(cy + 1, 2)],
-                [_num(cx - 1, 2), _num(cy - 1, 2)]]
+        ring = [
+            [_num(cx - 1, 2), _num(cy - 1, 2)],
+            [_num(cx + 1, 2), _num(cy - 1, 2)],
+            [_num(cx + 1, 2), _num(cy + 1, 2)],
+            [_num(cx - 1, 2), _num(cy + 1, 2)],
+            [_num(cx - 1, 2), _num(cy - 1, 2)],
+        ]
     meas: dict[str, Any] = {}
     for c in MEASUREMENT_COLUMNS + [f"prob_{k}" for k in classes]:
         if c in rec:
@@ -82,9 +87,7 @@ def cell_feature(rec: dict[str, Any], classes: list[str], namespace: str = "") -
     if "review" in rec and rec["review"] is not None and not isinstance(rec["review"], float):
         props["review"] = bool(rec["review"])
     fid = str(uuid.uuid5(_NS, f"{namespace}:{int(rec['cell_id'])}"))
-    return {"type": "Feature", "id": fid,
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": props}
+    return {"type": "Feature", "id": fid, "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props}
 
 
 def iter_features(table: CellTable, namespace: str = "") -> Iterator[dict[str, Any]]:

@@ -19,6 +19,7 @@ summary    ``summary.json``     :func:`.summary.write_summary` (**last**)   :fun
 ``write(table, path, slide=..., title=..., label_chunk=..., cancel=...)`` (each takes what it needs), the
 summary writer as ``write(summary, path)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,22 @@ from typing import Any, Callable, Optional
 
 from ..results import CellTable
 
-__all__ = ["OutputKind", "OUTPUT_KINDS", "TABLE_KINDS", "FILE_NAMES", "OUTPUT_FILES", "SUMMARY_NAME",
-           "DETECT_META_NAME", "ResultsError", "file_name", "read_table", "read_results", "is_results_path",
-           "find_results_slide", "write_output"]
+__all__ = [
+    "OutputKind",
+    "OUTPUT_KINDS",
+    "TABLE_KINDS",
+    "FILE_NAMES",
+    "OUTPUT_FILES",
+    "SUMMARY_NAME",
+    "DETECT_META_NAME",
+    "ResultsError",
+    "file_name",
+    "read_table",
+    "read_results",
+    "is_results_path",
+    "find_results_slide",
+    "write_output",
+]
 
 
 class ResultsError(ValueError):
@@ -52,8 +66,7 @@ def _write_geojson(table: CellTable, path: Path, **_: Any) -> Path:
     return write_geojson(table, path)
 
 
-def _write_labels(table: CellTable, path: Path, *, slide, label_chunk: int = 1024, cancel=None,
-                  **_: Any) -> Path:
+def _write_labels(table: CellTable, path: Path, *, slide, label_chunk: int = 1024, cancel=None, **_: Any) -> Path:
     from .labels import write_labels_zarr
 
     return write_labels_zarr(table, slide.shape, path, mpp=slide.mpp, chunk=label_chunk, cancel=cancel)
@@ -115,16 +128,29 @@ class OutputKind:
 
 
 #: every file of a complete results folder, in writing order (``summary.json`` last: the completion marker)
-OUTPUT_KINDS: dict[str, OutputKind] = {k.kind: k for k in (
-    OutputKind("parquet", "cells.parquet", "one row per cell; table meta in the schema metadata",
-               _write_parquet, _read_parquet),
-    OutputKind("csv", "cells.csv", "the same rows; polygons as JSON strings", _write_csv, _read_csv),
-    OutputKind("geojson", "cells.geojson", "QuPath detections", _write_geojson, _read_geojson),
-    OutputKind("labels", "labels.ome.zarr", "cell-id label pyramid (OME-NGFF 0.4)", _write_labels, _read_labels),
-    OutputKind("overlay", "overlay.png", "thumbnail with the cells and a legend", _write_overlay, None),
-    OutputKind("summary", "summary.json", "counts, models, settings, provenance; written last",
-               _write_summary, _read_summary),
-)}
+OUTPUT_KINDS: dict[str, OutputKind] = {
+    k.kind: k
+    for k in (
+        OutputKind(
+            "parquet",
+            "cells.parquet",
+            "one row per cell; table meta in the schema metadata",
+            _write_parquet,
+            _read_parquet,
+        ),
+        OutputKind("csv", "cells.csv", "the same rows; polygons as JSON strings", _write_csv, _read_csv),
+        OutputKind("geojson", "cells.geojson", "QuPath detections", _write_geojson, _read_geojson),
+        OutputKind("labels", "labels.ome.zarr", "cell-id label pyramid (OME-NGFF 0.4)", _write_labels, _read_labels),
+        OutputKind("overlay", "overlay.png", "thumbnail with the cells and a legend", _write_overlay, None),
+        OutputKind(
+            "summary",
+            "summary.json",
+            "counts, models, settings, provenance; written last",
+            _write_summary,
+            _read_summary,
+        ),
+    )
+}
 #: kinds holding the cell table, in the order :func:`read_results` prefers them
 TABLE_KINDS = ("parquet", "geojson", "csv")
 FILE_NAMES = {k: v.name for k, v in OUTPUT_KINDS.items()}
@@ -227,8 +253,7 @@ def read_results(path: str | os.PathLike) -> tuple[CellTable, dict]:
                 p = p / FILE_NAMES[kind]
                 break
         else:
-            raise ResultsError(f"{folder}: results folder without "
-                               + " / ".join(FILE_NAMES[k] for k in TABLE_KINDS))
+            raise ResultsError(f"{folder}: results folder without " + " / ".join(FILE_NAMES[k] for k in TABLE_KINDS))
     table = read_table(p)
     meta = table.meta
     sl = summary.get("slide") or {}

@@ -19,6 +19,7 @@ Bio-Formats / QuPath)::
 The whole folder is written under a temporary name and renamed into place, so a
 failed run never leaves a complete-looking ``labels.ome.zarr``.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,7 @@ import numpy as np
 from ..progress import Cancelled, emit, is_cancelled
 from ..results import CellTable, atomic_path, class_color
 
-__all__ = ["write_labels_zarr", "open_labels_zarr", "rasterize_chunk", "label_pyramid_shapes",
-           "MAX_LABEL_PROPERTIES"]
+__all__ = ["write_labels_zarr", "open_labels_zarr", "rasterize_chunk", "label_pyramid_shapes", "MAX_LABEL_PROPERTIES"]
 
 #: above this many cells the per-label colours/properties are left out of .zattrs (the tables hold them)
 MAX_LABEL_PROPERTIES = 200_000
@@ -49,8 +49,9 @@ def label_pyramid_shapes(shape: tuple[int, int], min_size: int = 512) -> list[tu
     return shapes
 
 
-def rasterize_chunk(polygons: list, ids, y0: int, x0: int, h: int, w: int, *, downsample: float = 1,
-                    dtype=np.uint32) -> np.ndarray:
+def rasterize_chunk(
+    polygons: list, ids, y0: int, x0: int, h: int, w: int, *, downsample: float = 1, dtype=np.uint32
+) -> np.ndarray:
     """Fill an ``(h, w)`` block with ``ids`` inside their (y, x) level-0 ``polygons`` (later ids on top).
 
     The one label rasteriser (``labels.ome.zarr`` and the napari labels layer).  The block's origin
@@ -97,23 +98,36 @@ def _ngff_attrs(table: CellTable, shapes, mpp: Optional[float], name: str) -> di
     if unit:
         for a in axes:
             a["unit"] = "micrometer"
-    datasets = [{"path": str(i), "coordinateTransformations": [
-        {"type": "scale", "scale": [base * 2 ** i, base * 2 ** i]}]} for i in range(len(shapes))]
+    datasets = [
+        {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [base * 2**i, base * 2**i]}]}
+        for i in range(len(shapes))
+    ]
     attrs: dict[str, Any] = {
-        "multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets,
-                         "type": "nearest",
-                         "metadata": {"description": "cell_id label image written by leukcore",
-                                      "method": "leukcore.export.labels (nearest-neighbour 2x)"}}],
+        "multiscales": [
+            {
+                "version": "0.4",
+                "name": name,
+                "axes": axes,
+                "datasets": datasets,
+                "type": "nearest",
+                "metadata": {
+                    "description": "cell_id label image written by leukcore",
+                    "method": "leukcore.export.labels (nearest-neighbour 2x)",
+                },
+            }
+        ],
         "image-label": {"version": "0.4"},
     }
     n = len(table)
     if table.is_classified and n <= MAX_LABEL_PROPERTIES:
         labels = table.df["label"].astype(str).tolist()
         ids = table.df["cell_id"].astype(np.int64).tolist()
-        attrs["image-label"]["colors"] = [{"label-value": int(i), "rgba": [*class_color(l), 255]}
-                                          for i, l in zip(ids, labels, strict=False)]
-        attrs["image-label"]["properties"] = [{"label-value": int(i), "class": l}
-                                              for i, l in zip(ids, labels, strict=False)]
+        attrs["image-label"]["colors"] = [
+            {"label-value": int(i), "rgba": [*class_color(l), 255]} for i, l in zip(ids, labels, strict=False)
+        ]
+        attrs["image-label"]["properties"] = [
+            {"label-value": int(i), "class": l} for i, l in zip(ids, labels, strict=False)
+        ]
     attrs["leukcore"] = {"cells": n, "classes": table.classes, "level0_shape": list(shapes[0])}
     return attrs
 
@@ -122,9 +136,17 @@ def _ngff_attrs(table: CellTable, shapes, mpp: Optional[float], name: str) -> di
 LABELS_NAME = "cells"
 
 
-def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.PathLike, *,
-                      mpp: Optional[float] = None, chunk: int = 1024, min_size: int = 512,
-                      progress=None, cancel=None) -> Path:
+def write_labels_zarr(
+    table: CellTable,
+    shape: tuple[int, int],
+    path: str | os.PathLike,
+    *,
+    mpp: Optional[float] = None,
+    chunk: int = 1024,
+    min_size: int = 512,
+    progress=None,
+    cancel=None,
+) -> Path:
     """Write the cell-id label pyramid of ``table`` to ``path`` (an OME-NGFF 0.4 zarr), chunk by chunk.
 
     Parameters
@@ -154,7 +176,7 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
     H, W = int(shape[0]), int(shape[1])
     if H <= 0 or W <= 0:
         raise ValueError(f"{path}: cannot write a label image of shape {shape}")
-    if len(table) and int(table.df["cell_id"].max()) >= 2 ** 32:
+    if len(table) and int(table.df["cell_id"].max()) >= 2**32:
         raise ValueError(f"{path}: cell ids exceed uint32")
     shapes = label_pyramid_shapes((H, W), min_size)
     comp = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
@@ -168,10 +190,18 @@ def write_labels_zarr(table: CellTable, shape: tuple[int, int], path: str | os.P
         if tmp.exists():
             shutil.rmtree(tmp)
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        arrays = [root.create_array(str(i), shape=s, chunks=(min(chunk, s[0]), min(chunk, s[1])),
-                                    dtype="uint32", fill_value=0, compressors=comp,
-                                    chunk_key_encoding={"name": "v2", "separator": "/"})
-                  for i, s in enumerate(shapes)]
+        arrays = [
+            root.create_array(
+                str(i),
+                shape=s,
+                chunks=(min(chunk, s[0]), min(chunk, s[1])),
+                dtype="uint32",
+                fill_value=0,
+                compressors=comp,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+            for i, s in enumerate(shapes)
+        ]
         written = steps.level0(arrays[0], buckets, polys, ids)
         # further levels: nearest 2x from the level above, only where something was written
         for lvl in range(1, len(shapes)):
@@ -198,7 +228,7 @@ class _LabelSteps:
         """Rasterise each chunk of level 0 with the cells that touch it; the chunks written."""
         chunk, H, W = self.chunk, self.H, self.W
         written = set()
-        for (cy, cx) in sorted(buckets):
+        for cy, cx in sorted(buckets):
             if is_cancelled(self.cancel):
                 raise Cancelled("label export cancelled")
             y0, x0 = cy * chunk, cx * chunk
@@ -206,7 +236,7 @@ class _LabelSteps:
             members = buckets[(cy, cx)]
             block = rasterize_chunk([polys[i] for i in members], [ids[i] for i in members], y0, x0, h, w)
             if block.any():
-                arr[y0:y0 + h, x0:x0 + w] = block
+                arr[y0 : y0 + h, x0 : x0 + w] = block
                 written.add((cy, cx))
             self.done += 1
             emit(self.progress, "labels", self.done, self.total)
@@ -219,19 +249,19 @@ class _LabelSteps:
         # dst chunks are (chunk, chunk) or, for levels smaller than a chunk, one chunk
         targets = sorted({(cy // 2, cx // 2) for cy, cx in written})
         new_written = set()
-        for (ty, tx) in targets:
+        for ty, tx in targets:
             if is_cancelled(self.cancel):
                 raise Cancelled("label export cancelled")
             y0, x0 = ty * c0, tx * c1
             h, w = min(c0, h_l - y0), min(c1, w_l - x0)
             if h <= 0 or w <= 0:
                 continue
-            block = np.asarray(src[2 * y0:2 * (y0 + h):2, 2 * x0:2 * (x0 + w):2])
+            block = np.asarray(src[2 * y0 : 2 * (y0 + h) : 2, 2 * x0 : 2 * (x0 + w) : 2])
             block = block[:h, :w]
             if block.any():
                 out = np.zeros((h, w), np.uint32)
-                out[:block.shape[0], :block.shape[1]] = block
-                dst[y0:y0 + h, x0:x0 + w] = out
+                out[: block.shape[0], : block.shape[1]] = block
+                dst[y0 : y0 + h, x0 : x0 + w] = out
                 new_written.add((ty, tx))
         return new_written, len(targets)
 

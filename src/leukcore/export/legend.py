@@ -4,6 +4,7 @@ Drawn into ``overlay.png`` (a panel right of the thumbnail, :mod:`leukcore.expor
 napari plugin's screenshots (a box in the top-left corner of the canvas) from the same lines and the same
 geometry.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -33,8 +34,7 @@ def legend_font_size(height: int, width: int) -> int:
     return max(11, min(20, int(round(max(height, width) / 90))))
 
 
-def legend_lines(counts: Mapping[str, int], *, title: Optional[str] = None,
-                 extra: Sequence[str] = ()) -> list[Line]:
+def legend_lines(counts: Mapping[str, int], *, title: Optional[str] = None, extra: Sequence[str] = ()) -> list[Line]:
     """Lines of the legend: ``title``, ``<class>: n (p %)`` per class in ``counts`` order, ``cells: N``, ``extra``."""
     lines: list[Line] = []
     if title:
@@ -49,7 +49,7 @@ def legend_lines(counts: Mapping[str, int], *, title: Optional[str] = None,
 
 def _metrics(fsize: int) -> tuple[int, int, int]:
     pad = fsize // 2
-    return pad, fsize, fsize + pad // 2        # pad, swatch width, line step
+    return pad, fsize, fsize + pad // 2  # pad, swatch width, line step
 
 
 def legend_size(lines: Sequence[Line], fsize: int) -> tuple[int, int]:
@@ -70,8 +70,7 @@ def draw_legend(draw, x0: int, y0: int, lines: Sequence[Line], fsize: int) -> No
     y = y0 + pad
     for name, text in lines:
         if name is not None:
-            draw.rectangle([x0 + pad, y + 2, x0 + pad + sw - 2, y + fsize], fill=class_color(name),
-                           outline=(0, 0, 0))
+            draw.rectangle([x0 + pad, y + 2, x0 + pad + sw - 2, y + fsize], fill=class_color(name), outline=(0, 0, 0))
         draw.text((x0 + pad * 2 + sw, y), text, fill=(0, 0, 0), font=font)
         y += step
 

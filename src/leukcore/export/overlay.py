@@ -1,6 +1,7 @@
 """Overview picture: the slide thumbnail with every cell drawn in its class colour
 and a legend with the counts per class (``overlay.png``).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,15 @@ from .legend import draw_legend, legend_font_size, legend_lines, legend_size
 __all__ = ["render_overlay", "write_overlay"]
 
 
-def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[int, int], *,
-                   counts: Optional[dict] = None, title: Optional[str] = None,
-                   min_radius: float = 2.0):
+def render_overlay(
+    thumbnail: np.ndarray,
+    table: CellTable,
+    level0_shape: tuple[int, int],
+    *,
+    counts: Optional[dict] = None,
+    title: Optional[str] = None,
+    min_radius: float = 2.0,
+):
     """Draw ``table``'s cells onto an RGB ``thumbnail`` of a slide of ``level0_shape``.
 
     Parameters
@@ -55,7 +62,11 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     cxs = table.df["centroid_x"].to_numpy(np.float64) if len(table) else np.zeros(0)
     for poly, lab, cy, cx in zip(polys, labels, cys, cxs, strict=False):
         r, g, b = class_color(lab)
-        p = np.asarray(poly, dtype=np.float64).reshape(-1, 2) if poly is not None and not isinstance(poly, float) else np.zeros((0, 2))
+        p = (
+            np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+            if poly is not None and not isinstance(poly, float)
+            else np.zeros((0, 2))
+        )
         pts = [(float(x * sx), float(y * sy)) for y, x in p]
         ext = (max(x for x, _ in pts) - min(x for x, _ in pts)) if pts else 0.0
         if len(pts) >= 3 and ext >= 2 * min_radius:
@@ -66,8 +77,11 @@ def render_overlay(thumbnail: np.ndarray, table: CellTable, level0_shape: tuple[
     img = Image.alpha_composite(base, layer).convert("RGB")
 
     # legend: a panel to the right of the picture (never hides cells)
-    lines = legend_lines(counts if counts is not None else table.counts(), title=title,
-                         extra=_review_lines(table) if counts is None else ())
+    lines = legend_lines(
+        counts if counts is not None else table.counts(),
+        title=title,
+        extra=_review_lines(table) if counts is None else (),
+    )
     fsize = legend_font_size(th, tw)
     panel_w, panel_h = legend_size(lines, fsize)
     canvas = Image.new("RGB", (tw + panel_w, max(th, panel_h)), (255, 255, 255))
@@ -92,8 +106,15 @@ def _review_lines(table: CellTable) -> list[str]:
     return out
 
 
-def write_overlay(slide, table: CellTable, path: str | os.PathLike, *, max_size: int = 2048,
-                  counts: Optional[dict] = None, title: Optional[str] = None) -> Path:
+def write_overlay(
+    slide,
+    table: CellTable,
+    path: str | os.PathLike,
+    *,
+    max_size: int = 2048,
+    counts: Optional[dict] = None,
+    title: Optional[str] = None,
+) -> Path:
     """Render the overlay from ``slide.thumbnail(max_size)`` and write a PNG atomically."""
     path = Path(path)
     thumb = slide.thumbnail(max_size)

@@ -4,6 +4,7 @@
 presence with ``"complete": true`` is what marks the folder as finished
 (:func:`is_complete`), which is what ``leuk batch`` resumes on.
 """
+
 from __future__ import annotations
 
 import json

@@ -17,6 +17,7 @@ must not depend on image-wide statistics:
 * ``min_is_white`` (TIFF photometric MINISWHITE) inverts grey before the above;
   a palette (TIFF colormap) is looked up first.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -35,8 +36,7 @@ def check_layout(n_channels: int, dtype) -> Optional[str]:
     """Return a problem description if ``(n_channels, dtype)`` cannot be converted, else ``None``."""
     dtype = np.dtype(dtype)
     if n_channels not in SUPPORTED_CHANNELS:
-        return (f"unsupported sample layout: {n_channels} channels "
-                "(expected 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA)")
+        return f"unsupported sample layout: {n_channels} channels (expected 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA)"
     if dtype.kind not in "uifb":
         return f"unsupported pixel type {dtype}"
     return None
@@ -69,8 +69,13 @@ def _alpha01(alpha: np.ndarray) -> np.ndarray:
     return _scale_to_u8(alpha).astype(np.float32) / 255.0
 
 
-def to_rgb8(block: np.ndarray, *, min_is_white: bool = False,
-            colormap: Optional[np.ndarray] = None, scale_max: Optional[float] = None) -> np.ndarray:
+def to_rgb8(
+    block: np.ndarray,
+    *,
+    min_is_white: bool = False,
+    colormap: Optional[np.ndarray] = None,
+    scale_max: Optional[float] = None,
+) -> np.ndarray:
     """Convert a ``(Y, X)`` or ``(Y, X, C)`` block to ``(Y, X, 3)`` uint8 by the module rules.
 
     Parameters
@@ -132,13 +137,17 @@ def value_range_rule(dtype, vmax: Optional[float]) -> tuple[Optional[float], Opt
         return None, None
     if dtype.kind in "ui" and dtype.itemsize > 1:
         if vmax <= TWELVE_BIT_MAX and np.iinfo(dtype).max > TWELVE_BIT_MAX:
-            return float(TWELVE_BIT_MAX), (f"{dtype} pixel values are all <= {TWELVE_BIT_MAX} (max {vmax:g}): "
-                                           "taken as 12-bit data and scaled by 255/4095")
+            return float(TWELVE_BIT_MAX), (
+                f"{dtype} pixel values are all <= {TWELVE_BIT_MAX} (max {vmax:g}): "
+                "taken as 12-bit data and scaled by 255/4095"
+            )
         return None, None
     if dtype.kind == "f" and vmax > 1.0 + 1e-6:
         for top, name in ((255.0, "0..255"), (65535.0, "0..65535")):
             if vmax <= top + 0.5:
-                return top, (f"float pixels exceed 1.0 (max {vmax:g}): taken as {name} "
-                             f"and scaled by 255/{top:g} instead of as 0..1")
+                return top, (
+                    f"float pixels exceed 1.0 (max {vmax:g}): taken as {name} "
+                    f"and scaled by 255/{top:g} instead of as 0..1"
+                )
         return float(vmax), f"float pixels exceed 65535 (max {vmax:g}): scaled by 255/{vmax:g}"
     return None, None

@@ -1,11 +1,21 @@
 """The slide exception family: every bad input raises a :class:`SlideError` subclass
 whose message names the file and the problem.
 """
+
 from __future__ import annotations
 
-__all__ = ["SlideError", "SlideNotFoundError", "UnsupportedFormatError", "CorruptSlideError",
-           "EmptySlideError", "SlideTooLargeError", "UnsupportedLayoutError", "MissingTileError",
-           "NonFinitePixelsError", "DegenerateImageError"]
+__all__ = [
+    "SlideError",
+    "SlideNotFoundError",
+    "UnsupportedFormatError",
+    "CorruptSlideError",
+    "EmptySlideError",
+    "SlideTooLargeError",
+    "UnsupportedLayoutError",
+    "MissingTileError",
+    "NonFinitePixelsError",
+    "DegenerateImageError",
+]
 
 
 class SlideError(Exception):

@@ -6,6 +6,7 @@ itself happens lazily on the first pixel access and is cached by the slide.
 16-bit PNGs are decoded with imagecodecs (keeping 16 bits, then converted by the
 documented dtype rule); everything else with Pillow.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,13 +23,30 @@ from .slide import Slide, downsample2
 
 __all__ = ["open_image", "PIL_FORMATS"]
 
-PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "GIF": "gif", "WEBP": "webp", "TIFF": "tiff",
-               "PPM": "ppm", "TGA": "tga"}
+PIL_FORMATS = {
+    "PNG": "png",
+    "JPEG": "jpeg",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "WEBP": "webp",
+    "TIFF": "tiff",
+    "PPM": "ppm",
+    "TGA": "tga",
+}
 
 #: Pillow mode -> (channels, numpy dtype) after decoding (modes not listed are converted to RGB(A) by Pillow)
-_MODES = {"1": (1, np.bool_), "L": (1, np.uint8), "LA": (2, np.uint8), "RGB": (3, np.uint8),
-          "RGBA": (4, np.uint8), "I;16": (1, np.uint16), "I;16B": (1, np.uint16), "I;16L": (1, np.uint16),
-          "I": (1, np.int32), "F": (1, np.float32)}
+_MODES = {
+    "1": (1, np.bool_),
+    "L": (1, np.uint8),
+    "LA": (2, np.uint8),
+    "RGB": (3, np.uint8),
+    "RGBA": (4, np.uint8),
+    "I;16": (1, np.uint16),
+    "I;16B": (1, np.uint16),
+    "I;16L": (1, np.uint16),
+    "I": (1, np.int32),
+    "F": (1, np.float32),
+}
 
 
 def _header(path):
@@ -132,14 +150,18 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
         raise EmptySlideError(path, f"zero-sized image ({w} x {h})")
     limit = min(max_pixels, max_decode_pixels)
     if w * h > limit:
-        raise SlideTooLargeError(path, f"declared size {w} x {h} = {w * h:.3g} pixels exceeds the limit "
-                                 f"{limit:.3g} for images decoded whole (max_pixels / LEUK_MAX_DECODE_PIXELS)")
+        raise SlideTooLargeError(
+            path,
+            f"declared size {w} x {h} = {w * h:.3g} pixels exceeds the limit "
+            f"{limit:.3g} for images decoded whole (max_pixels / LEUK_MAX_DECODE_PIXELS)",
+        )
     nchan, dtype = _MODES.get(mode, (4 if ("transparency" in info or mode.endswith("A")) else 3, np.uint8))
     if fmt == "PNG" and mode == "RGB" and info.get("bitdepth", 8) == 16:  # pragma: no cover - Pillow detail
         dtype = np.uint16
     problem = check_layout(nchan, dtype)
     if problem:  # pragma: no cover - all Pillow modes map to a supported layout
         from .errors import UnsupportedLayoutError
+
         raise UnsupportedLayoutError(path, problem)
     source = Source(_open_cached, (path, fmt, mode), None)
     axes = "YXC"
@@ -153,12 +175,26 @@ def open_image(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
     reader.warnings = warns
     mpp, origin = _pil_mpp(info)
     mpp, origin = plausible_metadata_mpp(mpp, origin, warns, path)
-    meta = {"image_format": fmt, "mode": mode, "mpp_origin": origin, "computed_levels": len(levels) > 1,
-            "native_chunks": [[h, w]]}
-    return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=PIL_FORMATS.get(fmt, fmt.lower() if fmt else "image"), vendor=None,
-                 metadata=meta, warnings=warns, _closer=source.close,
-                 _readers=[reader] + [None] * (len(levels) - 1))
+    meta = {
+        "image_format": fmt,
+        "mode": mode,
+        "mpp_origin": origin,
+        "computed_levels": len(levels) > 1,
+        "native_chunks": [[h, w]],
+    }
+    return Slide(
+        levels=levels,
+        downsamples=downs,
+        mpp=mpp,
+        mpp_source="metadata" if mpp else None,
+        path=path,
+        format=PIL_FORMATS.get(fmt, fmt.lower() if fmt else "image"),
+        vendor=None,
+        metadata=meta,
+        warnings=warns,
+        _closer=source.close,
+        _readers=[reader] + [None] * (len(levels) - 1),
+    )
 
 
 class _ImageReader(LevelReader):

@@ -7,6 +7,7 @@
   recorded; the summary gets ``missing = {"count", "boxes", "skipped": True}`` and the run is never
   marked complete.
 """
+
 from __future__ import annotations
 
 __all__ = ["apply_missing_policy", "integrity_summary", "verify_pixels", "MAX_SUMMARY_BOXES"]
@@ -29,8 +30,11 @@ def integrity_summary(slide, skip_missing: bool) -> dict:
     """``{"warnings": [...], "missing": {"count", "boxes", "skipped"}}`` for the analysis summary."""
     warns = [str(w) for w in (getattr(slide, "warnings", None) or [])]
     regs = slide.skipped_regions() if hasattr(slide, "skipped_regions") else []
-    missing = {"count": len(regs), "skipped": bool(skip_missing and regs),
-               "boxes": [dict(r) for r in regs[:MAX_SUMMARY_BOXES]]}
+    missing = {
+        "count": len(regs),
+        "skipped": bool(skip_missing and regs),
+        "boxes": [dict(r) for r in regs[:MAX_SUMMARY_BOXES]],
+    }
     return {"warnings": warns, "missing": missing}
 
 
@@ -51,6 +55,6 @@ def verify_pixels(slide, window: int = 2048) -> int:
         wx = max(tw, (window // tw) * tw)
         for y in range(0, H, wy):
             for x in range(0, W, wx):
-                r[y:min(H, y + wy), x:min(W, x + wx)]
+                r[y : min(H, y + wy), x : min(W, x + wx)]
                 n += 1
     return n

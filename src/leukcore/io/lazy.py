@@ -8,6 +8,7 @@ truncated tile never escapes as a bare third-party traceback).  Readers pickle
 to their source description and reopen the file on first use, so slides can be
 shipped to ``dask.distributed`` workers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,15 @@ import numpy as np
 from .convert import to_rgb8
 from .errors import CorruptSlideError, MissingTileError, NonFinitePixelsError, SlideError
 
-__all__ = ["LevelReader", "Source", "as_dask", "choose_chunks", "file_token", "level_downsample",
-           "integrity_of_readers"]
+__all__ = [
+    "LevelReader",
+    "Source",
+    "as_dask",
+    "choose_chunks",
+    "file_token",
+    "level_downsample",
+    "integrity_of_readers",
+]
 
 
 class Source:
@@ -95,8 +103,16 @@ class LevelReader:
     ndim = 3
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, path, source: Source, getter: Callable, axes: str, shape_yx, level: int = 0,
-                 convert: Optional[dict] = None):
+    def __init__(
+        self,
+        path,
+        source: Source,
+        getter: Callable,
+        axes: str,
+        shape_yx,
+        level: int = 0,
+        convert: Optional[dict] = None,
+    ):
         self.path = str(path)
         self.source = source
         self.getter = getter
@@ -143,13 +159,15 @@ class LevelReader:
             key = (key,)
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1:]
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
         key = key + (slice(None),) * (3 - len(key))
         (ys, ydrop), (xs, xdrop) = self._norm(key[0], self.shape[0]), self._norm(key[1], self.shape[1])
         cs = key[2]
         if ys.stop <= ys.start or xs.stop <= xs.start:
-            out = np.empty((max(0, len(range(ys.start, ys.stop, ys.step))),
-                            max(0, len(range(xs.start, xs.stop, xs.step))), 3), np.uint8)
+            out = np.empty(
+                (max(0, len(range(ys.start, ys.stop, ys.step))), max(0, len(range(xs.start, xs.stop, xs.step))), 3),
+                np.uint8,
+            )
         else:
             out = self._read(ys, xs)
         out = out[:, :, cs]
@@ -174,18 +192,25 @@ class LevelReader:
         if not (self.missing or self.sparse) or not self.tile:
             return []
         th, tw = self.tile
-        return [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1) for tx in range(x0 // tw, (x1 - 1) // tw + 1)
-                if (ty, tx) in self.missing or (ty, tx) in self.sparse]
+        return [
+            (ty, tx)
+            for ty in range(y0 // th, (y1 - 1) // th + 1)
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1)
+            if (ty, tx) in self.missing or (ty, tx) in self.sparse
+        ]
 
     def _missing_error(self, tiles) -> MissingTileError:
         ty, tx = tiles[0]
         y0, x0, y1, x1 = self.tile_box(ty, tx)
         box = self.level0_box(y0, x0, y1, x1)
         return MissingTileError(
-            self.path, f"level {self.level} tile (row {ty}, col {tx}) = level-0 box y {box[0]}:{box[2]}, "
+            self.path,
+            f"level {self.level} tile (row {ty}, col {tx}) = level-0 box y {box[0]}:{box[2]}, "
             f"x {box[1]}:{box[3]} has no pixel data ({self.missing[(ty, tx)]}); {len(self.missing)} tile(s) of "
             f"level {self.level} are missing (skip_missing=True / --skip-missing analyses the rest)",
-            level=self.level, box=box)
+            level=self.level,
+            box=box,
+        )
 
     def _record(self, y0, x0, y1, x1, reason):
         if self.skipped is not None:
@@ -231,8 +256,10 @@ class LevelReader:
             raise
         except Exception as e:  # decoder / IO failures of any library
             raise CorruptSlideError(
-                self.path, f"cannot read pixels of level {self.level} "
-                f"(rows {ys.start}:{ys.stop}, cols {xs.start}:{xs.stop}): {type(e).__name__}: {e}") from e
+                self.path,
+                f"cannot read pixels of level {self.level} "
+                f"(rows {ys.start}:{ys.stop}, cols {xs.start}:{xs.stop}): {type(e).__name__}: {e}",
+            ) from e
         if bad is not None:
             out = self._handle_nonfinite(out, bad, ys, xs)
         return out
@@ -254,9 +281,13 @@ class LevelReader:
         if self.policy != "skip":
             box = self.level0_box(ly0, lx0, ly1, lx1)
             raise NonFinitePixelsError(
-                self.path, f"{int(bad.sum())} NaN / infinite pixel(s) in level {self.level}, level-0 box "
+                self.path,
+                f"{int(bad.sum())} NaN / infinite pixel(s) in level {self.level}, level-0 box "
                 f"y {box[0]}:{box[2]}, x {box[1]}:{box[3]} (not real pixel values; skip_missing=True / "
-                "--skip-missing analyses the rest)", level=self.level, box=box)
+                "--skip-missing analyses the rest)",
+                level=self.level,
+                box=box,
+            )
         out = out.copy()
         out[bad] = 255
         self._record(ly0, lx0, ly1, lx1, "NaN / infinite pixels")
@@ -276,8 +307,8 @@ class LevelReader:
                     if (ty, tx) in self.missing:
                         self._record(*self.tile_box(ty, tx), self.missing[(ty, tx)])
                     continue
-                full[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = self._read(slice(a0, a1, 1), slice(b0, b1, 1))
-        return full[::ys.step, ::xs.step]
+                full[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = self._read(slice(a0, a1, 1), slice(b0, b1, 1))
+        return full[:: ys.step, :: xs.step]
 
     def sample_max(self, max_pixels: int = 4_000_000) -> Optional[float]:
         """Largest finite stored value over the whole level when it is small, else over up to 16 stored
@@ -286,8 +317,9 @@ class LevelReader:
         """
         H, W = self.shape[:2]
         if H * W <= max_pixels or not self.tile:
-            boxes = [(0, 0, H, W)] if H * W <= max_pixels else [
-                (H // 2 - 512, W // 2 - 512, H // 2 + 512, W // 2 + 512)]
+            boxes = (
+                [(0, 0, H, W)] if H * W <= max_pixels else [(H // 2 - 512, W // 2 - 512, H // 2 + 512, W // 2 + 512)]
+            )
         else:
             th, tw = self.tile
             ny, nx = -(-H // th), -(-W // tw)
@@ -342,8 +374,15 @@ def as_dask(reader: LevelReader, chunks, name: str):
     """Wrap a :class:`LevelReader` as a dask array with the given ``(cy, cx)`` chunks."""
     import dask.array as da
 
-    return da.from_array(reader, chunks=(int(chunks[0]), int(chunks[1]), 3), name=name, lock=False,
-                         asarray=False, fancy=False, meta=np.empty((0, 0, 3), np.uint8))
+    return da.from_array(
+        reader,
+        chunks=(int(chunks[0]), int(chunks[1]), 3),
+        name=name,
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 3), np.uint8),
+    )
 
 
 def level_downsample(shape0, shape) -> float:
@@ -362,12 +401,15 @@ def integrity_of_readers(readers, warnings: list) -> list:
         if r is None or not r.missing:
             continue
         for (ty, tx), why in sorted(r.missing.items()):
-            out.append({"level": r.level, "tile": [int(ty), int(tx)],
-                        "box": r.level0_box(*r.tile_box(ty, tx)), "reason": why})
+            out.append(
+                {"level": r.level, "tile": [int(ty), int(tx)], "box": r.level0_box(*r.tile_box(ty, tx)), "reason": why}
+            )
         first = next(iter(sorted(r.missing.items())))
         th, tw = r.tile
         n_all = -(-r.shape[0] // th) * -(-r.shape[1] // tw)
-        warnings.append(f"level {r.level}: {len(r.missing)} of {n_all} stored tiles have no pixel data "
-                        f"(first: row {first[0][0]}, col {first[0][1]}: {first[1]}); reading them raises "
-                        "MissingTileError")
+        warnings.append(
+            f"level {r.level}: {len(r.missing)} of {n_all} stored tiles have no pixel data "
+            f"(first: row {first[0][0]}, col {first[0][1]}: {first[1]}); reading them raises "
+            "MissingTileError"
+        )
     return out

@@ -7,6 +7,7 @@ no pixel size and it is estimated from red cells or must be given).  Values outs
 :data:`leukcore.io.tiff.MPP_RANGE` (0.01..50 µm/px, e.g. the 72 dpi = 353 µm/px default many tools
 write) are not microscope resolutions at all and are ignored quietly.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,10 @@ def check_user_mpp(mpp) -> float:
         raise ValueError(f"mpp must be a positive number, got {mpp!r}")
     lo, hi = PLAUSIBLE_MPP
     if not lo <= v <= hi:
-        raise ValueError(f"mpp {v:g} um/px is outside the plausible range {lo:g}..{hi:g} um/px for a "
-                         "blood-smear image (is it in microns per pixel?)")
+        raise ValueError(
+            f"mpp {v:g} um/px is outside the plausible range {lo:g}..{hi:g} um/px for a "
+            "blood-smear image (is it in microns per pixel?)"
+        )
     return v
 
 
@@ -40,8 +43,10 @@ def plausible_metadata_mpp(v: Optional[float], origin: Optional[str], warnings: 
     lo, hi = PLAUSIBLE_MPP
     if lo <= v <= hi:
         return v, origin
-    warnings.append(f"pixel size {v:g} um/px from {origin} is outside the plausible range {lo:g}..{hi:g} "
-                    "um/px: ignored (pass --mpp / mpp= with the real value)")
+    warnings.append(
+        f"pixel size {v:g} um/px from {origin} is outside the plausible range {lo:g}..{hi:g} "
+        "um/px: ignored (pass --mpp / mpp= with the real value)"
+    )
     return None, None
 
 
@@ -50,10 +55,27 @@ def plausible_metadata_mpp(v: Optional[float], origin: Optional[str], warnings: 
 MPP_RANGE = (0.01, 50.0)
 
 UNIT_TO_UM = {
-    "m": 1e6, "meter": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3,
-    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6, "picometer": 1e-6,
-    "inch": 25400.0, "in": 25400.0,
+    "m": 1e6,
+    "meter": 1e6,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "µm": 1.0,
+    "μm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "å": 1e-4,
+    "angstrom": 1e-4,
+    "pm": 1e-6,
+    "picometer": 1e-6,
+    "inch": 25400.0,
+    "in": 25400.0,
 }
 
 

@@ -7,6 +7,7 @@ transforms, from which the downsamples and the level-0 pixel size are taken
 A bare zarr array (no OME metadata) is read as a single level whose layout is
 guessed from its shape (``Y X``, ``Y X C`` with C <= 4, or ``C Y X``).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,9 @@ __all__ = ["open_omezarr", "is_zarr_dir"]
 def is_zarr_dir(path) -> bool:
     """True when ``path`` is a folder holding a zarr group or array (format 2 or 3)."""
     p = str(path)
-    return os.path.isdir(p) and any(os.path.exists(os.path.join(p, f))
-                                    for f in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
+    return os.path.isdir(p) and any(
+        os.path.exists(os.path.join(p, f)) for f in ("zarr.json", ".zgroup", ".zarray", ".zattrs")
+    )
 
 
 def _open_node(path, sub: Optional[str] = None):
@@ -92,8 +94,10 @@ def _axes_letters(path, axes_meta, shape) -> str:
             letters.append("1")
         else:
             raise UnsupportedLayoutError(
-                path, f"unsupported sample layout: axis '{name}' has length {n} "
-                "(only single 2-D grey/RGB(A) images are supported)")
+                path,
+                f"unsupported sample layout: axis '{name}' has length {n} "
+                "(only single 2-D grey/RGB(A) images are supported)",
+            )
     if "Y" not in letters or "X" not in letters:
         raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes_meta} have no y and x")
     return "".join(letters)
@@ -106,8 +110,9 @@ def _guess_axes(path, shape) -> str:
         return "YXC"
     if len(shape) == 3 and shape[0] <= 4:
         return "CYX"
-    raise UnsupportedLayoutError(path, f"unsupported sample layout: array of shape {tuple(shape)} "
-                                 "without OME-Zarr axes metadata")
+    raise UnsupportedLayoutError(
+        path, f"unsupported sample layout: array of shape {tuple(shape)} without OME-Zarr axes metadata"
+    )
 
 
 def _missing_chunks(root: str, subpath: Optional[str], key: Optional[str], arr, axes: str) -> tuple:
@@ -161,9 +166,11 @@ def _check_scales(path, entries, scales) -> None:
             expected = arr0.shape[j0] / ds
             if abs(arr.shape[j] - expected) > 1 + 0.01 * expected:
                 raise CorruptSlideError(
-                    path, f"multiscales metadata inconsistent with the arrays: dataset '{key}' has scale "
+                    path,
+                    f"multiscales metadata inconsistent with the arrays: dataset '{key}' has scale "
                     f"{sc} (downsample {ds:g} of dataset '{key0}') but its {ax.lower()} size is {arr.shape[j]}, "
-                    f"not ~{expected:.0f}")
+                    f"not ~{expected:.0f}",
+                )
 
 
 def open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide:
@@ -189,13 +196,19 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
     if problem:
         raise UnsupportedLayoutError(path, problem)
     if H * W > max_pixels:
-        raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
-                                 f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
+        raise SlideTooLargeError(
+            path,
+            f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
+            f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)",
+        )
     _check_scales(path, img.entries, img.scales)
     warns: list = []
     source = Source(_open_node, (path, img.subpath), None, obj=img.node)
-    token = file_token(os.path.join(path, "zarr.json") if os.path.exists(os.path.join(path, "zarr.json"))
-                       else os.path.join(path, ".zattrs"))
+    token = file_token(
+        os.path.join(path, "zarr.json")
+        if os.path.exists(os.path.join(path, "zarr.json"))
+        else os.path.join(path, ".zattrs")
+    )
     token = f"{token}-{file_token(path)}"
     levels, downs, native_chunks, readers = _zarr_levels(path, img, source, token, (H, W), max_decode_pixels)
     if len(levels) == 1:
@@ -212,13 +225,30 @@ def _open_omezarr(path, *, max_pixels: float, max_decode_pixels: float) -> Slide
                 r.convert = {**r.convert, "scale_max": scale_max}
             warns.append(w)
     zf = getattr(getattr(arr0, "metadata", None), "zarr_format", None)
-    meta = {"ngff_version": img.version, "zarr_format": zf, "axes": axes0, "dtype": str(arr0.dtype),
-            "mpp_origin": origin, "computed_levels": len(img.entries) == 1 and len(levels) > 1,
-            "native_chunks": native_chunks}
+    meta = {
+        "ngff_version": img.version,
+        "zarr_format": zf,
+        "axes": axes0,
+        "dtype": str(arr0.dtype),
+        "mpp_origin": origin,
+        "computed_levels": len(img.entries) == 1 and len(levels) > 1,
+        "native_chunks": native_chunks,
+    }
     meta.update(_leukcore_attrs(img.node))
-    return Slide(levels=levels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=img.fmt, vendor=None, metadata=meta, warnings=warns, missing=missing,
-                 _closer=source.close, _readers=readers + [None] * (len(levels) - len(readers)))
+    return Slide(
+        levels=levels,
+        downsamples=downs,
+        mpp=mpp,
+        mpp_source="metadata" if mpp else None,
+        path=path,
+        format=img.fmt,
+        vendor=None,
+        metadata=meta,
+        warnings=warns,
+        missing=missing,
+        _closer=source.close,
+        _readers=readers + [None] * (len(levels) - len(readers)),
+    )
 
 
 @dataclass
@@ -286,8 +316,11 @@ def _multiscale_arrays(path, node, ms: dict) -> tuple[list, list]:
             raise CorruptSlideError(path, f"multiscales dataset '{key}' is missing") from e
         if not isinstance(arr, zarr.Array):
             raise CorruptSlideError(path, f"multiscales dataset '{key}' is not an array")
-        axes = (_axes_letters(path, axes_meta, arr.shape) if axes_meta and len(axes_meta) == arr.ndim
-                else _guess_axes(path, arr.shape))
+        axes = (
+            _axes_letters(path, axes_meta, arr.shape)
+            if axes_meta and len(axes_meta) == arr.ndim
+            else _guess_axes(path, arr.shape)
+        )
         sc = _scale_of(ds.get("coordinateTransformations"))
         if sc is not None and global_scale is not None and len(global_scale) == len(sc):
             sc = [a * b for a, b in zip(sc, global_scale, strict=False)]
@@ -309,8 +342,11 @@ def _zarr_levels(path, img: _ZarrImage, source, token: str, shape0: tuple, max_d
             break
         cy, cx = arr.chunks[axes.index("Y")], arr.chunks[axes.index("X")]
         if cy * cx > max_decode_pixels:
-            raise SlideTooLargeError(path, f"level {i} chunk {cy} x {cx} exceeds the decode limit "
-                                     f"{max_decode_pixels:.3g} (LEUK_MAX_DECODE_PIXELS)")
+            raise SlideTooLargeError(
+                path,
+                f"level {i} chunk {cy} x {cx} exceeds the decode limit "
+                f"{max_decode_pixels:.3g} (LEUK_MAX_DECODE_PIXELS)",
+            )
         native_chunks.append([int(cy), int(cx)])
         reader = LevelReader(path, source, _Getter(key), axes, (lh, lw), level=i)
         readers.append(reader)

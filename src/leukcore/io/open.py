@@ -4,6 +4,7 @@ The format is recognised from the file's magic bytes (not its suffix):
 TIFF / BigTIFF (incl. OME-TIFF, SVS, NDPI), a zarr directory (OME-Zarr),
 or an image Pillow can read (PNG, JPEG, BMP, ...).  Opening reads metadata only.
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,8 +16,13 @@ from .errors import SlideNotFoundError, UnsupportedFormatError
 from .mppcheck import check_user_mpp
 from .slide import Slide
 
-__all__ = ["open_slide", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_DECODE_PIXELS", "max_pixels_default",
-           "max_decode_pixels_default"]
+__all__ = [
+    "open_slide",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_DECODE_PIXELS",
+    "max_pixels_default",
+    "max_decode_pixels_default",
+]
 
 #: default limit on the declared level-0 size of any slide (env ``LEUK_MAX_PIXELS``)
 DEFAULT_MAX_PIXELS = 2e10
@@ -50,8 +56,12 @@ def max_decode_pixels_default() -> float:
     return _env_float("LEUK_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS)
 
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def stat_slide_path(p: str) -> os.stat_result:
@@ -76,8 +86,9 @@ def stat_slide_path(p: str) -> os.stat_result:
     raise UnsupportedFormatError(p, f"is {kind}, not a slide file (refused without reading it)")
 
 
-def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float] = None,
-               max_decode_pixels: Optional[float] = None) -> Slide:
+def open_slide(
+    path, mpp: Optional[float] = None, *, max_pixels: Optional[float] = None, max_decode_pixels: Optional[float] = None
+) -> Slide:
     """Open a slide or image lazily.
 
     Parameters
@@ -138,6 +149,7 @@ def open_slide(path, mpp: Optional[float] = None, *, max_pixels: Optional[float]
             raise SlideNotFoundError(p, f"cannot read file: {e.strerror or e}") from None
         if len(head) == 0:
             from .errors import EmptySlideError
+
             raise EmptySlideError(p, "empty file (0 bytes)")
         if head[:4] in _TIFF_MAGIC:
             from .tiff import open_tiff

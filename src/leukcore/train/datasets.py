@@ -29,6 +29,7 @@ Readers
 :func:`deduplicate` removes byte-identical images (content hash) before any split and reports
 conflicts (the same image under two labels).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,27 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-__all__ = ["IMAGE_EXTS", "data_root", "file_sha256", "read_folder_per_class", "read_cnmc", "read_all4class",
-           "read_pbc", "read_corrections", "deduplicate", "parse_cnmc_subject", "UnionFind", "link_subjects",
-           "DatasetError", "ALL4CLASS_CLASSES", "ALL4CLASS_MPP", "PBC_MPP", "PBC_CLASSES", "read_bccd",
-           "BCCD_MPP"]
+__all__ = [
+    "IMAGE_EXTS",
+    "data_root",
+    "file_sha256",
+    "read_folder_per_class",
+    "read_cnmc",
+    "read_all4class",
+    "read_pbc",
+    "read_corrections",
+    "deduplicate",
+    "parse_cnmc_subject",
+    "UnionFind",
+    "link_subjects",
+    "DatasetError",
+    "ALL4CLASS_CLASSES",
+    "ALL4CLASS_MPP",
+    "PBC_MPP",
+    "PBC_CLASSES",
+    "read_bccd",
+    "BCCD_MPP",
+]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALL4CLASS_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -89,9 +107,15 @@ def _need_dir(p: Path, what: str) -> Path:
     return p
 
 
-def read_folder_per_class(root: str | os.PathLike, classes: Optional[Iterable[str]] = None, *,
-                          source: str = "folder", kind: str = "cell", mpp: float = float("nan"),
-                          label_map: Optional[dict] = None):
+def read_folder_per_class(
+    root: str | os.PathLike,
+    classes: Optional[Iterable[str]] = None,
+    *,
+    source: str = "folder",
+    kind: str = "cell",
+    mpp: float = float("nan"),
+    label_map: Optional[dict] = None,
+):
     """Images in ``root/<class>/``; the group is the content hash (no subjects known)."""
     root = _need_dir(Path(root), "dataset")
     names = list(classes) if classes is not None else sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -105,8 +129,18 @@ def read_folder_per_class(root: str | os.PathLike, classes: Optional[Iterable[st
             raise DatasetError(f"{d}: no images ({', '.join(IMAGE_EXTS)})")
         for p in files:
             h = file_sha256(p)
-            rows.append({"path": str(p), "label": (label_map or {}).get(c, c), "source": source, "subject": None,
-                         "sha256": h, "group": h, "kind": kind, "mpp": mpp})
+            rows.append(
+                {
+                    "path": str(p),
+                    "label": (label_map or {}).get(c, c),
+                    "source": source,
+                    "subject": None,
+                    "sha256": h,
+                    "group": h,
+                    "kind": kind,
+                    "mpp": mpp,
+                }
+            )
     return _frame(rows)
 
 
@@ -114,12 +148,14 @@ def read_all4class(root: str | os.PathLike | None = None, *, label_map: Optional
     """The four-class B-ALL field set (``<root>/Original/<class>``); labels are per field."""
     root = Path(root) if root else data_root() / "all4class"
     orig = root / "Original" if (root / "Original").is_dir() else root
-    return read_folder_per_class(orig, ALL4CLASS_CLASSES, source="all4class", kind="field",
-                                 mpp=ALL4CLASS_MPP, label_map=label_map)
+    return read_folder_per_class(
+        orig, ALL4CLASS_CLASSES, source="all4class", kind="field", mpp=ALL4CLASS_MPP, label_map=label_map
+    )
 
 
-def read_pbc(root: str | os.PathLike | None = None, classes: Optional[Iterable[str]] = None,
-             label: Optional[str] = "normal"):
+def read_pbc(
+    root: str | os.PathLike | None = None, classes: Optional[Iterable[str]] = None, label: Optional[str] = "normal"
+):
     """PBC normal cells (``<root>/<class>``); ``label=None`` keeps the cell type as the label."""
     root = Path(root) if root else data_root() / "pbc"
     df = read_folder_per_class(root, classes or PBC_CLASSES, source="pbc", kind="cell", mpp=PBC_MPP)
@@ -141,12 +177,14 @@ def read_bccd(root: str | os.PathLike | None = None, *, label: str = "normal"):
             break
     else:
         raise DatasetError(f"{root}: no BCCD JPEGImages folder")
-    return read_folder_per_class(cand.parent, [cand.name], source="bccd", kind="field", mpp=BCCD_MPP,
-                                 label_map={cand.name: label})
+    return read_folder_per_class(
+        cand.parent, [cand.name], source="bccd", kind="field", mpp=BCCD_MPP, label_map={cand.name: label}
+    )
 
 
-def read_corrections(root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None,
-                     report: Optional[dict] = None):
+def read_corrections(
+    root: str | os.PathLike, *, slides: Optional[str | os.PathLike] = None, report: Optional[dict] = None
+):
     """Corrected cells of the reviewed results folders at or below ``root`` (reviewer's class as the label,
     ``review`` cells skipped); see :func:`leukcore.corrections.training_rows`.
     """
@@ -239,8 +277,18 @@ def read_cnmc(root: str | os.PathLike, *, include_test: bool = True):
                 subj = parse_cnmc_subject(p.name)
                 if subj is None:
                     raise DatasetError(f"{p}: file name does not start with UID_<subject>_ / UID_H<subject>_")
-                rows.append({"path": str(p), "label": lab, "source": f"cnmc/{fold.name}", "subject": subj,
-                             "sha256": file_sha256(p), "group": None, "kind": "cell", "mpp": float("nan")})
+                rows.append(
+                    {
+                        "path": str(p),
+                        "label": lab,
+                        "source": f"cnmc/{fold.name}",
+                        "subject": subj,
+                        "sha256": file_sha256(p),
+                        "group": None,
+                        "kind": "cell",
+                        "mpp": float("nan"),
+                    }
+                )
     if include_test and (root / "validation_data").is_dir():
         csvs = sorted((root / "validation_data").rglob("*.csv"))
         for csv in csvs:
@@ -256,9 +304,18 @@ def read_cnmc(root: str | os.PathLike, *, include_test: bool = True):
                 lab = {1: "ALL", 0: "normal"}.get(int(r["labels"]))
                 if lab is None:
                     raise DatasetError(f"{csv}: label {r['labels']!r} for {r['new_names']} is not 0 or 1")
-                rows.append({"path": str(p), "label": lab, "source": "cnmc/prelim-test",
-                             "subject": parse_cnmc_subject(str(r["Patient_ID"])), "sha256": file_sha256(p),
-                             "group": None, "kind": "cell", "mpp": float("nan")})
+                rows.append(
+                    {
+                        "path": str(p),
+                        "label": lab,
+                        "source": "cnmc/prelim-test",
+                        "subject": parse_cnmc_subject(str(r["Patient_ID"])),
+                        "sha256": file_sha256(p),
+                        "group": None,
+                        "kind": "cell",
+                        "mpp": float("nan"),
+                    }
+                )
     if not rows:
         raise DatasetError(f"{root}: no C-NMC images found")
     return link_subjects(_frame(rows))

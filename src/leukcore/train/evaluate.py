@@ -12,6 +12,7 @@ The stain-swap test re-stains every held-out field (Reinhard transfer in LAB) to
 mean/std of the training fields of another stain group (class folder), cycling through the others,
 re-crops the same cells and classifies again.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,11 @@ def image_level(probs, rows, labels_by_row, how: str = "mean_prob", max_cells: O
 
     rows = np.asarray(rows)
     u = np.unique(rows)
-    P = np.stack([aggregate_cells(probs[rows == r][:max_cells], how) for r in u]) if len(u) \
+    P = (
+        np.stack([aggregate_cells(probs[rows == r][:max_cells], how) for r in u])
+        if len(u)
         else np.zeros((0, probs.shape[1]))
+    )
     return u, np.asarray(labels_by_row)[u], P
 
 
@@ -122,8 +126,7 @@ def stain_swap_crops(df, cells, spec, test_rows, train_rows, *, group_col="stain
 
 
 def _block(y, P, rows, classes, split_type, n_boot, groups=True):
-    return classification_metrics(y, P, classes, split_type=split_type, n_boot=n_boot,
-                                  groups=rows if groups else None)
+    return classification_metrics(y, P, classes, split_type=split_type, n_boot=n_boot, groups=rows if groups else None)
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,16 @@ class EvalOptions:
     tta_modes: tuple = (None, "d4")
 
 
-def evaluate_model(model, cfg: dict, out_dir: Optional[str | Path] = None, options: Optional[EvalOptions] = None, *,
-                   prepared=None, baseline_cells: Optional[dict] = None, log=print) -> dict:
+def evaluate_model(
+    model,
+    cfg: dict,
+    out_dir: Optional[str | Path] = None,
+    options: Optional[EvalOptions] = None,
+    *,
+    prepared=None,
+    baseline_cells: Optional[dict] = None,
+    log=print,
+) -> dict:
     """Evaluate ``model`` (name, card path, run dir or Classifier) on the config's held-out split.
 
     ``options``: stain swap, bootstrap, device, backend, card update, field rule, TTA modes
@@ -251,14 +262,21 @@ class _Evaluation:
         for t in Pt:
             for h in ("mean_prob", "mean_log_prob"):
                 if not any(r["tta"] == t and r["field_aggregation"] == h for r in rule_table):
-                    rule_table.append({"tta": t, "field_aggregation": h,
-                                       "test_images_accuracy": _field_acc(Pt[t], rows, lab, h)})
+                    rule_table.append(
+                        {"tta": t, "field_aggregation": h, "test_images_accuracy": _field_acc(Pt[t], rows, lab, h)}
+                    )
         for mc in (1, 8):
-            rule_table.append({"tta": rule["tta"], "field_aggregation": how, "max_cells_per_image": mc,
-                               "test_images_accuracy": _field_acc(self.P_field, rows, lab, how, mc)})
+            rule_table.append(
+                {
+                    "tta": rule["tta"],
+                    "field_aggregation": how,
+                    "max_cells_per_image": mc,
+                    "test_images_accuracy": _field_acc(self.P_field, rows, lab, how, mc),
+                }
+            )
 
     def colour_baseline(self, baseline_cells: Optional[dict]) -> None:
-        bc = baseline_cells if baseline_cells is not None else self.cells   # colour baseline's training cells
+        bc = baseline_cells if baseline_cells is not None else self.cells  # colour baseline's training cells
         btr = np.flatnonzero(bc["split"] == "train")
         self.colour = ColourBaseline().fit(bc["crops"][btr], bc["label"][btr])
         self.Pc = self.colour.predict_proba(self.cells["crops"][self.te], self.C)
@@ -266,21 +284,23 @@ class _Evaluation:
     def results(self, rule: dict, rule_table: list, other_baseline: bool) -> dict:
         """Cell and image metrics of the CNN and the colour baseline."""
         cells, cfg, te, y, rows, P, Pc = self.cells, self.cfg, self.te, self.y, self.rows, self.P, self.Pc
-        res: dict = {"model": self.clf.name, "classes": self.classes, "split_type": self.split_type,
-                     "held_out": "test split: never used for training or model selection",
-                     "backend": self.clf.backend,
-                     "test_images": int(len(self.test_rows)),
-                     "test_images_without_cells": int((cells["n_cells"][self.test_rows] == 0).sum()),
-                     "test_cells": int(len(te)),
-                     "crops": cfg["data"]["finder"] + (" (held-out images only)"
-                                                       if cfg["data"].get("only_cached") else "")}
+        res: dict = {
+            "model": self.clf.name,
+            "classes": self.classes,
+            "split_type": self.split_type,
+            "held_out": "test split: never used for training or model selection",
+            "backend": self.clf.backend,
+            "test_images": int(len(self.test_rows)),
+            "test_images_without_cells": int((cells["n_cells"][self.test_rows] == 0).sum()),
+            "test_cells": int(len(te)),
+            "crops": cfg["data"]["finder"] + (" (held-out images only)" if cfg["data"].get("only_cached") else ""),
+        }
         if other_baseline:
             res["colour_baseline_trained_on"] = "training cells of another crop source (baseline_cells)"
         res["cnn"] = {"cells": self.block(y, P, rows)}
         res["colour_baseline"] = {"cells": self.block(y, Pc, rows)}
         if len(te):
-            res["cnn"]["cells_tta"] = {str(t): {"accuracy": float((self.Pt[t].argmax(1) == y).mean())}
-                                       for t in self.Pt}
+            res["cnn"]["cells_tta"] = {str(t): {"accuracy": float((self.Pt[t].argmax(1) == y).mean())} for t in self.Pt}
         res["field_rule"] = {k: v for k, v in rule.items()}
         res["field_rule_ablation"] = rule_table
         u, self.yi, self.Pi = image_level(self.P_field, rows, self.lab_of_row, self.how)
@@ -288,8 +308,9 @@ class _Evaluation:
         res["cnn"]["images"] = self.block(self.yi, self.Pi, u, groups=False)
         res["colour_baseline"]["images"] = self.block(self.yi, Pci, u, groups=False)
         n_img = len(self.test_rows)
-        res["cnn"]["images"]["accuracy_counting_images_without_cells_as_wrong"] = \
-            float((self.Pi.argmax(1) == self.yi).sum() / max(1, n_img))
+        res["cnn"]["images"]["accuracy_counting_images_without_cells_as_wrong"] = float(
+            (self.Pi.argmax(1) == self.yi).sum() / max(1, n_img)
+        )
         return res
 
     def pbc_and_source_blocks(self, res: dict) -> None:
@@ -301,10 +322,14 @@ class _Evaluation:
         a = classes.index("ALL")
         if pbc.any():
             res["pbc_false_positive_rate"] = {
-                "cnn": float((P[pbc].argmax(1) == a).mean()), "colour_baseline": float((Pc[pbc].argmax(1) == a).mean()),
+                "cnn": float((P[pbc].argmax(1) == a).mean()),
+                "colour_baseline": float((Pc[pbc].argmax(1) == a).mean()),
                 "n_cells": int(pbc.sum()),
-                "per_cell_type": {str(t): float((P[pbc & (np.asarray(df['cell_type'])[rows] == t)].argmax(1) == a).mean())
-                                  for t in sorted(set(np.asarray(df["cell_type"])[rows[pbc]]))}}
+                "per_cell_type": {
+                    str(t): float((P[pbc & (np.asarray(df["cell_type"])[rows] == t)].argmax(1) == a).mean())
+                    for t in sorted(set(np.asarray(df["cell_type"])[rows[pbc]]))
+                },
+            }
         fa = np.isin(rows, np.flatnonzero(df["source"].to_numpy() == "all4class"))
         if fa.any():
             res["cnn"]["cells_all4class_only"] = self.block(y[fa], P[fa], rows[fa], n_boot=0)
@@ -324,11 +349,12 @@ class _Evaluation:
         _, _, Pcsi = image_level(Pcs, rs, lab, how)
         res["stain_swap"] = {
             "method": "Reinhard LAB mean/std transfer of each held-out field to the mean of another "
-                      "stain group's training fields (cycling through the other groups)",
+            "stain group's training fields (cycling through the other groups)",
             "cnn": {"cells": self.block(ys, Ps, rs), "images": self.block(ysi, Psi, us, groups=False)},
             "colour_baseline": {"cells": self.block(ys, Pcs, rs), "images": self.block(ysi, Pcsi, us, groups=False)},
-            "cnn_cells_accuracy_by_target": {str(t): float((Ps[tgt == t].argmax(1) == ys[tgt == t]).mean())
-                                             for t in sorted(set(tgt))},
+            "cnn_cells_accuracy_by_target": {
+                str(t): float((Ps[tgt == t].argmax(1) == ys[tgt == t]).mean()) for t in sorted(set(tgt))
+            },
         }
 
 
@@ -346,10 +372,12 @@ def headline(res: dict) -> dict:
     h["cnn_cells_roc_auc_macro"] = round(res["cnn"]["cells"].get("roc_auc_macro", float("nan")), 4)
     h["cnn_cells_ece"] = round(res["cnn"]["cells"].get("ece", float("nan")), 4)
     if "field_rule" in res:
-        h["images_rule"] = f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} " \
-                           "over all detected cells (selected on the validation split)" \
-            if "selected_on" in res["field_rule"] else \
-            f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} over all detected cells"
+        h["images_rule"] = (
+            f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} "
+            "over all detected cells (selected on the validation split)"
+            if "selected_on" in res["field_rule"]
+            else f"tta={res['field_rule'].get('tta')}, {res['field_rule'].get('field_aggregation')} over all detected cells"
+        )
     if "stain_swap" in res:
         s = res["stain_swap"]
         for k in ("cnn", "colour_baseline"):
@@ -373,8 +401,17 @@ def _write(res, out: Path, ev: _Evaluation, clf, update_card, log):
         if cm is None:
             continue
         with atomic_path(out / f"confusion_{lvl}.json") as tmp:
-            Path(tmp).write_text(json.dumps({"classes": classes, "matrix": cm, "rows": "true", "cols": "predicted",
-                                             "split_type": res["split_type"]}))
+            Path(tmp).write_text(
+                json.dumps(
+                    {
+                        "classes": classes,
+                        "matrix": cm,
+                        "rows": "true",
+                        "cols": "predicted",
+                        "split_type": res["split_type"],
+                    }
+                )
+            )
         plot_confusion(cm, classes, out / f"confusion_{lvl}.png", f"{clf.name} held-out {lvl} ({res['split_type']})")
         plot_roc(yy, pp, classes, out / f"roc_{lvl}.png", f"{clf.name} held-out {lvl} ({res['split_type']})")
     h = headline(res)
@@ -382,6 +419,7 @@ def _write(res, out: Path, ev: _Evaluation, clf, update_card, log):
     cp = clf.card.get("_card_path")
     if update_card and cp and Path(cp).parent.resolve() == out.resolve():
         import yaml
+
         card = yaml.safe_load(Path(cp).read_text())
         if "field_rule" in res:
             card["inference"] = dict(res["field_rule"])

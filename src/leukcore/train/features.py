@@ -9,6 +9,7 @@ phase 2  the top ``finetune_stages`` stages + ``conv_head`` + head, from the tru
 Works for timm's EfficientNet / MobileNet family (``conv_stem``, ``bn1``, ``blocks``,
 ``conv_head``, ``bn2``, ``forward_head``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,15 +20,26 @@ import numpy as np
 from ..classify.geometry import CropSpec
 from ..classify.inputs import preprocess
 
-__all__ = ["split_network", "trunk_features", "TrunkRun", "augment_crops", "degrade_crop", "CameraQuality", "pooled_features",
-           "TopModel", "onnx_runner"]
+__all__ = [
+    "split_network",
+    "trunk_features",
+    "TrunkRun",
+    "augment_crops",
+    "degrade_crop",
+    "CameraQuality",
+    "pooled_features",
+    "TopModel",
+    "onnx_runner",
+]
 
 
 def _check(net):
     for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head"):
         if not hasattr(net, a):
-            raise ValueError(f"{type(net).__name__}: feature caching needs a timm EfficientNet/MobileNet-style "
-                             f"network (missing {a!r}); choose e.g. tf_efficientnet_lite0 or efficientnet_b0")
+            raise ValueError(
+                f"{type(net).__name__}: feature caching needs a timm EfficientNet/MobileNet-style "
+                f"network (missing {a!r}); choose e.g. tf_efficientnet_lite0 or efficientnet_b0"
+            )
 
 
 def split_network(net, finetune_stages: int = 2):
@@ -52,7 +64,7 @@ def _top_model_cls():
             self.k = k
 
         def features(self, f):
-            for b in self.net.blocks[self.k:]:
+            for b in self.net.blocks[self.k :]:
                 f = b(f)
             return self.net.bn2(self.net.conv_head(f))
 
@@ -85,8 +97,9 @@ def augment_crops(crops: np.ndarray, rng: np.random.Generator, stain: Optional[d
         if rng.random() < 0.5:
             c = c[:, ::-1]
         if stain and stain.get("hed_sigma"):
-            c = hed_jitter(np.ascontiguousarray(c), rng, sigma=stain.get("hed_sigma", 0.05),
-                           bias=stain.get("hed_bias", 0.05))
+            c = hed_jitter(
+                np.ascontiguousarray(c), rng, sigma=stain.get("hed_sigma", 0.05), bias=stain.get("hed_bias", 0.05)
+            )
         if quality is not None:
             c = degrade_crop(np.ascontiguousarray(c), rng, CameraQuality(**quality))
         out[i] = c
@@ -173,6 +186,7 @@ def onnx_runner(trunk, size: int):
         d = Path(tempfile.mkdtemp(prefix="leuk-trunk-"))
         path = export_onnx(trunk.cpu().eval(), size, d / "trunk.onnx")
         import torch
+
         return OnnxRunner(path, threads=torch.get_num_threads())
     except Exception:  # pragma: no cover - fall back to torch
         return None
@@ -201,8 +215,16 @@ class TrunkRun:
     runner: object = "auto"
 
 
-def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, run: Optional[TrunkRun] = None,
-                   augment: Optional[Callable] = None, desc: str = "features") -> np.ndarray:
+def trunk_features(
+    trunk,
+    crops: np.ndarray,
+    spec: CropSpec,
+    device,
+    *,
+    run: Optional[TrunkRun] = None,
+    augment: Optional[Callable] = None,
+    desc: str = "features",
+) -> np.ndarray:
     """Run the frozen ``trunk`` over crops (optionally augmented) -> float16 features (N, C, h, w).
 
     ``run``: batch size, AMP, memory format and the ONNX runner (:class:`TrunkRun`; default ``TrunkRun()``: on
@@ -219,14 +241,14 @@ def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, run: Opt
     out = None
     with torch.inference_mode():
         for i in tqdm(range(0, len(crops), batch_size), desc=desc, unit="batch", mininterval=10, leave=False):
-            c = crops[i:i + batch_size]
+            c = crops[i : i + batch_size]
             if augment is not None:
                 c = augment(c)
             if runner is not None:
                 f = runner(preprocess(c, spec)).astype(np.float16)
                 if out is None:
                     out = np.empty((len(crops),) + f.shape[1:], np.float16)
-                out[i:i + len(f)] = f
+                out[i : i + len(f)] = f
                 continue
             x = torch.from_numpy(preprocess(c, spec)).to(device)
             if channels_last:
@@ -235,7 +257,7 @@ def trunk_features(trunk, crops: np.ndarray, spec: CropSpec, device, *, run: Opt
                 f = trunk(x).float().cpu().numpy().astype(np.float16)
             if out is None:
                 out = np.empty((len(crops),) + f.shape[1:], np.float16)
-            out[i:i + len(f)] = f
+            out[i : i + len(f)] = f
     if out is None:
         out = np.zeros((0, 1, 1, 1), np.float16)
     return out
@@ -249,6 +271,6 @@ def pooled_features(top, feats: np.ndarray, device, batch_size: int = 256) -> np
     res = []
     with torch.inference_mode():
         for i in range(0, len(feats), batch_size):
-            f = torch.from_numpy(feats[i:i + batch_size].astype(np.float32)).to(device)
+            f = torch.from_numpy(feats[i : i + batch_size].astype(np.float32)).to(device)
             res.append(top.pooled(f).float().cpu().numpy())
     return np.concatenate(res) if res else np.zeros((0, 1), np.float32)

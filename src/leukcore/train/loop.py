@@ -11,6 +11,7 @@ channels_last when present, several GPUs with ``torchrun --nproc_per_node N -m l
 ``splits.csv``, ``checkpoint.pt``, ``history.json``, ``model.safetensors`` + ``model.yaml`` (the card)
 and, after evaluation, ``metrics.json`` and plots.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,14 +46,6 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-
-
-
-
-
-
-
-
 def _class_weights(y: np.ndarray, C: int) -> np.ndarray:
     cnt = np.bincount(y, minlength=C).astype(np.float64)
     w = np.where(cnt > 0, len(y) / (C * np.maximum(cnt, 1)), 0.0)
@@ -65,7 +58,7 @@ def _batches(n: int, bs: int, rng: np.random.Generator, y=None, balance: str = "
         idx = rng.choice(n, size=n, replace=True, p=p / p.sum())
     else:
         idx = rng.permutation(n)
-    return [idx[i:i + bs] for i in range(0, n, bs)]
+    return [idx[i : i + bs] for i in range(0, n, bs)]
 
 
 def ck_exists_before(path: Path, t0: float) -> bool:
@@ -77,6 +70,7 @@ def _save_ckpt(path: Path, state: dict) -> None:
     import torch
 
     from ..results import atomic_path
+
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -92,9 +86,10 @@ def _load_ckpt(path: Path) -> Optional[dict]:
 def build_card(cfg: dict, classes, spec, extra: dict | None = None) -> dict:
     """The model card of a classifier trained with ``cfg`` (``extra`` merged in: metrics, thresholds, weights)."""
     card = {
-        "name": cfg["name"], "task": "classification", "version": cfg.get("version", 1),
-        "architecture": {"name": cfg["model"]["architecture"], "num_classes": len(classes),
-                         "library": "timm"},
+        "name": cfg["name"],
+        "task": "classification",
+        "version": cfg.get("version", 1),
+        "architecture": {"name": cfg["model"]["architecture"], "num_classes": len(classes), "library": "timm"},
         "input": spec.to_card(),
         "classes": list(classes),
         "training": {"config": {k: v for k, v in cfg.items() if k != "eval"}},
@@ -103,8 +98,9 @@ def build_card(cfg: dict, classes, spec, extra: dict | None = None) -> dict:
     return card
 
 
-def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = False, evaluate: bool = True,
-                     log=_print) -> Path:
+def train_classifier(
+    cfg: dict, out_dir: str | os.PathLike, *, resume: bool = False, evaluate: bool = True, log=_print
+) -> Path:
     """Train a classifier from a resolved config into ``out_dir`` and evaluate it on the held-out split.
 
     Returns the run directory (its ``model.yaml`` loads with ``Classifier.load(run_dir)``).
@@ -117,7 +113,7 @@ def train_classifier(cfg: dict, out_dir: str | os.PathLike, *, resume: bool = Fa
     t.phase1()
     t.phase2()
     t.finish_timings()
-    if t.rank != 0:                   # only rank 0 writes the model
+    if t.rank != 0:  # only rank 0 writes the model
         return t.run
     t.save()
     if evaluate:
@@ -138,11 +134,12 @@ class _Training:
         self.rank, self.world, local = dist_context()
         if tr.get("threads"):
             torch.set_num_threads(int(tr["threads"]))
-        self.device = resolve_device(tr["device"] if self.world == 1
-                                     else f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(
+            tr["device"] if self.world == 1 else f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        )
         self.st = device_settings(self.device)
         seed_everything(int(tr["seed"]))
-        if self.rank == 0:                # only rank 0 writes the run directory
+        if self.rank == 0:  # only rank 0 writes the run directory
             run.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, run / "config.yaml")
         self.t0 = time.perf_counter()
@@ -158,8 +155,10 @@ class _Training:
             df.drop(columns=[c for c in ("cell_type",) if c not in df]).to_csv(self.run / "splits.csv", index=False)
         self.C = len(classes)
         report, t0 = self.report, self.t0
-        self.log(f"[train] {self.cfg['name']}: {len(df)} images, {report['cells']} cells, classes={classes}, "
-                 f"split={report['split_type']} {report['cells_per_split']} ({time.perf_counter() - t0:.0f}s)")
+        self.log(
+            f"[train] {self.cfg['name']}: {len(df)} images, {report['cells']} cells, classes={classes}, "
+            f"split={report['split_type']} {report['cells_per_split']} ({time.perf_counter() - t0:.0f}s)"
+        )
         self.timings: dict = {"prepare_s": round(time.perf_counter() - t0, 1)}
 
     def build_network(self) -> None:
@@ -203,11 +202,26 @@ class _Training:
             trunk_run = TrunkRun(amp=st["amp"], channels_last=device.type == "cuda", runner=runner)
             views = [trunk_features(self.trunk, cells["crops"][tri], spec, device, run=trunk_run, desc="train view 0")]
             for v in range(1, V):
-                views.append(trunk_features(self.trunk, cells["crops"][tri], spec, device, run=trunk_run,
-                                            desc=f"train view {v}", augment=lambda c: augment_crops(c, rng, stain)))
-            self.ftr = np.stack(views)                       # (V, N, C, h, w)
-            self.fva = trunk_features(self.trunk, cells["crops"][self.vai], spec, device, desc="val",
-                                      run=TrunkRun(amp=st["amp"], runner=runner))
+                views.append(
+                    trunk_features(
+                        self.trunk,
+                        cells["crops"][tri],
+                        spec,
+                        device,
+                        run=trunk_run,
+                        desc=f"train view {v}",
+                        augment=lambda c: augment_crops(c, rng, stain),
+                    )
+                )
+            self.ftr = np.stack(views)  # (V, N, C, h, w)
+            self.fva = trunk_features(
+                self.trunk,
+                cells["crops"][self.vai],
+                spec,
+                device,
+                desc="val",
+                run=TrunkRun(amp=st["amp"], runner=runner),
+            )
             if self.rank == 0:
                 from ..results import atomic_path
 
@@ -232,15 +246,25 @@ class _Training:
         w = _class_weights(self.ytr, C) if self.tr["balance"] == "loss" else np.ones(C, np.float32)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w).to(self.device))
         self.head = self.net.get_classifier()
-        with torch.no_grad():             # zero-init the new head: phase 1 starts at loss log(C)
+        with torch.no_grad():  # zero-init the new head: phase 1 starts at loss log(C)
             self.head.weight.zero_()
             self.head.bias.zero_()
 
     def _checkpoint(self, phase: int, ep: int, opt, best, best_state, bad) -> None:
         if self.rank == 0:
-            _save_ckpt(self.ckpt_path, {"phase": phase, "epoch": ep, "state": self.net.state_dict(),
-                                        "opt": opt.state_dict(), "best": best, "best_state": best_state, "bad": bad,
-                                        "history": self.history})
+            _save_ckpt(
+                self.ckpt_path,
+                {
+                    "phase": phase,
+                    "epoch": ep,
+                    "state": self.net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "best": best,
+                    "best_state": best_state,
+                    "bad": bad,
+                    "history": self.history,
+                },
+            )
 
     # ------------------------------------------------------------ phase 1: head
     def phase1(self) -> None:
@@ -254,8 +278,9 @@ class _Training:
         t2 = time.perf_counter()
         best, best_state = self._phase1_epochs()
         self.net.load_state_dict(best_state)
-        self.log(f"[train] phase 1 (head, frozen backbone): best val macro-F1 {best:.4f} after "
-                 f"{len(self.history)} epochs")
+        self.log(
+            f"[train] phase 1 (head, frozen backbone): best val macro-F1 {best:.4f} after {len(self.history)} epochs"
+        )
         self.timings["phase1_s"] = round(time.perf_counter() - t2, 1)
         self.ck = None
         self.p2_start, self.p2_best, self.p2_state, self.p2_bad, self.p2_opt = 0, best, best_state, 0, None
@@ -318,7 +343,7 @@ class _Training:
         if self.p2_opt is not None:
             opt.load_state_dict(self.p2_opt)
         model = self.top
-        if world > 1:                     # DDP broadcasts rank 0's weights, then averages gradients every step
+        if world > 1:  # DDP broadcasts rank 0's weights, then averages gradients every step
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             device = self.device
@@ -330,7 +355,7 @@ class _Training:
         if sched not in ("constant", "cosine"):
             raise ValueError(f"config: train.phase2.schedule must be constant | cosine, got {sched!r}")
         for ep in range(self.p2_start, int(p2["epochs"])):
-            if sched == "cosine":         # per-epoch cosine decay from lr towards 0 over the planned epochs
+            if sched == "cosine":  # per-epoch cosine decay from lr towards 0 over the planned epochs
                 for g in opt.param_groups:
                     # math.cos keeps it a plain float: checkpoints then load with weights_only
                     g["lr"] = float(p2["lr"]) * 0.5 * (1 + math.cos(math.pi * ep / max(1, int(p2["epochs"]))))
@@ -349,7 +374,7 @@ class _Training:
 
         top, device, st, tri, ytr, tr = self.top, self.device, self.st, self.tri, self.ytr, self.tr
         top.train()
-        for m in top.modules():       # keep BatchNorm statistics frozen (small batches, small data)
+        for m in top.modules():  # keep BatchNorm statistics frozen (small batches, small data)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
         view = rng.integers(0, self.V, size=len(tri))
@@ -376,11 +401,26 @@ class _Training:
         top, fva, device, C, yva, tri = self.top, self.fva, self.device, self.C, self.yva, self.tri
         top.eval()
         with torch.inference_mode():
-            pv = np.concatenate([top(torch.from_numpy(fva[i:i + 256].astype(np.float32)).to(device)).float()
-                                 .cpu().numpy() for i in range(0, len(fva), 256)]) if len(fva) else np.zeros((0, C))
+            pv = (
+                np.concatenate(
+                    [
+                        top(torch.from_numpy(fva[i : i + 256].astype(np.float32)).to(device)).float().cpu().numpy()
+                        for i in range(0, len(fva), 256)
+                    ]
+                )
+                if len(fva)
+                else np.zeros((0, C))
+            )
         f1 = broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, self.world)  # one decision for all
-        self.history.append({"phase": 2, "epoch": ep, "loss": tot / max(1, len(tri)), "val_macro_f1": f1,
-                             "lr": float(opt.param_groups[0]["lr"])})
+        self.history.append(
+            {
+                "phase": 2,
+                "epoch": ep,
+                "loss": tot / max(1, len(tri)),
+                "val_macro_f1": f1,
+                "lr": float(opt.param_groups[0]["lr"]),
+            }
+        )
         self.log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
         if f1 > self.p2_best:
             self.p2_best, self.p2_bad = f1, 0
@@ -416,19 +456,24 @@ class _Training:
 
         cfg, report, run = self.cfg, self.report, self.run
         finder_name = cfg["data"]["finder"]
-        extra = {"training": {
-            "config": {k: v for k, v in cfg.items() if k != "eval"},
-            "imagenet_init": self.origin,
-            "data": report,
-            "cells": ("Per-cell crops from the project's own detector "
-                      f"({cfg['data'].get('detector')}) run on each image (Slide.from_array at the dataset's mpp); "
-                      "every crop of a field takes its field's label (label noise: a field's other cells).")
-            if finder_name == "detector" else f"Per-cell crops from the {finder_name!r} finder.",
-            "split_type": report["split_type"],
-            "best_val_macro_f1": float(self.p2_best),
-            "timings": self.timings,
-            "command": f"leuk train {cfg.get('_config_path', 'CONFIG.yaml')}",
-        }}
+        extra = {
+            "training": {
+                "config": {k: v for k, v in cfg.items() if k != "eval"},
+                "imagenet_init": self.origin,
+                "data": report,
+                "cells": (
+                    "Per-cell crops from the project's own detector "
+                    f"({cfg['data'].get('detector')}) run on each image (Slide.from_array at the dataset's mpp); "
+                    "every crop of a field takes its field's label (label noise: a field's other cells)."
+                )
+                if finder_name == "detector"
+                else f"Per-cell crops from the {finder_name!r} finder.",
+                "split_type": report["split_type"],
+                "best_val_macro_f1": float(self.p2_best),
+                "timings": self.timings,
+                "command": f"leuk train {cfg.get('_config_path', 'CONFIG.yaml')}",
+            }
+        }
         card = build_card(cfg, self.classes, self.spec, extra)
         save_model({k: v for k, v in self.net.state_dict().items()}, card, run, "model")
         (run / "history.json").write_text(json.dumps(self.history, indent=1))
@@ -438,7 +483,16 @@ class _Training:
         from .evaluate import EvalOptions, evaluate_model
 
         cfg = self.cfg
-        options = EvalOptions(stain_swap=cfg["eval"].get("stain_swap", True), n_boot=cfg["eval"].get("n_boot", 1000),
-                              tta_modes=tuple(cfg["eval"].get("tta") or (None,)))
-        evaluate_model(self.run / "model.yaml", cfg, self.run, options,
-                       prepared=(self.df, self.classes, self.spec, self.cells), log=self.log)
+        options = EvalOptions(
+            stain_swap=cfg["eval"].get("stain_swap", True),
+            n_boot=cfg["eval"].get("n_boot", 1000),
+            tta_modes=tuple(cfg["eval"].get("tta") or (None,)),
+        )
+        evaluate_model(
+            self.run / "model.yaml",
+            cfg,
+            self.run,
+            options,
+            prepared=(self.df, self.classes, self.spec, self.cells),
+            log=self.log,
+        )

@@ -2,6 +2,7 @@
 
 Every metrics dict carries the ``split_type`` it was measured on.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ __all__ = ["classification_metrics", "bootstrap_ci", "ece", "plot_confusion", "p
 def macro_f1(y_true, y_pred, n_classes: int) -> float:
     """Macro-averaged F1 over ``n_classes`` classes (a class never predicted nor present counts 0)."""
     from sklearn.metrics import f1_score
+
     return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
 
 
@@ -38,14 +40,22 @@ def _point(y, p, C):
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     pred = p.argmax(1)
-    return {"accuracy": float(accuracy_score(y, pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else float("nan"),
-            "macro_f1": float(f1_score(y, pred, labels=list(range(C)), average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(y, pred, labels=list(range(C)), average="weighted", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else float("nan"),
+        "macro_f1": float(f1_score(y, pred, labels=list(range(C)), average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y, pred, labels=list(range(C)), average="weighted", zero_division=0)),
+    }
 
 
-def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 groups: Optional[np.ndarray] = None) -> dict:
+def bootstrap_ci(
+    y: np.ndarray,
+    p: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Optional[np.ndarray] = None,
+) -> dict:
     """Percentile bootstrap CIs of the headline metrics (resampling ``groups`` when given)."""
     import warnings
 
@@ -70,12 +80,15 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0
                 idx = np.concatenate([by_unit[i] for i in pick])
             for k, v in _point(y[idx], p[idx], C).items():
                 vals.setdefault(k, []).append(v)
-        return {k: [float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
-                for k, v in vals.items()}
+        return {
+            k: [float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
+            for k, v in vals.items()
+        }
 
 
-def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type: str, n_boot: int = 1000,
-                           groups=None, seed: int = 0) -> dict:
+def classification_metrics(
+    y_true, probs, classes: Sequence[str], *, split_type: str, n_boot: int = 1000, groups=None, seed: int = 0
+) -> dict:
     """Accuracy, balanced accuracy, per-class P/R/F1, macro/weighted F1, one-vs-rest ROC AUC,
     confusion matrix, ECE and bootstrap 95 % CIs; ``split_type`` is recorded.
     """
@@ -89,8 +102,10 @@ def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type:
         return out
     out.update(_point(y, p, C))
     pr, rc, f1, sup = precision_recall_fscore_support(y, p.argmax(1), labels=list(range(C)), zero_division=0)
-    out["per_class"] = {c: {"precision": float(pr[i]), "recall": float(rc[i]), "f1": float(f1[i]),
-                            "support": int(sup[i])} for i, c in enumerate(classes)}
+    out["per_class"] = {
+        c: {"precision": float(pr[i]), "recall": float(rc[i]), "f1": float(f1[i]), "support": int(sup[i])}
+        for i, c in enumerate(classes)
+    }
     auc = {}
     for i, c in enumerate(classes):
         yy = (y == i).astype(int)
@@ -101,16 +116,19 @@ def classification_metrics(y_true, probs, classes: Sequence[str], *, split_type:
     out["confusion_matrix"] = confusion_matrix(y, p.argmax(1), labels=list(range(C))).tolist()
     out["ece"] = ece(p, y)
     if n_boot:
-        out["ci95"] = bootstrap_ci(y, p, n_boot=n_boot, seed=seed,
-                                   groups=None if groups is None else np.asarray(groups))
+        out["ci95"] = bootstrap_ci(
+            y, p, n_boot=n_boot, seed=seed, groups=None if groups is None else np.asarray(groups)
+        )
     return out
 
 
 def _pyplot():
     """Matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -134,8 +152,15 @@ def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
     ax.imshow(cm, cmap="Blues")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")

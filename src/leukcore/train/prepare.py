@@ -1,4 +1,5 @@
 """From a config to labelled, de-duplicated, split images and their per-cell crops."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,35 +23,7 @@ def read_datasets(cfg: dict, report: dict | None = None):
     frames = []
     corr_reports: list = []
     for d in cfg["data"]["datasets"]:
-        r = d["reader"]
-        if r == "all4class":
-            f = ds.read_all4class(d.get("root"))
-            f["stain_group"] = f["label"]
-            if d.get("label_map"):
-                f["label"] = f["label"].map(lambda x, m=d["label_map"]: m.get(x, x))
-        elif r == "pbc":
-            classes = d.get("classes") or [c for c in ds.PBC_CLASSES
-                                           if c not in cfg["data"].get("exclude_pbc_classes", [])]
-            f = ds.read_pbc(d.get("root"), classes=classes, label=d.get("label", "normal"))
-            f["stain_group"] = "pbc"
-        elif r == "bccd":
-            f = ds.read_bccd(d.get("root"), label=d.get("label", "normal"))
-            f["stain_group"] = "bccd"
-        elif r == "cnmc":
-            f = ds.read_cnmc(d["root"])
-            f["stain_group"] = f["label"]
-        elif r == "corrections":                  # a reviewer's corrected cells (docs/review.md)
-            crep: dict = {}
-            f = ds.read_corrections(d["root"], slides=d.get("slides"), report=crep)
-            f["stain_group"] = "corrections"
-            split = d.get("split", "train")       # extra training data unless `split: auto`
-            f["fixed_split"] = None if split == "auto" else split
-            corr_reports.append({"root": str(d["root"]), "split": split, **crep})
-        else:
-            f = ds.read_folder_per_class(d["root"], d.get("classes"), source=d.get("source", "folder"),
-                                         kind=d.get("kind", "cell"), mpp=float(d.get("mpp", float("nan"))),
-                                         label_map=d.get("label_map"))
-            f["stain_group"] = f["label"]
+        f = _read_dataset(d, cfg, corr_reports)
         if "cell_type" not in f:
             f["cell_type"] = None
         frames.append(f)
@@ -63,7 +36,7 @@ def read_datasets(cfg: dict, report: dict | None = None):
         rep["dropped_unlisted_labels"] = int(bad.sum())
         df = df[~bad].reset_index(drop=True)
     fixed = None
-    if "fixed_split" in df and df["fixed_split"].notna().any():   # rows with a set split skip the splitter
+    if "fixed_split" in df and df["fixed_split"].notna().any():  # rows with a set split skip the splitter
         held = df["fixed_split"].notna().to_numpy()
         fixed = df[held].assign(split=df.loc[held, "fixed_split"])
         df = df[~held].reset_index(drop=True)
@@ -73,11 +46,17 @@ def read_datasets(cfg: dict, report: dict | None = None):
     if dd.get("max_images_per_class"):
         n = int(dd["max_images_per_class"])
         rng = np.random.default_rng(int(dd["seed"]))
-        keep = np.concatenate([rng.permutation(np.flatnonzero(df["label"].to_numpy() == c))[:n]
-                               for c in sorted(df["label"].unique())])
+        keep = np.concatenate(
+            [rng.permutation(np.flatnonzero(df["label"].to_numpy() == c))[:n] for c in sorted(df["label"].unique())]
+        )
         df = df.iloc[np.sort(keep)].reset_index(drop=True)
-    df = assign_splits(df, test_frac=dd["test_frac"], val_frac=dd["val_frac"], seed=dd["seed"],
-                       holdout_sources=tuple(dd.get("holdout_sources") or ()))
+    df = assign_splits(
+        df,
+        test_frac=dd["test_frac"],
+        val_frac=dd["val_frac"],
+        seed=dd["seed"],
+        holdout_sources=tuple(dd.get("holdout_sources") or ()),
+    )
     if fixed is not None:
         st = df.attrs["split_type"]
         df = pd.concat([df, fixed], ignore_index=True)
@@ -87,6 +66,44 @@ def read_datasets(cfg: dict, report: dict | None = None):
         report["split_type"] = df.attrs["split_type"]
         report["images_per_split"] = {k: int(v) for k, v in df["split"].value_counts().items()}
     return df, list(classes)
+
+
+def _read_dataset(d: dict, cfg: dict, corr_reports: list):
+    """One dataset entry of the config as a frame (``stain_group`` set; a corrections entry's report appended)."""
+    r = d["reader"]
+    if r == "all4class":
+        f = ds.read_all4class(d.get("root"))
+        f["stain_group"] = f["label"]
+        if d.get("label_map"):
+            f["label"] = f["label"].map(lambda x, m=d["label_map"]: m.get(x, x))
+    elif r == "pbc":
+        classes = d.get("classes") or [c for c in ds.PBC_CLASSES if c not in cfg["data"].get("exclude_pbc_classes", [])]
+        f = ds.read_pbc(d.get("root"), classes=classes, label=d.get("label", "normal"))
+        f["stain_group"] = "pbc"
+    elif r == "bccd":
+        f = ds.read_bccd(d.get("root"), label=d.get("label", "normal"))
+        f["stain_group"] = "bccd"
+    elif r == "cnmc":
+        f = ds.read_cnmc(d["root"])
+        f["stain_group"] = f["label"]
+    elif r == "corrections":  # a reviewer's corrected cells (docs/review.md)
+        crep: dict = {}
+        f = ds.read_corrections(d["root"], slides=d.get("slides"), report=crep)
+        f["stain_group"] = "corrections"
+        split = d.get("split", "train")  # extra training data unless `split: auto`
+        f["fixed_split"] = None if split == "auto" else split
+        corr_reports.append({"root": str(d["root"]), "split": split, **crep})
+    else:
+        f = ds.read_folder_per_class(
+            d["root"],
+            d.get("classes"),
+            source=d.get("source", "folder"),
+            kind=d.get("kind", "cell"),
+            mpp=float(d.get("mpp", float("nan"))),
+            label_map=d.get("label_map"),
+        )
+        f["stain_group"] = f["label"]
+    return f
 
 
 def make_finder(cfg: dict, device="cpu"):
@@ -112,14 +129,16 @@ def cap_train_cells(cells: dict, cap: int, seed: int = 0) -> dict:
     tr = np.flatnonzero(cells["split"] == "train")
     if len(tr):
         perm = tr[np.random.default_rng(seed).permutation(len(tr))]
-        perm = perm[np.argsort(cells["row"][perm], kind="stable")]      # grouped by image, random within
+        perm = perm[np.argsort(cells["row"][perm], kind="stable")]  # grouped by image, random within
         rows = cells["row"][perm]
         first = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
         rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
         keep[perm[rank >= cap]] = False
     n = len(keep)
-    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == n and k not in ("n_cells", "found") else v)
-            for k, v in cells.items()}
+    return {
+        k: (v[keep] if isinstance(v, np.ndarray) and len(v) == n and k not in ("n_cells", "found") else v)
+        for k, v in cells.items()
+    }
 
 
 def _build_cells(df, spec, finder, *, max_cells_per_image: int, only_cached: bool) -> dict:
@@ -137,8 +156,13 @@ def _build_cells(df, spec, finder, *, max_cells_per_image: int, only_cached: boo
     n_cells, found = np.zeros(len(df), int), np.ones(len(df), bool)
     crops, rows, cents = [], [], []
     if len(img):
-        c = build_cell_set(df.iloc[img].reset_index(drop=True), spec, finder,
-                           max_cells_per_image=max_cells_per_image, only_cached=only_cached)
+        c = build_cell_set(
+            df.iloc[img].reset_index(drop=True),
+            spec,
+            finder,
+            max_cells_per_image=max_cells_per_image,
+            only_cached=only_cached,
+        )
         crops.append(c["crops"])
         rows.append(img[c["row"]])
         cents.append(c["centroid"])
@@ -150,8 +174,13 @@ def _build_cells(df, spec, finder, *, max_cells_per_image: int, only_cached: boo
     n_cells[sli] = 1
     row = np.concatenate(rows)
     order = np.argsort(row, kind="stable")
-    return {"crops": np.concatenate(crops)[order], "row": row[order], "centroid": np.concatenate(cents)[order],
-            "n_cells": n_cells, "found": found}
+    return {
+        "crops": np.concatenate(crops)[order],
+        "row": row[order],
+        "centroid": np.concatenate(cents)[order],
+        "n_cells": n_cells,
+        "found": found,
+    }
 
 
 def prepare(cfg: dict, device="cpu", report: dict | None = None):
@@ -160,8 +189,7 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
     spec = spec_from_config(cfg)
     only = bool(cfg["data"].get("only_cached"))
     finder = make_finder(cfg, device)
-    cells = _build_cells(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"],
-                         only_cached=only)
+    cells = _build_cells(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"], only_cached=only)
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)
     cells["split"] = df["split"].to_numpy()[cells["row"]]
@@ -169,13 +197,16 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
     if cap is not None and len(cells["row"]):
         cells = cap_train_cells(cells, int(cap), seed=int(cfg["data"].get("seed", 0)))
     if report is not None:
-        report["finder"] = getattr(finder, "name", str(cfg["data"]["finder"]))   # detector: name, weights sha, thresholds
+        report["finder"] = getattr(
+            finder, "name", str(cfg["data"]["finder"])
+        )  # detector: name, weights sha, thresholds
         nc = cells["n_cells"]
         report["cells"] = int(len(cells["row"]))
         report["images_without_cells"] = int(((nc == 0) & cells["found"]).sum())
         if only:
             nf = ~cells["found"]
-            report["images_not_run_through_finder"] = {k: int((nf & (df["split"].to_numpy() == k)).sum())
-                                                       for k in ("train", "val", "test")}
+            report["images_not_run_through_finder"] = {
+                k: int((nf & (df["split"].to_numpy() == k)).sum()) for k in ("train", "val", "test")
+            }
         report["cells_per_split"] = {k: int((cells["split"] == k).sum()) for k in ("train", "val", "test")}
     return df, classes, spec, cells

@@ -17,14 +17,24 @@ training cells (:func:`model_cell_set`: the crop cache ``leuk train`` built, wit
 card records), its threshold is the score quantile that keeps ``keep`` of the same shifted
 validation cells (:func:`choose_ood_threshold`).
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["threshold_table", "choose_review_threshold", "choose_blast_threshold", "shifted_copies",
-           "REVIEW_GRID", "model_cell_set", "model_cell_features", "choose_ood_threshold", "ood_review_block"]
+__all__ = [
+    "threshold_table",
+    "choose_review_threshold",
+    "choose_blast_threshold",
+    "shifted_copies",
+    "REVIEW_GRID",
+    "model_cell_set",
+    "model_cell_features",
+    "choose_ood_threshold",
+    "ood_review_block",
+]
 
 #: candidate thresholds (top-class probability)
 REVIEW_GRID = tuple(np.round(np.arange(0.50, 0.995, 0.01), 3))
@@ -39,33 +49,56 @@ def threshold_table(probs: np.ndarray, y: np.ndarray, grid=REVIEW_GRID) -> list[
     rows = []
     for t in grid:
         keep = conf >= t
-        rows.append({"threshold": float(t), "kept": float(keep.mean()) if len(keep) else 0.0,
-                     "kept_accuracy": float(ok[keep].mean()) if keep.any() else None})
+        rows.append(
+            {
+                "threshold": float(t),
+                "kept": float(keep.mean()) if len(keep) else 0.0,
+                "kept_accuracy": float(ok[keep].mean()) if keep.any() else None,
+            }
+        )
     return rows
 
 
-def choose_review_threshold(probs: np.ndarray, y: np.ndarray, *, target_accuracy: float = 0.95,
-                            min_kept: float = 0.5, grid=REVIEW_GRID) -> dict:
+def choose_review_threshold(
+    probs: np.ndarray, y: np.ndarray, *, target_accuracy: float = 0.95, min_kept: float = 0.5, grid=REVIEW_GRID
+) -> dict:
     """The lowest threshold whose kept cells reach ``target_accuracy`` while keeping ``min_kept``.
 
     Returns ``{"confidence", "kept", "kept_accuracy", "target_accuracy", "table"}``.
     """
     table = threshold_table(probs, y, grid)
-    ok = [r for r in table if r["kept_accuracy"] is not None and r["kept_accuracy"] >= target_accuracy
-          and r["kept"] >= min_kept]
+    ok = [
+        r
+        for r in table
+        if r["kept_accuracy"] is not None and r["kept_accuracy"] >= target_accuracy and r["kept"] >= min_kept
+    ]
     if ok:
         best = ok[0]
     else:
-        cands = [r for r in table if r["kept_accuracy"] is not None and r["kept"] >= min_kept] or \
-                [r for r in table if r["kept_accuracy"] is not None]
+        cands = [r for r in table if r["kept_accuracy"] is not None and r["kept"] >= min_kept] or [
+            r for r in table if r["kept_accuracy"] is not None
+        ]
         best = max(cands, key=lambda r: (r["kept_accuracy"], -r["threshold"]))
-    return {"confidence": best["threshold"], "kept": round(best["kept"], 4),
-            "kept_accuracy": round(best["kept_accuracy"], 4), "target_accuracy": target_accuracy,
-            "min_kept": min_kept, "table": table}
+    return {
+        "confidence": best["threshold"],
+        "kept": round(best["kept"], 4),
+        "kept_accuracy": round(best["kept_accuracy"], 4),
+        "target_accuracy": target_accuracy,
+        "min_kept": min_kept,
+        "table": table,
+    }
 
 
-def choose_blast_threshold(probs: np.ndarray, y: np.ndarray, groups: np.ndarray, blast: np.ndarray, *,
-                           floor: float, max_fpr: float = 0.05, grid=REVIEW_GRID) -> dict:
+def choose_blast_threshold(
+    probs: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    blast: np.ndarray,
+    *,
+    floor: float,
+    max_fpr: float = 0.05,
+    grid=REVIEW_GRID,
+) -> dict:
     """The lowest confidence a **blast** call needs so that, in every group (source) of normal cells,
     at most ``max_fpr`` of them are called a blast with that confidence.
 
@@ -81,8 +114,7 @@ def choose_blast_threshold(probs: np.ndarray, y: np.ndarray, groups: np.ndarray,
     called = blast[pred]
     chosen = None
     for t in [g for g in grid if g >= floor] + [1.0]:
-        fpr = {str(g): float((called & (conf >= t))[normal & (groups == g)].mean())
-               for g in np.unique(groups[normal])}
+        fpr = {str(g): float((called & (conf >= t))[normal & (groups == g)].mean()) for g in np.unique(groups[normal])}
         if all(v <= max_fpr for v in fpr.values()):
             chosen = (float(t), fpr)
             break
@@ -97,17 +129,27 @@ def shifted_copies(crops: np.ndarray, seed: int = 0, hed: float = 0.08) -> np.nd
     from .features import augment_crops
 
     rng = np.random.default_rng(seed)
-    return augment_crops(crops, rng, {"hed_sigma": hed, "hed_bias": hed,
-                                      "quality": {"p_res": 0.8, "p_jpeg": 0.6, "p_blur": 0.4, "p_noise": 0.4}})
+    return augment_crops(
+        crops,
+        rng,
+        {"hed_sigma": hed, "hed_bias": hed, "quality": {"p_res": 0.8, "p_jpeg": 0.6, "p_blur": 0.4, "p_noise": 0.4}},
+    )
 
 
-def review_block(chosen: dict, *, data: str, n_cells: int, note: Optional[str] = None,
-                 blast: Optional[dict] = None) -> dict:
+def review_block(
+    chosen: dict, *, data: str, n_cells: int, note: Optional[str] = None, blast: Optional[dict] = None
+) -> dict:
     """The card's ``review`` block (no table)."""
-    out = {"confidence": chosen["confidence"], "rule": "top-class probability below confidence -> review"
-           + ("; a blast call below blast_confidence -> review" if blast else ""),
-           "chosen_on": data, "n_cells": int(n_cells), "target_accuracy": chosen["target_accuracy"],
-           "kept": chosen["kept"], "kept_accuracy": chosen["kept_accuracy"]}
+    out = {
+        "confidence": chosen["confidence"],
+        "rule": "top-class probability below confidence -> review"
+        + ("; a blast call below blast_confidence -> review" if blast else ""),
+        "chosen_on": data,
+        "n_cells": int(n_cells),
+        "target_accuracy": chosen["target_accuracy"],
+        "kept": chosen["kept"],
+        "kept_accuracy": chosen["kept_accuracy"],
+    }
     if blast:
         out["blast_confidence"] = blast["blast_confidence"]
         out["blast_fpr_per_source"] = {k: round(v, 4) for k, v in blast["fpr_per_group"].items()}
@@ -141,9 +183,11 @@ def model_cell_set(card: dict):
     spec = prep.spec_from_config(cfg)
     key = _cell_set_key(df, spec, finder, cfg["data"]["max_cells_per_image"], False)
     if not (cell_cache_dir() / f"cells-{key}.npz").exists():
-        raise FileNotFoundError(f"{card.get('name')}: the crop cache of its training cells (cells-{key}.npz, "
-                                f"finder {finder.name}) is not in {cell_cache_dir()}; run `leuk train` with its "
-                                "config on this machine first")
+        raise FileNotFoundError(
+            f"{card.get('name')}: the crop cache of its training cells (cells-{key}.npz, "
+            f"finder {finder.name}) is not in {cell_cache_dir()}; run `leuk train` with its "
+            "config on this machine first"
+        )
     orig = prep.make_finder
     prep.make_finder = lambda cfg, device="cpu": finder
     try:
@@ -169,19 +213,32 @@ def model_cell_features(clf, cache=None, max_per_split: Optional[int] = None, se
     keep = np.arange(len(cells["row"]))
     if max_per_split:
         rng = np.random.default_rng(seed)
-        keep = np.sort(np.concatenate([
-            i if len(i) <= max_per_split else rng.choice(i, max_per_split, replace=False)
-            for i in (np.flatnonzero(cells["split"] == k) for k in np.unique(cells["split"]))]))
+        keep = np.sort(
+            np.concatenate(
+                [
+                    i if len(i) <= max_per_split else rng.choice(i, max_per_split, replace=False)
+                    for i in (np.flatnonzero(cells["split"] == k) for k in np.unique(cells["split"]))
+                ]
+            )
+        )
     crops, row, split = cells["crops"][keep], cells["row"][keep], cells["split"][keep].astype(str)
     va = np.flatnonzero(split == "val")
     P, F = crop_features(clf, crops, onnx=True)
     Ps, Fs = crop_features(clf, shifted_copies(crops[va]), onnx=True)
-    out = {"label": cells["label"][keep], "split": split, "row": row,
-           "source": df["source"].to_numpy().astype(str)[row],
-           "cell_type": np.asarray(df["cell_type"].astype(str).to_numpy(), dtype=str)[row],
-           "classes": np.array(classes, dtype=str), "probs": P, "feats": F.astype(np.float16), "val_idx": va,
-           "val_shift_probs": Ps, "val_shift_feats": Fs.astype(np.float16),
-           "max_per_split": np.array(max_per_split or 0)}
+    out = {
+        "label": cells["label"][keep],
+        "split": split,
+        "row": row,
+        "source": df["source"].to_numpy().astype(str)[row],
+        "cell_type": np.asarray(df["cell_type"].astype(str).to_numpy(), dtype=str)[row],
+        "classes": np.array(classes, dtype=str),
+        "probs": P,
+        "feats": F.astype(np.float16),
+        "val_idx": va,
+        "val_shift_probs": Ps,
+        "val_shift_feats": Fs.astype(np.float16),
+        "max_per_split": np.array(max_per_split or 0),
+    }
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **out)
@@ -206,8 +263,15 @@ def choose_ood_threshold(val_scores: np.ndarray, keep: float = 0.95, groups: Opt
     return float(max(np.quantile(v[ok][g == k], keep) for k in np.unique(g)))
 
 
-def ood_review_block(stats_file: dict, threshold: float, keep: float, chosen_on: str, split: str,
-                     fitted: dict, measured: Optional[dict] = None) -> dict:
+def ood_review_block(
+    stats_file: dict,
+    threshold: float,
+    keep: float,
+    chosen_on: str,
+    split: str,
+    fitted: dict,
+    measured: Optional[dict] = None,
+) -> dict:
     """The card's ``review.ood`` block.
 
     ``stats_file``: ``{"file", "sha256"}``; ``fitted``: how the statistics were fitted (``n_train_cells``,
@@ -215,11 +279,18 @@ def ood_review_block(stats_file: dict, threshold: float, keep: float, chosen_on:
     """
     from ..classify.ood import OOD_SCORE_NAME
 
-    out = {"score": OOD_SCORE_NAME,
-           "rule": "OOD score above threshold -> review (reason ood), whatever the confidence",
-           "threshold": round(float(threshold), 5), "keep": keep, "chosen_on": chosen_on, "split": split,
-           "file": stats_file["file"], "sha256": stats_file["sha256"],
-           "fitted_on": f"pooled features of {fitted.get('n_train_cells')} of the model's training cells", **fitted}
+    out = {
+        "score": OOD_SCORE_NAME,
+        "rule": "OOD score above threshold -> review (reason ood), whatever the confidence",
+        "threshold": round(float(threshold), 5),
+        "keep": keep,
+        "chosen_on": chosen_on,
+        "split": split,
+        "file": stats_file["file"],
+        "sha256": stats_file["sha256"],
+        "fitted_on": f"pooled features of {fitted.get('n_train_cells')} of the model's training cells",
+        **fitted,
+    }
     if measured:
         out["measured"] = measured
     return out

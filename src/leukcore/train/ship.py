@@ -1,4 +1,5 @@
 """Copy a finished training run into the package as a shipped model (weights + card)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,11 @@ __all__ = ["ship_run", "DATA_NOTES", "portable_origin"]
 
 DATA_NOTES = {
     "all4class": "Aria, Ghaderzadeh et al. B-ALL four-class field set (Taleqani Hospital; Kaggle mehradaria/leukemia), "
-                 "CC BY 4.0; cite Ghaderzadeh et al., Int J Intell Syst 2022. Field-level labels, no patient IDs.",
+    "CC BY 4.0; cite Ghaderzadeh et al., Int J Intell Syst 2022. Field-level labels, no patient IDs.",
     "pbc": "PBC normal peripheral blood cells (Acevedo et al., Data in Brief 30:105474, 2020; Hospital Clinic "
-           "Barcelona, CellaVision DM96, May-Gruenwald-Giemsa, healthy donors), CC BY 4.0.",
+    "Barcelona, CellaVision DM96, May-Gruenwald-Giemsa, healthy donors), CC BY 4.0.",
     "bccd": "BCCD blood smear fields (Shenggan/BCCD_Dataset), MIT; white cells of non-leukaemic smears, "
-            "a third lab and camera (every cell the detector finds in a field labelled normal).",
+    "a third lab and camera (every cell the detector finds in a field labelled normal).",
 }
 
 
@@ -25,12 +26,14 @@ def portable_origin(origin: str) -> str:
         return origin
     parts = p.parts
     if "site-packages" in parts:
-        rel = parts[parts.index("site-packages") + 1:]
+        rel = parts[parts.index("site-packages") + 1 :]
         return "/".join(rel) + f" (PyPI {rel[0].replace('_', '-')})"
     return p.name
 
 
-def ship_run(run_dir: str | Path, name: str, directory: Optional[str | Path] = None, extra: Optional[dict] = None) -> Path:
+def ship_run(
+    run_dir: str | Path, name: str, directory: Optional[str | Path] = None, extra: Optional[dict] = None
+) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.yaml`` from ``run_dir/model.*`` (hash re-computed)."""
     import yaml
 

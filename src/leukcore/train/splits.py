@@ -8,6 +8,7 @@ ever in two parts.  Split types:
                     field sets from few patients, such as the four-class set).
 ``source-level``    the held-out part is a whole source (dataset / lab) never seen in training.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,7 @@ def group_kfold(df, k: int = 5, seed: int = 0) -> np.ndarray:
     return fold
 
 
-def assign_splits(df, test_frac: float = 0.2, val_frac: float = 0.15, seed: int = 0,
-                  holdout_sources=()):
+def assign_splits(df, test_frac: float = 0.2, val_frac: float = 0.15, seed: int = 0, holdout_sources=()):
     """Return a copy with ``split`` in {train, val, test} and the split type in ``df.attrs``.
 
     ``test_frac`` / ``val_frac`` are fractions of all rows (rounded to whole folds of a

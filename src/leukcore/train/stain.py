@@ -5,6 +5,7 @@ image to target statistics.  The stain-swap test re-stains each held-out field t
 average LAB mean/std of the training fields of *another* class, so a model that reads
 colour instead of morphology fails it.
 """
+
 from __future__ import annotations
 
 import numpy as np
