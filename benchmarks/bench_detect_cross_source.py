@@ -55,8 +55,9 @@ def prf(c):
 
 
 def _zheng_fields(data, limit):
-    from leukcore.detect.data import read_rgb
     from skimage.measure import label as cc
+
+    from leukcore.detect.data import read_rgb
 
     root = Path(data) / "wbc_masks_zheng2018" / "Dataset 1"
     out = []
@@ -74,9 +75,8 @@ def _zheng_fields(data, limit):
 
 def load_sets(data, limit=None):
     """``name -> [(field RGB, target)]``: BCCD test at native size, the others at the working pixel size."""
-    from leukcore.detect.data import bccd_boxes, bccd_split, read_rgb
+    from leukcore.detect.data import bccd_boxes, bccd_split, pbc_heldout_items, read_rgb
     from leukcore.detect.train import fourclass_val_items
-    from leukcore.detect.data import pbc_heldout_items
 
     data = Path(data)
     sets = {}
@@ -131,7 +131,7 @@ def score(det, pairs, mpp=None, fallback_mpp=None):
     pts = table.df[["centroid_y", "centroid_x"]].to_numpy(np.float64) if len(table) else np.zeros((0, 2))
     sc = table.df["score"].to_numpy(np.float64) if len(table) else np.zeros(0)
     rows = []
-    for (img, (kind, t)), (y, x) in zip(pairs, offs):
+    for (img, (kind, t)), (y, x) in zip(pairs, offs, strict=True):
         h, w = img.shape[:2]
         m = (pts[:, 0] >= y) & (pts[:, 0] < y + h) & (pts[:, 1] >= x) & (pts[:, 1] < x + w)
         local = pts[m] - np.array([y, x])

@@ -38,9 +38,12 @@ def child(argv):
     a = ap.parse_args(argv)
     import resource
 
-    from leukcore.detect import Detector, detect_cells
+    from leukcore.detect import (
+        Detector,
+        detect_cells,
+        postprocess,  # noqa: F401  (NMS imports: start-up, not detection)
+    )
     from leukcore.detect import onnx_backend as ob
-    from leukcore.detect import postprocess  # noqa: F401  (NMS imports: start-up, not detection)
     from leukcore.io import open_slide
 
     ob.MEMORY = a.memory

@@ -63,7 +63,6 @@ def bench_bccd(det, data, limit=None):
     from leukcore.detect.data import bccd_boxes, bccd_class_errors, bccd_split, folder_mpp, read_rgb
     from leukcore.detect.train import match_points_to_boxes
     from leukcore.io import Slide
-    from leukcore.mpp import MppError
 
     ids = bccd_split(data, "test")[:limit]
     jpg = lambda i: data / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg"
@@ -129,11 +128,11 @@ def bench_bccd(det, data, limit=None):
 
 def bench_fourclass_skip(det, data, limit=40):
     """Skip recall on four-class fields (derived instances of the Segmented masks, per-class mpp)."""
-    from leukcore.detect import plan_detection
-    from leukcore.detect.data import FOUR_CLASSES, fourclass_item, folder_mpp
-    from leukcore.io import Slide
-    from leukcore.detect.data import read_rgb
     from skimage.measure import regionprops
+
+    from leukcore.detect import plan_detection
+    from leukcore.detect.data import FOUR_CLASSES, folder_mpp, fourclass_item, read_rgb
+    from leukcore.io import Slide
 
     hit = n = 0
     for cls in FOUR_CLASSES:

@@ -50,7 +50,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     from leukcore.detect import Detector
     from leukcore.detect.data import default_data_dir
-    from leukcore.detect.train import VAL_IGNORE_BELOW_UM, training_draws, compare_tunings, tune_thresholds, tuning_sets
+    from leukcore.detect.train import VAL_IGNORE_BELOW_UM, compare_tunings, training_draws, tune_thresholds, tuning_sets
 
     data = Path(a.data) if a.data else default_data_dir()
     specs = []

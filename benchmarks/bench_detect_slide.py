@@ -119,6 +119,7 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance
     from PIL import Image
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
+
     from leukcore.detect.data import background_color
     from leukcore.sample import BCCD_MPP, data_root
 
@@ -140,7 +141,7 @@ def bccd_library(mpp: float = SMEAR_MPP, patch: int = SMEAR_PATCH, white_balance
             )
     glass = np.stack([background_color(a) for a in fields])
     common = np.median(glass, axis=0)
-    for f, a, g in zip(files, fields, glass):
+    for f, a, g in zip(files, fields, glass, strict=True):
         if white_balance:
             a = np.clip(a.astype(np.float32) * (common / g) + 0.5, 0, 255).astype(np.uint8)
         h, w = a.shape[:2]
@@ -261,8 +262,9 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
     meta_path = Path(str(out) + ".smear.json")
     if out.exists() and meta_path.exists():
         return out
-    from leukcore.io import WriteOptions, write_slide
     import dask.array as da
+
+    from leukcore.io import WriteOptions, write_slide
 
     WORK.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -289,7 +291,6 @@ def smear(size: int, factor: float = 1.0, seed: int = 0, white_balance: bool = T
         if op % 2:
             ph, pw = pw, ph
         wy, wx = int(rng.integers(0, size - ph)), int(rng.integers(0, size - pw))
-        box = (wy, wx, wy + ph, wx + pw)
         keys = [(r, c) for r in range(wy // B, (wy + ph - 1) // B + 1) for c in range(wx // B, (wx + pw - 1) // B + 1)]
         clash = False
         for k in keys:

@@ -287,7 +287,7 @@ def child_network(argv):
         flops = _conv_flops(det_t.net, tile)
         out["gflop_per_mp"] = round(flops / 1e9 / (tile * tile / 1e6), 1)
         for name, d in (("torch", det_t), ("onnx", det_o)):
-            s = best(lambda: d.predict_maps(x))
+            s = best(lambda d=d: d.predict_maps(x))
             out[name] = {
                 "s": round(s, 3),
                 "mp_per_s": round(tile * tile / 1e6 / s, 3),
@@ -361,7 +361,7 @@ def _keras_conv_flops(km, size: int) -> float:
     probe = tf.keras.Model(km.inputs, [l.output for l in km.layers if isinstance(l, tf.keras.layers.Conv2D)])
     outs = probe.predict(np.zeros((1, size, size, 3), np.float32), verbose=0)
     convs = [l for l in km.layers if isinstance(l, tf.keras.layers.Conv2D)]
-    for l, o in zip(convs, outs):
+    for l, o in zip(convs, outs, strict=False):
         kh, kw, cin, cout = l.kernel.shape
         total += 2.0 * o.shape[1] * o.shape[2] * cout * kh * kw * cin
     return total

@@ -266,6 +266,7 @@ class CellTable:
         return CellTable(df, self.meta)
 
     def copy(self) -> "CellTable":
+        """A copy: the frame copied, the meta copied through JSON (tuples come back as lists)."""
         return CellTable(self.df.copy(), json.loads(json.dumps(self.meta, default=json_default)))
 
     # ------------------------------------------------------------- properties
@@ -277,6 +278,7 @@ class CellTable:
 
     @property
     def partial(self) -> bool:
+        """Whether the table covers only part of the slide (``meta["partial"]``, e.g. a cancelled run)."""
         return bool(self.meta.get("partial", False))
 
     @property
@@ -288,9 +290,11 @@ class CellTable:
 
     @property
     def is_classified(self) -> bool:
+        """Whether the table has class labels (a ``label`` column)."""
         return "label" in self.df.columns
 
     def prob_columns(self) -> list[str]:
+        """The names of the class probability columns (``prob_<class>``), in class order."""
         return [f"prob_{c}" for c in self.classes]
 
     def set_classification(
@@ -373,6 +377,11 @@ class CellTable:
         return {"ood": n_ood, "low_confidence": n_low, "other": int(len(r) - n_ood - n_low)}
 
     def summary(self) -> dict[str, Any]:
+        """The table's numbers as a JSON-able dict: ``cells``, ``partial``, ``counts``.
+
+        Once classified also the blast percentage (over confident cells and over all cells), the ``review``
+        count, ``review_reasons`` (with OOD scores) and ``confident_counts``.
+        """
         s = {"cells": len(self), "partial": self.partial, "counts": self.counts()}
         if self.is_classified:
             bf, ba = self.blast_fraction(), self.blast_fraction(confident_only=False)
@@ -424,6 +433,7 @@ class CellTable:
 
     @classmethod
     def read_parquet(cls, path: str | os.PathLike) -> "CellTable":
+        """The table of a Parquet file written by :meth:`to_parquet` (meta from its schema metadata)."""
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
@@ -435,6 +445,7 @@ class CellTable:
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> "CellTable":
+        """The table of a CSV file written by :meth:`to_csv`, with ``meta`` (a CSV holds none)."""
         import pandas as pd
 
         df = pd.read_csv(path)
@@ -443,4 +454,5 @@ class CellTable:
         return cls(df, meta)
 
     def meta_json(self) -> str:
+        """The meta as indented JSON, keys sorted (numpy values and paths converted)."""
         return json.dumps(self.meta, default=json_default, indent=2, sort_keys=True)

@@ -56,12 +56,14 @@ class CropSpec:
         return self.crop_um / float(mpp)
 
     def to_card(self) -> dict[str, Any]:
+        """The spec as a model card's ``input`` section: a plain dict, ``mean`` and ``std`` as lists."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
     @classmethod
     def from_card(cls, d: Mapping[str, Any]) -> "CropSpec":
+        """The spec of a model card's ``input`` section ``d``: unknown keys ignored, missing ones at their defaults."""
         keys = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in dict(d).items() if k in keys}
         for k in ("mean", "std"):

@@ -16,6 +16,7 @@ BACKENDS = ("auto", "torch", "onnx")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
+    """The row-wise softmax of logits ``z`` (N, C) as float32 probabilities (computed in float64)."""
     z = np.asarray(z, np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -148,10 +149,12 @@ class Classifier:
 
     @classmethod
     def from_network(cls, network, classes, spec: CropSpec, device="cpu", backend="torch", card=None):
+        """A classifier around an already built ``network`` (training, tests): no card needed, no weights read."""
         return cls(network, classes, spec, card=card or {}, device=device, backend=backend)
 
     @property
     def name(self) -> str:
+        """The model card's name (``"classifier"`` without one)."""
         return str(self.card.get("name", "classifier"))
 
     def __repr__(self) -> str:

@@ -8,6 +8,15 @@ __all__ = ["build_network", "architecture_of"]
 
 
 def architecture_of(card: Mapping[str, Any]) -> dict:
+    """The ``architecture`` section of a model card as a dict with at least ``name`` (a timm model name).
+
+    A bare string is taken as the name.
+
+    Raises
+    ------
+    ValueError
+        When the card names no architecture.
+    """
     arch = card.get("architecture", {})
     if isinstance(arch, str):
         arch = {"name": arch}

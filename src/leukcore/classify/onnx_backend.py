@@ -81,6 +81,7 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The logits (the first output) for float32 NCHW ``x``."""
         return self.run_all(x)[0]
 
     def run_all(self, x: np.ndarray) -> list:

@@ -11,6 +11,17 @@ TRUST_HELP = (
 
 
 def add_model_args(p, model_help: str = "classifier: all-binary | all-4class | path to a model card .yaml"):
+    """Add the model and analysis options (``--model``, ``--detector``, ``--device``, ``--mpp``, ...) to ``p``.
+
+    :func:`settings_from_args` turns them back into settings; ``leuk analyze`` and ``leuk batch`` share them.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    model_help : str
+        Help text of ``--model`` (`` (default all-binary)`` is appended).
+    """
     p.add_argument("--model", default="all-binary", help=model_help + " (default all-binary)")
     p.add_argument("--detector", default="wbc-stardist", help="detector model name or card (default wbc-stardist)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: CUDA when present)")
@@ -93,6 +104,10 @@ class TqdmProgress:
         self.bars = {}
 
     def __call__(self, ev):
+        """Move the bar of ``ev.stage`` (a :class:`~leukcore.progress.ProgressEvent`) to ``ev.done`` of ``ev.total``.
+
+        A stage's bar is made on its first event; ``ev.cells`` shows beside it.  Nothing when disabled.
+        """
         from tqdm import tqdm
 
         if self.disable:
@@ -119,6 +134,7 @@ class TqdmProgress:
         bar.refresh()
 
     def close(self):
+        """Close every bar and forget them."""
         for b in self.bars.values():
             b.close()
         self.bars.clear()
@@ -132,6 +148,15 @@ def _reasons(r) -> str:
 
 
 def print_result(res, out=None):
+    """Print the summary of an analysis: cells, counts per class, blast share and review, pixel size, timings.
+
+    Parameters
+    ----------
+    res : leukcore.pipeline.AnalysisResult
+        The analysis (its ``summary`` dict is printed).
+    out : file-like, optional
+        Where to print; ``sys.stdout`` at the time of the call by default.
+    """
     out = sys.stdout if out is None else out  # resolved per call (pytest capture, redirection)
     s = res.summary
     print(f"cells: {s['cells']}", file=out)

@@ -41,6 +41,7 @@ class ColourBaseline:
     """Per-crop colour statistics + logistic regression (class-balanced)."""
 
     def fit(self, crops, y):
+        """The baseline fitted to RGB ``crops`` (N, H, W, 3) with class indices ``y`` (returns itself)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -50,6 +51,7 @@ class ColourBaseline:
         return self
 
     def predict_proba(self, crops, C: int):
+        """The class probabilities (N, ``C``) of ``crops``; a class absent from the training cells gets 0."""
         p = np.zeros((len(crops), C))
         if len(crops):
             p[:, self.model.classes_] = self.model.predict_proba(colour_features(crops))
