@@ -21,7 +21,15 @@ import numpy as np
 from ..classify.crops import crops_from_array
 from ..classify.geometry import CropSpec
 
-__all__ = ["detector_finder", "segmented_finder", "centre_finder", "build_cell_set", "load_image", "cell_cache_dir"]
+__all__ = [
+    "detector_finder",
+    "segmented_finder",
+    "centre_finder",
+    "build_cell_set",
+    "load_image",
+    "cell_cache_dir",
+    "cell_set_key",
+]
 
 
 def load_image(path: str) -> np.ndarray:
@@ -202,7 +210,7 @@ def build_cell_set(
         pixels, ``n_cells`` int (len(df),) cells found per image.  Cached as ``.npz`` keyed by the images'
         hashes, the crop spec and the finder's name.
     """
-    key = _cell_set_key(df, spec, finder, max_cells_per_image, only_cached)
+    key = cell_set_key(df, spec, finder, max_cells_per_image, only_cached)
     path = None
     if cache:
         d = cell_cache_dir() if cache == "auto" else Path(cache)
@@ -257,7 +265,7 @@ def build_cell_set(
     return out
 
 
-def _cell_set_key(df, spec: CropSpec, finder, max_cells_per_image: int, only_cached: bool) -> str:
+def cell_set_key(df, spec: CropSpec, finder, max_cells_per_image: int, only_cached: bool) -> str:
     """The cache key of a cell set: the images' hashes and pixel sizes, the crop geometry, the finder."""
     geom = {k: v for k, v in spec.to_card().items() if k in ("size", "crop_um", "mask")}  # not the input mode
     return hashlib.sha256(

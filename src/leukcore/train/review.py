@@ -169,7 +169,7 @@ def model_cell_set(card: dict):
     cells with today's detector.
     """
     from . import prepare as prep
-    from .cells import _cell_set_key, cell_cache_dir
+    from .cells import cell_cache_dir, cell_set_key
     from .config import resolve_config
 
     c = card["training"]["config"]
@@ -181,7 +181,7 @@ def model_cell_set(card: dict):
         finder.name = recorded
     df, classes = prep.read_datasets(cfg)
     spec = prep.spec_from_config(cfg)
-    key = _cell_set_key(df, spec, finder, cfg["data"]["max_cells_per_image"], False)
+    key = cell_set_key(df, spec, finder, cfg["data"]["max_cells_per_image"], False)
     if not (cell_cache_dir() / f"cells-{key}.npz").exists():
         raise FileNotFoundError(
             f"{card.get('name')}: the crop cache of its training cells (cells-{key}.npz, "
