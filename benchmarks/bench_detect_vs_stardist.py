@@ -59,7 +59,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 STARDIST_PY = ROOT / "runs" / "bench-venv-stardist" / "bin" / "python"
 #: extra child arguments of a variant: ``onnx-tight-before`` is the default path before issue 17's arena
 #: and thread levers (no ONNX Runtime arena, spinning threads)
-VARIANT_ARGS = {"onnx-tight-before": ["--memory", "off", "--spin"], "onnx-before": ["--memory", "off", "--spin"]}
+VARIANT_ARGS = {
+    "onnx-tight-before": ["--memory", "off", "--spin"],
+    "onnx-before": ["--memory", "off", "--spin"],
+    # today's default without windows run side by side (one run at a time on every core: the state before it)
+    "onnx-tight-intra": ["--no-side-by-side"],
+}
 #: white-cell radius (level px at 0.5 um/px) used for the stardist side's distances
 SD_RADIUS = 14.0
 
@@ -81,6 +86,7 @@ def child_ours(argv):
     ap.add_argument("--cells-out", required=True)
     ap.add_argument("--memory", default=None, help="ONNX Runtime memory mode (onnx_backend.MEMORY_MODES)")
     ap.add_argument("--spin", action="store_true", help="let idle ONNX Runtime threads spin (the old setting)")
+    ap.add_argument("--no-side-by-side", action="store_true", help="small windows one at a time on every core")
     a = ap.parse_args(argv)
     import torch
 
@@ -93,6 +99,10 @@ def child_ours(argv):
         ob.MEMORY = a.memory
     if a.spin:
         ob.SPIN = True
+    if a.no_side_by_side:
+        from leukcore.detect import predict
+
+        predict.SIDE_BY_SIDE_PX = 0
     t0 = time.perf_counter()
     det = Detector.load("wbc-stardist", device="cpu", backend=a.backend, threads=a.threads)
     _import_detection_modules()
@@ -403,6 +413,7 @@ def table(path) -> str:
         "onnx-tight": "ONNX + tight windows (today's default)",
         "onnx-tight-before": "ONNX + tight windows, no arena, spinning (before issue 17's levers)",
         "onnx-before": "ONNX, no arena, spinning",
+        "onnx-tight-intra": "ONNX + tight windows, one window at a time on every core (before side by side)",
         "full": "full path (ONNX)",
         "stardist": "stardist package",
     }

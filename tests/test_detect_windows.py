@@ -254,3 +254,35 @@ def test_tight_windows_same_cells_as_full_path_and_seams(det, sample):
 def test_bad_windows_value(det):
     with pytest.raises(ValueError, match="windows"):
         plan_detection(Slide.from_array(np.full((64, 64, 3), 230, np.uint8), mpp=det.mpp), det, windows="loose")
+
+
+def test_windows_side_by_side_same_cells_as_one_thread(sample, monkeypatch):
+    """Two threads run small windows side by side (one core each); the cells equal the one-thread run's."""
+    from leukcore.detect import Detector
+    from leukcore.detect.model import Detector as D
+
+    one = Detector.load("wbc-stardist", device="cpu", threads=1)
+    two = Detector.load("wbc-stardist", device="cpu", threads=2)
+    if two.backend != "onnx":
+        pytest.skip("onnxruntime not installed: the side-by-side path is the ONNX Runtime one")
+    assert one.map_workers() == 1 and two.map_workers() == 2
+    calls = []
+    real = D.predict_maps_one_core
+
+    def counting(self, batch):
+        calls.append(batch.shape)
+        return real(self, batch)
+
+    monkeypatch.setattr(D, "predict_maps_one_core", counting)
+    region = (0, 0, 1400, 3000)
+    with open_slide(sample) as s:
+        # 256 px tiles: a packed field mosaic runs most tiles whole, and a whole 256 px tile is a small input
+        a = detect_cells(s, one, windows="tight", region=region, tile_size=256)
+        assert not calls  # one thread: no side-by-side runs
+        b = detect_cells(s, two, windows="tight", region=region, tile_size=256)
+    assert len(calls) > 1  # the windows went through the one-core session
+    assert len(a) == len(b) >= 30
+    np.testing.assert_array_equal(
+        a.df[["centroid_y", "centroid_x"]].to_numpy(), b.df[["centroid_y", "centroid_x"]].to_numpy()
+    )
+    np.testing.assert_array_equal(a.df["score"].to_numpy(), b.df["score"].to_numpy())

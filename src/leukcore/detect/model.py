@@ -123,6 +123,8 @@ class Detector:
     #: this process may use (``len(os.sched_getaffinity(0))``)
     threads: int = 0
     _onnx: Any = field(default=None, repr=False)
+    #: one-core ONNX Runtime session (opened on first use) for windows run side by side: see :meth:`map_workers`
+    _onnx_one: Any = field(default=None, repr=False)
     #: probe comparison of the ONNX export with torch (max differences), when the ONNX backend was tried
     backend_check: dict = field(default_factory=dict, repr=False)
 
@@ -362,13 +364,34 @@ class Detector:
             return self._onnx_maps(batch)
         return self._torch_maps(batch)
 
-    def _onnx_maps(self, batch: np.ndarray):
+    def map_workers(self) -> int:
+        """How many small inputs may go through the network side by side, each on one core.
+
+        ``threads`` with ONNX Runtime on CPU (a one-core session run from several threads: small per-cell
+        windows keep every core busy that way, where one run's intra-op threads mostly wait for each other),
+        else 1.  The maps are the same as :meth:`predict_maps` gives (the per-pixel arithmetic does not
+        depend on the thread count; ``tests/test_detect_windows.py`` checks the cells).
+        """
+        return self.threads if (self._onnx is not None and self.threads > 1) else 1
+
+    def predict_maps_one_core(self, batch: np.ndarray):
+        """:meth:`predict_maps` on one core (thread-safe: for :meth:`map_workers` threads side by side)."""
+        if self._onnx is None or self.threads <= 1:
+            return self.predict_maps(batch)
+        if self._onnx_one is None:
+            from .onnx_backend import DetectorOnnxRunner
+
+            self._onnx_one = DetectorOnnxRunner(self._onnx.path, threads=1, memory=self._onnx.memory)
+        return self._onnx_maps(batch, self._onnx_one)
+
+    def _onnx_maps(self, batch: np.ndarray, runner=None):
+        run = self._onnx if runner is None else runner
         batch = np.asarray(batch, dtype=np.float32)
         if self.tta == 1:
-            return self._onnx(batch)
+            return run(batch)
         prob = dist = None
         for t, v, h in _DIHEDRAL[: self.tta]:
-            p, d = self._onnx(np.ascontiguousarray(_transform_np(batch, t, v, h)))
+            p, d = run(np.ascontiguousarray(_transform_np(batch, t, v, h)))
             p, d = _untransform_np(p, t, v, h), _untransform_rays_np(d, t, v, h)
             prob, dist = (p.astype(np.float32), d.astype(np.float32)) if prob is None else (prob + p, dist + d)
         return prob / self.tta, dist / self.tta

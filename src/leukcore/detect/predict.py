@@ -202,6 +202,20 @@ def _run_meta(plan: DetectionPlan, detector, skip_empty: bool) -> dict:
     }
 
 
+#: a group of windows with fewer working pixels than this runs on one core, side by side with others (per-cell
+#: windows: ~170 px squares); larger inputs (whole tiles) run one at a time on every core
+SIDE_BY_SIDE_PX = 512 * 512
+
+
+def _side_by_side_parts(group: list) -> list:
+    """A group of same-shape windows cut into parts of at most :data:`SIDE_BY_SIDE_PX` (whole tiles stay whole)."""
+    px = group[0][1].shape[0] * group[0][1].shape[1]
+    if px > SIDE_BY_SIDE_PX:
+        return [group]
+    per = max(1, SIDE_BY_SIDE_PX // px)
+    return [group[i : i + per] for i in range(0, len(group), per)]
+
+
 class _DetectRun:
     """One run over a plan: batches through the network, the cells each tile owns, seams, counters."""
 
@@ -243,18 +257,48 @@ class _DetectRun:
             groups += [group[i : i + per] for i in range(0, len(group), per)]
         return groups
 
+    def group_cells(self, group: list, one_core: bool = False) -> list:
+        """``(window, cells)`` of one group of same-shape windows: maps, then NMS and ownership per window."""
+        det = self.detector
+        if one_core:
+            prob, dist = det.predict_maps_one_core(np.stack([a for _, a in group]))
+        elif len(group) == 1:
+            prob, dist = predict_in_strips(det, group[0][1], self.budget)
+        else:
+            prob, dist = det.predict_maps(np.stack([a for _, a in group]))
+        return [
+            (w, _tile_cells(self.plan, det, w, prob[j], dist[j], self.pt, self.nt, self.dedupe_r))
+            for j, (w, _) in enumerate(group)
+        ]
+
     def found_cells(self, arrays: list) -> dict:
-        """Tile index -> the cells each of its windows owns (:func:`_tile_cells` tuples)."""
+        """Tile index -> the cells each of its windows owns (:func:`_tile_cells` tuples).
+
+        Groups of small windows (under :data:`SIDE_BY_SIDE_PX`) go through the network side by side, one per
+        core (:meth:`~leukcore.detect.model.Detector.map_workers`); larger ones one at a time on every core.
+        Results are gathered in the groups' order, so the cells do not depend on the thread count.
+        """
+        groups = self.forward_groups(arrays)
+        workers = self.detector.map_workers() if hasattr(self.detector, "map_workers") else 1
+        if workers > 1:
+            groups = [part for g in groups for part in _side_by_side_parts(g)]
+        small = [sum(a.size // 3 for _, a in g) <= SIDE_BY_SIDE_PX for g in groups]
+        results: list = [None] * len(groups)
+        if workers > 1 and sum(small) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            idx = [i for i, s in enumerate(small) if s]
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leuk-windows") as ex:
+                for i, res in zip(idx, ex.map(lambda i: self.group_cells(groups[i], True), idx), strict=True):
+                    results[i] = res
+        for i, g in enumerate(groups):
+            if results[i] is None:
+                results[i] = self.group_cells(g)
         found: dict = {}
-        for group in self.forward_groups(arrays):
-            if len(group) == 1:
-                prob, dist = predict_in_strips(self.detector, group[0][1], self.budget)
-            else:
-                prob, dist = self.detector.predict_maps(np.stack([a for _, a in group]))
-            for j, (w, _) in enumerate(group):
-                res = _tile_cells(self.plan, self.detector, w, prob[j], dist[j], self.pt, self.nt, self.dedupe_r)
-                if res is not None:
-                    found.setdefault(w.index, []).append(res)
+        for res in results:
+            for w, cells in res:
+                if cells is not None:
+                    found.setdefault(w.index, []).append(cells)
         return found
 
     def keep_tile(self, tile: Tile, parts: list):
