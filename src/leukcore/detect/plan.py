@@ -38,16 +38,19 @@ __all__ = [
 WINDOW_BLOCK = 32
 #: a tile whose sub-windows would read more than this share of its read box runs whole
 WINDOW_MAX_SHARE = 0.75
-#: ``windows="tight"``: candidate-block edge (working px) and the window margin beyond the network's
-#: receptive-field radius (working px).  The margin drops the half-cell term of the exact windows, so a
-#: window costs ~(core + 2 x 28)^2 instead of ~(core + 2 x 52)^2 pixels: per-cell windows pay off on dense
-#: slides.  Maps in a window core stay exact (the margin still exceeds the receptive field); only a
-#: neighbour candidate beyond the core can see slightly different maps than in the whole tile.
-TIGHT_BLOCK = 16
+#: ``windows="tight"``: candidate-block edge (working px).  The window margin is only the network's measured
+#: receptive field (:data:`~leukcore.detect.receptive.TIGHT_MARGIN`), not the half cell of the exact windows,
+#: so a window costs ~(core + 2 x 28)^2 instead of ~(core + 2 x 52)^2 pixels: per-cell windows pay off on dense
+#: slides.  Maps in a window core stay exact (the margin still exceeds the receptive field); only a neighbour
+#: candidate beyond the core can see slightly different maps than in the whole tile.  8 px (4 um) blocks
+#: rather than 16: cores hug the cells (leukaemic 4,000 px smear: 9.25 -> 8.25 network MP, the same cells).
+TIGHT_BLOCK = 8
 #: ``windows="tight"``: a block is a candidate when a nucleus-colour pixel lies within this distance (um,
 #: Chebyshev) of it: a white cell's centroid lies within a few um of its nucleus (exact windows: half the
-#: tile halo, ~16 um)
-TIGHT_RADIUS_UM = 8.0
+#: tile halo, ~16 um).  7 um: the smallest radius that loses no cell of the full path on the normal and
+#: leukaemic smears (6 um lost 1 of 457; docs/detection.md, issue 17), and none on the validation field
+#: mosaics (four-class, BCCD, PBC, as published and re-stained) down to 3 um.
+TIGHT_RADIUS_UM = 7.0
 #: accepted values of ``windows``
 WINDOW_MODES = (True, False, "exact", "tight")
 #: what ``windows=True`` (the default) means
