@@ -158,6 +158,40 @@ def restained(pairs):
     return restained_sets({"x": pairs})["x-restained"]
 
 
+def restained_slides(pairs):
+    """One stain per slide: field ``i`` goes to slide ``i % 7`` and every field of slide ``k`` gets stain ``k``
+    (red-cell hue ``k``, glass tint ``k % 5``, white-cell gain ``k % 3``), as one lab's smear has one stain.
+    The slide-level colour steps (white balance, stain normalisation, pixel size from the red cells) then
+    see one stain, where :func:`restained` mixes every stain into one mosaic.
+    """
+    from leukcore.detect.augment import GLASS_TINTS, RBC_PALETTE, WBC_GAINS, restain
+
+    rbcs, glasses, gains = list(RBC_PALETTE), list(GLASS_TINTS), list(WBC_GAINS)
+    n = len(rbcs)
+    return [
+        [
+            (restain(img, rbcs[k], glasses[k % len(glasses)], gains[k % len(gains)], lab=None), tgt)
+            for img, tgt in pairs[k::n]
+        ]
+        for k in range(n)
+        if pairs[k::n]
+    ]
+
+
+def score_slides(det, slides, fallback_mpp=None):
+    """:func:`score` over several mosaics (one per stain), counts pooled; per-slide F1 in ``per_slide``."""
+    parts = [score(det, p, fallback_mpp=fallback_mpp) for p in slides]
+    pooled = prf([(r["tp"], r["n_pred"], r["n_gt"]) for r in parts])
+    return {
+        **pooled,
+        "fields": sum(r["fields"] for r in parts),
+        "slides": len(parts),
+        "per_slide_f1": [r["f1"] for r in parts],
+        "per_slide_mpp": [r["mpp"] for r in parts],
+        "seconds": round(sum(r["seconds"] for r in parts), 1),
+    }
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -170,13 +204,24 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="fields per set (default all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-restain", action="store_true")
+    ap.add_argument("--only", nargs="+", default=None, help="score only these sets (names as printed)")
+    ap.add_argument(
+        "--restain-per-slide",
+        action="store_true",
+        help="also <set>-restained-slides: one stain per mosaic (restained_slides), counts pooled",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     data = Path(a.data) if a.data else data_root()
     sets = load_sets(data, a.limit)
+    base = dict(sets)
     if not a.no_restain:
-        sets.update({f"{k}-restained": restained(v) for k, v in list(sets.items())})
+        sets.update({f"{k}-restained": restained(v) for k, v in base.items()})
+    if a.restain_per_slide:
+        sets.update({f"{k}-restained-slides": restained_slides(v) for k, v in base.items()})
+    if a.only:
+        sets = {k: v for k, v in sets.items() if k in a.only}
     out = Path(a.out)
     allres = json.loads(out.read_text()) if out.exists() else {}
     for m in a.models:
@@ -189,15 +234,20 @@ def main(argv=None) -> int:
             "sets": {},
         }
         for name, pairs in sets.items():
-            res["sets"][name] = score(det, pairs, fallback_mpp=KNOWN_MPP.get(name.replace("-restained", "")))
+            known = KNOWN_MPP.get(name.split("-restained")[0])
+            if name.endswith("-slides"):
+                res["sets"][name] = score_slides(det, pairs, fallback_mpp=known)
+            else:
+                res["sets"][name] = score(det, pairs, fallback_mpp=known)
             r = res["sets"][name]
             print(
                 f"{m:28} {name:28} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
-                f"(n_gt {r['n_gt']}, mpp {r['mpp'] or float('nan'):.3f} {r['mpp_source']})",
+                f"(n_gt {r['n_gt']}, mpp {r.get('mpp') or float('nan'):.3f} {r.get('mpp_source', 'per slide')})",
                 flush=True,
             )
         res["worst"] = min(((k, v["f1"]) for k, v in res["sets"].items()), key=lambda kv: kv[1])
-        allres[f"{res['model']}@{(res['weights_sha256'] or '')[:12]}"] = res
+        key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}"
+        allres[key] = {**allres.get(key, {}), **res, "sets": {**allres.get(key, {}).get("sets", {}), **res["sets"]}}
         print(f"{m}: worst set {res['worst'][0]} F1 {res['worst'][1]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(allres, indent=1, default=float))
