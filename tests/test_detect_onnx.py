@@ -175,3 +175,22 @@ def test_memory_modes_same_maps_and_no_spinning(dets):
         assert np.array_equal(p, ref[0]) and np.array_equal(d, ref[1])
     with pytest.raises(ValueError, match="memory"):
         ob.DetectorOnnxRunner(r.path, threads=1, memory="huge")
+
+
+def test_softplus_at_the_candidates_only_gives_the_same_cells():
+    """Detection applies the distance head's softplus to the NMS candidates only: same cells as on the full map."""
+    from leukcore.detect.onnx_backend import softplus
+    from leukcore.detect.postprocess import instances_from_maps
+
+    rng = np.random.default_rng(3)
+    prob = np.zeros((96, 128), np.float32)
+    yy, xx = np.mgrid[:96, :128]
+    for cy, cx in rng.uniform(10, 86, (6, 2)):
+        prob = np.maximum(prob, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0).astype(np.float32))
+    logits = rng.normal(2.0, 1.0, (96, 128, 32)).astype(np.float32)
+    a = instances_from_maps(prob, softplus(logits), prob_thresh=0.4, nms_thresh=0.3, origin=(0, 0))
+    b = instances_from_maps(prob, logits, prob_thresh=0.4, nms_thresh=0.3, origin=(0, 0), dist_logits=True)
+    assert len(a[0]) >= 3
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose(softplus(np.array([-30.0, 0.0, 30.0])), [np.log1p(np.exp(-30.0)), np.log(2.0), 30.0])

@@ -267,13 +267,14 @@ def test_windows_side_by_side_same_cells_as_one_thread(sample, monkeypatch):
         pytest.skip("onnxruntime not installed: the side-by-side path is the ONNX Runtime one")
     assert one.map_workers() == 1 and two.map_workers() == 2
     calls = []
-    real = D.predict_maps_one_core
+    real = D.predict_maps_raw
 
-    def counting(self, batch):
-        calls.append(batch.shape)
-        return real(self, batch)
+    def counting(self, batch, one_core=False):
+        if one_core:
+            calls.append(batch.shape)
+        return real(self, batch, one_core=one_core)
 
-    monkeypatch.setattr(D, "predict_maps_one_core", counting)
+    monkeypatch.setattr(D, "predict_maps_raw", counting)
     region = (0, 0, 1400, 3000)
     with open_slide(sample) as s:
         # 256 px tiles: a packed field mosaic runs most tiles whole, and a whole 256 px tile is a small input

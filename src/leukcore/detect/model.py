@@ -374,15 +374,38 @@ class Detector:
         """
         return self.threads if (self._onnx is not None and self.threads > 1) else 1
 
-    def predict_maps_one_core(self, batch: np.ndarray):
-        """:meth:`predict_maps` on one core (thread-safe: for :meth:`map_workers` threads side by side)."""
-        if self._onnx is None or self.threads <= 1:
-            return self.predict_maps(batch)
+    @property
+    def dist_logits(self) -> bool:
+        """Whether :meth:`predict_maps_raw` gives the distance head's logits (ONNX Runtime, no TTA) rather than
+        distances: detection then applies the softplus only at the candidate pixels
+        (:func:`leukcore.detect.postprocess.instances_from_maps`, ``dist_logits=True``).
+        """
+        return self._onnx is not None and self.tta == 1
+
+    def predict_maps_raw(self, batch: np.ndarray, one_core: bool = False):
+        """``(prob, dist)`` as :meth:`predict_maps` (``one_core``: :meth:`predict_maps_one_core`), but with
+        ``dist`` the distance logits when :attr:`dist_logits` (the softplus over every pixel and ray was a third
+        of a forward pass).
+        """
+        if not self.dist_logits:
+            return self.predict_maps_one_core(batch) if one_core else self.predict_maps(batch)
+        return self._onnx_runner(one_core).logits(np.asarray(batch, dtype=np.float32))
+
+    def _onnx_runner(self, one_core: bool = False):
+        """The ONNX Runtime session: every thread, or (``one_core``) the one-core one, opened on first use."""
+        if not one_core or self.threads <= 1:
+            return self._onnx
         if self._onnx_one is None:
             from .onnx_backend import DetectorOnnxRunner
 
             self._onnx_one = DetectorOnnxRunner(self._onnx.path, threads=1, memory=self._onnx.memory)
-        return self._onnx_maps(batch, self._onnx_one)
+        return self._onnx_one
+
+    def predict_maps_one_core(self, batch: np.ndarray):
+        """:meth:`predict_maps` on one core (thread-safe: for :meth:`map_workers` threads side by side)."""
+        if self._onnx is None or self.threads <= 1:
+            return self.predict_maps(batch)
+        return self._onnx_maps(batch, self._onnx_runner(one_core=True))
 
     def _onnx_maps(self, batch: np.ndarray, runner=None):
         run = self._onnx if runner is None else runner

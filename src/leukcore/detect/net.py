@@ -70,8 +70,8 @@ class StarDistUNet(nn.Module):
         """Down-sampling steps of the U-Net (levels - 1)."""
         return len(self.channels) - 1
 
-    def forward(self, x: torch.Tensor):
-        """Probability logits ``(N, 1, H, W)`` and ray distances ``(N, n_rays, H, W)`` of a batch ``(N, 3, H, W)``."""
+    def features_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared features ``(N, head_channels, H, W)`` both heads read, of a batch ``(N, 3, H, W)``."""
         skips = []
         for i, blk in enumerate(self.down):
             x = blk(x)
@@ -81,7 +81,11 @@ class StarDistUNet(nn.Module):
         for upc, blk in zip(self.upconv, self.up, strict=False):
             x = upc(x)
             x = blk(torch.cat([x, skips.pop()], dim=1))
-        f = self.features(x)
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor):
+        """Probability logits ``(N, 1, H, W)`` and ray distances ``(N, n_rays, H, W)`` of a batch ``(N, 3, H, W)``."""
+        f = self.features_of(x)
         prob_logit = self.prob_head(f)
         # distances are positive; softplus keeps gradients alive near zero
         dist = nn.functional.softplus(self.dist_head(f))

@@ -32,6 +32,7 @@ __all__ = [
     "cache_dir",
     "detector_onnx_path",
     "export_detector_onnx",
+    "softplus",
     "DetectorOnnxRunner",
     "default_threads",
     "max_map_diff",
@@ -61,6 +62,18 @@ SPIN = False
 _ENV_ARENA = []  # the process-wide kSameAsRequested arena, once registered
 
 
+#: version of the exported graph (part of the cache name): ``logits`` = the distance head's output before its
+#: softplus, which detection applies only at the candidate pixels (:func:`softplus`); a third of a forward
+#: pass was the softplus over every pixel and ray
+GRAPH = "logits"
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """The distance head's activation, ``log(1 + exp(x))`` in float32 (torch's ``softplus``; exact past 20)."""
+    x = np.asarray(x, np.float32)
+    return np.where(x > 20.0, x, np.logaddexp(np.float32(0.0), x)).astype(np.float32)
+
+
 def default_threads() -> int:
     """Cores this process may run on (``len(os.sched_getaffinity(0))``; ``os.cpu_count()`` elsewhere)."""
     try:
@@ -76,7 +89,8 @@ def detector_onnx_path(card: dict, key: str) -> Path:
     arch = card.get("architecture", {}) or {}
     ch = "-".join(str(c) for c in arch.get("channels", (16, 32, 64)))
     tv = torch.__version__.split("+")[0]
-    return cache_dir() / "onnx" / f"detector-{ch}-r{arch.get('n_rays', 32)}-{key}-op{OPSET}-t{tv}.onnx"
+    name = f"detector-{ch}-r{arch.get('n_rays', 32)}-{key}-op{OPSET}-t{tv}-{GRAPH}.onnx"
+    return cache_dir() / "onnx" / name
 
 
 class _MapsGraph:
@@ -93,8 +107,8 @@ class _MapsGraph:
                 self.net = net
 
             def forward(self, x):  # (N, H, W, 3) float32
-                logit, dist = self.net(x.permute(0, 3, 1, 2))
-                return torch.sigmoid(logit)[:, 0], dist.permute(0, 2, 3, 1)
+                f = self.net.features_of(x.permute(0, 3, 1, 2))
+                return torch.sigmoid(self.net.prob_head(f))[:, 0], self.net.dist_head(f).permute(0, 2, 3, 1)
 
         return Maps(net).eval()
 
@@ -102,8 +116,9 @@ class _MapsGraph:
 def export_detector_onnx(net, path: Path) -> Path:
     """Export ``net`` (a :class:`~leukcore.detect.net.StarDistUNet`, eval, CPU, float32) atomically.
 
-    Input ``tiles`` (N, H, W, 3); outputs ``prob`` (N, H, W) and ``dist`` (N, H, W, n_rays); N, H and W
-    are dynamic (H and W multiples of the network's downsampling).
+    Input ``tiles`` (N, H, W, 3); outputs ``prob`` (N, H, W) and ``dist`` (N, H, W, n_rays), the distance
+    head's logits (:func:`softplus` of them are the distances); N, H and W are dynamic (H and W multiples of
+    the network's downsampling).
     """
     import copy
 
@@ -171,10 +186,15 @@ class DetectorOnnxRunner:
         self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, tiles: np.ndarray):
-        """``(prob, dist)`` maps of a float32 batch ``(N, 3, H, W)``, as the torch network gives them."""
+        """``(prob, dist)`` maps of a float32 batch ``(N, H, W, 3)``, as the torch network gives them."""
+        prob, logits = self.logits(tiles)
+        return prob, softplus(logits)
+
+    def logits(self, tiles: np.ndarray):
+        """``(prob, distance logits)``: :meth:`__call__` without the softplus over every pixel and ray."""
         x = np.ascontiguousarray(tiles, dtype=np.float32)
-        prob, dist = self.session.run(None, {"tiles": x}, self.run_options)
-        return prob, dist
+        prob, logits = self.session.run(None, {"tiles": x}, self.run_options)
+        return prob, logits
 
 
 def _register_same_arena(ort) -> None:

@@ -63,9 +63,9 @@ def instances_from_maps(
     prob_thresh: float = 0.5,
     nms_thresh: float = 0.4,
     min_area: float = 0.0,
-    border: int = 0,
     local_max: bool = True,
     origin=None,
+    dist_logits: bool = False,
 ):
     """Run stardist's non-maximum suppression on one tile's maps.
 
@@ -85,6 +85,9 @@ def instances_from_maps(
         Global (y, x) of the maps' first pixel.  When given, probabilities are quantised to
         :data:`PROB_QUANTUM` and ties ordered by the global pixel, so overlapping tiles of any shape
         keep the same candidate for an object (scores move by less than one quantum).
+    dist_logits : bool
+        ``dist`` holds the distance head's logits: the softplus is applied to the candidate pixels only
+        (the same distances as applying it to the whole map first).
 
     Returns
     -------
@@ -109,9 +112,12 @@ def instances_from_maps(
 
         prob = np.where(prob >= maximum_filter(prob, size=3, mode="nearest"), prob, 0).astype(np.float32)
     with _single_thread_openmp():
-        points, scores, dists = non_maximum_suppression(
-            dist, prob, grid=(1, 1), b=border, prob_thresh=prob_thresh, nms_thresh=nms_thresh
-        )
+        if dist_logits:
+            points, scores, dists = _nms_of_logits(dist, prob, prob_thresh, nms_thresh)
+        else:
+            points, scores, dists = non_maximum_suppression(
+                dist, prob, grid=(1, 1), b=0, prob_thresh=prob_thresh, nms_thresh=nms_thresh
+            )
     if len(points) == 0:
         return np.zeros((0, 2), int), np.zeros(0, np.float32), np.zeros((0, n_rays, 2), np.float32)
     coord = dist_to_coord(dists, points)  # (N, 2, n_rays)
@@ -122,6 +128,32 @@ def instances_from_maps(
         keep = np.array([polygon_area(p) >= min_area for p in polys])
         points, scores, polys = points[keep], scores[keep], polys[keep]
     return points.astype(int), scores.astype(np.float32), polys
+
+
+def _nms_of_logits(logits, prob, prob_thresh, nms_thresh):
+    """The steps of stardist's ``non_maximum_suppression`` (grid 1) with the softplus applied to the candidates'
+    distance logits only: the same candidates, order and suppression as on the activated map.
+    """
+    from stardist.nms import non_maximum_suppression_inds
+
+    from .onnx_backend import softplus
+
+    mask = prob > prob_thresh
+    points = np.stack(np.where(mask), axis=1)
+    dist = softplus(logits[mask])
+    scores = prob[mask]
+    ind = np.argsort(scores)[::-1]
+    dist, scores, points = dist[ind], scores[ind], points[ind]
+    keep = non_maximum_suppression_inds(
+        dist,
+        points.astype(np.int32, copy=False),
+        scores=scores,
+        use_bbox=True,
+        use_kdtree=True,
+        thresh=nms_thresh,
+        verbose=False,
+    )
+    return points[keep], scores[keep], dist[keep]
 
 
 def polygons_to_labels(polys: np.ndarray, shape) -> np.ndarray:

@@ -108,7 +108,13 @@ def _tile_cells(plan: DetectionPlan, detector, tile, prob, dist, prob_thresh, nm
     """Cells owned by one tile: (level-0 centroids, level-0 polygons, scores, working centres)."""
     ry0, rx0 = tile.read[0], tile.read[1]
     pts, scores, polys = instances_from_maps(
-        prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh, min_area=detector.min_area_px, origin=(ry0, rx0)
+        prob,
+        dist,
+        prob_thresh=prob_thresh,
+        nms_thresh=nms_thresh,
+        min_area=detector.min_area_px,
+        origin=(ry0, rx0),
+        dist_logits=getattr(detector, "dist_logits", False),
     )
     if len(pts) == 0:
         return None
@@ -260,10 +266,13 @@ class _DetectRun:
     def group_cells(self, group: list, one_core: bool = False) -> list:
         """``(window, cells)`` of one group of same-shape windows: maps, then NMS and ownership per window."""
         det = self.detector
-        if one_core:
+        raw = getattr(det, "predict_maps_raw", None)  # distance logits where the detector gives them
+        if len(group) == 1 and not one_core:
+            prob, dist = predict_in_strips(det, group[0][1], self.budget, predict=raw)
+        elif raw is not None:
+            prob, dist = raw(np.stack([a for _, a in group]), one_core=one_core)
+        elif one_core:
             prob, dist = det.predict_maps_one_core(np.stack([a for _, a in group]))
-        elif len(group) == 1:
-            prob, dist = predict_in_strips(det, group[0][1], self.budget)
         else:
             prob, dist = det.predict_maps(np.stack([a for _, a in group]))
         return [

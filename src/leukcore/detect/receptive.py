@@ -63,26 +63,28 @@ def receptive_radius(detector, size: int = 128) -> Optional[int]:
     return out
 
 
-def predict_in_strips(detector, a: np.ndarray, budget: float):
+def predict_in_strips(detector, a: np.ndarray, budget: float, predict=None):
     """Maps of one window, computed in horizontal strips of at most ``budget`` pixels when it is larger.
 
     Each strip is read with a margin of the network's measured receptive-field radius (rounded up to
     the network's ``multiple``, so the pooling grid stays aligned) and only its centre rows are kept:
     the stitched maps equal the whole window's up to float rounding, while the network's activations
     (~100 floats per pixel) never exceed the budget.  Returns ``(prob (1, H, W), dist (1, H, W, R))``.
+    ``predict``: the maps function (default ``detector.predict_maps``; e.g. ``detector.predict_maps_raw``).
     """
+    predict = predict or detector.predict_maps
     H, W = a.shape[:2]
     r = receptive_radius(detector) if H * W > budget else None
     if r is None:
-        return detector.predict_maps(a[None])
+        return predict(a[None])
     m = max(1, int(getattr(detector, "multiple", 1)))
     margin = int(math.ceil((r + 1) / m) * m)
     pieces = strips(H, W, budget, margin, m)
     if pieces is None:  # too narrow a budget for this width: one pass
-        return detector.predict_maps(a[None])
+        return predict(a[None])
     prob = dist = None
     for y0, y1, r0, r1 in pieces:
-        p, d = detector.predict_maps(a[None, r0:r1])
+        p, d = predict(a[None, r0:r1])
         if prob is None:
             prob = np.empty((1, H, W), p.dtype)
             dist = np.empty((1, H, W, d.shape[-1]), d.dtype)
