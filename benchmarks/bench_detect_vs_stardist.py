@@ -141,14 +141,22 @@ def child_ours(argv):
 
 
 def _import_detection_modules():
-    """Import what detection imports lazily (stardist's NMS, pandas, scikit-image, scipy): process start-up,
-    excluded as the stardist side's TensorFlow / stardist imports are."""
+    """Import what detection and slide reading import lazily (stardist's NMS, pandas, scikit-image, scipy, the
+    tifffile / zarr / dask reader stack): process start-up, excluded as the stardist side's TensorFlow, stardist
+    and tifffile imports are."""
+    import dask.array  # noqa: F401
     import pandas  # noqa: F401
     import scipy.ndimage  # noqa: F401
     import scipy.spatial  # noqa: F401
+    import skimage.color  # noqa: F401
     import skimage.measure  # noqa: F401
     import stardist.nms  # noqa: F401
+    import tifffile  # noqa: F401
+    import zarr  # noqa: F401
 
+    import leukcore.detect.candidates  # noqa: F401
+    import leukcore.detect.stain  # noqa: F401
+    import leukcore.io.tiff  # noqa: F401
     import leukcore.results  # noqa: F401
 
 
@@ -296,8 +304,10 @@ def child_network(argv):
         det_o = Detector.load("wbc-stardist", device="cpu", backend="onnx", threads=n)
         flops = _conv_flops(det_t.net, tile)
         out["gflop_per_mp"] = round(flops / 1e9 / (tile * tile / 1e6), 1)
-        for name, d in (("torch", det_t), ("onnx", det_o)):
-            s = best(lambda d=d: d.predict_maps(x))
+        # onnx-logits: what detection runs (the distance softplus left to the NMS candidates, issue 17)
+        runs = (("torch", det_t.predict_maps), ("onnx", det_o.predict_maps), ("onnx-logits", det_o.predict_maps_raw))
+        for name, f in runs:
+            s = best(lambda f=f: f(x))
             out[name] = {
                 "s": round(s, 3),
                 "mp_per_s": round(tile * tile / 1e6 / s, 3),

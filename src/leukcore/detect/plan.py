@@ -82,7 +82,7 @@ class DetectionPlan:
     #: run sub-windows around candidate blocks inside a tile (else whole tiles)
     windows: bool = True
     #: ``"exact"`` (margin: half the largest cell + receptive field) or ``"tight"`` (receptive field + 4 px,
-    #: 16 px blocks); ``""`` without windows
+    #: 8 px blocks); ``""`` without windows
     window_mode: str = "exact"
     #: margin (working px) read around a sub-window's core: a cell radius plus the network's
     #: receptive-field radius (0: the grid halo)
@@ -199,7 +199,7 @@ def plan_detection(
     ``windows`` (with ``skip_empty``): inside a tile run the network only on sub-windows around
     the candidate blocks (:func:`tile_windows`); ``False`` runs every candidate tile whole.
     ``"exact"``: window margin = half the largest cell + the receptive field (the cells are those of
-    whole tiles); ``"tight"``: 16 px candidate blocks, an 8 um nucleus-to-centroid radius and a margin
+    whole tiles); ``"tight"``: 8 px candidate blocks, a 7 um nucleus-to-centroid radius and a margin
     of the receptive field + 4 px (per-cell windows; see :data:`TIGHT_MARGIN`); ``True``:
     :data:`DEFAULT_WINDOWS`.
     """
