@@ -185,6 +185,20 @@ class _ContentModel:
         return [prob, np.full_like(dist, SD_RADIUS)]
 
 
+def _versatile_he_config(Config2D):
+    """The ``2D_versatile_he`` architecture (32 rays, grid 2x2, U-Net depth 3, 32 filters), random weights."""
+    return Config2D(
+        n_rays=32,
+        grid=(2, 2),
+        n_channel_in=3,
+        unet_n_depth=3,
+        unet_n_filter_base=32,
+        unet_kernel_size=(3, 3),
+        net_conv_after_unet=128,
+        unet_batch_norm=False,
+    )
+
+
 def child_stardist(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("slide")
@@ -215,16 +229,7 @@ def child_stardist(argv):
             return False
 
     t0 = time.perf_counter()
-    conf = Config2D(
-        n_rays=32,
-        grid=(2, 2),
-        n_channel_in=3,
-        unet_n_depth=3,
-        unet_n_filter_base=32,
-        unet_kernel_size=(3, 3),
-        net_conv_after_unet=128,
-        unet_batch_norm=False,
-    )
+    conf = _versatile_he_config(Config2D)
     model = StarDist2D(conf, name=None, basedir=None)  # 2D_versatile_he architecture, random weights
     model.thresholds = {"prob": 0.5, "nms": 0.4}
     model._axes_tile_overlap("YXC")  # receptive field, with the real network
@@ -326,16 +331,7 @@ def child_network(argv):
         out["matmul_gflops"] = round(2 * 2048**3 / s / 1e9, 1)
         from stardist.models import Config2D, StarDist2D
 
-        conf = Config2D(
-            n_rays=32,
-            grid=(2, 2),
-            n_channel_in=3,
-            unet_n_depth=3,
-            unet_n_filter_base=32,
-            unet_kernel_size=(3, 3),
-            net_conv_after_unet=128,
-            unet_batch_norm=False,
-        )
+        conf = _versatile_he_config(Config2D)
         km = StarDist2D(conf, name=None, basedir=None).keras_model
         flops = _keras_conv_flops(km, tile)
         out["gflop_per_mp"] = round(flops / 1e9 / (tile * tile / 1e6), 1)
