@@ -30,6 +30,25 @@ def test_lookup_table_matches_the_per_pixel_map():
     assert np.abs(a - b).max() < 12 / 255
 
 
+def test_table_filled_plane_by_plane_equals_the_whole_grid_at_once():
+    """Planes are filled as tiles need them; each equals the whole-grid build (the shipped v4 inputs)."""
+    img = _fields()[0]
+    bg = background_color(img)
+    norm = S.StainNormalizer.for_image(img, bg, _template())
+    tile = img[:120, :160]
+    out = norm(tile)  # fills only the red levels this tile shows
+    n = 1 << S._LUT_BITS
+    assert 0 < norm._planes.sum() < n
+    v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
+    grid = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(n * n, n, 3)
+    whole = np.round(S.reinhard(grid, norm.bg, norm.stats, norm.template) * 255.0).astype(np.uint8)
+    whole = whole.reshape(n, n, n, 3)
+    sh = 8 - S._LUT_BITS
+    ref = whole[tile[..., 0] >> sh, tile[..., 1] >> sh, tile[..., 2] >> sh].astype(np.float32) * np.float32(1 / 255)
+    assert np.array_equal(out, ref)
+    assert np.array_equal(norm.lut(), whole)  # every plane, filled one by one
+
+
 def test_the_map_is_per_pixel_so_tiles_agree_with_the_whole():
     img = _fields()[0]
     norm = S.StainNormalizer.for_image(img, background_color(img), _template())

@@ -20,9 +20,10 @@ exact), about 20 ms per megapixel.  The template is the model card's ``input.nor
 
 from __future__ import annotations
 
+import threading
 import warnings
-from dataclasses import dataclass
-from typing import Iterable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -117,9 +118,12 @@ class StainNormalizer:
     bg: np.ndarray
     stats: Optional[np.ndarray]
     template: np.ndarray
-    #: through the lookup table (slides: built once, ~1 s) or computed per pixel (one field)
+    #: through the lookup table (slides; a red-level plane of it is computed the first time a tile shows that
+    #: red level, the whole table would take ~0.5 s) or computed per pixel (one field)
     use_lut: bool = True
     _lut: Optional[np.ndarray] = None
+    _planes: Optional[np.ndarray] = None
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_image(cls, sample: np.ndarray, bg, template, use_lut: bool = True) -> "StainNormalizer":
@@ -152,14 +156,25 @@ class StainNormalizer:
             "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE),
         }
 
-    def lut(self) -> np.ndarray:
-        """The colour transfer as a lookup table over quantised RGB (built once, on first use)."""
-        if self._lut is None:
-            n = 1 << _LUT_BITS
+    def lut(self, red_levels=None) -> np.ndarray:
+        """The colour transfer as a lookup table over quantised RGB, ``(n, n, n, 3)`` uint8.
+
+        Filled plane by plane (one quantised red level: an ``(n, n, 3)`` grid through :func:`reinhard`, the same
+        values as the whole grid in one call, checked by ``tests/test_detect_stain.py``), each plane on first use:
+        ``red_levels`` the planes needed now (default all).
+        """
+        n = 1 << _LUT_BITS
+        with self._lock:
+            if self._lut is None:
+                self._lut = np.zeros((n, n, n, 3), np.uint8)
+                self._planes = np.zeros(n, bool)
+            want = np.arange(n) if red_levels is None else np.unique(red_levels)
             v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
-            grid = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(n * n, n, 3)
-            out = reinhard(grid, self.bg, self.stats, self.template)
-            self._lut = np.round(out * 255.0).astype(np.uint8).reshape(n, n, n, 3)
+            for r in want[~self._planes[want]]:
+                grid = np.stack(np.meshgrid(v[r : r + 1], v, v, indexing="ij"), -1).reshape(n, n, 3)
+                out = reinhard(grid, self.bg, self.stats, self.template)
+                self._lut[r] = np.round(out * 255.0).astype(np.uint8)
+                self._planes[r] = True
         return self._lut
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
@@ -170,8 +185,9 @@ class StainNormalizer:
         if not self.use_lut:
             return reinhard(a, self.bg, self.stats, self.template)
         sh = 8 - _LUT_BITS
-        lut = self.lut()
-        out = lut[a[..., 0] >> sh, a[..., 1] >> sh, a[..., 2] >> sh]
+        red = a[..., 0] >> sh
+        lut = self.lut(np.unique(red))
+        out = lut[red, a[..., 1] >> sh, a[..., 2] >> sh]
         return out.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
