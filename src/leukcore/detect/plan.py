@@ -48,8 +48,9 @@ TIGHT_BLOCK = 8
 #: ``windows="tight"``: a block is a candidate when a nucleus-colour pixel lies within this distance (um,
 #: Chebyshev) of it: a white cell's centroid lies within a few um of its nucleus (exact windows: half the
 #: tile halo, ~16 um).  7 um: the smallest radius that loses no cell of the full path on the normal and
-#: leukaemic smears (6 um lost 1 of 457; docs/detection.md, issue 17), and none on the validation field
-#: mosaics (four-class, BCCD, PBC, as published and re-stained) down to 3 um.
+#: leukaemic smears (6 um lost 1 of 457; docs/detection.md, issue 17), none of the validation field mosaics'
+#: annotated cells (four-class, BCCD, PBC, as published and re-stained) down to 3 um; on the dense 6,000 px
+#: field mosaic it drops one of 1,495 detections (a purple fragment in debris; 8 um keeps it).
 TIGHT_RADIUS_UM = 7.0
 #: accepted values of ``windows``
 WINDOW_MODES = (True, False, "exact", "tight")
