@@ -30,6 +30,7 @@ Steps
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -267,14 +268,11 @@ class _DetectRun:
         """``(window, cells)`` of one group of same-shape windows: maps, then NMS and ownership per window."""
         det = self.detector
         raw = getattr(det, "predict_maps_raw", None)  # distance logits where the detector gives them
-        if len(group) == 1 and not one_core:
-            prob, dist = predict_in_strips(det, group[0][1], self.budget, predict=raw)
-        elif raw is not None:
-            prob, dist = raw(np.stack([a for _, a in group]), one_core=one_core)
-        elif one_core:
-            prob, dist = det.predict_maps_one_core(np.stack([a for _, a in group]))
+        maps = det.predict_maps if raw is None else functools.partial(raw, one_core=one_core)
+        if len(group) == 1:
+            prob, dist = predict_in_strips(det, group[0][1], self.budget, predict=maps)
         else:
-            prob, dist = det.predict_maps(np.stack([a for _, a in group]))
+            prob, dist = maps(np.stack([a for _, a in group]))
         return [
             (w, _tile_cells(self.plan, det, w, prob[j], dist[j], self.pt, self.nt, self.dedupe_r))
             for j, (w, _) in enumerate(group)
