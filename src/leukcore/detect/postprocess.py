@@ -131,29 +131,18 @@ def instances_from_maps(
 
 
 def _nms_of_logits(logits, prob, prob_thresh, nms_thresh):
-    """The steps of stardist's ``non_maximum_suppression`` (grid 1) with the softplus applied to the candidates'
-    distance logits only: the same candidates, order and suppression as on the activated map.
+    """NMS over the pixels above ``prob_thresh`` with the softplus applied to their distance logits only
+    (stardist's ``non_maximum_suppression_sparse``: the same sort and suppression as the dense call).
     """
-    from stardist.nms import non_maximum_suppression_inds
+    from stardist.nms import non_maximum_suppression_sparse
 
     from .onnx_backend import softplus
 
     mask = prob > prob_thresh
-    points = np.stack(np.where(mask), axis=1)
-    dist = softplus(logits[mask])
-    scores = prob[mask]
-    ind = np.argsort(scores)[::-1]
-    dist, scores, points = dist[ind], scores[ind], points[ind]
-    keep = non_maximum_suppression_inds(
-        dist,
-        points.astype(np.int32, copy=False),
-        scores=scores,
-        use_bbox=True,
-        use_kdtree=True,
-        thresh=nms_thresh,
-        verbose=False,
+    points, scores, dist, _ = non_maximum_suppression_sparse(
+        softplus(logits[mask]), prob[mask], np.stack(np.where(mask), axis=1), nms_thresh=nms_thresh
     )
-    return points[keep], scores[keep], dist[keep]
+    return points, scores, dist
 
 
 def polygons_to_labels(polys: np.ndarray, shape) -> np.ndarray:
