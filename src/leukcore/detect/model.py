@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -125,6 +126,7 @@ class Detector:
     _onnx: Any = field(default=None, repr=False)
     #: one-core ONNX Runtime session (opened on first use) for windows run side by side: see :meth:`map_workers`
     _onnx_one: Any = field(default=None, repr=False)
+    _onnx_one_lock: Any = field(default_factory=threading.Lock, repr=False)
     #: probe comparison of the ONNX export with torch (max differences), when the ONNX backend was tried
     backend_check: dict = field(default_factory=dict, repr=False)
 
@@ -395,10 +397,11 @@ class Detector:
         """The ONNX Runtime session: every thread, or (``one_core``) the one-core one, opened on first use."""
         if not one_core or self.threads <= 1:
             return self._onnx
-        if self._onnx_one is None:
-            from .onnx_backend import DetectorOnnxRunner
+        with self._onnx_one_lock:  # the side-by-side threads ask at once: open one session, not one each
+            if self._onnx_one is None:
+                from .onnx_backend import DetectorOnnxRunner
 
-            self._onnx_one = DetectorOnnxRunner(self._onnx.path, threads=1, memory=self._onnx.memory)
+                self._onnx_one = DetectorOnnxRunner(self._onnx.path, threads=1, memory=self._onnx.memory)
         return self._onnx_one
 
     def predict_maps_one_core(self, batch: np.ndarray):
