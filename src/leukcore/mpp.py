@@ -278,16 +278,7 @@ def estimate_mpp(
                 f"{name}: cannot estimate the pixel size: found {n} clean red cells (need {min_cells}){_ASK}"
             )
         reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
-        return MppEstimate(
-            mpp=rbc["mpp"],
-            spread=rbc["spread"],
-            n_cells=rbc["n"],
-            method="rbc-diameter",
-            diameter_px=rbc["d"],
-            reliable=not reasons,
-            reason="; ".join(reasons),
-            rbc_mpp=rbc["mpp"],
-        )
+        return _rbc_answer(rbc, not reasons, "; ".join(reasons))
     if not regions or _is_blank(regions):
         raise MppError(
             f"{name}: cannot estimate the pixel size: blank image, no red cells or other cues to measure{_ASK}"
@@ -322,22 +313,29 @@ def _regions_of(image_or_slide, max_regions: int) -> tuple[list, str]:
     return [np.asarray(r)[..., :3].astype(np.uint8, copy=False) for r in regions], name
 
 
+def _rbc_answer(rbc: dict, reliable: bool, reason: str, sn: Optional[dict] = None) -> MppEstimate:
+    """The red-cell ruler's answer; ``sn``, the network ruler's reading, is recorded beside it when there is one."""
+    extra = {} if sn is None else {"scalenet_mpp": float(sn["mpp"]), "n_windows": int(sn["n_informative"])}
+    return MppEstimate(
+        mpp=rbc["mpp"],
+        spread=rbc["spread"],
+        n_cells=rbc["n"],
+        method="rbc-diameter",
+        diameter_px=rbc["d"],
+        reliable=reliable,
+        reason=reason,
+        rbc_mpp=float(rbc["mpp"]),
+        **extra,
+    )
+
+
 def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstimate:
     """The estimate from the network ruler ``sn`` and the red-cell ruler ``rbc`` (``auto``: cross-checked)."""
     rbc_mpp = rbc["mpp"] if rbc else math.nan
     if not math.isfinite(sn["mpp"]):
         if rbc is None:
             raise MppError(f"{name}: cannot estimate the pixel size: no window or red cell to measure{_ASK}")
-        return MppEstimate(
-            mpp=rbc["mpp"],
-            spread=rbc["spread"],
-            n_cells=rbc["n"],
-            method="rbc-diameter",
-            diameter_px=rbc["d"],
-            reliable=False,
-            reason="image too small for the network ruler",
-            rbc_mpp=rbc_mpp,
-        )
+        return _rbc_answer(rbc, False, "image too small for the network ruler")
     reasons = _scalenet_doubts(sn)
     if method == "auto" and reasons and rbc is not None and rbc["d"] >= MIN_RBC_DIAMETER_PX:
         # the network found nothing it trusts here (e.g. a mosaic or a smear unlike its training
@@ -347,18 +345,7 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
             f"sigma {sn['median_sigma']:.2f}); red cells used"
         )
         rr = _rbc_doubts(rbc)
-        return MppEstimate(
-            mpp=rbc["mpp"],
-            spread=rbc["spread"],
-            n_cells=rbc["n"],
-            method="rbc-diameter",
-            diameter_px=rbc["d"],
-            reliable=not rr,
-            reason="; ".join([why] + rr) if rr else "",
-            rbc_mpp=float(rbc_mpp),
-            scalenet_mpp=float(sn["mpp"]),
-            n_windows=int(sn["n_informative"]),
-        )
+        return _rbc_answer(rbc, not rr, "; ".join([why] + rr) if rr else "", sn)
     if rbc is None:
         reasons.append("no red cells found (is this a blood smear?)")
     elif method == "auto" and rbc["n"] >= RBC_CONFIDENT[0] and rbc["spread"] <= RBC_CONFIDENT[1]:
@@ -374,18 +361,7 @@ def _weigh_rulers(sn: dict, rbc: Optional[dict], method: str, name) -> MppEstima
             # many clean red cells are a physical ruler; the network was trained on three sources and
             # misreads smears unlike them (leave-one-source-out, docs/detection.md): the red cells win
             reasons.append(f"rulers disagree (network {sn['mpp']:.3f} um/px); {rbc['n']} clean red cells used")
-            return MppEstimate(
-                mpp=rbc["mpp"],
-                spread=rbc["spread"],
-                n_cells=rbc["n"],
-                method="rbc-diameter",
-                diameter_px=rbc["d"],
-                reliable=False,
-                reason="; ".join(reasons),
-                rbc_mpp=float(rbc_mpp),
-                scalenet_mpp=float(sn["mpp"]),
-                n_windows=int(sn["n_informative"]),
-            )
+            return _rbc_answer(rbc, False, "; ".join(reasons), sn)
     return MppEstimate(
         mpp=float(sn["mpp"]),
         spread=float(sn["spread"]),
