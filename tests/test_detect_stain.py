@@ -30,23 +30,23 @@ def test_lookup_table_matches_the_per_pixel_map():
     assert np.abs(a - b).max() < 12 / 255
 
 
-def test_table_filled_plane_by_plane_equals_the_whole_grid_at_once():
-    """Planes are filled as tiles need them; each equals the whole-grid build (the shipped v4 inputs)."""
+def test_table_filled_colour_by_colour_equals_the_whole_grid_at_once():
+    """Entries are filled as tiles show their colours; each equals the whole-grid build (the shipped v4 inputs)."""
     img = _fields()[0]
     bg = background_color(img)
     norm = S.StainNormalizer.for_image(img, bg, _template())
     tile = img[:120, :160]
-    out = norm(tile)  # fills only the red levels this tile shows
+    out = norm(tile)  # fills only the colours this tile shows
     n = 1 << S._LUT_BITS
-    assert 0 < norm._planes.sum() < n
+    sh = 8 - S._LUT_BITS
+    assert norm._filled.sum() == len(np.unique((tile >> sh).reshape(-1, 3), axis=0))
     v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
     grid = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(n * n, n, 3)
     whole = np.round(S.reinhard(grid, norm.bg, norm.stats, norm.template) * 255.0).astype(np.uint8)
     whole = whole.reshape(n, n, n, 3)
-    sh = 8 - S._LUT_BITS
     ref = whole[tile[..., 0] >> sh, tile[..., 1] >> sh, tile[..., 2] >> sh].astype(np.float32) * np.float32(1 / 255)
     assert np.array_equal(out, ref)
-    assert np.array_equal(norm.lut(), whole)  # every plane, filled one by one
+    assert np.array_equal(norm.lut(), whole)  # every entry, the rest filled at once
 
 
 def test_the_map_is_per_pixel_so_tiles_agree_with_the_whole():
@@ -157,3 +157,38 @@ def test_thresholds_are_tuned_on_the_input_the_detector_sees():
     )
     np.testing.assert_allclose(seen[0], field_input(img, tpl), atol=1e-6)
     assert np.abs(seen[0] - normalize_image(img)).max() > 0.05
+
+
+def test_table_fill_failure_is_raised_and_leaves_no_entry_marked(monkeypatch):
+    """A failing colour computation raises in the thread that asked; nothing is marked filled, so a later call
+    computes the entries again (no half-filled table read as done)."""
+    img = _fields()[0]
+    norm = S.StainNormalizer.for_image(img, background_color(img), _template())
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(1)
+        raise RuntimeError("colour conversion failed")
+
+    monkeypatch.setattr(S, "reinhard", boom)
+    with pytest.raises(RuntimeError, match="colour conversion failed"):
+        norm(img[:50, :50])
+    assert not norm._filled.any()
+    monkeypatch.undo()
+    out = norm(img[:50, :50])
+    assert out.shape == (50, 50, 3) and norm._filled.any()
+
+
+def test_tiles_read_side_by_side_fill_one_table():
+    """Threads normalising tiles at once (the detector's reader threads) get the one-thread values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    img = _fields()[0]
+    bg, tpl = background_color(img), _template()
+    ref = S.StainNormalizer.for_image(img, bg, tpl)
+    shared = S.StainNormalizer.for_image(img, bg, tpl)
+    tiles = [img[y : y + 96, x : x + 96] for y in range(0, 288, 96) for x in range(0, 384, 96)]
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(shared, tiles))
+    for t, o in zip(tiles, outs, strict=True):
+        assert np.array_equal(o, ref(t))

@@ -214,3 +214,27 @@ def test_bad_inputs():
     assert len(t) == 0 and not t.partial
     t = detect_cells(np.full((256, 256, 3), 255, np.uint8), det, mpp=0.5, skip_empty=True)
     assert len(t) == 0 and t.meta["tiles_run"] == 0
+
+
+def test_prefetch_returns_each_batch_in_tile_order_whatever_the_workers():
+    """Tiles of a batch are read by several threads; the batch comes back in its own order, once each."""
+    import random
+    import time as _time
+
+    from leukcore.detect.reading import Prefetch
+
+    rng = random.Random(0)
+    delays = {i: rng.uniform(0, 0.01) for i in range(11)}
+
+    def read(i):
+        _time.sleep(delays[i])
+        return i * 10
+
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    for workers in (1, 3):
+        p = Prefetch(read, batches, workers=workers)
+        try:
+            got = [p.next() for _ in batches]
+        finally:
+            p.close()
+        assert got == [[i * 10 for i in b] for b in batches]

@@ -72,3 +72,19 @@ def test_region_decodes_only_tiles_under_it(big):
             del store.get
         chunk_keys = [k for k in keys if not k.endswith(("zarr.json", ".zarray", ".zattrs", ".zgroup"))]
         assert len(chunk_keys) == 9, keys
+
+
+def test_reads_never_import_dask_distributed(big):
+    """Reads use local threads by callable: dask resolves a scheduler *name* by importing distributed (~0.25 s
+    of every run's first read, issue 17)."""
+    code = f"""
+import sys
+from leukcore.io import open_slide
+with open_slide({str(big)!r}) as s:
+    s.thumbnail(512)
+    s.read_region(s.n_levels - 1, 0, 0, 64, 64)
+print('@@', 'distributed' in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "@@ False" in r.stdout, r.stdout

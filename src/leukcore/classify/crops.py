@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..io.slide import LOCAL_SCHEDULER
+from ..io.slide import local_scheduler
 from .geometry import CropSpec
 
 __all__ = ["extract_crops", "crops_from_array", "resize_rgb", "spec_of"]
@@ -113,7 +113,7 @@ def extract_crops(
     lvl = slide.levels[level]
     cached = None
     if int(lvl.shape[0]) * int(lvl.shape[1]) <= _MATERIALISE_PIXELS and len(idx) > 4:
-        cached = np.asarray(lvl.compute(scheduler=LOCAL_SCHEDULER) if hasattr(lvl, "compute") else lvl)
+        cached = np.asarray(lvl.compute(scheduler=local_scheduler()) if hasattr(lvl, "compute") else lvl)
     cy = df["centroid_y"].to_numpy(np.float64)[idx] / d
     cx = df["centroid_x"].to_numpy(np.float64)[idx] / d
     polys = df["polygon"].to_numpy()[idx] if (use_mask and "polygon" in df) else None

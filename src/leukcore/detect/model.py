@@ -188,6 +188,9 @@ class Detector:
             net = net.to(memory_format=torch.channels_last)
         det = cls(net=net, card=card, device=dev, settings=settings, threads=threads or 0)
         det._choose_backend(backend)
+        from .receptive import receptive_radius
+
+        receptive_radius(det)  # measured once with the model (cached), not inside the first slide's run
         return det
 
     @classmethod
@@ -257,6 +260,8 @@ class Detector:
                 )
             self._onnx = runner
             self.backend = "onnx"
+            if self.threads > 1:  # the side-by-side windows' session, opened with the model, not in a first run
+                self._onnx_runner(one_core=True)
         except Exception as e:  # noqa: BLE001 - any export / runtime failure falls back to torch
             if required:
                 raise

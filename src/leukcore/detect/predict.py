@@ -71,33 +71,30 @@ __all__ = [
 MAX_FORWARD_PX = {"cpu": 1.4e6, "cuda": 64e6}
 
 
-def _read_batch(plan: DetectionPlan, tiles) -> list:
-    """Per tile: list of (window, normalised pixels).  One read of the windows' bounding box per tile, but
-    only the windows' pixels are normalised (per pixel, so the values do not depend on the box).
+def _read_tile(plan: DetectionPlan, t) -> list:
+    """One tile's list of (window, normalised pixels).  One read of the windows' bounding box, but only the
+    windows' pixels are normalised (per pixel, so the values do not depend on the box).
     """
     from .inputs import normalize_image
 
-    out = []
-    for t in tiles:
-        wins = tile_windows(plan, t)
-        box = wins[0].read if wins else None
-        for w in wins[1:]:
-            box = box_union(box, w.read)
-        raw = read_working(plan, box) if wins else None
-        out.append(
-            [
-                (
-                    w,
-                    normalize_image(
-                        raw[w.read[0] - box[0] : w.read[2] - box[0], w.read[1] - box[1] : w.read[3] - box[1]],
-                        plan.bg,
-                        plan.stain,
-                    ),
-                )
-                for w in wins
-            ]
+    wins = tile_windows(plan, t)
+    if not wins:
+        return []
+    box = wins[0].read
+    for w in wins[1:]:
+        box = box_union(box, w.read)
+    raw = read_working(plan, box)
+    return [
+        (
+            w,
+            normalize_image(
+                raw[w.read[0] - box[0] : w.read[2] - box[0], w.read[1] - box[1] : w.read[3] - box[1]],
+                plan.bg,
+                plan.stain,
+            ),
         )
-    return out
+        for w in wins
+    ]
 
 
 def _dedupe_radius(detector, plan: DetectionPlan) -> float:
@@ -367,7 +364,7 @@ def iter_detect(
     if not batches:
         yield run.chunk()
         return
-    reader = Prefetch(lambda b: _read_batch(plan, b), batches)
+    reader = Prefetch(functools.partial(_read_tile, plan), batches, workers=getattr(detector, "threads", 1))
     try:
         for batch in batches:
             if is_cancelled(cancel):

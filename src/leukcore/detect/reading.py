@@ -2,7 +2,7 @@
 
 The working grid is a pyramid level, resampled when the level is more than 10 % off the detector's pixel
 size; the resampling is one global affine map, so a pixel's value does not depend on the box it is read in
-(seams stay exact).  :class:`Prefetch` reads the next batch in a thread while the network runs.
+(seams stay exact).  :class:`Prefetch` reads the next batch's tiles in threads while the network runs.
 """
 
 from __future__ import annotations
@@ -46,21 +46,27 @@ def read_working(plan, read_box) -> np.ndarray:
 
 
 class Prefetch:
-    """``read(batch)`` of batch ``i + 1`` runs in a thread while the caller works on batch ``i``."""
+    """Reading ahead: the tiles of batch ``i + 1`` are read while the caller works on batch ``i``.
 
-    def __init__(self, read, batches: list):
+    ``read(tile)`` gives one tile's arrays; the tiles of a batch are read by ``workers`` threads side by side
+    (the first batch has both cores to itself: nothing else runs before its pixels are there), and
+    :meth:`next` returns them in the batch's order, so the result does not depend on ``workers``.
+    """
+
+    def __init__(self, read, batches: list, workers: int = 1):
         self.read, self.batches, self.i = read, batches, 0
-        self.ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukcore-read")
-        self.fut = self.ex.submit(read, batches[0]) if batches else None
+        self.ex = ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="leukcore-read")
+        self.futs = [self.ex.submit(read, t) for t in batches[0]] if batches else []
 
     def next(self) -> list:
-        """The next batch's read arrays (waits for the reader thread), starting the read of the one after."""
-        arrays = self.fut.result()
+        """The next batch's arrays, one per tile (waits for the reader threads), starting the reads of the one
+        after.
+        """
+        arrays = [f.result() for f in self.futs]
         self.i += 1
-        if self.i < len(self.batches):
-            self.fut = self.ex.submit(self.read, self.batches[self.i])
+        self.futs = [self.ex.submit(self.read, t) for t in self.batches[self.i]] if self.i < len(self.batches) else []
         return arrays
 
     def close(self):
-        """Stop the reader thread (pending reads cancelled)."""
+        """Stop the reader threads (pending reads cancelled)."""
         self.ex.shutdown(wait=True, cancel_futures=True)

@@ -118,11 +118,11 @@ class StainNormalizer:
     bg: np.ndarray
     stats: Optional[np.ndarray]
     template: np.ndarray
-    #: through the lookup table (slides; a red-level plane of it is computed the first time a tile shows that
-    #: red level, the whole table would take ~0.5 s) or computed per pixel (one field)
+    #: through the lookup table (slides; an entry is computed the first time a tile shows that colour, the whole
+    #: table would take ~0.3 s) or computed per pixel (one field)
     use_lut: bool = True
     _lut: Optional[np.ndarray] = None
-    _planes: Optional[np.ndarray] = None
+    _filled: Optional[np.ndarray] = None
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -156,26 +156,31 @@ class StainNormalizer:
             "unlike_training": bool(d > UNLIKE_TRAINING_DISTANCE),
         }
 
-    def lut(self, red_levels=None) -> np.ndarray:
+    def lut(self, codes=None) -> np.ndarray:
         """The colour transfer as a lookup table over quantised RGB, ``(n, n, n, 3)`` uint8.
 
-        Filled plane by plane (one quantised red level: an ``(n, n, 3)`` grid through :func:`reinhard`, the same
-        values as the whole grid in one call, checked by ``tests/test_detect_stain.py``), each plane on first use:
-        ``red_levels`` the planes needed now (default all).
+        Filled entry by entry: ``codes`` (quantised colours ``(r << 2b) | (g << b) | bl`` of ``b`` bits) are
+        computed through :func:`reinhard` the first time a tile shows them (default: every entry); the values are
+        those of the whole grid in one call (``tests/test_detect_stain.py``).  A smear's tiles show a few
+        percent of the 2 million colours, so the table costs little more than their pixels.  Threads reading
+        tiles side by side may compute the same entries at once; they write the same values.
         """
         n = 1 << _LUT_BITS
         with self._lock:
             if self._lut is None:
-                self._lut = np.zeros((n, n, n, 3), np.uint8)
-                self._planes = np.zeros(n, bool)
-            want = np.arange(n) if red_levels is None else np.unique(red_levels)
+                self._lut = np.zeros((n**3, 3), np.uint8)
+                self._filled = np.zeros(n**3, bool)
+            need = np.arange(n**3) if codes is None else np.asarray(codes).ravel()
+            need = need[~self._filled[need]]
+        if need.size:
+            need = np.unique(need)
             v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
-            for r in want[~self._planes[want]]:
-                grid = np.stack(np.meshgrid(v[r : r + 1], v, v, indexing="ij"), -1).reshape(n, n, 3)
-                out = reinhard(grid, self.bg, self.stats, self.template)
-                self._lut[r] = np.round(out * 255.0).astype(np.uint8)
-                self._planes[r] = True
-        return self._lut
+            grid = np.stack([v[need >> (2 * _LUT_BITS)], v[(need >> _LUT_BITS) & (n - 1)], v[need & (n - 1)]], -1)
+            out = np.round(reinhard(grid[None], self.bg, self.stats, self.template)[0] * 255.0).astype(np.uint8)
+            with self._lock:
+                self._lut[need] = out
+                self._filled[need] = True
+        return self._lut.reshape(n, n, n, 3)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """float32 (H, W, 3) in [0, 1]: the network's input for the uint8 RGB tile ``img``."""
@@ -185,10 +190,11 @@ class StainNormalizer:
         if not self.use_lut:
             return reinhard(a, self.bg, self.stats, self.template)
         sh = 8 - _LUT_BITS
-        red = a[..., 0] >> sh
-        lut = self.lut(np.unique(red))
-        out = lut[red, a[..., 1] >> sh, a[..., 2] >> sh]
-        return out.astype(np.float32) * np.float32(1.0 / 255.0)
+        code = (a[..., 0] >> sh).astype(np.int32) << (2 * _LUT_BITS)
+        code |= (a[..., 1] >> sh).astype(np.int32) << _LUT_BITS
+        code |= a[..., 2] >> sh
+        lut = self.lut(code).reshape(-1, 3)
+        return lut[code].astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def template_of(images: Iterable[np.ndarray]) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .slide import LOCAL_SCHEDULER
+from .slide import local_scheduler
 
 __all__ = ["Pyramid", "pyramid_shapes", "tiles_of"]
 
@@ -85,10 +85,10 @@ def _compute(block):
         out = np.empty(block.shape, block.dtype)
         # local threads: under a dask.distributed Client (the default scheduler once one exists) the
         # store would run in worker processes and leave ``out`` unwritten
-        da.store(block, out, lock=False, scheduler=LOCAL_SCHEDULER)
+        da.store(block, out, lock=False, scheduler=local_scheduler())
         return out
     if hasattr(block, "compute"):
-        return np.asarray(block.compute(scheduler=LOCAL_SCHEDULER))
+        return np.asarray(block.compute(scheduler=local_scheduler()))
     return np.asarray(block)
 
 

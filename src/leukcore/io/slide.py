@@ -18,9 +18,18 @@ __all__ = ["Slide", "PAD_VALUE"]
 
 #: value used for pixels of a region that lie outside the slide (bright background)
 PAD_VALUE = 255
-#: dask scheduler for reads inside a process (a dask.distributed Client, once created, becomes the
-#: default scheduler; region reads must not be shipped to its workers)
-LOCAL_SCHEDULER = "threads"
+
+
+def local_scheduler():
+    """The dask scheduler for reads inside a process: local threads, as a callable.
+
+    A dask.distributed Client, once created, becomes the default scheduler, and region reads must not be
+    shipped to its workers.  The callable, not the name ``"threads"``: dask resolves a scheduler *name* by
+    importing ``distributed`` to look for a client (~0.25 s of every run's first read, issue 17).
+    """
+    from dask.threaded import get
+
+    return get
 
 
 @dataclass
@@ -207,7 +216,7 @@ class Slide:
             else:
                 block = arr[y0:y1, x0:x1]
                 # local threads, never a dask.distributed Client that may be the default
-                block = block.compute(scheduler=LOCAL_SCHEDULER) if hasattr(block, "compute") else block
+                block = block.compute(scheduler=local_scheduler()) if hasattr(block, "compute") else block
             out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(block)
         return out
 
@@ -219,7 +228,7 @@ class Slide:
         a = self.levels[lvl]
         step = max(1, int(math.ceil(max(a.shape[0], a.shape[1]) / max_size)))
         sub = a[::step, ::step]
-        return np.asarray(sub.compute(scheduler=LOCAL_SCHEDULER) if hasattr(sub, "compute") else sub)
+        return np.asarray(sub.compute(scheduler=local_scheduler()) if hasattr(sub, "compute") else sub)
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:
