@@ -417,3 +417,62 @@ def test_bccd_class_errors_on_the_public_set():
     got = bccd_class_errors(DATA, ids)
     assert sorted(got) == ["BloodImage_00133", "BloodImage_00135"]
     assert got["BloodImage_00135"].tolist() == [[345, 42, 480, 185]]
+
+
+def _field_item(source: str, colour, n_cells: int, seed: int) -> TrainItem:
+    rng = np.random.default_rng(seed)
+    img = np.full((120, 120, 3), 235, np.uint8)
+    lab = np.zeros((120, 120), np.int32)
+    for i in range(n_cells):
+        y, x = rng.integers(10, 90, 2)
+        img[y : y + 20, x : x + 20] = colour
+        lab[y : y + 20, x : x + 20] = i + 1
+    return TrainItem(image=img, labels=lab, source=source, name=f"{source}-{seed}")
+
+
+def test_mosaic_patch_lays_fields_of_one_source_with_distinct_cells():
+    """A mosaic patch: pieces of several fields of the source drawn first, every piece's cells kept apart."""
+    from leukcore.detect.train_data import mosaic_patch, sample_batch
+
+    items = [_field_item("four-class", (120, 60, 170), 3, s) for s in range(4)]
+    items += [_field_item("pbc", (40, 160, 40), 2, 10 + s) for s in range(4)]
+    w = np.full(len(items), 1 / len(items))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        img, lab = mosaic_patch(items, w, rng, size=96)
+        assert img.shape == (96, 96, 3) and lab.shape == (96, 96) and lab.dtype == np.int32
+        # one source per patch: every cell purple (four-class) or every cell green (pbc), by its median colour
+        kinds = {
+            bool(np.median(img[lab == v][:, 2].astype(int) - img[lab == v][:, 1]) > 0) for v in np.unique(lab[lab > 0])
+        }
+        assert len(kinds) <= 1, kinds
+        seen |= kinds
+        # a label is one piece's cell: its pixels never straddle two pieces of the 2x2 or 3x3 layout
+        for v in np.unique(lab[lab > 0]):
+            ys, xs = np.nonzero(lab == v)
+            for edges in (np.linspace(0, 96, 3).astype(int), np.linspace(0, 96, 4).astype(int)):
+                py, px = np.searchsorted(edges, ys, "right"), np.searchsorted(edges, xs, "right")
+                if len(set(py)) == 1 and len(set(px)) == 1:
+                    break
+            else:
+                raise AssertionError(f"label {v} spans two pieces")
+    assert seen == {True, False}
+    x, p, d, wt = sample_batch(items, w, np.random.default_rng(1), 4, 64, 8, mosaic=1.0)
+    assert x.shape == (4, 3, 64, 64) and p.shape == (4, 1, 64, 64) and d.shape == (4, 8, 64, 64)
+
+
+def test_mosaic_share_is_checked_and_recorded():
+    import argparse
+    import shlex
+
+    from leukcore.cli.train_detector import register
+    from leukcore.detect.train import DetectorTrainOptions, train_command
+
+    with pytest.raises(ValueError, match="mosaic"):
+        DetectorTrainOptions(mosaic=1.5).checked()
+    cmd = train_command("DATA", "RUN", DetectorTrainOptions(mosaic=0.3, augmentation="mixed"))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(shlex.split(cmd)[1:])
+    assert args.mosaic == 0.3 and args.augment == "mixed"

@@ -77,6 +77,14 @@ def register(sub):
         "Romanowsky re-colouring, glass tints, uneven light, blur, noise, JPEG) or mixed (each "
         "patch strong with probability 0.5, else mild)",
     )
+    p.add_argument(
+        "--mosaic",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of training patches laid out as mosaics of 2x2 or 3x3 fields of one source "
+        "(cells cut at a field's edge next to another field, as in a mosaic of fields)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -121,6 +129,7 @@ def run(args):
         val_ignore_below_um=val_ignore,
         augmentation=args.augment,
         normalize=args.normalize,
+        mosaic=args.mosaic,
     )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")

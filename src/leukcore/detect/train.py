@@ -120,6 +120,9 @@ class DetectorTrainOptions:
     normalize : {"white-balance", "reinhard"}
         The network's input: white balance only, or also the stained pixels' colours moved to a template made
         from the training images (:mod:`leukcore.detect.stain`; written to the card).
+    mosaic : float
+        Share of patches laid out as mosaics of 2 x 2 or 3 x 3 fields of one source
+        (:func:`~leukcore.detect.train_data.mosaic_patch`), as ``leuk detect`` sees fields laid edge to edge.
     """
 
     mpp: float = 0.5
@@ -142,9 +145,12 @@ class DetectorTrainOptions:
     val_ignore_below_um: Optional[float] = VAL_IGNORE_BELOW_UM
     augmentation: str = "mild"
     normalize: str = "white-balance"
+    mosaic: float = 0.0
 
     def checked(self) -> DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
+        if not 0.0 <= self.mosaic <= 1.0:
+            raise ValueError(f"mosaic is a share of patches in [0, 1], got {self.mosaic}")
         if self.normalize not in NORMALIZE_CHOICES:
             raise ValueError(f"unknown normalize {self.normalize!r}; known: {NORMALIZE_CHOICES}")
         sw = {**DEFAULT_SOURCE_WEIGHTS, **(self.source_weights or {})}
@@ -225,7 +231,15 @@ def train_network(
         for g in opt.param_groups:
             g["lr"] = o.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
         x, p, d, wt = sample_batch(
-            items, w, rng, o.batch, o.size, arch["n_rays"], strength=o.augmentation, template=template
+            items,
+            w,
+            rng,
+            o.batch,
+            o.size,
+            arch["n_rays"],
+            strength=o.augmentation,
+            template=template,
+            mosaic=o.mosaic,
         )
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
         with torch.autocast(dev.type, dtype=torch.float16, enabled=bool(settings["amp"])):
@@ -462,6 +476,8 @@ def train_command(data_dir, out_dir, options: DetectorTrainOptions) -> str:
         cmd += f" --augment {o.augmentation}"
     if o.normalize != "white-balance":
         cmd += f" --normalize {o.normalize}"
+    if o.mosaic:
+        cmd += f" --mosaic {o.mosaic:g}"
     return cmd
 
 

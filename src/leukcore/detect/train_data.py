@@ -8,7 +8,15 @@ import numpy as np
 
 from .data import TrainItem, background_color, field_input
 
-__all__ = ["AUGMENTATIONS", "NORMALIZE_CHOICES", "augment", "make_targets", "sample_batch", "training_template"]
+__all__ = [
+    "AUGMENTATIONS",
+    "NORMALIZE_CHOICES",
+    "augment",
+    "make_targets",
+    "mosaic_patch",
+    "sample_batch",
+    "training_template",
+]
 
 
 def _stain_jitter(img: np.ndarray, rng) -> np.ndarray:
@@ -48,12 +56,25 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
 
     Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
     """
-    from skimage.transform import resize
+    strong = _is_strong(strength, rng)
+    out_i, out_l = _geometry(img, lab, rng, size, _scale_factor(rng, strong, scale))
+    return _colour(out_i, out_l, rng, strong)
 
+
+def _is_strong(strength: str, rng) -> bool:
     if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}; known: {AUGMENTATIONS}")
-    strong = strength == "strong" or (strength == "mixed" and rng.random() < MIXED_STRONG_SHARE)
-    f = float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
+    return strength == "strong" or (strength == "mixed" and rng.random() < MIXED_STRONG_SHARE)
+
+
+def _scale_factor(rng, strong: bool, scale: float) -> float:
+    return float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
+
+
+def _geometry(img: np.ndarray, lab: np.ndarray, rng, size: int, f: float):
+    """Scale by ``f``, crop or pad (glass colour) to ``size`` square at a random place, turn and flip."""
+    from skimage.transform import resize
+
     h, w = img.shape[:2]
     nh, nw = max(8, int(round(h * f))), max(8, int(round(w * f)))
     img = np.clip(resize(img, (nh, nw, 3), order=1, preserve_range=True, anti_aliasing=f < 1) + 0.5, 0, 255).astype(
@@ -76,6 +97,10 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
     out_i, out_l = np.rot90(out_i, k), np.rot90(out_l, k)
     if rng.random() < 0.5:
         out_i, out_l = out_i[:, ::-1], out_l[:, ::-1]
+    return out_i, out_l
+
+
+def _colour(out_i: np.ndarray, out_l: np.ndarray, rng, strong: bool):
     if strong:
         from .augment import degrade, romanowsky_jitter
 
@@ -85,6 +110,36 @@ def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float
 
     out_i = blur_and_noise(_stain_jitter(np.ascontiguousarray(out_i), rng), rng, p=0.3)
     return np.ascontiguousarray(out_i), np.ascontiguousarray(out_l)
+
+
+def mosaic_patch(items: Sequence[TrainItem], weights: np.ndarray, rng, size: int = 128, strength: str = "mild"):
+    """A patch laid out as the evaluation's mosaics of whole fields: 2 x 2 or 3 x 3 pieces of fields of one source.
+
+    Each piece is a field of the same source (drawn by ``weights``) scaled and cropped on its own, so a cell cut at
+    a field's edge sits against another field's glass or cells, as in ``leuk detect`` on fields laid edge to edge;
+    the colour recipe is drawn once for the whole patch (one lab, one stain).  Labels as :func:`augment`.
+    """
+    strong = _is_strong(strength, rng)
+    first = int(rng.choice(len(items), p=weights))
+    src = items[first].source.split("/")[0]
+    same = np.array([it.source.split("/")[0] == src for it in items])
+    w = np.where(same, weights, 0.0)
+    w = w / w.sum()
+    k = int(rng.choice([2, 3]))
+    edges = np.linspace(0, size, k + 1).astype(int)
+    out_i = np.empty((size, size, 3), np.uint8)
+    out_l = np.zeros((size, size), np.int32)
+    top = 0
+    for y0, y1 in zip(edges[:-1], edges[1:], strict=True):
+        for x0, x1 in zip(edges[:-1], edges[1:], strict=True):
+            it = items[int(rng.choice(len(items), p=w))] if (y0, x0) != (0, 0) else items[first]
+            side = max(y1 - y0, x1 - x0)
+            pi, pl = _geometry(it.image, it.labels, rng, side, _scale_factor(rng, strong, 0.2))
+            pi, pl = pi[: y1 - y0, : x1 - x0], pl[: y1 - y0, : x1 - x0]
+            out_i[y0:y1, x0:x1] = pi
+            out_l[y0:y1, x0:x1] = np.where(pl > 0, pl + top, pl)
+            top += int(max(pl.max(), 0))
+    return _colour(out_i, out_l, rng, strong)
 
 
 def make_targets(lab: np.ndarray, n_rays: int):
@@ -111,12 +166,19 @@ def sample_batch(
     n_rays: int,
     strength: str = "mild",
     template: Optional[np.ndarray] = None,
+    mosaic: float = 0.0,
 ):
-    """A batch of augmented patches, normalised as at inference (``template``: the stain template)."""
+    """A batch of augmented patches, normalised as at inference (``template``: the stain template).
+
+    ``mosaic``: the share of patches laid out as mosaics of fields (:func:`mosaic_patch`).
+    """
     xs, ps, ds, ws = [], [], [], []
     idx = rng.choice(len(items), size=batch, p=weights)
     for i in idx:
-        img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
+        if mosaic > 0 and rng.random() < mosaic:
+            img, lab = mosaic_patch(items, weights, rng, size=size, strength=strength)
+        else:
+            img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
         p, d, w = make_targets(lab, n_rays)
         xs.append(field_input(img, template))
         ps.append(p)
