@@ -136,3 +136,16 @@ def test_onnx_backend_matches_torch(card_path, tmp_path, monkeypatch):
     assert (pt.argmax(1) == po.argmax(1)).all()
     ca = Classifier.load(card_path, device="cpu", backend="auto")  # reuses the cached export
     assert ca.backend == "onnx"
+
+
+def test_a_loaded_classifier_pickles_to_a_worker_with_its_backend():
+    """run_batch ships loaded models to dask workers by pickle: the ONNX session is reopened there."""
+    import pickle
+
+    clf = Classifier.load("all-binary", device="cpu", backend="onnx")
+    s = clf.spec.size
+    crops = np.random.default_rng(0).integers(0, 255, (3, s, s, 3), dtype=np.uint8)
+    p0 = clf.predict_crops(crops)
+    back = pickle.loads(pickle.dumps(clf))
+    assert back.backend == "onnx" and back._onnx is not None
+    assert np.array_equal(p0, back.predict_crops(crops))

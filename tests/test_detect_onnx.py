@@ -194,3 +194,20 @@ def test_softplus_at_the_candidates_only_gives_the_same_cells():
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_allclose(softplus(np.array([-30.0, 0.0, 30.0])), [np.log1p(np.exp(-30.0)), np.log(2.0), 30.0])
+
+
+def test_a_loaded_detector_pickles_to_a_worker_with_its_backend():
+    """run_batch ships loaded models to dask workers by pickle: the ONNX sessions are reopened there."""
+    import pickle
+
+    from leukcore.detect import Detector
+
+    det = Detector.load("wbc-stardist", device="cpu", backend="onnx", threads=2)
+    x = np.random.default_rng(0).uniform(0.3, 1.0, (1, 64, 64, 3)).astype(np.float32)
+    p0, d0 = det.predict_maps(x)
+    back = pickle.loads(pickle.dumps(det))
+    assert back.backend == "onnx" and back._onnx is not None and back is not det
+    p1, d1 = back.predict_maps(x)
+    assert np.array_equal(p0, p1) and np.array_equal(d0, d1)
+    p2, _ = back.predict_maps_one_core(x)  # the side-by-side session and its lock work after the trip
+    assert np.allclose(p0, p2, atol=1e-6)

@@ -59,7 +59,9 @@ _THREADS_SET = [False]
 
 # ------------------------------------------------------------------ the task
 def _model_arg(m):
-    """Names and card paths travel as strings; loaded model objects are pickled to the workers as they are."""
+    """Names and card paths travel as strings; loaded model objects are pickled to the workers as they are
+    (their ONNX Runtime sessions are opened again there: ``Detector.__setstate__``, ``Classifier.__setstate__``).
+    """
     if m is None or isinstance(m, str):
         return m
     if isinstance(m, os.PathLike):

@@ -164,6 +164,22 @@ class Classifier:
             f"device={self.device} backend={self.backend}>"
         )
 
+    # ---------------------------------------------------------------- pickling (dask workers)
+    def __getstate__(self) -> dict:
+        """Everything but the ONNX Runtime session (not picklable): a batch ships a loaded classifier to dask
+        workers, where :meth:`__setstate__` opens the session again (exported from the weights when the worker's
+        cache has none).
+        """
+        state = dict(self.__dict__)
+        state["_onnx"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.backend == "onnx":
+            self.backend = "torch"
+            self._try_onnx()
+
     # ---------------------------------------------------------------- backend
     def _weights_key(self) -> str:
         w = self.card.get("weights", {}) if self.card else {}

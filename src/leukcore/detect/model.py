@@ -211,6 +211,23 @@ class Detector:
         det._choose_backend(backend)
         return det
 
+    # ------------------------------------------------------------ pickling (dask workers)
+    def __getstate__(self) -> dict:
+        """Everything but the ONNX Runtime sessions and the lock (not picklable): a batch ships a loaded
+        detector to dask workers, where :meth:`__setstate__` opens the sessions again (exported from the weights
+        when the worker's cache has none, checked against torch on the probe tile as at :meth:`load`).
+        """
+        state = dict(self.__dict__)
+        state.update(_onnx=None, _onnx_one=None, _onnx_one_lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._onnx_one_lock = threading.Lock()
+        if self.backend == "onnx":
+            self.backend = "torch"
+            self._try_onnx()
+
     # ------------------------------------------------------------ backend
     def _choose_backend(self, backend: str) -> None:
         if backend not in BACKENDS:
