@@ -59,15 +59,11 @@ def records(data, loso, limit, det, log=print):
 
 def settled(r, min_cells, margin):
     """The pixel size the rule gives for one row (the estimator's own when there is nothing to settle)."""
+    from leukcore.detect.scale import winner
+
     if "frag_rbc" not in r:
         return r["mpp"]
-    ok = {k: v for k, v in (("rbc", r["frag_rbc"]), ("sn", r["frag_sn"])) if v[0] >= min_cells}
-    win = None
-    if len(ok) == 2:
-        (k1, v1), (_, v2) = sorted(ok.items(), key=lambda kv: kv[1][2])
-        win = k1 if v1[2] + margin <= v2[2] else None
-    elif len(ok) == 1:
-        win = next(iter(ok))
+    win = winner({"rbc": tuple(r["frag_rbc"]), "sn": tuple(r["frag_sn"])}, min_cells, margin)
     return {"rbc": r["rbc"], "sn": r["sn"]}.get(win, r["mpp"])
 
 
@@ -98,10 +94,14 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--detector", default="wbc-stardist")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_mpp_settle.json"))
+    ap.add_argument("--rows-from", default=None, help="re-apply the rules to the rows of an earlier run's JSON")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(a.data) if a.data else default_data_dir()
-    rows = records(data, a.loso, a.limit, Detector.load(a.detector), log=lambda s: print(s, file=sys.stderr))
+    if a.rows_from:
+        rows = json.loads(Path(a.rows_from).read_text())["rows"]
+    else:
+        rows = records(data, a.loso, a.limit, Detector.load(a.detector), log=lambda s: print(s, file=sys.stderr))
     rules = sorted({(MIN_CELLS, MIN_MARGIN), (3, 0.15), (5, 0.15), (12, 0.15), (5, 0.3)})
     res = {
         "shipped_rule": {"min_cells": MIN_CELLS, "margin": MIN_MARGIN},

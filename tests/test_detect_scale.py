@@ -88,3 +88,37 @@ def test_fragmentation_counts_grow_when_the_pixel_size_is_too_large(field, det):
     _, _, g_big = fragmentation([field], det, 3.0 * FOURCLASS_MPP)
     assert n >= 1 and g_big > g_true
     assert np.isfinite(g_true)
+
+
+def test_a_single_cell_crop_is_not_given_to_the_fragments(det):
+    """One white cell filling a small crop (a single-cell image): at the right pixel size the detector finds none
+    or one, at a pixel size 7x too large the cell falls apart into fragments that keep multiplying; a count of
+    fragments must not win on its own (it did: Zheng 2018 crops read at 0.88 um/px and called ALL)."""
+    from leukcore.detect import scale as sc
+
+    counts = {0.124: (0, 0, 1.0), 0.884: (5, 7, 8 / 6)}  # measured on Zheng 296.bmp
+    img = np.full((120, 120, 3), 200, np.uint8)
+    from leukcore.mpp import MppEstimate
+
+    e = MppEstimate(
+        mpp=0.124,
+        spread=0.2,
+        n_cells=3,
+        method="scalenet",
+        diameter_px=10.0,
+        reliable=False,
+        reason="",
+        rbc_mpp=0.884,
+        scalenet_mpp=0.124,
+    )
+    import unittest.mock as um
+
+    with (
+        um.patch.object(sc, "_search_regions", lambda x: [img]),
+        um.patch.object(sc, "fragmentation", lambda regions, d, m: counts[round(m, 3)]),
+    ):
+        out = sc.settle_disagreement(img, e, det)
+        assert out.mpp == pytest.approx(0.124) and "undecided" in out.reason
+        counts[0.884] = (6, 6, 1.0)  # whole cells at the red cells' scale: they win
+        out = sc.settle_disagreement(img, e, det)
+        assert out.mpp == pytest.approx(0.884) and "red cells used" in out.reason

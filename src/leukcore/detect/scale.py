@@ -13,6 +13,12 @@ So for each candidate ``c`` the detector runs on the estimate's own sample regio
 ``c * STEP``; the candidate whose count grows least (:func:`fragmentation`) is used, the estimate stays
 flagged unreliable and its reason says what was measured.  Without a clear winner (growth within
 :data:`MIN_MARGIN` of each other, or too few cells) the estimator's own rule stands (the red cells).
+When only one candidate gives :data:`MIN_CELLS` cells, it wins only if its own count grows by at most
+:data:`MIN_MARGIN`: the count of the other may be low because its image holds one white cell (a single-cell
+crop: at the right pixel size the detector finds the one cell or none), while at a pixel size several times
+too large that one cell falls apart into five fragments whose count keeps climbing (a Zheng 2018 crop:
+network 0.124 um/px, 0 cells; red cells 0.884, 5 -> 7 cells: red cells won, and `leuk classify` called the
+fragments of a normal cell ALL, issue 14).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["STEP", "MIN_MARGIN", "MIN_CELLS", "fragmentation", "settle_disagreement", "estimate_slide_mpp"]
+__all__ = ["STEP", "MIN_MARGIN", "MIN_CELLS", "fragmentation", "winner", "settle_disagreement", "estimate_slide_mpp"]
 
 #: the larger pixel size each candidate is compared with (cells at ``c * STEP`` look 20 % smaller)
 STEP = 1.25
@@ -67,6 +73,23 @@ def _search_regions(image_or_slide) -> list:
     return out
 
 
+def winner(counts: dict, min_cells: int = MIN_CELLS, margin: float = MIN_MARGIN) -> Optional[str]:
+    """The candidate the counts choose, or ``None`` (undecided).
+
+    ``counts``: candidate name -> :func:`fragmentation`'s ``(n, n_up, growth)``.  Candidates with fewer than
+    ``min_cells`` cells give no evidence; of two, the one whose growth is at least ``margin`` lower wins; a lone
+    one wins only if its own growth is at most ``1 + margin`` (whole cells, not fragments that keep multiplying).
+    """
+    ok = {k: v for k, v in counts.items() if v[0] >= min_cells}
+    if len(ok) == 2:
+        (k1, v1), (_, v2) = sorted(ok.items(), key=lambda kv: kv[1][2])
+        return k1 if v1[2] + margin <= v2[2] else None
+    if len(ok) == 1:
+        k, v = next(iter(ok.items()))
+        return k if v[2] <= 1.0 + margin else None
+    return None
+
+
 def settle_disagreement(image_or_slide, est, detector):
     """The estimate ``est`` with a ruler disagreement settled by the detector (unchanged otherwise).
 
@@ -98,14 +121,7 @@ def settle_disagreement(image_or_slide, est, detector):
         f"{k} {m:.3f} um/px: {n} cells, {n_up} at {STEP:g}x"
         for (k, (n, n_up, _)), m in zip(res.items(), (a, b), strict=True)
     )
-    ok = {k: v for k, v in res.items() if v[0] >= MIN_CELLS}
-    win = None
-    if len(ok) == 2:
-        (k1, v1), (k2, v2) = sorted(ok.items(), key=lambda kv: kv[1][2])
-        if v1[2] + MIN_MARGIN <= v2[2]:
-            win = k1
-    elif len(ok) == 1:
-        win = next(iter(ok))
+    win = winner(res)
     chosen = {"red cells": a, "network": b}.get(win, est.mpp)
     how = f"detector check ({note}): {win} used" if win else f"detector check undecided ({note})"
     if est.reliable and chosen == est.mpp:
