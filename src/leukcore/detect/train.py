@@ -430,6 +430,11 @@ def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict,
         "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
         "PBC centred-cell colour mask; platelet images as negatives",
         "augmentation": AUGMENTATION_NOTES[o.augmentation],
+        **(
+            {"mosaic": f"{o.mosaic:g} of the patches laid out as 2x2 or 3x3 mosaics of fields of one source"}
+            if o.mosaic
+            else {}
+        ),
         "steps": len(hist),
         "batch": o.batch,
         "patch": o.size,
