@@ -432,7 +432,7 @@ def _field_item(source: str, colour, n_cells: int, seed: int) -> TrainItem:
 
 def test_mosaic_patch_lays_fields_of_one_source_with_distinct_cells():
     """A mosaic patch: pieces of several fields of the source drawn first, every piece's cells kept apart."""
-    from leukcore.detect.train_data import mosaic_patch, sample_batch
+    from leukcore.detect.train_data import Recipe, mosaic_patch, sample_batch
 
     items = [_field_item("four-class", (120, 60, 170), 3, s) for s in range(4)]
     items += [_field_item("pbc", (40, 160, 40), 2, 10 + s) for s in range(4)]
@@ -458,7 +458,7 @@ def test_mosaic_patch_lays_fields_of_one_source_with_distinct_cells():
             else:
                 raise AssertionError(f"label {v} spans two pieces")
     assert seen == {True, False}
-    x, p, d, wt = sample_batch(items, w, np.random.default_rng(1), 4, 64, 8, mosaic=1.0)
+    x, p, d, wt = sample_batch(items, w, np.random.default_rng(1), 4, 64, 8, Recipe(mosaic=1.0))
     assert x.shape == (4, 3, 64, 64) and p.shape == (4, 1, 64, 64) and d.shape == (4, 8, 64, 64)
 
 

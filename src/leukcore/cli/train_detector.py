@@ -62,6 +62,13 @@ def register(sub):
         help="four-class training instances smaller than a disc UM microns across (fragments of the "
         "derived masks) are ignored instead of learnt as cells",
     )
+    _recipe_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _recipe_arguments(p) -> None:
+    """The recipe's input and augmentation options (``--normalize``, ``--augment``, ``--mosaic``)."""
     p.add_argument(
         "--normalize",
         choices=["white-balance", "reinhard"],
@@ -85,8 +92,6 @@ def register(sub):
         help="share of training patches laid out as mosaics of 2x2 or 3x3 fields of one source "
         "(cells cut at a field's edge next to another field, as in a mosaic of fields)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
 
 
 def run(args):

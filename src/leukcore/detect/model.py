@@ -213,10 +213,7 @@ class Detector:
 
     # ------------------------------------------------------------ pickling (dask workers)
     def __getstate__(self) -> dict:
-        """Everything but the ONNX Runtime sessions and the lock (not picklable): a batch ships a loaded
-        detector to dask workers, where :meth:`__setstate__` opens the sessions again (exported from the weights
-        when the worker's cache has none, checked against torch on the probe tile as at :meth:`load`).
-        """
+        """All but the ONNX sessions and lock: a batch pickles a loaded detector to dask workers (reopened there)."""
         state = dict(self.__dict__)
         state.update(_onnx=None, _onnx_one=None, _onnx_one_lock=None)
         return state

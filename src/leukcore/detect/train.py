@@ -21,7 +21,16 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .data import TrainItem
-from .train_data import AUGMENTATIONS, NORMALIZE_CHOICES, augment, make_targets, sample_batch, training_template
+from .train_data import (
+    AUGMENTATIONS,
+    NORMALIZE_CHOICES,
+    Recipe,
+    augment,
+    make_targets,
+    sample_batch,
+    stain_card,
+    training_template,
+)
 from .tuning import (
     TUNING_OBJECTIVES,
     VAL_IGNORE_BELOW_UM,
@@ -237,9 +246,8 @@ def train_network(
             o.batch,
             o.size,
             arch["n_rays"],
-            strength=o.augmentation,
+            Recipe(o.augmentation, o.mosaic),
             template=template,
-            mosaic=o.mosaic,
         )
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
         with torch.autocast(dev.type, dtype=torch.float16, enabled=bool(settings["amp"])):
@@ -484,15 +492,3 @@ def train_command(data_dir, out_dir, options: DetectorTrainOptions) -> str:
     if o.mosaic:
         cmd += f" --mosaic {o.mosaic:g}"
     return cmd
-
-
-def stain_card(template: np.ndarray) -> dict:
-    """The card's ``input.normalization`` for a stain template (2, 3)."""
-    t = np.asarray(template, np.float64)
-    return {
-        "type": "background-white-balance+reinhard",
-        "detail": "RGB divided by the slide's glass colour; the stained pixels' CIE Lab mean and std (from "
-        "the slide's thumbnail, or the field) moved to the template (Reinhard transfer; "
-        "leukcore.detect.stain)",
-        "template": {"lab_mean": [round(float(v), 3) for v in t[0]], "lab_std": [round(float(v), 3) for v in t[1]]},
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -14,7 +15,9 @@ __all__ = [
     "augment",
     "make_targets",
     "mosaic_patch",
+    "Recipe",
     "sample_batch",
+    "stain_card",
     "training_template",
 ]
 
@@ -157,6 +160,14 @@ def make_targets(lab: np.ndarray, n_rays: int):
     return prob, dist, weight
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a training patch gets: the colour recipe (:data:`AUGMENTATIONS`) and the share of mosaic patches."""
+
+    strength: str = "mild"
+    mosaic: float = 0.0
+
+
 def sample_batch(
     items: Sequence[TrainItem],
     weights: np.ndarray,
@@ -164,21 +175,20 @@ def sample_batch(
     batch: int,
     size: int,
     n_rays: int,
-    strength: str = "mild",
+    recipe: Recipe = Recipe(),
     template: Optional[np.ndarray] = None,
-    mosaic: float = 0.0,
 ):
     """A batch of augmented patches, normalised as at inference (``template``: the stain template).
 
-    ``mosaic``: the share of patches laid out as mosaics of fields (:func:`mosaic_patch`).
+    ``recipe``: the colour recipe and the share of patches laid out as mosaics of fields (:func:`mosaic_patch`).
     """
     xs, ps, ds, ws = [], [], [], []
     idx = rng.choice(len(items), size=batch, p=weights)
     for i in idx:
-        if mosaic > 0 and rng.random() < mosaic:
-            img, lab = mosaic_patch(items, weights, rng, size=size, strength=strength)
+        if recipe.mosaic > 0 and rng.random() < recipe.mosaic:
+            img, lab = mosaic_patch(items, weights, rng, size=size, strength=recipe.strength)
         else:
-            img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=strength)
+            img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=recipe.strength)
         p, d, w = make_targets(lab, n_rays)
         xs.append(field_input(img, template))
         ps.append(p)
@@ -209,3 +219,15 @@ def training_template(items: Sequence[TrainItem], per_source: int = 40, seed: in
         lst = by[src]
         pick += [lst[i].image for i in rng.permutation(len(lst))[:per_source]]
     return template_of(pick)
+
+
+def stain_card(template: np.ndarray) -> dict:
+    """The card's ``input.normalization`` for a stain template (2, 3)."""
+    t = np.asarray(template, np.float64)
+    return {
+        "type": "background-white-balance+reinhard",
+        "detail": "RGB divided by the slide's glass colour; the stained pixels' CIE Lab mean and std (from "
+        "the slide's thumbnail, or the field) moved to the template (Reinhard transfer; "
+        "leukcore.detect.stain)",
+        "template": {"lab_mean": [round(float(v), 3) for v in t[0]], "lab_std": [round(float(v), 3) for v in t[1]]},
+    }
