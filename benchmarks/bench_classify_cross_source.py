@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-fields", type=int, default=150, help="held-out four-class fields (seeded draw)")
     ap.add_argument("--mpp", type=float, default=None, help="pass this pixel size (default: estimated)")
     ap.add_argument("--sets", nargs="+", default=["zheng", "pbc", "four-class"])
+    ap.add_argument(
+        "--split", choices=("test", "val"), default="test", help="four-class split: test (report) or val (choose)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/classify_cross_source.json")
     a = ap.parse_args(argv)
@@ -45,11 +48,14 @@ def main(argv=None) -> int:
     allres = json.loads(out.read_text()) if out.exists() else {}
     for m in a.models:
         t0 = time.time()
-        opts = CrossSourceOptions(sets=tuple(a.sets), n_per_type=a.n_per_type, n_fields=a.n_fields, mpp=a.mpp)
+        opts = CrossSourceOptions(
+            sets=tuple(a.sets), n_per_type=a.n_per_type, n_fields=a.n_fields, mpp=a.mpp, split=a.split
+        )
         res = cross_source_eval(m, data, opts, log=lambda s: print(s, file=sys.stderr))
         res["seconds"] = round(time.time() - t0, 1)
-        res["settings"] = {"n_per_type": a.n_per_type, "n_fields": a.n_fields, "threads": a.threads}
+        res["settings"] = {"n_per_type": a.n_per_type, "n_fields": a.n_fields, "threads": a.threads, "split": a.split}
         key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}" + (f"@mpp{a.mpp:g}" if a.mpp else "")
+        key += "@val" if a.split == "val" else ""
         allres[key] = res
         print(format_table(res))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,9 @@ class CrossSourceOptions:
         Seed of the capped draws.
     device : str
         Where a model given by name runs.
+    split : str
+        The four-class split to run: ``test`` (held out; the figures to report) or ``val`` (the
+        validation split, where models and rules are chosen).
     """
 
     sets: tuple = ("zheng", "pbc", "four-class")
@@ -140,6 +143,11 @@ class CrossSourceOptions:
     mpp: Optional[float] = None
     seed: int = 0
     device: str = "auto"
+    split: str = "test"
+
+    def __post_init__(self):
+        if self.split not in ("test", "val"):
+            raise ValueError(f"cross-source split must be 'test' or 'val', got {self.split!r}")
 
 
 def cross_source_eval(
@@ -263,9 +271,11 @@ def _pbc_set(run: _Run, data_dir: Path, cfg: Optional[dict], df) -> dict:
 
 
 def _fourclass_sets(run: _Run, df) -> dict:
-    f = df[(df["source"] == "all4class") & (df["split"] == "test")] if "source" in df else df.iloc[:0]
+    split = run.options.split
+    f = df[(df["source"] == "all4class") & (df["split"] == split)] if "source" in df else df.iloc[:0]
     if not len(f):
         return {}
+    what = "held-out test split" if split == "test" else "validation split (model selection)"
     classes = list(run.clf.classes)
     rows = run.cap(list(f.index), run.options.n_fields)
     items = [
@@ -278,8 +288,8 @@ def _fourclass_sets(run: _Run, df) -> dict:
     recs = run.run(items, "four-class")
     out = {
         "four-class": {
-            "source": "four-class (Taleqani Hospital) held-out fields",
-            "split": "image-level held-out test split (no patient IDs: optimistic)",
+            "source": f"four-class (Taleqani Hospital) {split} fields",
+            "split": f"image-level {what} (no patient IDs: optimistic)",
             **_accuracy(recs),
             "ece": _ece_of(recs, classes, lambda r: r["truth"]),
             "records": recs,
@@ -288,8 +298,8 @@ def _fourclass_sets(run: _Run, df) -> dict:
     if run.options.restain:
         recs = run.run(_restained_items(run, df, items), "four-class re-stained")
         out["four-class-restained"] = {
-            "source": "four-class held-out fields, Reinhard re-stained to another class's stain",
-            "split": "image-level held-out test split, re-stained",
+            "source": f"four-class {split} fields, Reinhard re-stained to another class's stain",
+            "split": f"image-level {what}, re-stained",
             **_accuracy(recs),
             "ece": _ece_of(recs, classes, lambda r: r["truth"]),
             "records": recs,
