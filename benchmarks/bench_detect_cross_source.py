@@ -111,34 +111,33 @@ def mosaic(pairs, gap: int = 6, cols: int | None = None):
     return canvas, offsets
 
 
-def score(det, pairs, mpp=None, fallback_mpp=None):
-    """Detect on the mosaic (pixel size estimated unless given) and count per field."""
+def score(det, pairs, mpp=None, fallback_mpp=None, sweep=None):
+    """Detect on the mosaic (pixel size estimated unless given) and count per field.
+
+    ``sweep``: probability thresholds; the mosaic is detected once at the lowest and each threshold
+    keeps the detections scoring at least it (NMS keeps higher-scoring candidates first, so this
+    equals a run at that threshold up to the pixel-size check's counts).  Counts per threshold in
+    ``out["sweep"]``.
+    """
     from leukcore.detect import detect_cells
-    from leukcore.detect.train import match_points_to_boxes, match_points_to_labels
     from leukcore.io import Slide
 
     canvas, offs = mosaic(pairs)
     t0 = time.time()
     note = None
+    kw = {"prob_thresh": min(sweep)} if sweep else {}
     try:
-        table = detect_cells(Slide.from_array(canvas, mpp=mpp), det, progress=None)
+        table = detect_cells(Slide.from_array(canvas, mpp=mpp), det, progress=None, **kw)
     except Exception as e:  # the user would get this error; score at the set's known pixel size instead
         if fallback_mpp is None:
             raise
         note = f"pixel size not estimable ({e}); scored at the known {fallback_mpp} um/px"
-        table = detect_cells(Slide.from_array(canvas, mpp=fallback_mpp), det, progress=None)
+        table = detect_cells(Slide.from_array(canvas, mpp=fallback_mpp), det, progress=None, **kw)
     secs = time.time() - t0
     pts = table.df[["centroid_y", "centroid_x"]].to_numpy(np.float64) if len(table) else np.zeros((0, 2))
     sc = table.df["score"].to_numpy(np.float64) if len(table) else np.zeros(0)
-    rows = []
-    for (img, (kind, t)), (y, x) in zip(pairs, offs, strict=True):
-        h, w = img.shape[:2]
-        m = (pts[:, 0] >= y) & (pts[:, 0] < y + h) & (pts[:, 1] >= x) & (pts[:, 1] < x + w)
-        local = pts[m] - np.array([y, x])
-        if kind == "boxes":
-            rows.append((match_points_to_boxes(local, sc[m], t), int(m.sum()), len(t)))
-        else:
-            rows.append(match_points_to_labels(local, t))
+    rows = _count(pairs, offs, pts, sc)
+    swept = {f"{t:g}": prf(_count(pairs, offs, pts[sc >= t], sc[sc >= t])) for t in sweep or ()}
     meta = table.meta
     est = meta.get("mpp_estimate") or {}
     return {
@@ -149,7 +148,24 @@ def score(det, pairs, mpp=None, fallback_mpp=None):
         "mpp_spread": est.get("spread"),
         "seconds": round(secs, 1),
         **({"note": note} if note else {}),
+        **({"sweep": swept} if sweep else {}),
     }
+
+
+def _count(pairs, offs, pts, sc):
+    """Per-field ``(tp, n_pred, n_gt)`` of the detections ``pts`` (mosaic coordinates) against each field's truth."""
+    from leukcore.detect.train import match_points_to_boxes, match_points_to_labels
+
+    rows = []
+    for (img, (kind, t)), (y, x) in zip(pairs, offs, strict=True):
+        h, w = img.shape[:2]
+        m = (pts[:, 0] >= y) & (pts[:, 0] < y + h) & (pts[:, 1] >= x) & (pts[:, 1] < x + w)
+        local = pts[m] - np.array([y, x])
+        if kind == "boxes":
+            rows.append((match_points_to_boxes(local, sc[m], t), int(m.sum()), len(t)))
+        else:
+            rows.append(match_points_to_labels(local, t))
+    return rows
 
 
 def restained(pairs):
@@ -178,10 +194,15 @@ def restained_slides(pairs):
     ]
 
 
-def score_slides(det, slides, fallback_mpp=None):
+def score_slides(det, slides, fallback_mpp=None, sweep=None):
     """:func:`score` over several mosaics (one per stain), counts pooled; per-slide F1 in ``per_slide``."""
-    parts = [score(det, p, fallback_mpp=fallback_mpp) for p in slides]
+    parts = [score(det, p, fallback_mpp=fallback_mpp, sweep=sweep) for p in slides]
     pooled = prf([(r["tp"], r["n_pred"], r["n_gt"]) for r in parts])
+    if sweep:
+        pooled["sweep"] = {
+            k: prf([(r["sweep"][k]["tp"], r["sweep"][k]["n_pred"], r["sweep"][k]["n_gt"]) for r in parts])
+            for k in parts[0]["sweep"]
+        }
     return {
         **pooled,
         "fields": sum(r["fields"] for r in parts),
@@ -210,6 +231,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="also <set>-restained-slides: one stain per mosaic (restained_slides), counts pooled",
     )
+    ap.add_argument(
+        "--sweep-prob",
+        nargs="+",
+        type=float,
+        default=None,
+        help="also count at these probability thresholds (one run at the lowest; per-threshold worst and mean)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -236,9 +264,9 @@ def main(argv=None) -> int:
         for name, pairs in sets.items():
             known = KNOWN_MPP.get(name.split("-restained")[0])
             if name.endswith("-slides"):
-                res["sets"][name] = score_slides(det, pairs, fallback_mpp=known)
+                res["sets"][name] = score_slides(det, pairs, fallback_mpp=known, sweep=a.sweep_prob)
             else:
-                res["sets"][name] = score(det, pairs, fallback_mpp=known)
+                res["sets"][name] = score(det, pairs, fallback_mpp=known, sweep=a.sweep_prob)
             r = res["sets"][name]
             print(
                 f"{m:28} {name:28} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
@@ -246,6 +274,8 @@ def main(argv=None) -> int:
                 flush=True,
             )
         res["worst"] = min(((k, v["f1"]) for k, v in res["sets"].items()), key=lambda kv: kv[1])
+        if a.sweep_prob:
+            res["sweep"] = _sweep_table(res["sets"])
         key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}"
         allres[key] = {**allres.get(key, {}), **res, "sets": {**allres.get(key, {}).get("sets", {}), **res["sets"]}}
         print(f"{m}: worst set {res['worst'][0]} F1 {res['worst'][1]:.3f}")
@@ -253,6 +283,19 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(allres, indent=1, default=float))
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _sweep_table(sets: dict) -> dict:
+    """Per threshold: F1 of every set, the worst and the mean (printed as a short table)."""
+    out = {}
+    for t in next(iter(sets.values()))["sweep"]:
+        f1 = {k: v["sweep"][t]["f1"] for k, v in sets.items()}
+        out[t] = {"f1": f1, "worst": min(f1.values()), "mean": round(float(np.mean(list(f1.values()))), 4)}
+        print(
+            f"prob >= {t:5}  worst {out[t]['worst']:.3f}  mean {out[t]['mean']:.3f}  "
+            + " ".join(f"{k}={v:.3f}" for k, v in f1.items())
+        )
+    return out
 
 
 if __name__ == "__main__":

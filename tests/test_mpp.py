@@ -71,6 +71,26 @@ def test_rbc_ruler_slide_input_samples_regions():
     assert est.mpp == pytest.approx(7.5 / 16, rel=0.12)
 
 
+def test_rbc_ruler_measures_clean_cells_beside_a_carpet_of_dark_red_cells():
+    """Overlapping dark red cells merge into one foreground whose inscribed discs are not red cells: the
+    ruler measures the cells that lie clear of their neighbours (ring of glass around them)."""
+    from leukcore.mpp import _rbc_measure
+
+    rng = np.random.default_rng(0)
+    img = synthetic_smear(16, shape=(400, 800), n=40, wbc=False)
+    img[:, 400:] = (245, 243, 246)
+    yy, xx = np.mgrid[:400, 400:800]
+    right = img[:, 400:]
+    for _ in range(800):
+        cy, cx = rng.uniform(8, 392), rng.uniform(408, 792)
+        right[np.hypot(yy - cy, xx - cx) < 8 * rng.uniform(0.93, 1.07)] = (170, 70, 80)
+    clean, every = _rbc_measure(img)
+    assert np.median(every) > 3 * 16  # the carpet's inscribed discs dominate every peak
+    est = estimate_mpp(img, method="rbc")
+    assert est.mpp == pytest.approx(7.5 / 16, rel=0.12)
+    assert est.n_cells == len(clean) >= 5
+
+
 # ------------------------------------------------------------------ errors and reliability
 def test_blank_image_raises_clear_error():
     for method in ("auto", "rbc"):

@@ -104,10 +104,19 @@ class MppEstimate:
 
 
 def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
-    """Diameters (px) of red cells in an RGB uint8 image, from distance-transform peaks.
+    """Diameters (px) of the clean red cells of an RGB uint8 image (:func:`_rbc_measure`)."""
+    return _rbc_measure(img, min_d)[0]
+
+
+def _rbc_measure(img: np.ndarray, min_d: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(clean, all)``: diameters (px) of the clean red cells of an RGB uint8 image, and of every
+    red-cell peak (the estimator before the clean-cell rule), from distance-transform peaks.
 
     Touching round cells keep their own distance-transform maximum (= radius), so
-    crowded fields still give a clean population; the dominant mode is returned.
+    crowded fields still give a clean population; the dominant mode is returned.  A peak counts
+    only when at least :data:`RING_GLASS` of the ring at 1.3x its radius is glass
+    (:func:`_clean_peaks`): in a carpet of overlapping dark red cells the foreground merges and
+    the inscribed discs of the clumps would read as large red cells.
     """
     from scipy import ndimage as ndi
     from skimage import filters
@@ -121,7 +130,7 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
     diff = np.sqrt(((rgb - bg) ** 2).sum(axis=2))
     diff = ndi.uniform_filter(diff, 3)
     if np.percentile(diff, 99) < 15:
-        return np.zeros(0)  # blank image
+        return np.zeros(0), np.zeros(0)  # blank image
     # purple / dark nuclear material (white cells) is not a red cell
     purple = (rgb[..., 2] - rgb[..., 1] > 40) & (gray < np.percentile(gray, 50))
     purple = ndi.binary_dilation(purple, iterations=2)
@@ -130,15 +139,16 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
     try:
         t = filters.threshold_otsu(vals[:: max(1, len(vals) // 200000)])
     except ValueError:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     fg = diff > max(t, 10.0)
     fg = ndi.binary_opening(fg, iterations=1)
     fg = ndi.binary_fill_holes(fg)
+    objects = fg.copy()
     fg &= ~purple
     edt = ndi.distance_transform_edt(fg)
     pk = peak_local_max(edt, min_distance=max(2, int(min_d / 2)), threshold_abs=min_d / 2, exclude_border=True)
     if len(pk) == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     r = edt[pk[:, 0], pk[:, 1]]
     # greedy suppression: a peak inside a larger peak's inscribed disc is a ridge, not a cell
     order = np.argsort(-r)
@@ -153,15 +163,36 @@ def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
         for j in tree.query_ball_point(pk[i], r[i] * 1.2):
             if j > i:
                 keep[j] = False
-    d = 2.0 * r[keep]
-    if len(d) >= 5:
-        # red cells are the dominant population: keep the mode (log-space histogram)
-        ld = np.log(d)
-        hist, edges = np.histogram(ld, bins=np.arange(ld.min(), ld.max() + 0.1, 0.08), weights=d**2)
-        k = int(np.argmax(np.convolve(hist, [1, 2, 1], mode="same")))
-        mode = np.exp(0.5 * (edges[k] + edges[k + 1]))
-        d = d[(d > 0.75 * mode) & (d < 1.3 * mode)]
-    return d
+    pk, r = pk[keep], r[keep]
+    return _dominant(2.0 * r[_clean_peaks(objects, pk, r)]), _dominant(2.0 * r)
+
+
+def _dominant(d: np.ndarray) -> np.ndarray:
+    """The diameters around the dominant mode (log-space histogram weighted by area): red cells
+    are the dominant population.
+    """
+    if len(d) < 5:
+        return d
+    ld = np.log(d)
+    hist, edges = np.histogram(ld, bins=np.arange(ld.min(), ld.max() + 0.1, 0.08), weights=d**2)
+    k = int(np.argmax(np.convolve(hist, [1, 2, 1], mode="same")))
+    mode = np.exp(0.5 * (edges[k] + edges[k + 1]))
+    return d[(d > 0.75 * mode) & (d < 1.3 * mode)]
+
+
+#: least share of glass on the ring at 1.3x a red cell's inscribed radius (a clean, not clumped, cell);
+#: chosen on re-stained mosaics of held-out fields (four-class, BCCD, PBC; ``benchmarks/bench_mpp.py``)
+RING_GLASS = 0.4
+
+
+def _clean_peaks(objects: np.ndarray, pk: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Mask of the peaks ``pk`` (radii ``r``) whose ring at 1.3 r is at least :data:`RING_GLASS` glass."""
+    if not len(r):
+        return np.zeros(0, bool)
+    ang = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
+    ys = (pk[:, :1] + 1.3 * r[:, None] * np.sin(ang)[None]).astype(int).clip(0, objects.shape[0] - 1)
+    xs = (pk[:, 1:] + 1.3 * r[:, None] * np.cos(ang)[None]).astype(int).clip(0, objects.shape[1] - 1)
+    return (~objects[ys, xs]).mean(axis=1) >= RING_GLASS
 
 
 def _sample_regions(slide, max_regions: int = 6, size: int = 1024):
@@ -200,8 +231,13 @@ def _is_blank(regions) -> bool:
     return True
 
 
-def _rbc_ruler(regions, min_cells, rbc_diameter_um):
-    d = np.concatenate([_rbc_diameters(r) for r in regions]) if regions else np.zeros(0)
+def _rbc_ruler(regions, min_cells, rbc_diameter_um) -> Optional[dict]:
+    """The red-cell ruler: the clean red cells when there are ``min_cells`` of them, else every red-cell
+    peak (small or sparse fields); None with fewer than ``min_cells`` either way.
+    """
+    got = [_rbc_measure(r) for r in regions]
+    clean = np.concatenate([g[0] for g in got]) if got else np.zeros(0)
+    d = clean if len(clean) >= min_cells else (np.concatenate([g[1] for g in got]) if got else clean)
     if len(d) < min_cells:
         return None
     med = float(np.median(d))
@@ -273,10 +309,8 @@ def estimate_mpp(
     rbc = _rbc_ruler(regions, min_cells, rbc_diameter_um)
     if method == "rbc":
         if rbc is None:
-            n = 0 if not regions else len(np.concatenate([_rbc_diameters(r) for r in regions]))
-            raise MppError(
-                f"{name}: cannot estimate the pixel size: found {n} clean red cells (need {min_cells}){_ASK}"
-            )
+            n = 0 if not regions else len(np.concatenate([_rbc_measure(r)[1] for r in regions]))
+            raise MppError(f"{name}: cannot estimate the pixel size: found {n} red cells (need {min_cells}){_ASK}")
         reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
         return _rbc_answer(rbc, not reasons, "; ".join(reasons))
     if not regions or _is_blank(regions):
