@@ -91,6 +91,15 @@ def test_rbc_ruler_measures_clean_cells_beside_a_carpet_of_dark_red_cells():
     assert est.n_cells == len(clean) >= 5
 
 
+@pytest.mark.parametrize("d", [[14.0] * 5, [14.0] * 4 + [14.5], [10.0, 10.2, 10.4, 10.6, 10.8, 11.0]])
+def test_dominant_mode_of_few_or_equal_diameters(d):
+    """Equal or nearly equal diameters (one or two histogram bins) keep their mode, not an index error."""
+    from leukcore.mpp import _dominant
+
+    out = _dominant(np.array(d))
+    assert len(out) >= 5 and np.all(out < 20)
+
+
 # ------------------------------------------------------------------ errors and reliability
 def test_blank_image_raises_clear_error():
     for method in ("auto", "rbc"):

@@ -175,7 +175,7 @@ def _dominant(d: np.ndarray) -> np.ndarray:
         return d
     ld = np.log(d)
     hist, edges = np.histogram(ld, bins=np.arange(ld.min(), ld.max() + 0.1, 0.08), weights=d**2)
-    k = int(np.argmax(np.convolve(hist, [1, 2, 1], mode="same")))
+    k = int(np.argmax(np.convolve(hist, [1, 2, 1])[1:-1]))  # smoothed, one value per bin (even 1 or 2 bins)
     mode = np.exp(0.5 * (edges[k] + edges[k + 1]))
     return d[(d > 0.75 * mode) & (d < 1.3 * mode)]
 
