@@ -120,3 +120,27 @@ def test_blast_call_needs_the_blast_threshold():
     assert _review(field, Clf())["label"] == "ALL"
     assert _review({"label": "ALL", "probabilities": {"ALL": 0.9, "normal": 0.1}}, Clf())["label"] == "ALL"
     assert _review({"label": "normal", "probabilities": {"ALL": 0.3, "normal": 0.7}}, Clf())["label"] == "normal"
+
+
+def test_a_failing_pixel_size_estimate_raises_only_nothing_to_measure_falls_back(monkeypatch, clf):
+    """``find_cells`` falls back to classifying the image whole only when there is nothing to measure
+    (``MppError``); any other failure of the estimate is a bug and raises, never a silent whole-image call."""
+    import leukcore.detect.scale as scale
+    from leukcore.field import find_cells
+    from leukcore.mpp import MppError
+
+    img = np.full((64, 64, 3), 200, np.uint8)
+
+    def nothing(*a, **k):
+        raise MppError("image: nothing to measure")
+
+    monkeypatch.setattr(scale, "estimate_slide_mpp", nothing)
+    table, mpp, source = find_cells(img, None, detector=object())
+    assert len(table) == 0 and mpp is None and source is None
+
+    def bug(*a, **k):
+        raise IndexError("index 2 is out of bounds")
+
+    monkeypatch.setattr(scale, "estimate_slide_mpp", bug)
+    with pytest.raises(IndexError):
+        find_cells(img, None, detector=object())

@@ -141,15 +141,16 @@ def find_cells(
     det = detector if not isinstance(detector, str) else load_detector(detector, device=device)
     source = "user" if mpp else None
     if not mpp:
-        try:
-            from .detect.scale import estimate_slide_mpp
+        from .detect.scale import estimate_slide_mpp
+        from .mpp import MppError
 
+        try:
             est = estimate_slide_mpp(image, det)  # a ruler disagreement settled by the detector
-            mpp, source = float(est.mpp), "estimated"
-            if info is not None:
-                info.update(reliable=bool(est.reliable), reason=est.reason)
-        except Exception:
+        except MppError:  # nothing to measure: the image is classified whole (a bug still raises)
             return CellTable(), None, None
+        mpp, source = float(est.mpp), "estimated"
+        if info is not None:
+            info.update(reliable=bool(est.reliable), reason=est.reason)
     slide = Slide.from_array(np.ascontiguousarray(image), mpp=mpp)
     return detect_cells(slide, det, device=device), mpp, source
 
