@@ -121,6 +121,7 @@ def score(det, pairs, mpp=None, fallback_mpp=None, sweep=None):
     """
     from leukcore.detect import detect_cells
     from leukcore.io import Slide
+    from leukcore.mpp import MppError
 
     canvas, offs = mosaic(pairs)
     t0 = time.time()
@@ -128,7 +129,7 @@ def score(det, pairs, mpp=None, fallback_mpp=None, sweep=None):
     kw = {"prob_thresh": min(sweep)} if sweep else {}
     try:
         table = detect_cells(Slide.from_array(canvas, mpp=mpp), det, progress=None, **kw)
-    except Exception as e:  # the user would get this error; score at the set's known pixel size instead
+    except MppError as e:  # the user would get this error; score at the set's known pixel size instead
         if fallback_mpp is None:
             raise
         note = f"pixel size not estimable ({e}); scored at the known {fallback_mpp} um/px"
