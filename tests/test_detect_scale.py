@@ -54,17 +54,29 @@ def test_red_cell_ruler_reading_lobes_is_overruled_by_the_detector(field, det):
     assert "detector check" in e.reason and "network used" in e.reason
 
 
-def test_network_reading_double_is_overruled_by_the_detector(field, det):
-    """The other way round: the network reads twice the pixel size, the red cells are right."""
+def _network_reads(field, det, factor):
     from leukcore.detect.scale import settle_disagreement
 
-    e = settle_disagreement(
-        field,
-        replace(_disagreeing(field, FOURCLASS_MPP, 2.0 * FOURCLASS_MPP), mpp=2.0 * FOURCLASS_MPP, method="scalenet"),
-        det,
+    wrong = factor * FOURCLASS_MPP
+    return settle_disagreement(
+        field, replace(_disagreeing(field, FOURCLASS_MPP, wrong), mpp=wrong, method="scalenet"), det
     )
+
+
+def test_network_reading_three_times_is_overruled_by_the_detector(field, det):
+    """The other way round: the network reads three times the pixel size, the red cells are right."""
+    e = _network_reads(field, det, 3.0)
     assert e.mpp == pytest.approx(FOURCLASS_MPP) and e.method == "rbc-diameter"
-    assert "red cells used" in e.reason
+    assert "red cells used" in e.reason and not e.reliable
+
+
+def test_an_undecided_check_keeps_the_answer_flagged(field, det):
+    """At twice the pixel size detector v6 keeps these cells whole (growth 1.16 against 1.05 at the true one, less
+    than the 0.15 margin): the check cannot tell, so the estimator's answer stands and stays flagged unreliable,
+    with both counts in the reason (with v5 the red cells won here)."""
+    e = _network_reads(field, det, 2.0)
+    assert not e.reliable
+    assert "detector check undecided" in e.reason and "network 1.070 um/px" in e.reason
 
 
 def test_agreeing_rulers_are_left_alone(field, det, monkeypatch):
