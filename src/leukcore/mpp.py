@@ -113,8 +113,8 @@ def _rbc_measure(img: np.ndarray, min_d: float = 5.0) -> tuple[np.ndarray, np.nd
     red-cell peak (the estimator before the clean-cell rule), from distance-transform peaks.
 
     Touching round cells keep their own distance-transform maximum (= radius), so
-    crowded fields still give a clean population; the dominant mode is returned.  A peak counts
-    only when at least :data:`RING_GLASS` of the ring at 1.3x its radius is glass
+    crowded fields still give a clean population; the dominant mode is returned.  A peak is clean
+    when at least :data:`RING_GLASS` of the ring at 1.3x its radius is glass
     (:func:`_clean_peaks`): in a carpet of overlapping dark red cells the foreground merges and
     the inscribed discs of the clumps would read as large red cells.
     """
@@ -181,7 +181,9 @@ def _dominant(d: np.ndarray) -> np.ndarray:
 
 
 #: least share of glass on the ring at 1.3x a red cell's inscribed radius (a clean, not clumped, cell);
-#: chosen on re-stained mosaics of held-out fields (four-class, BCCD, PBC; ``benchmarks/bench_mpp.py``)
+#: chosen on re-stained mosaics of held-out four-class, BCCD and PBC fields (one stain per mosaic, as
+#: ``benchmarks/bench_detect_cross_source.py --restain-per-slide``; 0.6 lost BCCD's deep-red mosaic), single fields
+#: checked with ``benchmarks/bench_mpp.py`` (docs/detection.md)
 RING_GLASS = 0.4
 
 
