@@ -18,23 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def crops_per_second(clf, n: int = 256, rounds: int = 3) -> float:
-    """CPU crops/s of ``clf.predict_crops`` on random crops (best of ``rounds`` after a warm-up)."""
+
+def crops_per_second(clf, n: int = 256) -> float:
+    """CPU crops/s of ``clf.predict_crops`` on random crops (``bench_classify``'s timing loop)."""
+    from bench_classify import _timeit
+
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, size=(n, clf.spec.size, clf.spec.size, 3), dtype=np.uint8)
-    clf.predict_crops(crops[:32])
-    best = np.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        clf.predict_crops(crops)
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+    return n / _timeit(lambda: clf.predict_crops(crops))
 
 
 def measure(model: str, data: Path, split: str, n_fields: int) -> dict:

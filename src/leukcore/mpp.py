@@ -103,11 +103,6 @@ class MppEstimate:
         return asdict(self)
 
 
-def _rbc_diameters(img: np.ndarray, min_d: float = 5.0) -> np.ndarray:
-    """Diameters (px) of the clean red cells of an RGB uint8 image (:func:`_rbc_measure`)."""
-    return _rbc_measure(img, min_d)[0]
-
-
 def _rbc_measure(img: np.ndarray, min_d: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """``(clean, all)``: diameters (px) of the clean red cells of an RGB uint8 image, and of every
     red-cell peak (the estimator before the clean-cell rule), from distance-transform peaks.
