@@ -128,6 +128,9 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")
     if out["train"]["phase2"].get("schedule", "constant") not in ("constant", "cosine"):
         raise ValueError("config: train.phase2.schedule must be constant | cosine")
+    stages = out["train"]["phase2"].get("finetune_stages", 2)
+    if stages != "all" and not (isinstance(stages, int) and stages >= 0):
+        raise ValueError(f"config: train.phase2.finetune_stages must be an integer >= 0 or 'all', got {stages!r}")
     if out["data"].get("max_train_cells_per_image") is not None and int(out["data"]["max_train_cells_per_image"]) < 1:
         raise ValueError("config: data.max_train_cells_per_image must be >= 1 (or null)")
     if out["train"]["balance"] not in ("loss", "sampler", "none"):

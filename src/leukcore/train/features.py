@@ -6,8 +6,9 @@ both phases of transfer learning then train from the cache:
 phase 1  head only, from pooled features (the frozen top run once more over the cache);
 phase 2  the top ``finetune_stages`` stages + ``conv_head`` + head, from the trunk features.
 
-Works for timm's EfficientNet / MobileNet family (``conv_stem``, ``bn1``, ``blocks``,
-``conv_head``, ``bn2``, ``forward_head``).
+The split works for timm's EfficientNet / MobileNet family (``conv_stem``, ``bn1``, ``blocks``,
+``conv_head``, ``bn2``, ``forward_head``).  ``finetune_stages="all"`` trains the whole network of any timm
+architecture (ResNet, DenseNet, ...): the trunk is the identity and the cache holds the preprocessed crops.
 """
 
 from __future__ import annotations
@@ -38,14 +39,20 @@ def _check(net):
         if not hasattr(net, a):
             raise ValueError(
                 f"{type(net).__name__}: feature caching needs a timm EfficientNet/MobileNet-style "
-                f"network (missing {a!r}); choose e.g. tf_efficientnet_lite0 or efficientnet_b0"
+                f"network (missing {a!r}); choose e.g. tf_efficientnet_lite0 or efficientnet_b0, or set "
+                "train.phase2.finetune_stages: all to train the whole network"
             )
 
 
 def split_network(net, finetune_stages: int = 2):
-    """``(trunk, top)`` torch modules sharing ``net``'s parameters; ``top(trunk(x)) == net(x)``."""
+    """``(trunk, top)`` torch modules sharing ``net``'s parameters; ``top(trunk(x)) == net(x)``.
+
+    ``finetune_stages="all"``: the trunk is the identity and the top the whole network (any timm architecture).
+    """
     import torch
 
+    if finetune_stages == "all":
+        return torch.nn.Identity(), _whole_model_cls()(net)
     _check(net)
     k = len(net.blocks) - int(finetune_stages)
     if not 0 <= k <= len(net.blocks):
@@ -75,6 +82,26 @@ def _top_model_cls():
             return self.net.forward_head(self.features(f))
 
     return _Top
+
+
+def _whole_model_cls():
+    import torch
+
+    class _Whole(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def features(self, x):
+            return self.net.forward_features(x)
+
+        def pooled(self, x):
+            return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+        def forward(self, x):
+            return self.net(x)
+
+    return _Whole
 
 
 def TopModel(net, k):
@@ -180,8 +207,8 @@ def onnx_runner(trunk, size: int):
 
     from ..classify.onnx_backend import OnnxRunner, export_onnx, onnx_available
 
-    if not onnx_available():
-        return None
+    if not onnx_available() or not any(True for _ in trunk.parameters()):
+        return None  # a trunk without weights (finetune_stages: all) only passes the preprocessed crops on
     try:
         d = Path(tempfile.mkdtemp(prefix="leuk-trunk-"))
         path = export_onnx(trunk.cpu().eval(), size, d / "trunk.onnx")

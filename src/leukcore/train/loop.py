@@ -3,6 +3,8 @@
 phase 1  head on the frozen ImageNet backbone (from cached pooled features: fast on CPU)
 phase 2  the top stages + ``conv_head`` + head unfrozen at a lower learning rate, trained from
          cached trunk features of ``views`` augmented views per crop (flips, rotations, HED jitter)
+         (:mod:`leukcore.train.phase2`).  ``finetune_stages: all`` trains the whole network (any timm
+         architecture, e.g. from random weights; ``phase1.epochs: 0`` skips the head phase).
 
 Class-balanced loss weights (or sampling), early stopping on validation macro-F1, deterministic
 seeds, tqdm progress, a checkpoint after every epoch (``--resume`` continues), CUDA with AMP and
@@ -15,7 +17,6 @@ and, after evaluation, ``metrics.json`` and plots.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -25,8 +26,10 @@ from typing import Optional
 import numpy as np
 
 from .config import dump_config
-from .ddp import broadcast, dist_context, shard, weights_digest
+from .ddp import dist_context, weights_digest
 from .metrics import macro_f1
+from .phase2 import class_weights as _class_weights
+from .phase2 import make_batches as _batches
 
 __all__ = ["train_classifier", "seed_everything", "build_card", "weights_digest"]
 
@@ -44,21 +47,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def _class_weights(y: np.ndarray, C: int) -> np.ndarray:
-    cnt = np.bincount(y, minlength=C).astype(np.float64)
-    w = np.where(cnt > 0, len(y) / (C * np.maximum(cnt, 1)), 0.0)
-    return w.astype(np.float32)
-
-
-def _batches(n: int, bs: int, rng: np.random.Generator, y=None, balance: str = "loss", C: int = 1):
-    if balance == "sampler" and y is not None:
-        p = _class_weights(y, C)[y].astype(np.float64)
-        idx = rng.choice(n, size=n, replace=True, p=p / p.sum())
-    else:
-        idx = rng.permutation(n)
-    return [idx[i : i + bs] for i in range(0, n, bs)]
 
 
 def ck_exists_before(path: Path, t0: float) -> bool:
@@ -176,7 +164,9 @@ class _Training:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.p2 = self.tr["phase2"]
-        self.trunk, self.top = split_network(net, int(self.p2.get("finetune_stages", 2)))
+        stages = self.p2.get("finetune_stages", 2)
+        self.trunk, self.top = split_network(net, stages if stages == "all" else int(stages))
+        self.trunk_has_weights = any(True for _ in self.trunk.parameters())  # finetune_stages: all -> identity
         cells = self.cells
         self.tri = np.flatnonzero(cells["split"] == "train")
         self.vai = np.flatnonzero(cells["split"] == "val")
@@ -196,7 +186,7 @@ class _Training:
         else:
             rng = np.random.default_rng(int(tr["seed"]))
             stain = tr.get("stain_aug") or None
-            runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" else None
+            runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" and self.trunk_has_weights else None
             self.trunk.to(device)
             tri = self.tri
             trunk_run = TrunkRun(amp=st["amp"], channels_last=device.type == "cuda", runner=runner)
@@ -276,6 +266,11 @@ class _Training:
             self.p2_bad, self.p2_opt = ck["bad"], ck["opt"]
             return
         t2 = time.perf_counter()
+        if int(self.tr["phase1"]["epochs"]) <= 0:  # no head phase (e.g. a network trained whole from random weights)
+            self.ck = None
+            state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+            self.p2_start, self.p2_best, self.p2_state, self.p2_bad, self.p2_opt = 0, -1.0, state, 0, None
+            return
         best, best_state = self._phase1_epochs()
         self.net.load_state_dict(best_state)
         self.log(
@@ -332,103 +327,10 @@ class _Training:
 
     # ------------------------------------------------------------ phase 2: top stages
     def phase2(self) -> None:
-        import torch
+        """Phase 2 (:mod:`leukcore.train.phase2`): the top stages, or the whole network, from the cached features."""
+        from .phase2 import run_phase2
 
-        p2, world = self.p2, self.world
-        t3 = time.perf_counter()
-        for p_ in self.trunk.parameters():  # the trunk is frozen (its features are cached); DDP must not wait for it
-            p_.requires_grad_(False)
-        params = [p for p in self.top.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=p2["lr"], weight_decay=p2["weight_decay"])
-        if self.p2_opt is not None:
-            opt.load_state_dict(self.p2_opt)
-        model = self.top
-        if world > 1:  # DDP broadcasts rank 0's weights, then averages gradients every step
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            device = self.device
-            model = DDP(self.top, device_ids=[device.index] if device.type == "cuda" else None)
-        scaler = torch.amp.GradScaler(enabled=bool(self.st["amp"]))
-        rng = np.random.default_rng(int(self.tr["seed"]) + 2)
-        self.n_seen = 0
-        sched = p2.get("schedule", "constant")
-        if sched not in ("constant", "cosine"):
-            raise ValueError(f"config: train.phase2.schedule must be constant | cosine, got {sched!r}")
-        for ep in range(self.p2_start, int(p2["epochs"])):
-            if sched == "cosine":  # per-epoch cosine decay from lr towards 0 over the planned epochs
-                for g in opt.param_groups:
-                    # math.cos keeps it a plain float: checkpoints then load with weights_only
-                    g["lr"] = float(p2["lr"]) * 0.5 * (1 + math.cos(math.pi * ep / max(1, int(p2["epochs"]))))
-            tot = self._phase2_epoch(ep, model, opt, scaler, rng)
-            if self._phase2_validate(ep, tot, opt):
-                break
-        self.net.load_state_dict(self.p2_state)
-        for p_ in self.trunk.parameters():
-            p_.requires_grad_(True)
-        self.timings["phase2_s"] = round(time.perf_counter() - t3, 1)
-
-    def _phase2_epoch(self, ep: int, model, opt, scaler, rng) -> float:
-        """One epoch of phase 2 (BatchNorm statistics frozen); the summed loss."""
-        import torch
-        from tqdm import tqdm
-
-        top, device, st, tri, ytr, tr = self.top, self.device, self.st, self.tri, self.ytr, self.tr
-        top.train()
-        for m in top.modules():  # keep BatchNorm statistics frozen (small batches, small data)
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
-        view = rng.integers(0, self.V, size=len(tri))
-        batches = _batches(len(tri), self.p2["batch_size"], rng, ytr, tr["balance"], self.C)
-        batches = shard(batches, self.rank, self.world)
-        tot = 0.0
-        for b in tqdm(batches, desc=f"phase 2 epoch {ep}", unit="batch", mininterval=10, leave=False):
-            x = torch.from_numpy(self.ftr[view[b], b].astype(np.float32)).to(device, non_blocking=True)
-            y = torch.from_numpy(ytr[b]).long().to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=bool(st["amp"])):
-                loss = self.loss_fn(model(x), y)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            tot += float(loss.detach()) * len(b)
-            self.n_seen += len(b)
-        return tot
-
-    def _phase2_validate(self, ep: int, tot: float, opt) -> bool:
-        """Validation macro-F1 of the epoch, the best state kept, the checkpoint; True to stop early."""
-        import torch
-
-        top, fva, device, C, yva, tri = self.top, self.fva, self.device, self.C, self.yva, self.tri
-        top.eval()
-        with torch.inference_mode():
-            pv = (
-                np.concatenate(
-                    [
-                        top(torch.from_numpy(fva[i : i + 256].astype(np.float32)).to(device)).float().cpu().numpy()
-                        for i in range(0, len(fva), 256)
-                    ]
-                )
-                if len(fva)
-                else np.zeros((0, C))
-            )
-        f1 = broadcast(macro_f1(yva, pv.argmax(1), C) if len(yva) else 0.0, self.world)  # one decision for all
-        self.history.append(
-            {
-                "phase": 2,
-                "epoch": ep,
-                "loss": tot / max(1, len(tri)),
-                "val_macro_f1": f1,
-                "lr": float(opt.param_groups[0]["lr"]),
-            }
-        )
-        self.log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(tri)):.4f} val macro-F1 {f1:.4f}")
-        if f1 > self.p2_best:
-            self.p2_best, self.p2_bad = f1, 0
-            self.p2_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        else:
-            self.p2_bad += 1
-        self._checkpoint(2, ep, opt, self.p2_best, self.p2_state, self.p2_bad)
-        return self.p2_bad >= int(self.p2["patience"])
+        run_phase2(self)
 
     # ------------------------------------------------------------ the end
     def finish_timings(self) -> None:
