@@ -107,6 +107,12 @@ def test_blank_image_raises_clear_error():
             estimate_mpp(np.full((200, 200, 3), 255, np.uint8), method=method)
 
 
+def test_too_few_red_cells_error_counts_what_was_found():
+    img = synthetic_smear(20, shape=(300, 300), n=3, wbc=False)
+    with pytest.raises(MppError, match=r"found 3 red cells \(need 5\)"):
+        estimate_mpp(img, method="rbc")
+
+
 def test_wrong_channels_and_method_raise():
     with pytest.raises(ValueError, match="RGB"):
         estimate_mpp(np.zeros((50, 50), np.uint8))

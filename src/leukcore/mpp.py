@@ -228,18 +228,18 @@ def _is_blank(regions) -> bool:
     return True
 
 
-def _rbc_ruler(regions, min_cells, rbc_diameter_um) -> Optional[dict]:
-    """The red-cell ruler: the clean red cells when there are ``min_cells`` of them, else every red-cell
-    peak (small or sparse fields); None with fewer than ``min_cells`` either way.
+def _rbc_ruler(regions, min_cells, rbc_diameter_um) -> tuple[Optional[dict], int]:
+    """The red-cell ruler and the number of red cells found: the clean red cells when there are ``min_cells``
+    of them, else every red-cell peak (small or sparse fields); None with fewer than ``min_cells`` either way.
     """
     got = [_rbc_measure(r) for r in regions]
     clean = np.concatenate([g[0] for g in got]) if got else np.zeros(0)
     d = clean if len(clean) >= min_cells else (np.concatenate([g[1] for g in got]) if got else clean)
     if len(d) < min_cells:
-        return None
+        return None, len(d)
     med = float(np.median(d))
     q1, q3 = np.percentile(d, [25, 75])
-    return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}
+    return {"mpp": rbc_diameter_um / med, "spread": float((q3 - q1) / med), "n": int(len(d)), "d": med}, len(d)
 
 
 #: red cells narrower than this (pixels; a 7.5 um cell at 0.62 um/px) are not measured reliably (inscribed
@@ -303,10 +303,9 @@ def estimate_mpp(
     if method not in METHODS:
         raise ValueError(f"estimate_mpp: unknown method {method!r}; known: {', '.join(METHODS)}")
     regions, name = _regions_of(image_or_slide, max_regions)
-    rbc = _rbc_ruler(regions, min_cells, rbc_diameter_um)
+    rbc, n = _rbc_ruler(regions, min_cells, rbc_diameter_um)
     if method == "rbc":
         if rbc is None:
-            n = 0 if not regions else len(np.concatenate([_rbc_measure(r)[1] for r in regions]))
             raise MppError(f"{name}: cannot estimate the pixel size: found {n} red cells (need {min_cells}){_ASK}")
         reasons = _rbc_doubts(rbc, min_diameter_px=0.0)
         return _rbc_answer(rbc, not reasons, "; ".join(reasons))
