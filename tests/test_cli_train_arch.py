@@ -7,7 +7,15 @@ import pytest
 
 def _args(**kw):
     base = dict(
-        config="all-binary", out=None, resume=False, no_eval=True, device=None, arch=None, debug=False, corrections=[]
+        config="all-binary",
+        out=None,
+        resume=False,
+        no_eval=True,
+        device=None,
+        arch=None,
+        debug=False,
+        corrections=[],
+        overrides=None,
     )
     base.update(kw)
     return argparse.Namespace(**base)
@@ -34,3 +42,34 @@ def test_unknown_arch_fails_fast(monkeypatch):
     monkeypatch.setattr(loop, "train_classifier", lambda *a, **k: pytest.fail("must not train"))
     with pytest.raises(ValueError, match="unknown timm architecture"):
         cli_train.run(_args(arch="no_such_net_42"))
+
+
+def test_set_overrides_a_dotted_config_value_as_yaml(monkeypatch, tmp_path):
+    import leukcore.train.loop as loop
+    from leukcore.cli import train as cli_train
+
+    seen = {}
+    monkeypatch.setattr(loop, "train_classifier", lambda cfg, out, **kw: seen.update(cfg=cfg))
+    sets = ["train.phase2.minutes=45", "train.phase2.finetune_stages=all", "data.seed=3"]
+    cli_train.run(_args(config="all-4class-scratch", out=str(tmp_path / "r"), arch="resnet18", overrides=sets))
+    p2 = seen["cfg"]["train"]["phase2"]
+    assert p2["minutes"] == 45 and p2["finetune_stages"] == "all" and seen["cfg"]["data"]["seed"] == 3
+    assert seen["cfg"]["model"]["architecture"] == "resnet18" and seen["cfg"]["_config_path"].endswith(".yaml")
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("train.phase2.minutes", "not KEY=VALUE"),
+        ("trian.phase2.minutes=4", "no config section 'trian'"),
+        ("train.phase2.finetune_stages=some", "finetune_stages"),
+    ],
+)
+def test_bad_overrides_fail_before_training(monkeypatch, bad, match):
+    import leukcore.train.loop as loop
+    from leukcore.cli import train as cli_train
+
+    monkeypatch.setattr(loop, "train_classifier", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(ValueError, match=match) as e:
+        cli_train.run(_args(config="all-4class", overrides=[bad]))
+    assert "all-4class" in str(e.value)  # names the config

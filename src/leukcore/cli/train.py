@@ -31,6 +31,15 @@ def register(sub):
         "from random weights unless model.imagenet names a local file",
     )
     p.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one config value by its dotted path, VALUE read as YAML (e.g. train.phase2.minutes=45, "
+        "train.phase2.finetune_stages=all); repeatable",
+    )
+    p.add_argument(
         "--corrections",
         action="append",
         default=None,
@@ -54,6 +63,10 @@ def run(args) -> int:
         cfg["data"]["datasets"].append({"reader": "corrections", "root": str(root)})
     if args.device:
         cfg["train"]["device"] = args.device
+    if getattr(args, "overrides", None):
+        from ..train.config import apply_overrides
+
+        cfg = apply_overrides(cfg, args.overrides, source=args.config)
     if args.arch:
         from ..classify.network import build_network
 

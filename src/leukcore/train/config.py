@@ -138,6 +138,41 @@ def resolve_config(cfg: dict) -> dict:
     return out
 
 
+def apply_overrides(cfg: dict, overrides, source: str = "config") -> dict:
+    """``cfg`` with ``KEY=VALUE`` overrides applied (dotted paths, values read as YAML), resolved again.
+
+    Every parent of a path must exist and be a mapping (a misspelt section fails instead of adding one); the
+    last key may be new (optional settings such as ``train.phase2.minutes``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the override when it has no ``=``, its path does not exist, or the result
+        does not resolve.
+    """
+    import yaml
+
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, eq, raw = str(item).partition("=")
+        parts = [k for k in key.strip().split(".") if k]
+        if not eq or not parts:
+            raise ValueError(f"{source}: override {item!r} is not KEY=VALUE (e.g. train.phase2.minutes=45)")
+        node = out
+        for depth, k in enumerate(parts[:-1]):
+            if not isinstance(node.get(k), dict):
+                where = ".".join(parts[: depth + 1])
+                raise ValueError(f"{source}: override {item!r}: no config section {where!r}")
+            node = node[k]
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return resolve_config({k: v for k, v in out.items() if not k.startswith("_")}) | {
+            k: v for k, v in out.items() if k.startswith("_")
+        }
+    except ValueError as e:
+        raise ValueError(f"{source}: {e} (after --set {' '.join(map(str, overrides))})") from None
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config and resolve defaults."""
     path = Path(path)
