@@ -166,9 +166,7 @@ def apply_overrides(cfg: dict, overrides, source: str = "config") -> dict:
             node = node[k]
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
     try:
-        return resolve_config({k: v for k, v in out.items() if not k.startswith("_")}) | {
-            k: v for k, v in out.items() if k.startswith("_")
-        }
+        return resolve_config(out)  # keys such as _config_path pass through the merge
     except ValueError as e:
         raise ValueError(f"{source}: {e} (after --set {' '.join(map(str, overrides))})") from None
 

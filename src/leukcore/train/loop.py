@@ -30,6 +30,7 @@ from .ddp import dist_context, weights_digest
 from .metrics import macro_f1
 from .phase2 import class_weights as _class_weights
 from .phase2 import make_batches as _batches
+from .phase2 import snapshot
 
 __all__ = ["train_classifier", "seed_everything", "build_card", "weights_digest"]
 
@@ -166,7 +167,6 @@ class _Training:
         self.p2 = self.tr["phase2"]
         stages = self.p2.get("finetune_stages", 2)
         self.trunk, self.top = split_network(net, stages if stages == "all" else int(stages))
-        self.trunk_has_weights = any(True for _ in self.trunk.parameters())  # finetune_stages: all -> identity
         cells = self.cells
         self.tri = np.flatnonzero(cells["split"] == "train")
         self.vai = np.flatnonzero(cells["split"] == "val")
@@ -186,7 +186,7 @@ class _Training:
         else:
             rng = np.random.default_rng(int(tr["seed"]))
             stain = tr.get("stain_aug") or None
-            runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" and self.trunk_has_weights else None
+            runner = onnx_runner(self.trunk, spec.size) if device.type == "cpu" else None
             self.trunk.to(device)
             tri = self.tri
             trunk_run = TrunkRun(amp=st["amp"], channels_last=device.type == "cuda", runner=runner)
@@ -268,8 +268,7 @@ class _Training:
         t2 = time.perf_counter()
         if int(self.tr["phase1"]["epochs"]) <= 0:  # no head phase (e.g. a network trained whole from random weights)
             self.ck = None
-            state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-            self.p2_start, self.p2_best, self.p2_state, self.p2_bad, self.p2_opt = 0, -1.0, state, 0, None
+            self.p2_start, self.p2_best, self.p2_state, self.p2_bad, self.p2_opt = 0, -1.0, snapshot(self.net), 0, None
             return
         best, best_state = self._phase1_epochs()
         self.net.load_state_dict(best_state)
@@ -317,7 +316,7 @@ class _Training:
             self.history.append({"phase": 1, "epoch": ep, "loss": tot / len(Ytr), "val_macro_f1": f1})
             if f1 > best:
                 best, bad = f1, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+                best_state = snapshot(self.net)
             else:
                 bad += 1
             self._checkpoint(1, ep, opt, best, best_state, bad)

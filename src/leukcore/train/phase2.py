@@ -21,7 +21,12 @@ import numpy as np
 from .ddp import broadcast, shard
 from .metrics import macro_f1
 
-__all__ = ["Budget", "run_phase2", "class_weights", "make_batches"]
+__all__ = ["Budget", "run_phase2", "class_weights", "make_batches", "snapshot"]
+
+
+def snapshot(net) -> dict:
+    """A detached CPU copy of ``net``'s state dict (the best epoch kept while training goes on)."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 def class_weights(y: np.ndarray, C: int) -> np.ndarray:
@@ -209,7 +214,7 @@ def _validate(t, ep: int, tot: float, opt, budget: Budget) -> bool:
     t.log(f"[train] phase 2 epoch {ep}: loss {tot / max(1, len(t.tri)):.4f} val macro-F1 {f1:.4f}")
     if f1 > t.p2_best:
         t.p2_best, t.p2_bad = f1, 0
-        t.p2_state = {k: v.detach().cpu().clone() for k, v in t.net.state_dict().items()}
+        t.p2_state = snapshot(t.net)
     else:
         t.p2_bad += 1
     t._checkpoint(2, ep, opt, t.p2_best, t.p2_state, t.p2_bad)
