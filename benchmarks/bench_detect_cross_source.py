@@ -73,8 +73,12 @@ def _zheng_fields(data, limit):
     return out
 
 
-def load_sets(data, limit=None):
-    """``name -> [(field RGB, target)]``: BCCD test at native size, the others at the working pixel size."""
+def load_sets(data, limit=None, reference: str = "derived"):
+    """``name -> [(field RGB, target)]``: BCCD test at native size, the others at the working pixel size.
+
+    ``reference``: the four-class fields' truth, the authors' colour-threshold masks (``derived``) or those masks
+    adjudicated by a reviewer (``adjudicated``: ``adjudicate_fourclass.py``, first 60 fields only).
+    """
     from leukcore.detect.data import bccd_boxes, bccd_split, pbc_heldout_items, read_rgb
     from leukcore.detect.train import fourclass_val_items
 
@@ -84,7 +88,12 @@ def load_sets(data, limit=None):
     for i in bccd_split(data, "test")[:limit]:
         bccd.append((read_rgb(data / "bccd" / "BCCD" / "JPEGImages" / f"{i}.jpg"), ("boxes", bccd_boxes(data, i))))
     sets["bccd-test"] = bccd
-    sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in fourclass_val_items(data, 0.5)][:limit]
+    if reference == "adjudicated":
+        from adjudicate_fourclass import adjudicated_pairs
+
+        sets["four-class-val"] = adjudicated_pairs(data, limit or 60)
+    else:
+        sets["four-class-val"] = [(it.image, ("labels", it.labels)) for it in fourclass_val_items(data, 0.5)][:limit]
     sets["pbc-val"] = [(it.image, ("labels", it.labels)) for it in pbc_heldout_items(data, 0.5)][:limit]
     if (data / "wbc_masks_zheng2018").exists():
         sets["zheng"] = _zheng_fields(data, limit)
@@ -239,11 +248,18 @@ def main(argv=None) -> int:
         default=None,
         help="also count at these probability thresholds (one run at the lowest; per-threshold worst and mean)",
     )
+    ap.add_argument(
+        "--reference",
+        choices=["derived", "adjudicated"],
+        default="derived",
+        help="four-class truth: the authors' colour-threshold masks, or those masks adjudicated by a reviewer "
+        "(benchmarks/references/four-class-val-adjudicated.json; --limit 60); results keyed <model>@<sha>+adjudicated",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     data = Path(a.data) if a.data else data_root()
-    sets = load_sets(data, a.limit)
+    sets = load_sets(data, a.limit, a.reference)
     base = dict(sets)
     if not a.no_restain:
         sets.update({f"{k}-restained": restained(v) for k, v in base.items()})
@@ -277,7 +293,9 @@ def main(argv=None) -> int:
         res["worst"] = min(((k, v["f1"]) for k, v in res["sets"].items()), key=lambda kv: kv[1])
         if a.sweep_prob:
             res["sweep"] = _sweep_table(res["sets"])
-        key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}"
+        key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}" + (
+            "+adjudicated" if a.reference != "derived" else ""
+        )
         allres[key] = {**allres.get(key, {}), **res, "sets": {**allres.get(key, {}).get("sets", {}), **res["sets"]}}
         print(f"{m}: worst set {res['worst'][0]} F1 {res['worst'][1]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)

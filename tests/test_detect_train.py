@@ -476,3 +476,36 @@ def test_mosaic_share_is_checked_and_recorded():
     register(parser.add_subparsers())
     args = parser.parse_args(shlex.split(cmd)[1:])
     assert args.mosaic == 0.3 and args.augment == "mixed"
+
+
+def test_wide_scale_share_is_checked_recorded_and_unties_scale_from_colour(monkeypatch):
+    """``--wide-scale``: mild (not re-coloured) patches drawn at the strong recipe's 0.6-1.67x scale."""
+    import argparse
+    import shlex
+
+    from leukcore.cli.train_detector import register
+    from leukcore.detect import train_data
+    from leukcore.detect.train import DetectorTrainOptions, train_command
+
+    with pytest.raises(ValueError, match="wide_scale"):
+        DetectorTrainOptions(wide_scale=-0.1).checked()
+    cmd = train_command("DATA", "RUN", DetectorTrainOptions(mosaic=0.5, augmentation="mixed", wide_scale=0.5))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(shlex.split(cmd)[1:])
+    assert args.wide_scale == 0.5 and args.mosaic == 0.5
+    assert "--wide-scale" not in train_command("DATA", "RUN", DetectorTrainOptions())
+
+    rng = np.random.default_rng(0)
+    mild = [train_data._scale_factor(rng, False, 0.2) for _ in range(400)]
+    wide = [train_data._scale_factor(rng, False, 0.2, wide_scale=1.0) for _ in range(400)]
+    assert 0.8 <= min(mild) and max(mild) <= 1.2
+    assert min(wide) < 0.7 and max(wide) > 1.5 and 0.6 <= min(wide) and max(wide) <= 1.67
+    # the colour recipe stays mild: a wide-scale mild patch never goes through the region-wise re-colouring
+    called = []
+    monkeypatch.setattr("leukcore.detect.augment.romanowsky_jitter", lambda *a, **k: called.append(1))
+    item = _field_item("four-class", (120, 60, 170), 3, 0)
+    for _ in range(20):
+        img, lab = train_data.augment(item.image, item.labels, rng, size=64, strength="mild", wide_scale=1.0)
+        assert img.shape == (64, 64, 3)
+    assert not called

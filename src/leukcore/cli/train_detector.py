@@ -92,6 +92,14 @@ def _recipe_arguments(p) -> None:
         help="share of training patches laid out as mosaics of 2x2 or 3x3 fields of one source "
         "(cells cut at a field's edge next to another field, as in a mosaic of fields)",
     )
+    p.add_argument(
+        "--wide-scale",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the mild (not re-coloured) patches drawn at 0.6-1.67x scale, as a wrong pixel-size "
+        "estimate shows a slide of familiar colours",
+    )
 
 
 def run(args):
@@ -135,6 +143,7 @@ def run(args):
         augmentation=args.augment,
         normalize=args.normalize,
         mosaic=args.mosaic,
+        wide_scale=args.wide_scale,
     )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")

@@ -132,6 +132,9 @@ class DetectorTrainOptions:
     mosaic : float
         Share of patches laid out as mosaics of 2 x 2 or 3 x 3 fields of one source
         (:func:`~leukcore.detect.train_data.mosaic_patch`), as ``leuk detect`` sees fields laid edge to edge.
+    wide_scale : float
+        Share of the mild (not re-coloured) patches drawn at the strong recipe's scale, 0.6-1.67x
+        (:func:`~leukcore.detect.train_data.augment`): a wrong pixel size on a slide of familiar colours.
     """
 
     mpp: float = 0.5
@@ -155,11 +158,13 @@ class DetectorTrainOptions:
     augmentation: str = "mild"
     normalize: str = "white-balance"
     mosaic: float = 0.0
+    wide_scale: float = 0.0
 
     def checked(self) -> DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
-        if not 0.0 <= self.mosaic <= 1.0:
-            raise ValueError(f"mosaic is a share of patches in [0, 1], got {self.mosaic}")
+        for key in ("mosaic", "wide_scale"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} is a share of patches in [0, 1], got {getattr(self, key)}")
         if self.normalize not in NORMALIZE_CHOICES:
             raise ValueError(f"unknown normalize {self.normalize!r}; known: {NORMALIZE_CHOICES}")
         sw = {**DEFAULT_SOURCE_WEIGHTS, **(self.source_weights or {})}
@@ -246,7 +251,7 @@ def train_network(
             o.batch,
             o.size,
             arch["n_rays"],
-            Recipe(o.augmentation, o.mosaic),
+            Recipe(o.augmentation, o.mosaic, o.wide_scale),
             template=template,
         )
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
@@ -443,6 +448,11 @@ def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict,
             if o.mosaic
             else {}
         ),
+        **(
+            {"wide_scale": f"{o.wide_scale:g} of the mild patches drawn at 0.6-1.67x scale (colour kept)"}
+            if o.wide_scale
+            else {}
+        ),
         "steps": len(hist),
         "batch": o.batch,
         "patch": o.size,
@@ -491,4 +501,6 @@ def train_command(data_dir, out_dir, options: DetectorTrainOptions) -> str:
         cmd += f" --normalize {o.normalize}"
     if o.mosaic:
         cmd += f" --mosaic {o.mosaic:g}"
+    if o.wide_scale:
+        cmd += f" --wide-scale {o.wide_scale:g}"
     return cmd

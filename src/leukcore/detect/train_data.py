@@ -49,18 +49,28 @@ AUGMENTATIONS = ("mild", "strong", "mixed")
 MIXED_STRONG_SHARE = 0.5
 
 
-def augment(img: np.ndarray, lab: np.ndarray, rng, size: int = 128, scale: float = 0.2, strength: str = "mild"):
+def augment(
+    img: np.ndarray,
+    lab: np.ndarray,
+    rng,
+    size: int = 128,
+    scale: float = 0.2,
+    strength: str = "mild",
+    wide_scale: float = 0.0,
+):
     """Random scale (+-``scale``), crop/pad to ``size``, flips, 90-degree turns, stain jitter, blur.
 
     ``strength="strong"`` draws the scale log-uniformly in [0.6, 1.67] and re-colours the patch
     region by region (:func:`leukcore.detect.augment.romanowsky_jitter`), then blur / noise / JPEG;
     ``"mixed"``: the strong recipe for a :data:`MIXED_STRONG_SHARE` of the patches, the mild one for
-    the rest (the sources' own look stays in every batch).
+    the rest (the sources' own look stays in every batch).  ``wide_scale``: the share of the mild patches
+    that still draw the strong recipe's scale (0.6-1.67x), so scale is not tied to the re-colouring
+    (a wrong pixel-size estimate on a slide of the sources' own colours).
 
     Labels: 0 background, > 0 instances, -1 ignore.  Returns (uint8 image, int32 labels).
     """
     strong = _is_strong(strength, rng)
-    out_i, out_l = _geometry(img, lab, rng, size, _scale_factor(rng, strong, scale))
+    out_i, out_l = _geometry(img, lab, rng, size, _scale_factor(rng, strong, scale, wide_scale))
     return _colour(out_i, out_l, rng, strong)
 
 
@@ -70,8 +80,13 @@ def _is_strong(strength: str, rng) -> bool:
     return strength == "strong" or (strength == "mixed" and rng.random() < MIXED_STRONG_SHARE)
 
 
-def _scale_factor(rng, strong: bool, scale: float) -> float:
-    return float(np.exp(rng.uniform(np.log(0.6), np.log(1.67)))) if strong else rng.uniform(1 - scale, 1 + scale)
+def _scale_factor(rng, strong: bool, scale: float, wide_scale: float = 0.0) -> float:
+    """The patch's scale: log-uniform 0.6-1.67x when ``strong`` (or, for a ``wide_scale`` share, anyway), else
+    uniform ``1 +- scale``.
+    """
+    if strong or (wide_scale > 0 and rng.random() < wide_scale):
+        return float(np.exp(rng.uniform(np.log(0.6), np.log(1.67))))
+    return rng.uniform(1 - scale, 1 + scale)
 
 
 def _geometry(img: np.ndarray, lab: np.ndarray, rng, size: int, f: float):
@@ -115,12 +130,20 @@ def _colour(out_i: np.ndarray, out_l: np.ndarray, rng, strong: bool):
     return np.ascontiguousarray(out_i), np.ascontiguousarray(out_l)
 
 
-def mosaic_patch(items: Sequence[TrainItem], weights: np.ndarray, rng, size: int = 128, strength: str = "mild"):
+def mosaic_patch(
+    items: Sequence[TrainItem],
+    weights: np.ndarray,
+    rng,
+    size: int = 128,
+    strength: str = "mild",
+    wide_scale: float = 0.0,
+):
     """A patch laid out as the evaluation's mosaics of whole fields: 2 x 2 or 3 x 3 pieces of fields of one source.
 
     Each piece is a field of the same source (drawn by ``weights``) scaled and cropped on its own, so a cell cut at
     a field's edge sits against another field's glass or cells, as in ``leuk detect`` on fields laid edge to edge;
-    the colour recipe is drawn once for the whole patch (one lab, one stain).  Labels as :func:`augment`.
+    the colour recipe is drawn once for the whole patch (one lab, one stain).  Labels and ``wide_scale`` as
+    :func:`augment`.
     """
     strong = _is_strong(strength, rng)
     first = int(rng.choice(len(items), p=weights))
@@ -137,7 +160,7 @@ def mosaic_patch(items: Sequence[TrainItem], weights: np.ndarray, rng, size: int
         for x0, x1 in zip(edges[:-1], edges[1:], strict=True):
             it = items[int(rng.choice(len(items), p=w))] if (y0, x0) != (0, 0) else items[first]
             side = max(y1 - y0, x1 - x0)
-            pi, pl = _geometry(it.image, it.labels, rng, side, _scale_factor(rng, strong, 0.2))
+            pi, pl = _geometry(it.image, it.labels, rng, side, _scale_factor(rng, strong, 0.2, wide_scale))
             pi, pl = pi[: y1 - y0, : x1 - x0], pl[: y1 - y0, : x1 - x0]
             out_i[y0:y1, x0:x1] = pi
             out_l[y0:y1, x0:x1] = np.where(pl > 0, pl + top, pl)
@@ -162,10 +185,13 @@ def make_targets(lab: np.ndarray, n_rays: int):
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a training patch gets: the colour recipe (:data:`AUGMENTATIONS`) and the share of mosaic patches."""
+    """What a training patch gets: the colour recipe (:data:`AUGMENTATIONS`), the share of mosaic patches and the
+    share of mild patches drawn at the strong recipe's scale (``wide_scale``, see :func:`augment`).
+    """
 
     strength: str = "mild"
     mosaic: float = 0.0
+    wide_scale: float = 0.0
 
 
 def sample_batch(
@@ -186,9 +212,13 @@ def sample_batch(
     idx = rng.choice(len(items), size=batch, p=weights)
     for i in idx:
         if recipe.mosaic > 0 and rng.random() < recipe.mosaic:
-            img, lab = mosaic_patch(items, weights, rng, size=size, strength=recipe.strength)
+            img, lab = mosaic_patch(
+                items, weights, rng, size=size, strength=recipe.strength, wide_scale=recipe.wide_scale
+            )
         else:
-            img, lab = augment(items[i].image, items[i].labels, rng, size=size, strength=recipe.strength)
+            img, lab = augment(
+                items[i].image, items[i].labels, rng, size=size, strength=recipe.strength, wide_scale=recipe.wide_scale
+            )
         p, d, w = make_targets(lab, n_rays)
         xs.append(field_input(img, template))
         ps.append(p)
