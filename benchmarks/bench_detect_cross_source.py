@@ -277,6 +277,12 @@ def main(argv=None) -> int:
         help="four-class truth: the authors' colour-threshold masks, or those masks adjudicated by a reviewer "
         "(benchmarks/references/four-class-val-adjudicated.json; --limit 60); results keyed <model>@<sha>+adjudicated",
     )
+    ap.add_argument(
+        "--min-cell-um",
+        type=float,
+        default=None,
+        help="score with this smallest cell (um across) instead of the card's (results keyed ...@mincell<UM>)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -293,6 +299,8 @@ def main(argv=None) -> int:
     allres = json.loads(out.read_text()) if out.exists() else {}
     for m in a.models:
         det = Detector.load(m)
+        if a.min_cell_um is not None:
+            det.card.setdefault("input", {})["min_cell_um"] = a.min_cell_um
         res = {
             "model": det.card.get("name"),
             "version": det.card.get("version"),
@@ -318,6 +326,7 @@ def main(argv=None) -> int:
         key = f"{res['model']}@{(res['weights_sha256'] or '')[:12]}" + (
             "+adjudicated" if a.reference != "derived" else ""
         )
+        key += f"@mincell{a.min_cell_um:g}" if a.min_cell_um is not None else ""
         allres[key] = {**allres.get(key, {}), **res, "sets": {**allres.get(key, {}).get("sets", {}), **res["sets"]}}
         print(f"{m}: worst set {res['worst'][0]} F1 {res['worst'][1]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
