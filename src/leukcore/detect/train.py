@@ -133,8 +133,7 @@ class DetectorTrainOptions:
         Share of patches laid out as mosaics of 2 x 2 or 3 x 3 fields of one source
         (:func:`~leukcore.detect.train_data.mosaic_patch`), as ``leuk detect`` sees fields laid edge to edge.
     wide_scale : float
-        Share of the mild (not re-coloured) patches drawn at the strong recipe's scale, 0.6-1.67x
-        (:func:`~leukcore.detect.train_data.augment`): a wrong pixel size on a slide of familiar colours.
+        Share of the mild patches drawn at the strong recipe's 0.6-1.67x (:func:`~.train_data.augment`).
     """
 
     mpp: float = 0.5
@@ -431,6 +430,10 @@ def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict,
     import torch
 
     c0 = init_card
+    notes = {
+        "mosaic": f"{o.mosaic:g} of the patches laid out as 2x2 or 3x3 mosaics of fields of one source",
+        "wide_scale": f"{o.wide_scale:g} of the mild patches drawn at 0.6-1.67x scale (colour kept)",
+    }
     return {
         "data": info["sources"],
         "excluded": {
@@ -443,16 +446,7 @@ def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict,
         "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
         "PBC centred-cell colour mask; platelet images as negatives",
         "augmentation": AUGMENTATION_NOTES[o.augmentation],
-        **(
-            {"mosaic": f"{o.mosaic:g} of the patches laid out as 2x2 or 3x3 mosaics of fields of one source"}
-            if o.mosaic
-            else {}
-        ),
-        **(
-            {"wide_scale": f"{o.wide_scale:g} of the mild patches drawn at 0.6-1.67x scale (colour kept)"}
-            if o.wide_scale
-            else {}
-        ),
+        **{k: v for k, v in notes.items() if getattr(o, k)},
         "steps": len(hist),
         "batch": o.batch,
         "patch": o.size,
