@@ -326,7 +326,17 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
         lambda data_dir, mpp, draws, log=None, ignore_below_um=None: calls.append((mpp, draws, ignore_below_um)) or {},
     )
 
-    def fake_items(data_dir, mpp, n_fourclass, n_pbc, n_platelet, seed, log, fourclass_ignore_below_um=None):
+    def fake_items(
+        data_dir,
+        mpp,
+        n_fourclass,
+        n_pbc,
+        n_platelet,
+        seed,
+        log,
+        fourclass_ignore_below_um=None,
+        fourclass_ignore_found_by=None,
+    ):
         calls.append(("ignore", fourclass_ignore_below_um))
         rng = np.random.default_rng(seed)
         img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
@@ -495,6 +505,8 @@ def test_wide_scale_share_is_checked_recorded_and_unties_scale_from_colour(monke
     args = parser.parse_args(shlex.split(cmd)[1:])
     assert args.wide_scale == 0.5 and args.mosaic == 0.5
     assert "--wide-scale" not in train_command("DATA", "RUN", DetectorTrainOptions())
+    cmd = train_command("DATA", "RUN", DetectorTrainOptions(ignore_found_by="wbc-stardist"))
+    assert parser.parse_args(shlex.split(cmd)[1:]).ignore_found_by == "wbc-stardist"
 
     rng = np.random.default_rng(0)
     mild = [train_data._scale_factor(rng, False, 0.2) for _ in range(400)]
@@ -509,3 +521,48 @@ def test_wide_scale_share_is_checked_recorded_and_unties_scale_from_colour(monke
         img, lab = train_data.augment(item.image, item.labels, rng, size=64, strength="mild", wide_scale=1.0)
         assert img.shape == (64, 64, 3)
     assert not called
+
+
+def test_cells_the_masks_lack_become_ignore_not_background():
+    """``ignore_unlabelled``: a found object off every labelled instance is ignored; one touching an instance is not."""
+    from leukcore.detect.masks import ignore_unlabelled
+
+    lab = np.zeros((30, 30), np.int32)
+    lab[2:8, 2:8] = 1
+    lab[20:24, 20:24] = -1
+    found = np.zeros_like(lab)
+    found[5:10, 5:10] = 1  # overlaps instance 1: that cell or its neighbour, left alone
+    found[12:18, 2:8] = 2  # a cell the masks lack
+    found[19:26, 19:26] = 3  # around an ignored fragment
+    out = ignore_unlabelled(lab, found)
+    assert (out[12:18, 2:8] == -1).all()
+    assert (out[8:10, 8:10] == 0).all() and (out[2:8, 2:8] == 1).all()
+    assert (out[20:24, 20:24] == -1).all() and (out[19, 19] == -1)
+    assert (lab[12:18, 2:8] == 0).all()  # a copy
+
+
+def test_ignore_found_marks_the_shipped_detectors_cells_on_a_real_field():
+    """On a bundled four-class field with no labels every cell the shipped detector finds becomes ignore; with the
+    cells labelled, nothing does."""
+    from leukcore.detect.corpus import ignore_found
+    from leukcore.detect.data import read_rgb
+    from leukcore.detect.masks import TrainItem
+    from leukcore.detect.predict import detect_cells
+    from leukcore.io import Slide
+    from leukcore.sample import bundled_fields
+
+    f = next(x for x in bundled_fields() if x.source == "all4class")
+    img = read_rgb(f.path)
+    from skimage.transform import rescale
+
+    img = (rescale(img, f.mpp / 0.5, channel_axis=2, preserve_range=True) + 0.5).astype(np.uint8)
+    n = len(detect_cells(Slide.from_array(img, mpp=0.5), "wbc-stardist", progress=None))
+    assert n >= 2
+    empty = TrainItem(image=img, labels=np.zeros(img.shape[:2], np.int32), source="four-class", name="f")
+    out = ignore_found(empty, "wbc-stardist", 0.5)
+    assert (out.labels == -1).any() and not (out.labels > 0).any()
+    from scipy import ndimage as ndi
+
+    assert ndi.label(out.labels == -1)[1] >= n - 1  # one ignored region per found cell (two may touch)
+    full = TrainItem(image=img, labels=(out.labels == -1).astype(np.int32), source="four-class", name="f")
+    assert not (ignore_found(full, "wbc-stardist", 0.5).labels == -1).any()

@@ -100,6 +100,13 @@ def _recipe_arguments(p) -> None:
         help="share of the mild (not re-coloured) patches drawn at 0.6-1.67x scale, as a wrong pixel-size "
         "estimate shows a slide of familiar colours",
     )
+    p.add_argument(
+        "--ignore-found-by",
+        default=None,
+        metavar="MODEL",
+        help="four-class cells this detector finds and the colour-threshold masks lack are ignored, not learnt "
+        "as background (the masks miss pale-pink and magenta white cells)",
+    )
 
 
 def run(args):
@@ -144,6 +151,7 @@ def run(args):
         normalize=args.normalize,
         mosaic=args.mosaic,
         wide_scale=args.wide_scale,
+        ignore_found_by=args.ignore_found_by,
     )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")

@@ -11,10 +11,10 @@ from typing import Optional
 
 import numpy as np
 
-from .masks import TrainItem, bccd_item, fourclass_field_item, pbc_item
+from .masks import TrainItem, bccd_item, fourclass_field_item, ignore_unlabelled, pbc_item
 from .public_sets import FOUR_CLASSES, PBC_WBC, bccd_boxes, bccd_split, dedup, folder_mpp
 
-__all__ = ["BCCD_TRAIN_SPLITS", "load_training_items", "pbc_heldout_items"]
+__all__ = ["BCCD_TRAIN_SPLITS", "ignore_found", "load_training_items", "pbc_heldout_items"]
 
 
 def _fourclass_folders(data_dir: Path, rng):
@@ -94,12 +94,14 @@ def load_training_items(
     seed: int = 0,
     log=None,
     fourclass_ignore_below_um: Optional[float] = None,
+    fourclass_ignore_found_by=None,
 ) -> tuple[list[TrainItem], dict]:
     """Build the training items (per-class caps keep it quick on CPU).
 
     ``fourclass_ignore_below_um``: four-class derived-mask instances smaller than a disc this many
     microns across become *ignore* (:func:`~leukcore.detect.masks.ignore_fragments`) rather than cells to learn; the
-    draws are the same either way.
+    draws are the same either way.  ``fourclass_ignore_found_by``: a detector (or model name) whose cells the
+    four-class masks lack become *ignore* (:func:`ignore_found`).
 
     Returns the items and a dict describing sources and their estimated pixel sizes.
     """
@@ -117,6 +119,8 @@ def load_training_items(
             if n_ok >= n_fourclass:
                 break
             it = fourclass_field_item(data_dir, cls, f, m_src, mpp, ignore_below_um=fourclass_ignore_below_um)
+            if it is not None and fourclass_ignore_found_by is not None:
+                it = ignore_found(it, fourclass_ignore_found_by, mpp)
             if it is not None:
                 items.append(it)
                 n_ok += 1
@@ -150,3 +154,20 @@ def load_training_items(
         info["sources"][f"pbc/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok, "negative": neg}
         say(f"pbc {cls}: {n_ok} images at estimated {m_src:.3f} um/px")
     return items, info
+
+
+def ignore_found(item: TrainItem, detector, mpp: float) -> TrainItem:
+    """``item`` with the cells ``detector`` finds on it (at ``mpp``, its working pixel size) and its labels lack
+    marked *ignore* (:func:`~leukcore.detect.masks.ignore_unlabelled`).
+    """
+    from dataclasses import replace
+
+    from ..io import Slide
+    from .postprocess import polygons_to_labels
+    from .predict import detect_cells
+
+    table = detect_cells(Slide.from_array(item.image, mpp=mpp), detector, progress=None)
+    if not len(table):
+        return item
+    polys = np.stack([np.asarray(p, np.float64) for p in table.df["polygon"]])
+    return replace(item, labels=ignore_unlabelled(item.labels, polygons_to_labels(polys, item.labels.shape)))

@@ -215,3 +215,19 @@ def ignore_fragments(labels: np.ndarray, min_area_px: float) -> np.ndarray:
     if len(small):
         lab[np.isin(lab, small)] = -1
     return lab
+
+
+def ignore_unlabelled(labels: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Mark *ignore* (-1) the background pixels of every object in ``found`` (a label image of a detector's cells)
+    that does not overlap a labelled instance: a copy.
+
+    The four-class masks are a colour threshold that misses pale-pink and magenta white cells; trained as they are,
+    those cells are background to learn.  Where a detector finds a cell the masks lack, the patch says nothing
+    there instead (an object touching a labelled instance is left alone: it is that cell, or its neighbour).
+    """
+    lab = np.array(labels, copy=True)
+    for v in np.unique(found[found > 0]):
+        obj = found == v
+        if not (lab[obj] > 0).any():
+            lab[obj & (lab == 0)] = -1
+    return lab

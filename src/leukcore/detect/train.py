@@ -31,6 +31,7 @@ from .train_data import (
     stain_card,
     training_template,
 )
+from .train_record import train_command, training_record
 from .tuning import (
     TUNING_OBJECTIVES,
     VAL_IGNORE_BELOW_UM,
@@ -134,6 +135,8 @@ class DetectorTrainOptions:
         (:func:`~leukcore.detect.train_data.mosaic_patch`), as ``leuk detect`` sees fields laid edge to edge.
     wide_scale : float
         Share of the mild patches drawn at the strong recipe's 0.6-1.67x (:func:`~.train_data.augment`).
+    ignore_found_by : str, optional
+        A detector whose cells the four-class masks lack become *ignore* (:func:`~.corpus.ignore_found`).
     """
 
     mpp: float = 0.5
@@ -158,6 +161,7 @@ class DetectorTrainOptions:
     normalize: str = "white-balance"
     mosaic: float = 0.0
     wide_scale: float = 0.0
+    ignore_found_by: Optional[str] = None
 
     def checked(self) -> DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
@@ -323,7 +327,7 @@ def train_detector(
         "params": int(sum(p.numel() for p in net.parameters())),
         "command": train_command(data_dir, out_dir, replace(o, channels=None if o.init_from else arch["channels"])),
     }
-    card["training"] = _training_record(o, info, hist, run, init_card)
+    card["training"] = training_record(o, info, hist, run, init_card)
     cpath = save_model(net.state_dict(), card, out_dir, o.name)
     log_text = json.dumps({"history": hist[::10], "tuning": tuned, "info": info}, default=float)
     (out_dir / "train_log.json").write_text(log_text)
@@ -334,6 +338,7 @@ def train_detector(
 def _training_items(data_dir, o: DetectorTrainOptions, say, t_start: float):
     """The training items (the four-class validation fields left out) and the sources' description."""
     from .data import load_training_items
+    from .model import Detector
 
     items, info = load_training_items(
         data_dir,
@@ -344,6 +349,7 @@ def _training_items(data_dir, o: DetectorTrainOptions, say, t_start: float):
         seed=o.seed,
         log=say,
         fourclass_ignore_below_um=o.train_ignore_below_um,
+        fourclass_ignore_found_by=o.ignore_found_by and Detector.load(o.ignore_found_by, threads=o.threads),
     )
     train_items, val_items = val_split(items)
     say(
@@ -405,96 +411,3 @@ def _tune_after_training(card: dict, det, data_dir, o: DetectorTrainOptions, say
         val_sets.update(restained_sets(val_sets))
         objective = "worst"
     return apply_tuning(card, det, val_sets, say, o.val_ignore_below_um, objective)
-
-
-#: the card's ``training.augmentation`` per recipe
-AUGMENTATION_NOTES = {
-    "mild": "scale +-20%, crop/pad, flips, 90-degree rotations, HED + HSV stain jitter, blur, noise",
-    "strong": "strong: scale 0.6-1.67x (log-uniform), crop/pad, flips, 90-degree rotations, "
-    "region-wise Romanowsky re-colouring in optical density (red cells and debris to "
-    "pale pink / pink-red / deep red / orange / brown / grey-blue / violet-grey, white "
-    "cells blue to magenta, pale to dark), glass tints (green, yellow, blue, warm), "
-    "uneven illumination, HED / hue / saturation / gamma jitter, defocus blur, noise, "
-    "JPEG q25-90",
-    "mixed": "mixed: each patch gets the strong recipe with probability 0.5, else the mild one",
-}
-
-
-def _training_record(o: DetectorTrainOptions, info: dict, hist: list, run: dict, init_card: Optional[dict]) -> dict:
-    """The card's ``training`` section: data, recipe, run facts and the command that reproduces the run.
-
-    ``run``: the run's ``minutes``, ``device``, ``params`` (network size) and ``command``.
-    """
-    import platform
-
-    import torch
-
-    c0 = init_card
-    notes = {
-        "mosaic": f"{o.mosaic:g} of the patches laid out as 2x2 or 3x3 mosaics of fields of one source",
-        "wide_scale": f"{o.wide_scale:g} of the mild patches drawn at 0.6-1.67x scale (colour kept)",
-    }
-    return {
-        "data": info["sources"],
-        "excluded": {
-            "wbc_masks_zheng2018": "GPL-3.0, evaluation only",
-            "pbc/erythroblast": "nucleated red cells: not white cells",
-            "bccd test split": "kept for evaluation",
-            "bccd val split": "threshold tuning",
-        },
-        "masks": "derived: four-class Segmented (authors' colour threshold) -> watershed instances "
-        "(Pro: own purple/magenta colour mask); BCCD WBC box ellipse + nucleus hull; "
-        "PBC centred-cell colour mask; platelet images as negatives",
-        "augmentation": AUGMENTATION_NOTES[o.augmentation],
-        **{k: v for k, v in notes.items() if getattr(o, k)},
-        "steps": len(hist),
-        "batch": o.batch,
-        "patch": o.size,
-        "minutes": run["minutes"],
-        "final_loss": float(np.mean([h["loss"] for h in hist[-50:]])) if hist else None,
-        "device": run["device"],
-        "torch": str(torch.__version__),
-        "machine": platform.machine(),
-        "params": run["params"],
-        "seed": o.seed,
-        "lr": o.lr,
-        "source_weights": o.source_weights,
-        **({"fourclass_ignore_below_um": float(o.train_ignore_below_um)} if o.train_ignore_below_um else {}),
-        **(
-            {
-                "init_from": f"{c0['name']} v{c0.get('version', 1)} (weights sha256 "
-                f"{c0.get('weights', {}).get('sha256', '?')[:12]})"
-            }
-            if c0
-            else {}
-        ),
-        "command": run["command"],
-    }
-
-
-def train_command(data_dir, out_dir, options: DetectorTrainOptions) -> str:
-    """The ``leuk train-detector`` command line that reproduces a run (non-default options only)."""
-    o = options
-    cmd = f"leuk train-detector --data {data_dir} -o {out_dir} --minutes {o.minutes} --seed {o.seed}"
-    if o.lr != DEFAULT_LR:
-        cmd += f" --lr {o.lr:g}"
-    for k, v in {**DEFAULT_SOURCE_WEIGHTS, **(o.source_weights or {})}.items():
-        if v != DEFAULT_SOURCE_WEIGHTS[k]:
-            cmd += f" --source-weight {k}={v:g}"
-    if o.channels and list(o.channels) != list(DEFAULT_ARCH["channels"]):
-        cmd += " --channels " + " ".join(str(c) for c in o.channels)
-    if o.init_from:
-        cmd += f" --init-from {o.init_from}"
-    if o.train_ignore_below_um:
-        cmd += f" --train-ignore-below {float(o.train_ignore_below_um):g}"
-    if (o.val_ignore_below_um or 0) != VAL_IGNORE_BELOW_UM:
-        cmd += f" --val-ignore-below {float(o.val_ignore_below_um or 0):g}"
-    if o.augmentation != "mild":
-        cmd += f" --augment {o.augmentation}"
-    if o.normalize != "white-balance":
-        cmd += f" --normalize {o.normalize}"
-    if o.mosaic:
-        cmd += f" --mosaic {o.mosaic:g}"
-    if o.wide_scale:
-        cmd += f" --wide-scale {o.wide_scale:g}"
-    return cmd
