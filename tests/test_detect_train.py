@@ -335,7 +335,6 @@ def test_training_run_and_retune_tune_on_the_same_sets(tmp_path, monkeypatch):
         seed,
         log,
         fourclass_ignore_below_um=None,
-        fourclass_ignore_found_by=None,
     ):
         calls.append(("ignore", fourclass_ignore_below_um))
         rng = np.random.default_rng(seed)
@@ -566,3 +565,26 @@ def test_ignore_found_marks_the_shipped_detectors_cells_on_a_real_field():
     assert ndi.label(out.labels == -1)[1] >= n - 1  # one ignored region per found cell (two may touch)
     full = TrainItem(image=img, labels=(out.labels == -1).astype(np.int32), source="four-class", name="f")
     assert not (ignore_found(full, "wbc-stardist", 0.5).labels == -1).any()
+
+
+def test_ignore_found_by_touches_only_the_four_class_training_fields(monkeypatch):
+    """``--ignore-found-by``: the detector's extra cells become ignore on four-class training fields only."""
+    import leukcore.detect.corpus as C
+    import leukcore.detect.data as D
+    import leukcore.detect.model as M
+    from leukcore.detect.masks import TrainItem
+    from leukcore.detect.train import DetectorTrainOptions, _training_items
+
+    z = np.zeros((8, 8), np.int32)
+    img = np.zeros((8, 8, 3), np.uint8)
+    items = [TrainItem(img, z, "four-class", "a.jpg"), TrainItem(img, z, "bccd", "b"), TrainItem(img, z, "pbc", "c")]
+    monkeypatch.setattr(D, "load_training_items", lambda *a, **k: (items, {"sources": {}}))
+    monkeypatch.setattr(M.Detector, "load", classmethod(lambda cls, name, **kw: f"det:{name}"))
+    seen = []
+    monkeypatch.setattr(C, "ignore_found", lambda it, det, mpp: seen.append((it.name, det, mpp)) or it)
+    _training_items("DATA", DetectorTrainOptions(ignore_found_by="m"), lambda s: None, 0.0)
+    assert [n for n, _, _ in seen] == [it.name for it in items if it.source == "four-class" and "a" in it.name]
+    assert seen[0][1:] == ("det:m", 0.5)
+    seen.clear()
+    _training_items("DATA", DetectorTrainOptions(), lambda s: None, 0.0)
+    assert not seen

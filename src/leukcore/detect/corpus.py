@@ -94,14 +94,12 @@ def load_training_items(
     seed: int = 0,
     log=None,
     fourclass_ignore_below_um: Optional[float] = None,
-    fourclass_ignore_found_by=None,
 ) -> tuple[list[TrainItem], dict]:
     """Build the training items (per-class caps keep it quick on CPU).
 
     ``fourclass_ignore_below_um``: four-class derived-mask instances smaller than a disc this many
     microns across become *ignore* (:func:`~leukcore.detect.masks.ignore_fragments`) rather than cells to learn; the
-    draws are the same either way.  ``fourclass_ignore_found_by``: a detector (or model name) whose cells the
-    four-class masks lack become *ignore* (:func:`ignore_found`).
+    draws are the same either way.
 
     Returns the items and a dict describing sources and their estimated pixel sizes.
     """
@@ -119,8 +117,6 @@ def load_training_items(
             if n_ok >= n_fourclass:
                 break
             it = fourclass_field_item(data_dir, cls, f, m_src, mpp, ignore_below_um=fourclass_ignore_below_um)
-            if it is not None and fourclass_ignore_found_by is not None:
-                it = ignore_found(it, fourclass_ignore_found_by, mpp)
             if it is not None:
                 items.append(it)
                 n_ok += 1

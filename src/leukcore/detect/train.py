@@ -338,7 +338,6 @@ def train_detector(
 def _training_items(data_dir, o: DetectorTrainOptions, say, t_start: float):
     """The training items (the four-class validation fields left out) and the sources' description."""
     from .data import load_training_items
-    from .model import Detector
 
     items, info = load_training_items(
         data_dir,
@@ -349,9 +348,14 @@ def _training_items(data_dir, o: DetectorTrainOptions, say, t_start: float):
         seed=o.seed,
         log=say,
         fourclass_ignore_below_um=o.train_ignore_below_um,
-        fourclass_ignore_found_by=o.ignore_found_by and Detector.load(o.ignore_found_by, threads=o.threads),
     )
     train_items, val_items = val_split(items)
+    if o.ignore_found_by:
+        from .corpus import ignore_found
+        from .model import Detector
+
+        det = Detector.load(o.ignore_found_by, threads=o.threads)
+        train_items = [ignore_found(it, det, o.mpp) if it.source == "four-class" else it for it in train_items]
     say(
         f"{len(train_items)} training images ({len(val_items)} drawn four-class fields are validation fields, "
         f"left out; tuning uses every validation field) "
