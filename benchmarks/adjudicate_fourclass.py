@@ -17,6 +17,9 @@ This script makes the reference a reviewer can check:
             ``benchmarks/references/four-class-val-adjudicated.json`` (coordinates, not ids: it does not
             depend on the detector that proposed the items).
 
+A new candidate's own disagreements: ``sheets --model CARD --prob P --against REFERENCE`` (items where it and the
+reviewed labels disagree), then ``apply REVIEW DECISIONS --merge`` adds the decisions to the reference.
+
 ``drop``: a derived instance that is not a white cell (red cell, platelet, debris, stain) becomes *ignore*;
 ``add``: a white cell the derived masks missed becomes an instance (a disc of the proposing detection's area);
 ``ignore``: a region the reviewer cannot call either way is not counted.  An entry may also be ``[y, x, r]``: a cell
@@ -34,6 +37,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -136,8 +140,14 @@ def _draw(it, gts: list, cands: list, zoom: int = 3):
     return np.asarray(im)
 
 
-def sheets(data, out: Path, limit: int, prob: float, model: str, per_sheet: int = 2) -> None:
-    """Detect the benchmark's mosaic at ``prob`` and render the disagreements, ``per_sheet`` fields a sheet."""
+def sheets(
+    data, out: Path, limit: int, prob: float, model: str, per_sheet: int = 2, against: Optional[Path] = None
+) -> None:
+    """Detect the benchmark's mosaic at ``prob`` and render the disagreements, ``per_sheet`` fields a sheet.
+
+    ``against``: a reference file; the disagreements are then with the reviewed labels (a new candidate's own,
+    for ``apply --merge``), not with the derived masks.
+    """
     from bench_detect_cross_source import mosaic
     from PIL import Image
 
@@ -145,6 +155,11 @@ def sheets(data, out: Path, limit: int, prob: float, model: str, per_sheet: int 
     from leukcore.io import Slide
 
     items = val_items(data, limit)
+    if against is not None:
+        from dataclasses import replace
+
+        ref = json.loads(Path(against).read_text())["fields"]
+        items = [replace(it, labels=adjudicate(it.labels, ref.get(it.name, {}))) for it in items]
     canvas, offs = mosaic([(it.image, None) for it in items])
     table = detect_cells(Slide.from_array(canvas), Detector.load(model), progress=None, prob_thresh=prob)
     pts = table.df[["centroid_y", "centroid_x"]].to_numpy(np.float64)
@@ -168,11 +183,16 @@ def sheets(data, out: Path, limit: int, prob: float, model: str, per_sheet: int 
     (out / "review.json").write_text(json.dumps(review, indent=1))
     n_g = sum(len(v["g"]) for v in review["fields"].values())
     n_c = sum(len(v["c"]) for v in review["fields"].values())
-    print(f"{len(items)} fields, {len(tiles)} with disagreements: {n_g} derived instances unhit, {n_c} candidates")
+    what = "reference" if against is not None else "derived"
+    print(f"{len(items)} fields, {len(tiles)} with disagreements: {n_g} {what} instances unhit, {n_c} candidates")
 
 
-def apply(review_path: Path, decisions_path: Path, reference: Path, note: str) -> dict:
-    """The reference file from the numbered review and the reviewer's decisions (ids -> coordinates)."""
+def apply(review_path: Path, decisions_path: Path, reference: Path, note: str, merge: bool = False) -> dict:
+    """The reference file from the numbered review and the reviewer's decisions (ids -> coordinates).
+
+    ``merge``: add the decisions to the existing ``reference`` (a review made with ``sheets --against`` it) and
+    record the review's model among its proposers.
+    """
     review = json.loads(Path(review_path).read_text())
     decisions = json.loads(Path(decisions_path).read_text())
     unknown = sorted(set(decisions) - set(review["fields"]))
@@ -196,13 +216,28 @@ def apply(review_path: Path, decisions_path: Path, reference: Path, note: str) -
         fields[name] = out
     ref = {
         "about": note,
-        "proposed_by": {"model": review["model"], "prob": review["prob"]},
+        "proposed_by": [{"model": review["model"], "prob": review["prob"]}],
         "counts": counts,
         "fields": fields,
     }
+    if merge:
+        ref = _merged(json.loads(Path(reference).read_text()), ref)
     reference.parent.mkdir(parents=True, exist_ok=True)
     reference.write_text(json.dumps(ref, indent=1, default=float))
     return counts
+
+
+def _merged(old: dict, new: dict) -> dict:
+    """``old`` reference with ``new``'s decisions and proposer added (counts summed)."""
+    fields = {k: {key: list(v.get(key, [])) for key in ("drop", "add", "ignore")} for k, v in old["fields"].items()}
+    for name, dec in new["fields"].items():
+        f = fields.setdefault(name, {"drop": [], "add": [], "ignore": []})
+        for key in f:
+            f[key] += dec[key]
+    proposers = old["proposed_by"] if isinstance(old["proposed_by"], list) else [old["proposed_by"]]
+    counts = {k: old["counts"].get(k, 0) + new["counts"][k] for k in new["counts"]}
+    about = old["about"] + (f" Then: {new['about']}" if new["about"] else "")
+    return {"about": about, "proposed_by": proposers + new["proposed_by"], "counts": counts, "fields": fields}
 
 
 def main(argv=None) -> int:
@@ -214,18 +249,20 @@ def main(argv=None) -> int:
     s.add_argument("--prob", type=float, default=0.3)
     s.add_argument("--model", default="wbc-stardist")
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--against", type=Path, default=None, help="disagreements with this reference's labels")
     a_ = sub.add_parser("apply")
     a_.add_argument("review", type=Path)
     a_.add_argument("decisions", type=Path)
     a_.add_argument("--reference", type=Path, default=REFERENCE)
     a_.add_argument("--note", default="")
+    a_.add_argument("--merge", action="store_true", help="add to the existing --reference")
     a = ap.parse_args(argv)
     if a.cmd == "sheets":
         from leukcore.train.datasets import data_root
 
-        sheets(Path(a.data) if a.data else data_root(), a.out, a.limit, a.prob, a.model)
+        sheets(Path(a.data) if a.data else data_root(), a.out, a.limit, a.prob, a.model, against=a.against)
     else:
-        print(apply(a.review, a.decisions, a.reference, a.note))
+        print(apply(a.review, a.decisions, a.reference, a.note, merge=a.merge))
     return 0
 
 

@@ -90,3 +90,24 @@ def test_the_shipped_reference_is_consistent_with_its_decisions(adj):
     for key in ("drop", "add", "ignore"):
         assert ref["counts"][key] == sum(len(f[key]) for f in ref["fields"].values())
     assert all(len(p) == 3 and p[2] > 0 for f in ref["fields"].values() for p in f["add"] + f["ignore"])
+
+
+def test_apply_merge_adds_a_candidates_decisions_to_the_reference(adj, tmp_path):
+    """``apply --merge``: a second review (another model's disagreements) extends the reference, counts summed."""
+    ref = tmp_path / "ref.json"
+    old = {
+        "about": "first",
+        "proposed_by": {"model": "v6", "prob": 0.3},
+        "counts": {"drop": 1, "add": 1, "ignore": 0},
+        "fields": {"a.jpg": {"drop": [[8, 8]], "add": [[1.0, 1.0, 2.0]], "ignore": []}},
+    }
+    ref.write_text(json.dumps(old))
+    review = {"model": "cand", "prob": 0.6, "fields": {"a.jpg": {"g": [], "c": [[20.0, 20.0, 5.0]]}, "b.jpg": {}}}
+    (tmp_path / "r.json").write_text(json.dumps(review))
+    (tmp_path / "d.json").write_text(json.dumps({"a.jpg": {"ignore": ["c0"]}}))
+    counts = adj.apply(tmp_path / "r.json", tmp_path / "d.json", ref, "second", merge=True)
+    got = json.loads(ref.read_text())
+    assert counts == {"drop": 0, "add": 0, "ignore": 1}
+    assert got["counts"] == {"drop": 1, "add": 1, "ignore": 1}
+    assert got["fields"]["a.jpg"] == {"drop": [[8, 8]], "add": [[1.0, 1.0, 2.0]], "ignore": [[20.0, 20.0, 5.0]]}
+    assert [p["model"] for p in got["proposed_by"]] == ["v6", "cand"] and got["about"].startswith("first")
