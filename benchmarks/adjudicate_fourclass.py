@@ -81,8 +81,8 @@ def adjudicate(labels: np.ndarray, decision: dict) -> np.ndarray:
 def adjudicated_pairs(data, limit: int, reference: Path = REFERENCE) -> list:
     """``[(field RGB, ("labels", adjudicated labels))]`` of the first ``limit`` validation fields.
 
-    Fields the reference does not list keep their derived labels; raises when the reference covers fewer
-    fields than asked (a figure on a partly adjudicated set would read as adjudicated).
+    Raises ``ValueError`` when the reference has no decision for one of the fields (a figure on a partly
+    adjudicated set would read as adjudicated); a reviewed field with nothing to change has an empty decision.
     """
     ref = json.loads(Path(reference).read_text())
     items = val_items(data, limit)

@@ -185,8 +185,8 @@ def restained(pairs):
 
 
 def restained_slides(pairs):
-    """One stain per slide: field ``i`` goes to slide ``i % 7`` and every field of slide ``k`` gets stain ``k``
-    (red-cell hue ``k``, glass tint ``k % 5``, white-cell gain ``k % 3``), as one lab's smear has one stain.
+    """One stain per slide: field ``i`` goes to slide ``i % 8`` and every field of slide ``k`` gets stain ``k``
+    (red-cell hue ``k``, glass tint ``k % 5``, white-cell gain ``k % 6``), as one lab's smear has one stain.
     White cells are the purple pixels and, where the truth is a mask, its cells (:func:`_cells`).
     The slide-level colour steps (white balance, stain normalisation, pixel size from the red cells) then
     see one stain, where :func:`restained` mixes every stain into one mosaic.
@@ -206,23 +206,23 @@ def restained_slides(pairs):
 
 
 def _cells(img, target):
-    """The labels a re-stain colours by: white cells > 0, red cells and glass 0, untouched -1.
+    """The labels a re-stain colours by: white cells > 0, red cells and glass 0, untouched -1 (``None``:
+    :func:`~leukcore.detect.augment.restain`'s own purple threshold).
 
     Where the truth is a mask, its cells and the purple pixels within 4 px of them (a cell's rim); its ignored
     fragments stay as they are.  A purple threshold alone paints half of every lavender red cell of the
     four-class set's blue fields as a white cell (blotched red cells no stain makes) and a pale-pink white
-    cell as a red cell.  Where the truth is boxes (BCCD: pink red cells), the purple pixels.
+    cell as a red cell.  Where the truth is boxes (BCCD: pink red cells), the purple threshold alone.
     """
+    kind, t = target
+    if kind != "labels":
+        return None
     from scipy import ndimage as ndi
 
     from leukcore.detect.colour import purple_measure
 
-    purple = purple_measure(img) > 40
-    kind, t = target
-    if kind != "labels":
-        return purple.astype(np.int32)
     cells = t > 0
-    cells |= purple & ndi.binary_dilation(cells, iterations=4)
+    cells |= (purple_measure(img) > 40) & ndi.binary_dilation(cells, iterations=4)
     return np.where(t < 0, -1, cells).astype(np.int32)
 
 

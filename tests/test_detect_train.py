@@ -543,9 +543,8 @@ def test_cells_the_masks_lack_become_ignore_not_background():
 def test_ignore_found_marks_the_shipped_detectors_cells_on_a_real_field():
     """On a bundled four-class field with no labels every cell the shipped detector finds becomes ignore; with the
     cells labelled, nothing does."""
-    from leukcore.detect.corpus import ignore_found
     from leukcore.detect.data import read_rgb
-    from leukcore.detect.masks import TrainItem
+    from leukcore.detect.masks import TrainItem, ignore_found
     from leukcore.detect.predict import detect_cells
     from leukcore.io import Slide
     from leukcore.sample import bundled_fields
@@ -569,8 +568,8 @@ def test_ignore_found_marks_the_shipped_detectors_cells_on_a_real_field():
 
 def test_ignore_found_by_touches_only_the_four_class_training_fields(monkeypatch):
     """``--ignore-found-by``: the detector's extra cells become ignore on four-class training fields only."""
-    import leukcore.detect.corpus as C
     import leukcore.detect.data as D
+    import leukcore.detect.masks as C
     import leukcore.detect.model as M
     from leukcore.detect.masks import TrainItem
     from leukcore.detect.train import DetectorTrainOptions, _training_items

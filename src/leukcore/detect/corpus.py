@@ -11,10 +11,10 @@ from typing import Optional
 
 import numpy as np
 
-from .masks import TrainItem, bccd_item, fourclass_field_item, ignore_unlabelled, pbc_item
+from .masks import TrainItem, bccd_item, fourclass_field_item, pbc_item
 from .public_sets import FOUR_CLASSES, PBC_WBC, bccd_boxes, bccd_split, dedup, folder_mpp
 
-__all__ = ["BCCD_TRAIN_SPLITS", "ignore_found", "load_training_items", "pbc_heldout_items"]
+__all__ = ["BCCD_TRAIN_SPLITS", "load_training_items", "pbc_heldout_items"]
 
 
 def _fourclass_folders(data_dir: Path, rng):
@@ -150,20 +150,3 @@ def load_training_items(
         info["sources"][f"pbc/{cls}"] = {"mpp_estimated": round(m_src, 4), "images": n_ok, "negative": neg}
         say(f"pbc {cls}: {n_ok} images at estimated {m_src:.3f} um/px")
     return items, info
-
-
-def ignore_found(item: TrainItem, detector, mpp: float) -> TrainItem:
-    """``item`` with the cells ``detector`` finds on it (at ``mpp``, its working pixel size) and its labels lack
-    marked *ignore* (:func:`~leukcore.detect.masks.ignore_unlabelled`).
-    """
-    from dataclasses import replace
-
-    from ..io import Slide
-    from .postprocess import polygons_to_labels
-    from .predict import detect_cells
-
-    table = detect_cells(Slide.from_array(item.image, mpp=mpp), detector, progress=None)
-    if not len(table):
-        return item
-    polys = np.stack([np.asarray(p, np.float64) for p in table.df["polygon"]])
-    return replace(item, labels=ignore_unlabelled(item.labels, polygons_to_labels(polys, item.labels.shape)))

@@ -36,7 +36,16 @@ from .colour import background_color, purple_measure
 from .images import read_rgb, resize_to_mpp
 from .public_sets import bccd_boxes
 
-__all__ = ["TrainItem", "bccd_item", "pbc_item", "fourclass_item", "fourclass_field_item", "ignore_fragments"]
+__all__ = [
+    "TrainItem",
+    "bccd_item",
+    "pbc_item",
+    "fourclass_item",
+    "fourclass_field_item",
+    "ignore_fragments",
+    "ignore_found",
+    "ignore_unlabelled",
+]
 
 
 def _instances_from_binary(mask: np.ndarray, min_area: int, min_dist: int) -> np.ndarray:
@@ -231,3 +240,20 @@ def ignore_unlabelled(labels: np.ndarray, found: np.ndarray) -> np.ndarray:
         if not (lab[obj] > 0).any():
             lab[obj & (lab == 0)] = -1
     return lab
+
+
+def ignore_found(item: TrainItem, detector, mpp: float) -> TrainItem:
+    """``item`` with the cells ``detector`` finds on it (at ``mpp``, its working pixel size) and its labels lack
+    marked *ignore* (:func:`ignore_unlabelled`).
+    """
+    from dataclasses import replace
+
+    from ..io import Slide
+    from .postprocess import polygons_to_labels
+    from .predict import detect_cells
+
+    table = detect_cells(Slide.from_array(item.image, mpp=mpp), detector, progress=None)
+    if not len(table):
+        return item
+    polys = np.stack([np.asarray(p, np.float64) for p in table.df["polygon"]])
+    return replace(item, labels=ignore_unlabelled(item.labels, polygons_to_labels(polys, item.labels.shape)))

@@ -136,7 +136,7 @@ class DetectorTrainOptions:
     wide_scale : float
         Share of the mild patches drawn at the strong recipe's 0.6-1.67x (:func:`~.train_data.augment`).
     ignore_found_by : str, optional
-        A detector whose cells the four-class masks lack become *ignore* (:func:`~.corpus.ignore_found`).
+        A detector whose cells the four-class masks lack become *ignore* (:func:`~.masks.ignore_found`).
     """
 
     mpp: float = 0.5
@@ -351,7 +351,7 @@ def _training_items(data_dir, o: DetectorTrainOptions, say, t_start: float):
     )
     train_items, val_items = val_split(items)
     if o.ignore_found_by:
-        from .corpus import ignore_found
+        from .masks import ignore_found
         from .model import Detector
 
         det = Detector.load(o.ignore_found_by, threads=o.threads)
