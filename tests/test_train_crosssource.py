@@ -38,3 +38,7 @@ def test_fourclass_fields_come_from_the_asked_split(data, split):
     assert {r["path"] for r in s["records"]} <= names[split]
     assert not {r["path"] for r in s["records"]} & names["test" if split == "val" else "val"]
     assert ("validation" in s["split"]) == (split == "val")
+    # each record keeps the pixel size the field was classified at and where it came from (no --mpp: estimated)
+    for r in s["records"]:
+        assert r["mpp_source"] == "estimated" and 0.2 < r["mpp"] < 1.2, r
+        assert isinstance(r["mpp_reliable"], bool)
