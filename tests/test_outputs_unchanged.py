@@ -11,8 +11,11 @@ it; model card paths by file name).  Cases:
 * ``real-sample`` (``slow``): ``wbc-stardist`` + ``all-binary`` on the whole bundled sample slide.
 
 The hashes depend on the versions of the writers' libraries (and, for ``real-sample``, on the model
-weights), so each case records them and is skipped, saying why, in another environment.  Re-record after an
-intended change to an output with::
+weights), so each case records them and is skipped, saying why, in another environment.  ``real-sample`` also
+depends on the CPU's float kernels (the network's last bits differ between, e.g., an AMD AVX2 and an Intel
+AVX-512 machine, and move a polygon vertex): it is recorded per CPU kind, ``real-sample@<vendor>/<capability>``
+(:func:`_cpu`), with the unlabelled ``real-sample`` record (the first machine's) used where the running kind has
+none.  Re-record after an intended change to an output with::
 
     .venv/bin/python tests/test_outputs_unchanged.py --record [CASE ...]
 """
@@ -109,6 +112,26 @@ def _versions(real: bool = False) -> dict:
         except Exception:  # pragma: no cover - a missing library: the case cannot run anyway
             v[name] = None
     return v
+
+
+def _cpu() -> str:
+    """The CPU kind the network's float kernels depend on: ``<vendor>/<torch CPU capability>``."""
+    import torch
+
+    vendor = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return f"{vendor}/{torch.backends.cpu.get_cpu_capability()}"
+
+
+def _key(name: str) -> str:
+    """The golden record's key: real-model cases per CPU kind (:func:`_cpu`)."""
+    return f"{name}@{_cpu()}" if name.startswith("real") else name
 
 
 def _sha(b: bytes) -> str:
@@ -241,7 +264,8 @@ def _golden() -> dict:
     "name", [pytest.param(n, marks=[pytest.mark.slow] if n.startswith("real") else []) for n in CASES]
 )
 def test_outputs_byte_identical_to_recorded(name, tmp_path):
-    rec = _golden().get(name)
+    golden = _golden()
+    rec = golden.get(_key(name)) or golden.get(name)
     if rec is None:
         pytest.skip(f"no recorded outputs for {name} in {GOLDEN}")
     if name.startswith("real"):
@@ -274,7 +298,7 @@ if __name__ == "__main__":  # --record [CASE ...]
     golden = _golden()
     with tempfile.TemporaryDirectory() as d:
         for n in a.cases:
-            golden[n] = run_case(n, Path(d))
-            print(n, len(golden[n]["files"]), "files")
+            golden[_key(n)] = run_case(n, Path(d))
+            print(_key(n), len(golden[_key(n)]["files"]), "files")
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n", encoding="utf-8")
