@@ -70,7 +70,7 @@ def _run(clf, items, mpp, say, what) -> list[dict]:
                 "probabilities": r.get("probabilities") or {},
                 "rule": r.get("rule"),
                 "n_cells": r.get("n_cells"),
-                **{k: r.get(k) for k in ("mpp", "mpp_source", "mpp_reliable") if k in r},
+                **{k: r[k] for k in ("mpp", "mpp_source", "mpp_reliable") if k in r},
             }
         )
         if say and (k + 1) % 50 == 0:
