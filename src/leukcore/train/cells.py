@@ -201,7 +201,7 @@ def build_cell_set(
     progress: bool = True,
     only_cached: bool = False,
 ) -> dict:
-    """Per-cell crops of every image in ``df`` (rows need ``path`` and ``mpp``).
+    """Per-cell crops of every image in ``df`` (rows need ``path`` and ``mpp``; cut at ``crop_mpp`` where given).
 
     Returns
     -------
@@ -249,7 +249,9 @@ def build_cell_set(
         ncell[i] = len(c)
         if not len(c):
             continue
-        crops.append(crops_from_array(img, c, spec, mpp, polygons=polys))
+        cut = r.get("crop_mpp")  # data.crop_mpp: estimated (leukcore.train.scales): cells found at mpp, cut at this
+        cut = float(cut) if cut is not None and cut == cut and cut > 0 else mpp
+        crops.append(crops_from_array(img, c, spec, cut, polygons=polys))
         rows.append(np.full(len(c), i))
         cents.append(c)
     S = spec.size
@@ -276,6 +278,7 @@ def cell_set_key(df, spec: CropSpec, finder, max_cells_per_image: int, only_cach
                 "only_cached": only_cached,
                 "mpp": [float(m) if m == m else None for m in df["mpp"]],
                 "finder": getattr(finder, "name", repr(finder)),
+                **({"crop_mpp": [float(m) for m in df["crop_mpp"]]} if "crop_mpp" in df else {}),
                 "max": max_cells_per_image,
             }
         ).encode()
