@@ -64,6 +64,18 @@ def test_select_field_rule_uses_validation_only_and_prefers_cheaper_on_ties():
     assert rule == {"tta": "d4", "field_aggregation": "mean_prob"}
 
 
+def test_select_field_rule_counts_a_field_held_for_review_as_wrong():
+    # image 0 (class 0): cells (0.95, 0.05) and (0.4, 0.6): both rules call class 0, but the arithmetic mean
+    # is 0.675 and the normalised geometric mean 0.78: with a review threshold of 0.7 only the latter is a call
+    P = np.array([[0.95, 0.05], [0.4, 0.6], [0.1, 0.9]])
+    rows, labels = np.array([0, 0, 1]), np.array([0, 1])
+    rule, _ = select_field_rule({None: (P, rows)}, labels, (None,))
+    assert rule["field_aggregation"] == "mean_prob"  # argmax only: a tie, the cheaper rule
+    rule, table = select_field_rule({None: (P, rows)}, labels, (None,), review_threshold=0.7)
+    assert rule["field_aggregation"] == "mean_log_prob"
+    assert {r["field_aggregation"]: r["val_images_accuracy"] for r in table} == {"mean_prob": 0.5, "mean_log_prob": 1.0}
+
+
 @pytest.fixture(scope="module")
 def clf():
     import torch

@@ -74,17 +74,29 @@ def image_level(probs, rows, labels_by_row, how: str = "mean_prob", max_cells: O
     return u, np.asarray(labels_by_row)[u], P
 
 
-def _field_acc(probs, rows, labels_by_row, how, max_cells=None) -> float:
+def _field_acc(probs, rows, labels_by_row, how, max_cells=None, review_threshold=None) -> float:
+    """Field accuracy; with ``review_threshold`` a field whose top probability is below it counts as wrong
+    (``leuk classify`` holds it for review: no call), as the cross-source benchmarks count it.
+    """
     u, y, P = image_level(probs, rows, labels_by_row, how, max_cells)
-    return float((P.argmax(1) == y).mean()) if len(u) else float("nan")
+    if not len(u):
+        return float("nan")
+    ok = P.argmax(1) == y
+    if review_threshold is not None:
+        ok &= P.max(1) >= float(review_threshold)
+    return float(ok.mean())
 
 
-def select_field_rule(val: dict, labels_by_row, tta_modes=(None, "d4")) -> tuple[dict, list]:
+def select_field_rule(
+    val: dict, labels_by_row, tta_modes=(None, "d4"), review_threshold: Optional[float] = None
+) -> tuple[dict, list]:
     """The field rule (TTA x aggregation) with the best **validation** field accuracy.
 
-    ``val`` maps a TTA mode to ``(probs, rows)`` of the validation cells.  Ties go to the cheaper
-    rule (no TTA first, then ``mean_prob``).  Returns ``(rule, table)``; ``table`` lists every rule's
-    validation field accuracy.
+    ``val`` maps a TTA mode to ``(probs, rows)`` of the validation cells.  With ``review_threshold`` a
+    field whose top probability falls below it counts as wrong (``leuk classify`` holds it for review):
+    an aggregation whose field probabilities are flatter sends more fields to review, which the argmax
+    alone does not see.  Ties go to the cheaper rule (no TTA first, then ``mean_prob``).  Returns
+    ``(rule, table)``; ``table`` lists every rule's validation field accuracy.
     """
     from ..classify.fields import FIELD_AGGREGATIONS
 
@@ -94,7 +106,7 @@ def select_field_rule(val: dict, labels_by_row, tta_modes=(None, "d4")) -> tuple
             continue
         P, rows = val[tta]
         for how in FIELD_AGGREGATIONS:
-            a = _field_acc(P, rows, labels_by_row, how)
+            a = _field_acc(P, rows, labels_by_row, how, review_threshold=review_threshold)
             table.append({"tta": tta, "field_aggregation": how, "val_images_accuracy": a})
             if best is None or a > best[0] + 1e-12:
                 best = (a, {"tta": tta, "field_aggregation": how})
@@ -242,8 +254,14 @@ class _Evaluation:
             for t in tta_modes:
                 if len(va):
                     vp[t] = (clf.predict_crops(cells["crops"][va], tta=t), cells["row"][va])
-            rule, rule_table = select_field_rule(vp, self.lab_of_row, tta_modes)
-            rule["selected_on"] = "validation split, images accuracy (ties: cheaper rule)"
+            from ..classify.infer import review_rule
+
+            rt = review_rule(clf)[0]
+            rule, rule_table = select_field_rule(vp, self.lab_of_row, tta_modes, review_threshold=rt)
+            rule["selected_on"] = (
+                f"validation split, images accuracy, a field under the review threshold {rt:g} counted wrong "
+                "(ties: cheaper rule)"
+            )
         elif field_rule == "card":
             rule = _card_rule(clf.card)
         else:
