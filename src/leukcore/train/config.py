@@ -127,8 +127,10 @@ def resolve_config(cfg: dict) -> dict:
             raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
     if out["data"]["finder"] not in ("detector", "segmented", "centre"):
         raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")
-    if out["data"]["crop_mpp"] not in ("folder", "estimated"):
-        raise ValueError(f"config: data.crop_mpp must be folder | estimated, got {out['data']['crop_mpp']!r}")
+    from .scales import CROP_MPP_MODES
+
+    if out["data"]["crop_mpp"] not in CROP_MPP_MODES:
+        raise ValueError(f"config: data.crop_mpp must be {' | '.join(CROP_MPP_MODES)}, got {out['data']['crop_mpp']!r}")
     if out["train"]["phase2"].get("schedule", "constant") not in ("constant", "cosine"):
         raise ValueError("config: train.phase2.schedule must be constant | cosine")
     stages = out["train"]["phase2"].get("finetune_stages", 2)
