@@ -127,10 +127,9 @@ def resolve_config(cfg: dict) -> dict:
             raise ValueError(f"config: reader {d['reader']!r} needs a root folder")
     if out["data"]["finder"] not in ("detector", "segmented", "centre"):
         raise ValueError(f"config: data.finder must be detector | segmented | centre, got {out['data']['finder']!r}")
-    from .scales import CROP_MPP_MODES
+    from .scales import check_crop_mpp
 
-    if out["data"]["crop_mpp"] not in CROP_MPP_MODES:
-        raise ValueError(f"config: data.crop_mpp must be {' | '.join(CROP_MPP_MODES)}, got {out['data']['crop_mpp']!r}")
+    check_crop_mpp(out["data"]["crop_mpp"])
     if out["train"]["phase2"].get("schedule", "constant") not in ("constant", "cosine"):
         raise ValueError("config: train.phase2.schedule must be constant | cosine")
     stages = out["train"]["phase2"].get("finetune_stages", 2)

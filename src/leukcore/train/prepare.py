@@ -189,11 +189,10 @@ def prepare(cfg: dict, device="cpu", report: dict | None = None):
     spec = spec_from_config(cfg)
     only = bool(cfg["data"].get("only_cached"))
     finder = make_finder(cfg, device)
-    if cfg["data"].get("crop_mpp", "folder") != "folder":
-        from .cells import cell_cache_dir
-        from .scales import with_crop_mpp
+    from .cells import cell_cache_dir
+    from .scales import with_crop_mpp
 
-        df = with_crop_mpp(df, cfg["data"]["crop_mpp"], cell_cache_dir())
+    df = with_crop_mpp(df, cfg["data"].get("crop_mpp", "folder"), cell_cache_dir())  # "folder": df as is
     cells = _build_cells(df, spec, finder, max_cells_per_image=cfg["data"]["max_cells_per_image"], only_cached=only)
     lab = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     cells["label"] = lab[cells["row"]].astype(int)

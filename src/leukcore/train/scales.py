@@ -22,10 +22,16 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["CROP_MPP_MODES", "estimated_crop_mpp", "with_crop_mpp"]
+__all__ = ["CROP_MPP_MODES", "check_crop_mpp", "estimated_crop_mpp", "with_crop_mpp"]
 
 #: ``data.crop_mpp`` values: the folder's pixel size, or each field's estimate
 CROP_MPP_MODES = ("folder", "estimated")
+
+
+def check_crop_mpp(mode) -> None:
+    """Raise ``ValueError`` naming ``data.crop_mpp`` and its values when ``mode`` is not one of them."""
+    if mode not in CROP_MPP_MODES:
+        raise ValueError(f"config: data.crop_mpp must be {' | '.join(CROP_MPP_MODES)}, got {mode!r}")
 
 
 def _cache_file(cache_root: Optional[Path]) -> Optional[Path]:
@@ -89,8 +95,7 @@ def with_crop_mpp(df, mode: str, cache_root: Optional[Path] = None):
     """``df`` with a ``crop_mpp`` column for ``mode == "estimated"`` (:func:`estimated_crop_mpp`); as is for
     ``"folder"``.  Raises ``ValueError`` for another mode.
     """
-    if mode not in CROP_MPP_MODES:
-        raise ValueError(f"config: data.crop_mpp must be {' | '.join(CROP_MPP_MODES)}, got {mode!r}")
+    check_crop_mpp(mode)
     if mode == "folder":
         return df
     return df.assign(crop_mpp=estimated_crop_mpp(df, cache_root))
