@@ -101,6 +101,14 @@ def _recipe_arguments(p) -> None:
         "estimate shows a slide of familiar colours",
     )
     p.add_argument(
+        "--map-cell-share",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --normalize reinhard: a patch's colour map takes at most this share (drawn in [0.02, S]) of its "
+        "stained pixels from white cells, as a slide's thumbnail does (0: the patch's own pixels)",
+    )
+    p.add_argument(
         "--ignore-found-by",
         default=None,
         metavar="MODEL",
@@ -152,6 +160,7 @@ def run(args):
         mosaic=args.mosaic,
         wide_scale=args.wide_scale,
         ignore_found_by=args.ignore_found_by,
+        map_cell_share=args.map_cell_share,
     )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")

@@ -27,7 +27,16 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["STAIN_FG_OD", "stain_stats", "reinhard", "transfer_lab", "StainNormalizer", "template_of", "NORMALIZATIONS"]
+__all__ = [
+    "STAIN_FG_OD",
+    "stained_mask",
+    "stain_stats",
+    "reinhard",
+    "transfer_lab",
+    "StainNormalizer",
+    "template_of",
+    "NORMALIZATIONS",
+]
 
 #: pixels whose optical density summed over R, G, B exceeds this are stained (cells); the rest is glass
 STAIN_FG_OD = 0.25
@@ -52,6 +61,13 @@ def _white_balanced(img: np.ndarray, bg) -> np.ndarray:
 def _stained_weight(wb: np.ndarray) -> np.ndarray:
     od = -np.log(np.clip(wb, 1e-3, 1.0)).sum(-1)
     return np.clip(od / STAIN_FG_OD, 0.0, 1.0)
+
+
+def stained_mask(img: np.ndarray, bg) -> np.ndarray:
+    """Boolean (H, W): the pixels :func:`stain_stats` counts as stained (summed optical density above
+    :data:`STAIN_FG_OD` after white balance to ``bg``).
+    """
+    return _stained_weight(_white_balanced(np.asarray(img)[..., :3], bg)) >= 1.0
 
 
 def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarray]:

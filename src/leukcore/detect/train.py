@@ -137,6 +137,9 @@ class DetectorTrainOptions:
         Share of the mild patches drawn at the strong recipe's 0.6-1.67x (:func:`~.train_data.augment`).
     ignore_found_by : str, optional
         A detector whose cells the four-class masks lack become *ignore* (:func:`~.masks.ignore_found`).
+    map_cell_share : float
+        With ``normalize="reinhard"``: the most of a patch's stained pixels its colour map's statistics take from
+        labelled cells, as a slide's thumbnail (:func:`~.train_data.patch_input`); 0: the patch's own.
     """
 
     mpp: float = 0.5
@@ -162,10 +165,11 @@ class DetectorTrainOptions:
     mosaic: float = 0.0
     wide_scale: float = 0.0
     ignore_found_by: Optional[str] = None
+    map_cell_share: float = 0.0
 
     def checked(self) -> DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
-        for key in ("mosaic", "wide_scale"):
+        for key in ("mosaic", "wide_scale", "map_cell_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} is a share of patches in [0, 1], got {getattr(self, key)}")
         if self.normalize not in NORMALIZE_CHOICES:
@@ -254,7 +258,7 @@ def train_network(
             o.batch,
             o.size,
             arch["n_rays"],
-            Recipe(o.augmentation, o.mosaic, o.wide_scale),
+            Recipe(o.augmentation, o.mosaic, o.wide_scale, o.map_cell_share),
             template=template,
         )
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))

@@ -38,6 +38,8 @@ def training_record(o, info: dict, hist: list, run: dict, init_card: Optional[di
         "mosaic": f"{o.mosaic:g} of the patches laid out as 2x2 or 3x3 mosaics of fields of one source",
         "wide_scale": f"{o.wide_scale:g} of the mild patches drawn at 0.6-1.67x scale (colour kept)",
         "ignore_found_by": f"four-class cells that {o.ignore_found_by} finds and the masks lack: ignore",
+        "map_cell_share": f"colour map statistics take at most 2-{100 * o.map_cell_share:g} % of stained pixels "
+        "from labelled cells, as a slide's thumbnail",
     }
     return {
         "data": info["sources"],
@@ -107,4 +109,6 @@ def train_command(data_dir, out_dir, options) -> str:
         cmd += f" --wide-scale {o.wide_scale:g}"
     if o.ignore_found_by:
         cmd += f" --ignore-found-by {o.ignore_found_by}"
+    if o.map_cell_share:
+        cmd += f" --map-cell-share {o.map_cell_share:g}"
     return cmd
