@@ -65,8 +65,12 @@ def test_a_patch_that_is_all_white_cell_keeps_its_own_map():
 def test_map_cell_share_is_checked_and_recorded():
     from leukcore.cli.train_detector import register
 
-    with pytest.raises(ValueError, match="map_cell_share"):
-        DetectorTrainOptions(map_cell_share=1.5).checked()
+    with pytest.raises(ValueError, match=r"map_cell_share is a share in \[0, 1\], got 1\.5"):
+        DetectorTrainOptions(normalize="reinhard", map_cell_share=1.5).checked()
+    # without a stain map the option would do nothing: refused, not ignored
+    with pytest.raises(ValueError, match="map_cell_share shapes the stain map's statistics: it needs"):
+        DetectorTrainOptions(map_cell_share=0.15).checked()
+    assert DetectorTrainOptions(normalize="reinhard", map_cell_share=0.15).checked().map_cell_share == 0.15
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     cmd = train_command("DATA", "RUN", DetectorTrainOptions(normalize="reinhard", map_cell_share=0.15))

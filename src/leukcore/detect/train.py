@@ -171,9 +171,11 @@ class DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
         for key in ("mosaic", "wide_scale", "map_cell_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"{key} is a share of patches in [0, 1], got {getattr(self, key)}")
+                raise ValueError(f"{key} is a share in [0, 1], got {getattr(self, key)}")
         if self.normalize not in NORMALIZE_CHOICES:
             raise ValueError(f"unknown normalize {self.normalize!r}; known: {NORMALIZE_CHOICES}")
+        if self.map_cell_share and self.normalize != "reinhard":
+            raise ValueError("map_cell_share shapes the stain map's statistics: it needs normalize='reinhard'")
         sw = {**DEFAULT_SOURCE_WEIGHTS, **(self.source_weights or {})}
         unknown = sorted(set(sw) - set(DEFAULT_SOURCE_WEIGHTS))
         if unknown:
