@@ -16,6 +16,12 @@ from leukcore.train.datasets import (
 from leukcore.train.splits import assign_splits, group_kfold, split_type
 
 
+def _seed(cls: str, i: int) -> int:
+    """A distinct seed per (class, index); ``hash()`` of a str is salted per process, so two images collided now
+    and then and the counts changed."""
+    return 1000 * ord(cls) + i
+
+
 def _bmp(path, seed):
     path.parent.mkdir(parents=True, exist_ok=True)
     a = np.random.default_rng(seed).integers(0, 255, (6, 6, 3)).astype(np.uint8)
@@ -93,9 +99,9 @@ def test_cnmc_reader_errors(tmp_path, cnmc):
 def test_folder_reader_dedup_conflicts_and_image_level_split(tmp_path):
     for c in ("x", "y"):
         for i in range(12):
-            _bmp(tmp_path / c / f"{i}.png", hash((c, i)) % 10_000)
-    _bmp(tmp_path / "x" / "dup.png", hash(("x", 0)) % 10_000)  # duplicate within a class
-    _bmp(tmp_path / "y" / "conflict.png", hash(("x", 1)) % 10_000)  # same image labelled y
+            _bmp(tmp_path / c / f"{i}.png", _seed(c, i))
+    _bmp(tmp_path / "x" / "dup.png", _seed("x", 0))  # duplicate within a class
+    _bmp(tmp_path / "y" / "conflict.png", _seed("x", 1))  # same image labelled y
     df = read_folder_per_class(tmp_path)
     assert len(df) == 26 and df["subject"].isna().all()
     rep = {}
