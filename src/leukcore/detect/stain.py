@@ -70,7 +70,7 @@ def stained_mask(img: np.ndarray, bg) -> np.ndarray:
     return _stained_weight(_white_balanced(np.asarray(img)[..., :3], bg)) >= 1.0
 
 
-def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarray]:
+def stain_stats(img: np.ndarray, bg, max_px: int = 250_000, mask: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Lab mean and std, shape (2, 3), of the stained pixels of ``img``; ``None`` when too few.
 
     Parameters
@@ -81,6 +81,9 @@ def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarr
         The glass colour (:func:`leukcore.detect.colour.background_color`).
     max_px : int
         Pixels sampled at most (a regular stride over the image).
+    mask : (H, W) bool array, optional
+        Only the stained pixels it marks count (a training patch's map taken as a slide's:
+        :func:`leukcore.detect.train_data.patch_input`).
     """
     from skimage.color import rgb2lab
 
@@ -88,6 +91,8 @@ def stain_stats(img: np.ndarray, bg, max_px: int = 250_000) -> Optional[np.ndarr
     step = max(1, int(np.ceil(np.sqrt(a.shape[0] * a.shape[1] / max_px))))
     wb = _white_balanced(a[::step, ::step], bg)
     sel = _stained_weight(wb) >= 1.0
+    if mask is not None:
+        sel &= np.asarray(mask, bool)[::step, ::step]
     if int(sel.sum()) < MIN_STAINED_PX:
         return None
     lab = rgb2lab(wb[sel][None])[0]

@@ -259,10 +259,9 @@ def patch_input(img: np.ndarray, lab: np.ndarray, template, rng, cell_share: flo
     share = rng.uniform(0.02, max(cell_share, 0.02))
     keep = int(share * n_other / (1.0 - share))
     drop = np.flatnonzero(cells.ravel())
-    drop = drop[rng.permutation(drop.size)[keep:]]
-    sample = img.reshape(-1, img.shape[-1]).copy()
-    sample[drop] = np.clip(np.round(bg), 0, 255).astype(img.dtype)
-    stats = stain_stats(sample.reshape(img.shape), bg)
+    counted = stained.ravel().copy()
+    counted[drop[rng.permutation(drop.size)[keep:]]] = False
+    stats = stain_stats(img, bg, mask=counted.reshape(stained.shape))
     return StainNormalizer(bg=np.asarray(bg, np.float32), stats=stats, template=template, use_lut=False)(img)
 
 
