@@ -76,6 +76,17 @@ def test_select_field_rule_counts_a_field_held_for_review_as_wrong():
     assert {r["field_aggregation"]: r["val_images_accuracy"] for r in table} == {"mean_prob": 0.5, "mean_log_prob": 1.0}
 
 
+def test_select_field_rule_holds_a_one_cell_unsure_blast_as_leuk_classify_does():
+    # image 0 (ALL): one cell at 0.8; image 1 (ALL): two cells averaging 0.8; image 2 (normal): one sure cell.
+    # The blast threshold (0.85) was chosen on single cells: it holds image 0, not the pooled image 1
+    P = np.array([[0.8, 0.2], [0.75, 0.25], [0.85, 0.15], [0.1, 0.9]])
+    rows, labels, classes = np.array([0, 1, 1, 2]), np.array([0, 0, 1]), ["ALL", "normal"]
+    _, table = select_field_rule({None: (P, rows)}, labels, (None,), review_threshold=0.6)
+    assert table[0]["val_images_accuracy"] == 1.0
+    _, table = select_field_rule({None: (P, rows)}, labels, (None,), review_threshold=0.6, blast=(0.85, classes))
+    assert table[0]["val_images_accuracy"] == pytest.approx(2 / 3)
+
+
 @pytest.fixture(scope="module")
 def clf():
     import torch

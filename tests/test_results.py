@@ -136,3 +136,14 @@ def test_blast_threshold_sends_unsure_blasts_to_review():
     )
     assert list(t.df.review) == [True, False, False]
     assert t.summary()["blast_percent"] == 50.0 and t.meta["blast_threshold"] == 0.9
+
+
+def test_held_for_review_is_one_rule_for_cells_and_fields():
+    from leukcore.results import held_for_review
+
+    conf, labels = [0.55, 0.8, 0.8, 0.95], ["normal", "ALL", "ALL", "ALL"]
+    assert held_for_review(conf, labels, 0.6).tolist() == [True, False, False, False]
+    assert held_for_review(conf, labels, 0.6, 0.9).tolist() == [True, True, True, False]
+    # a field pooling several cells keeps the plain threshold
+    assert held_for_review(conf, labels, 0.6, 0.9, [True, True, False, True]).tolist() == [True, True, False, False]
+    assert held_for_review([], [], 0.6, 0.9).shape == (0,)

@@ -295,19 +295,15 @@ def _review(rec: dict, clf) -> dict:
     threshold is :attr:`Classifier.review_threshold` (chosen on validation data).
     """
     from .classify.infer import review_rule
-    from .results import BLAST_CLASSES
+    from .results import held_for_review
 
     probs = [v for v in (rec.get("probabilities") or {}).values() if v is not None]
     if rec.get("label") is None or not probs:
         return rec
     t, tb = review_rule(clf)
     rec["model_label"] = rec["label"]
-    # the blast threshold was chosen on single cells: it applies to one-cell decisions; a field's
-    # label pools several cells' evidence, whose calibration differs, and keeps the plain threshold
     one_cell = int(rec.get("n_cells") or 0) <= 1
-    rec["review"] = bool(
-        max(probs) < t or (tb is not None and one_cell and rec["label"] in BLAST_CLASSES and max(probs) < tb)
-    )
+    rec["review"] = bool(held_for_review([max(probs)], [rec["label"]], t, tb, one_cell)[0])
     if "ood" in rec:  # a model with OOD statistics: say why (an image of only unfamiliar cells: "ood")
         rec["review_reason"] = "ood" if rec["ood"] else ("low_confidence" if rec["review"] else None)
         rec["review"] = bool(rec["review"] or rec["ood"])

@@ -48,6 +48,7 @@ __all__ = [
     "CLASS_COLORS",
     "BLAST_CLASSES",
     "blast_percent",
+    "held_for_review",
     "class_color",
     "atomic_path",
     "polygon_area",
@@ -110,6 +111,37 @@ def blast_percent(labels, review=None, *, fraction: bool = False) -> float | Non
         return None
     f = float(np.isin(lab.astype(str), list(BLAST_CLASSES)).mean())
     return f if fraction else 100.0 * f
+
+
+def held_for_review(confidence, labels, review_threshold: float, blast_threshold=None, one_cell=True) -> np.ndarray:
+    """Boolean per decision: held for review (no call) on confidence alone.
+
+    The one rule behind a cell's ``review`` (:meth:`CellTable.set_classification`), an image's
+    (:func:`leukcore.field.classify_field`) and the field accuracy that chooses the field rule
+    (:mod:`leukcore.train.evaluate`): the top probability ``confidence`` below ``review_threshold``, or
+    a blast call (``labels`` in :data:`BLAST_CLASSES`) below ``blast_threshold``.  The blast threshold
+    was chosen on single cells, so it applies only where ``one_cell`` (a decision from one cell; a
+    field's label pools several cells' evidence and keeps the plain threshold).
+
+    Parameters
+    ----------
+    confidence : array of float
+        Top class probability per decision.
+    labels : array of str
+        The model's call per decision.
+    review_threshold : float
+        Below it, every call is held.
+    blast_threshold : float, optional
+        Below it, a one-cell blast call is held.
+    one_cell : bool or array of bool
+        Whether each decision rests on one cell.
+    """
+    conf = np.asarray(confidence, np.float64).reshape(-1)
+    held = conf < float(review_threshold)
+    if blast_threshold is not None and conf.size:
+        blast = np.isin(np.asarray(list(labels), dtype=object).astype(str), list(BLAST_CLASSES))
+        held |= blast & np.asarray(one_cell, bool) & (conf < float(blast_threshold))
+    return held
 
 
 def polygon_area(poly: np.ndarray) -> float:
@@ -320,14 +352,12 @@ class CellTable:
         self.df["confidence"] = probs.max(axis=1) if len(self) else np.zeros(0, np.float32)
         for j, c in enumerate(classes):
             self.df[f"prob_{c}"] = probs[:, j]
-        review = self.df["confidence"] < review_threshold
-        if blast_threshold is not None and len(self):
-            review |= self.df["label"].isin(BLAST_CLASSES) & (self.df["confidence"] < blast_threshold)
+        review = held_for_review(self.df["confidence"], self.df["label"], review_threshold, blast_threshold)
         if ood_score is not None and ood_threshold is not None:
             score = np.asarray(ood_score, np.float32).reshape(len(self))
             ood = np.asarray(score > float(ood_threshold), bool)
             self.df["ood_score"] = score
-            self.df["review_reason"] = np.where(ood, "ood", np.where(review.to_numpy(), "low_confidence", ""))
+            self.df["review_reason"] = np.where(ood, "ood", np.where(review, "low_confidence", ""))
             review = review | ood
             self.meta["ood_threshold"] = float(ood_threshold)
         self.df["review"] = review

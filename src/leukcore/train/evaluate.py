@@ -74,28 +74,38 @@ def image_level(probs, rows, labels_by_row, how: str = "mean_prob", max_cells: O
     return u, np.asarray(labels_by_row)[u], P
 
 
-def _field_acc(probs, rows, labels_by_row, how, max_cells=None, review_threshold=None) -> float:
-    """Field accuracy; with ``review_threshold`` a field whose top probability is below it counts as wrong
-    (``leuk classify`` holds it for review: no call), as the cross-source benchmarks count it.
+def _field_acc(probs, rows, labels_by_row, how, max_cells=None, review_threshold=None, blast=(None, None)) -> float:
+    """Field accuracy; with ``review_threshold`` a field that ``leuk classify`` holds for review (no call:
+    :func:`leukcore.results.held_for_review`, the one rule) counts as wrong, as the cross-source benchmarks
+    count it.  ``blast`` is ``(blast threshold, class names)``: a one-cell image's blast call below the
+    threshold is held too.
     """
+    from ..results import held_for_review
+
     u, y, P = image_level(probs, rows, labels_by_row, how, max_cells)
     if not len(u):
         return float("nan")
     ok = P.argmax(1) == y
     if review_threshold is not None:
-        ok &= P.max(1) >= float(review_threshold)
+        tb, classes = blast
+        n_cells = np.minimum(np.array([np.count_nonzero(np.asarray(rows) == r) for r in u]), max_cells or np.inf)
+        calls = np.asarray(classes, dtype=object)[P.argmax(1)] if classes is not None else np.full(len(u), "")
+        ok &= ~held_for_review(
+            P.max(1), calls, float(review_threshold), tb if classes is not None else None, n_cells <= 1
+        )
     return float(ok.mean())
 
 
 def select_field_rule(
-    val: dict, labels_by_row, tta_modes=(None, "d4"), review_threshold: Optional[float] = None
+    val: dict, labels_by_row, tta_modes=(None, "d4"), review_threshold: Optional[float] = None, blast=(None, None)
 ) -> tuple[dict, list]:
     """The field rule (TTA x aggregation) with the best **validation** field accuracy.
 
     ``val`` maps a TTA mode to ``(probs, rows)`` of the validation cells.  With ``review_threshold`` a
     field whose top probability falls below it counts as wrong (``leuk classify`` holds it for review):
     an aggregation whose field probabilities are flatter sends more fields to review, which the argmax
-    alone does not see.  Ties go to the cheaper rule (no TTA first, then ``mean_prob``).  Returns
+    alone does not see; ``blast`` (blast threshold, class names) holds a one-cell image's unsure blast call
+    too, as ``leuk classify`` does.  Ties go to the cheaper rule (no TTA first, then ``mean_prob``).  Returns
     ``(rule, table)``; ``table`` lists every rule's validation field accuracy.
     """
     from ..classify.fields import FIELD_AGGREGATIONS
@@ -106,7 +116,7 @@ def select_field_rule(
             continue
         P, rows = val[tta]
         for how in FIELD_AGGREGATIONS:
-            a = _field_acc(P, rows, labels_by_row, how, review_threshold=review_threshold)
+            a = _field_acc(P, rows, labels_by_row, how, review_threshold=review_threshold, blast=blast)
             table.append({"tta": tta, "field_aggregation": how, "val_images_accuracy": a})
             if best is None or a > best[0] + 1e-12:
                 best = (a, {"tta": tta, "field_aggregation": how})
@@ -256,8 +266,10 @@ class _Evaluation:
                     vp[t] = (clf.predict_crops(cells["crops"][va], tta=t), cells["row"][va])
             from ..classify.infer import review_rule
 
-            rt = review_rule(clf)[0]
-            rule, rule_table = select_field_rule(vp, self.lab_of_row, tta_modes, review_threshold=rt)
+            rt, tb = review_rule(clf)
+            rule, rule_table = select_field_rule(
+                vp, self.lab_of_row, tta_modes, review_threshold=rt, blast=(tb, self.classes)
+            )
             rule["selected_on"] = (
                 f"validation split, images accuracy, a field under the review threshold {rt:g} counted wrong "
                 "(ties: cheaper rule)"
