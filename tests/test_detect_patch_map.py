@@ -76,3 +76,24 @@ def test_map_cell_share_is_checked_and_recorded():
     cmd = train_command("DATA", "RUN", DetectorTrainOptions(normalize="reinhard", map_cell_share=0.15))
     assert parser.parse_args(shlex.split(cmd)[1:]).map_cell_share == 0.15
     assert "--map-cell-share" not in train_command("DATA", "RUN", DetectorTrainOptions())
+
+
+def test_std_ratio_bounds_reach_the_patches_and_the_command():
+    from leukcore.cli.train_detector import register
+
+    img, lab, _ = _patch()
+    keep = ((0.5, 1.0, 1.0), (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(
+        patch_input(img, lab, TEMPLATE, rng, 0.0, keep), field_input(img, TEMPLATE, None, keep)
+    )
+    assert not np.array_equal(field_input(img, TEMPLATE, None, keep), field_input(img, TEMPLATE))
+    with pytest.raises(ValueError, match="std_ratio_bounds bound the stain map: it needs"):
+        DetectorTrainOptions(std_ratio_bounds=keep).checked()
+    with pytest.raises(ValueError, match="std_ratio_bounds must be"):
+        DetectorTrainOptions(normalize="reinhard", std_ratio_bounds=((0.5, 2.0, 1.0), (1.0, 1.0, 1.0))).checked()
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    cmd = train_command("DATA", "RUN", DetectorTrainOptions(normalize="reinhard", std_ratio_bounds=keep))
+    assert parser.parse_args(shlex.split(cmd)[1:]).std_ratio_low == [0.5, 1.0, 1.0]
+    assert "--std-ratio-low" not in train_command("DATA", "RUN", DetectorTrainOptions())

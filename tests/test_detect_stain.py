@@ -192,3 +192,51 @@ def test_tiles_read_side_by_side_fill_one_table():
         outs = list(ex.map(shared, tiles))
     for t, o in zip(tiles, outs, strict=True):
         assert np.array_equal(o, ref(t))
+
+
+def test_ratio_bounds_read_one_pair_or_one_per_lab_channel_and_refuse_nonsense():
+    assert S.ratio_bounds() == ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
+    assert S.ratio_bounds([[0.5, 1.0, 1.0], [1.0, 1.0, 1.0]]) == ((0.5, 1.0, 1.0), (1.0, 1.0, 1.0))
+    for bad in ([0.0, 1.0], [1.0, 0.5], [[0.5, 0.5], [1.0, 1.0]], "wide"):
+        with pytest.raises(ValueError, match="std_ratio_bounds"):
+            S.ratio_bounds(bad)
+
+
+def _lab_spread(rgb01, mask):
+    from skimage.color import rgb2lab
+
+    return rgb2lab(rgb01)[mask].std(0)
+
+
+def test_per_channel_bounds_keep_the_colour_spread_the_default_shrinks():
+    """A slide whose stained pixels vary more in hue than the template's: the default map shrinks a* and b*;
+    a card bounding only L keeps them (the hue gap between white and red cells on a deep-red slide)."""
+    img = _fields()[0]
+    bg = background_color(img)
+    stats = S.stain_stats(img, bg)
+    tpl = stats.copy()
+    tpl[1] = stats[1] * 0.6  # the template is tighter on every channel than the slide
+    mask = S.stained_mask(img, bg)
+    own = _lab_spread(S.reinhard(img, bg, None, tpl), mask)
+    default = _lab_spread(S.StainNormalizer(bg=bg, stats=stats, template=tpl, use_lut=False)(img), mask)
+    keep = S.StainNormalizer(bg=bg, stats=stats, template=tpl, use_lut=False, bounds=((0.5, 1, 1), (1, 1, 1)))
+    kept = _lab_spread(keep(img), mask)
+    assert np.all(default[1:] < 0.8 * own[1:])
+    assert np.allclose(kept[1:], own[1:], rtol=0.1) and kept[0] < 0.8 * own[0]
+    assert keep.describe()["std_ratio_bounds"] == [[0.5, 1.0, 1.0], [1.0, 1.0, 1.0]]
+
+
+def test_a_detector_maps_with_its_cards_bounds():
+    from leukcore.detect import Detector
+
+    det = Detector.load("wbc-stardist", backend="torch")
+    assert det.stain_bounds == S.ratio_bounds()  # v7's card names none: the default
+    card = dict(det.card)
+    norm = {**card["input"]["normalization"], "std_ratio_bounds": [[0.5, 1.0, 1.0], [1.0, 1.0, 1.0]]}
+    card["input"] = {**card["input"], "normalization": norm}
+    det2 = Detector.from_network(det.net, card)
+    img = _fields()[0]
+    assert det2.stain_normalizer(img, background_color(img)).bounds == ((0.5, 1.0, 1.0), (1.0, 1.0, 1.0))
+    card["input"] = {**card["input"], "normalization": {**norm, "std_ratio_bounds": [2.0, 1.0]}}
+    with pytest.raises(ValueError, match="model card input.normalization: std_ratio_bounds"):
+        _ = Detector.from_network(det.net, card).stain_bounds

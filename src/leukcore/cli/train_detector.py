@@ -109,6 +109,16 @@ def _recipe_arguments(p) -> None:
         "stained pixels from white cells, as a slide's thumbnail does (0: the patch's own pixels)",
     )
     p.add_argument(
+        "--std-ratio-low",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("L", "A", "B"),
+        help="with --normalize reinhard: the least each CIE Lab channel's spread may shrink to in the colour map "
+        "(the most is 1: never stretched), written to the card; default 0.5 0.5 0.5 (v4-v7).  Higher a* and b* "
+        "keep the hue gap between white and red cells",
+    )
+    p.add_argument(
         "--ignore-found-by",
         default=None,
         metavar="MODEL",
@@ -161,6 +171,7 @@ def run(args):
         wide_scale=args.wide_scale,
         ignore_found_by=args.ignore_found_by,
         map_cell_share=args.map_cell_share,
+        std_ratio_bounds=None if args.std_ratio_low is None else (tuple(args.std_ratio_low), (1.0, 1.0, 1.0)),
     )
     path = train_detector(data, args.out, options)
     print(f"model card: {path}")

@@ -26,13 +26,16 @@ def normalize_image(img: np.ndarray, bg: Optional[np.ndarray] = None, stain=None
     return np.clip(img.astype(np.float32) / np.asarray(bg, np.float32).reshape(1, 1, 3), 0.0, 1.25)
 
 
-def field_input(img: np.ndarray, template: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None) -> np.ndarray:
+def field_input(
+    img: np.ndarray, template: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None, bounds=None
+) -> np.ndarray:
     """The detector's input for one in-memory field or training patch: its own glass colour and, with a
-    stain ``template`` (a card's, :attr:`Detector.stain_template`), its own stain statistics.
+    stain ``template`` (a card's, :attr:`Detector.stain_template`), its own stain statistics; ``bounds``:
+    the map's std-ratio bounds (:attr:`Detector.stain_bounds`; ``None``: the default).
     """
     bg = background_color(img) if bg is None else bg
     if template is None:
         return normalize_image(img, bg)
     from .stain import StainNormalizer
 
-    return StainNormalizer.for_image(img, bg, template, use_lut=False)(img)
+    return StainNormalizer.for_image(img, bg, template, use_lut=False, bounds=bounds)(img)

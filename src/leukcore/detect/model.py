@@ -335,6 +335,19 @@ class Detector:
         t = norm.get("template") or {}
         return np.asarray([t["lab_mean"], t["lab_std"]], np.float32)
 
+    @property
+    def stain_bounds(self) -> tuple:
+        """The colour map's std-ratio bounds per Lab channel (the card's ``input.normalization.std_ratio_bounds``,
+        else :data:`leukcore.detect.stain.STD_RATIO_BOUNDS`), as :func:`leukcore.detect.stain.ratio_bounds` reads them.
+        """
+        from .stain import ratio_bounds
+
+        norm = self.card.get("input", {}).get("normalization") or {}
+        try:
+            return ratio_bounds(norm.get("std_ratio_bounds"))
+        except ValueError as e:
+            raise ValueError(f"{self.name}: model card input.normalization: {e}") from None
+
     def stain_normalizer(self, sample: np.ndarray, bg):
         """The colour map (a lookup table) of the slide that ``sample`` (its thumbnail) shows; None when the
         model uses none.  One in-memory field: :func:`leukcore.detect.inputs.field_input`.
@@ -342,7 +355,7 @@ class Detector:
         from .stain import StainNormalizer
 
         tpl = self.stain_template
-        return None if tpl is None else StainNormalizer.for_image(sample, bg, tpl)
+        return None if tpl is None else StainNormalizer.for_image(sample, bg, tpl, bounds=self.stain_bounds)
 
     @property
     def min_area_px(self) -> float:
@@ -485,7 +498,7 @@ class Detector:
         H, W = img.shape[:2]
         m = self.multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        x = field_input(img, self.stain_template, bg)
+        x = field_input(img, self.stain_template, bg, self.stain_bounds)
         if (Hp, Wp) != (H, W):
             x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="constant", constant_values=1.0)
         prob, dist = self.predict_maps(x[None])

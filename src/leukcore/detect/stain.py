@@ -9,7 +9,8 @@ statistics (Reinhard et al. 2001, in CIE Lab):
 2. the *stained* pixels (summed optical density above :data:`STAIN_FG_OD`) of a slide-wide sample
    (the thumbnail, or the whole field) give a Lab mean and standard deviation;
 3. every pixel's Lab value is mapped ``(lab - mean) / std * template_std + template_mean`` (each std
-   ratio bounded to [1/2, 1]: contrast is never stretched), and blended back toward the white-balanced pixel where it is glass,
+   ratio bounded, by default to [1/2, 1]: contrast is never stretched; a model card may bound each Lab
+   channel apart, ``input.normalization.std_ratio_bounds``), and blended back toward the white-balanced pixel where it is glass,
    so the glass stays glass.
 
 The map depends only on the pixel value and the slide's statistics, so it is applied through a
@@ -35,6 +36,7 @@ __all__ = [
     "transfer_lab",
     "StainNormalizer",
     "template_of",
+    "ratio_bounds",
     "NORMALIZATIONS",
 ]
 
@@ -114,9 +116,32 @@ def transfer_lab(lab: np.ndarray, source, target, bounds: Optional[tuple] = None
     return out
 
 
-def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndarray) -> np.ndarray:
+def ratio_bounds(value=None) -> tuple:
+    """Std-ratio bounds ``((low L, low a*, low b*), (high L, high a*, high b*))`` from a card's
+    ``input.normalization.std_ratio_bounds`` (``None``: :data:`STD_RATIO_BOUNDS` on every channel).
+
+    A bound pair per channel lets a map shrink lightness contrast while the colour channels keep their
+    spread (the hue gap between white and red cells on a deep-red slide).  ``ValueError`` names the problem.
+    """
+    if value is None:
+        value = STD_RATIO_BOUNDS
+    try:
+        a = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        a = np.zeros(0)
+    if a.shape == (2,):
+        a = np.repeat(a[:, None], 3, axis=1)
+    if a.shape != (2, 3) or not np.all(np.isfinite(a)) or np.any(a <= 0) or np.any(a[0] > a[1]):
+        raise ValueError(
+            f"std_ratio_bounds must be (low, high) or ([3 lows], [3 highs]) with 0 < low <= high, got {value!r}"
+        )
+    return tuple(tuple(float(v) for v in row) for row in a)
+
+
+def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndarray, bounds=None) -> np.ndarray:
     """White-balance ``img`` and move its stained pixels' Lab statistics ``stats`` to ``template``.
 
+    ``bounds``: each channel's std-ratio bounds (:func:`ratio_bounds`; default :data:`STD_RATIO_BOUNDS`).
     Returns float32 (H, W, 3) in [0, 1]; with ``stats=None`` the white-balanced image.
     """
     from skimage.color import lab2rgb, rgb2lab
@@ -124,7 +149,8 @@ def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndar
     wb = _white_balanced(img, bg)
     if stats is None:
         return wb
-    lab = transfer_lab(rgb2lab(wb), stats, template, bounds=STD_RATIO_BOUNDS)
+    b = np.asarray(ratio_bounds(bounds))
+    lab = transfer_lab(rgb2lab(wb), stats, template, bounds=(b[0], b[1]))
     with warnings.catch_warnings():  # Lab values outside sRGB are clipped, as intended
         warnings.simplefilter("ignore", UserWarning)
         out = np.clip(lab2rgb(lab), 0.0, 1.0).astype(np.float32)
@@ -142,15 +168,18 @@ class StainNormalizer:
     #: through the lookup table (slides; an entry is computed the first time a tile shows that colour, the whole
     #: table would take ~0.3 s) or computed per pixel (one field)
     use_lut: bool = True
+    #: each Lab channel's std-ratio bounds (:func:`ratio_bounds`; the model card's, ``None``: the default)
+    bounds: Optional[tuple] = None
     _lut: Optional[np.ndarray] = None
     _filled: Optional[np.ndarray] = None
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def for_image(cls, sample: np.ndarray, bg, template, use_lut: bool = True) -> "StainNormalizer":
+    def for_image(cls, sample: np.ndarray, bg, template, use_lut: bool = True, bounds=None) -> "StainNormalizer":
         """The map of the slide (or field) that ``sample`` (its thumbnail, or the field) shows."""
         bg = np.asarray(bg, np.float32)
-        return cls(bg=bg, stats=stain_stats(sample, bg), template=np.asarray(template, np.float32), use_lut=use_lut)
+        tpl = np.asarray(template, np.float32)
+        return cls(bg=bg, stats=stain_stats(sample, bg), template=tpl, use_lut=use_lut, bounds=bounds)
 
     def describe(self) -> dict:
         """What the run records (``meta["stain"]``): the slide's statistics, the template, and how far apart.
@@ -164,6 +193,7 @@ class StainNormalizer:
             "method": "reinhard",
             "template_lab_mean": [round(float(v), 2) for v in self.template[0]],
             "template_lab_std": [round(float(v), 2) for v in self.template[1]],
+            "std_ratio_bounds": [list(r) for r in ratio_bounds(self.bounds)],
         }
         if self.stats is None:
             return {**out, "applied": False, "reason": f"fewer than {MIN_STAINED_PX} stained pixels"}
@@ -197,7 +227,9 @@ class StainNormalizer:
             need = np.unique(need)
             v = (np.arange(n, dtype=np.float32) + 0.5) * (256.0 / n)
             grid = np.stack([v[need >> (2 * _LUT_BITS)], v[(need >> _LUT_BITS) & (n - 1)], v[need & (n - 1)]], -1)
-            out = np.round(reinhard(grid[None], self.bg, self.stats, self.template)[0] * 255.0).astype(np.uint8)
+            out = np.round(reinhard(grid[None], self.bg, self.stats, self.template, self.bounds)[0] * 255.0).astype(
+                np.uint8
+            )
             with self._lock:
                 self._lut[need] = out
                 self._filled[need] = True
@@ -209,7 +241,7 @@ class StainNormalizer:
         if a.dtype != np.uint8:
             a = np.clip(a, 0, 255).astype(np.uint8)
         if not self.use_lut:
-            return reinhard(a, self.bg, self.stats, self.template)
+            return reinhard(a, self.bg, self.stats, self.template, self.bounds)
         sh = 8 - _LUT_BITS
         code = (a[..., 0] >> sh).astype(np.int32) << (2 * _LUT_BITS)
         code |= (a[..., 1] >> sh).astype(np.int32) << _LUT_BITS

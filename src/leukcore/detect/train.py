@@ -140,6 +140,10 @@ class DetectorTrainOptions:
     map_cell_share : float
         With ``normalize="reinhard"``: the most of a patch's stained pixels its colour map's statistics take from
         labelled cells, as a slide's thumbnail (:func:`~.train_data.patch_input`); 0: the patch's own.
+    std_ratio_bounds : tuple, optional
+        With ``normalize="reinhard"``: the colour map's std-ratio bounds per Lab channel
+        (:func:`~leukcore.detect.stain.ratio_bounds`), used in training and written to the card; ``None``: the
+        default (:data:`~leukcore.detect.stain.STD_RATIO_BOUNDS`).
     """
 
     mpp: float = 0.5
@@ -166,6 +170,7 @@ class DetectorTrainOptions:
     wide_scale: float = 0.0
     ignore_found_by: Optional[str] = None
     map_cell_share: float = 0.0
+    std_ratio_bounds: Optional[tuple] = None
 
     def checked(self) -> DetectorTrainOptions:
         """These options with the source weights completed from the defaults; ``ValueError`` on unknown ones."""
@@ -176,6 +181,12 @@ class DetectorTrainOptions:
             raise ValueError(f"unknown normalize {self.normalize!r}; known: {NORMALIZE_CHOICES}")
         if self.map_cell_share and self.normalize != "reinhard":
             raise ValueError("map_cell_share shapes the stain map's statistics: it needs normalize='reinhard'")
+        if self.std_ratio_bounds is not None:
+            from .stain import ratio_bounds
+
+            if self.normalize != "reinhard":
+                raise ValueError("std_ratio_bounds bound the stain map: it needs normalize='reinhard'")
+            ratio_bounds(self.std_ratio_bounds)
         sw = {**DEFAULT_SOURCE_WEIGHTS, **(self.source_weights or {})}
         unknown = sorted(set(sw) - set(DEFAULT_SOURCE_WEIGHTS))
         if unknown:
@@ -260,7 +271,7 @@ def train_network(
             o.batch,
             o.size,
             arch["n_rays"],
-            Recipe(o.augmentation, o.mosaic, o.wide_scale, o.map_cell_share),
+            Recipe(o.augmentation, o.mosaic, o.wide_scale, o.map_cell_share, o.std_ratio_bounds),
             template=template,
         )
         x, p, d, wt = (torch.from_numpy(a).to(dev) for a in (x, p, d, wt))
@@ -406,7 +417,7 @@ def _new_card(o: DetectorTrainOptions, arch: dict, template: Optional[np.ndarray
         "thresholds": {"prob": 0.5, "nms": 0.4},
     }
     if template is not None:
-        card["input"]["normalization"] = stain_card(template)
+        card["input"]["normalization"] = stain_card(template, o.std_ratio_bounds)
     return card
 
 

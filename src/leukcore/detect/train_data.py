@@ -196,6 +196,9 @@ class Recipe:
     #: the most of a patch's stained pixels that its colour map's statistics take from labelled cells (a share
     #: drawn per patch in [0.02, this]); 0: every stained pixel of the patch (v4-v7)
     map_cell_share: float = 0.0
+    #: the colour map's std-ratio bounds per Lab channel (the card's ``input.normalization.std_ratio_bounds``;
+    #: ``None``: :data:`~leukcore.detect.stain.STD_RATIO_BOUNDS`, v4-v7)
+    std_ratio_bounds: Optional[tuple] = None
 
 
 def sample_batch(
@@ -224,7 +227,7 @@ def sample_batch(
                 items[i].image, items[i].labels, rng, size=size, strength=recipe.strength, wide_scale=recipe.wide_scale
             )
         p, d, w = make_targets(lab, n_rays)
-        xs.append(patch_input(img, lab, template, rng, recipe.map_cell_share))
+        xs.append(patch_input(img, lab, template, rng, recipe.map_cell_share, recipe.std_ratio_bounds))
         ps.append(p)
         ds.append(d)
         ws.append(w)
@@ -236,7 +239,7 @@ def sample_batch(
     )
 
 
-def patch_input(img: np.ndarray, lab: np.ndarray, template, rng, cell_share: float = 0.0) -> np.ndarray:
+def patch_input(img: np.ndarray, lab: np.ndarray, template, rng, cell_share: float = 0.0, bounds=None) -> np.ndarray:
     """A training patch's network input, its colour map computed as a slide's would be.
 
     At inference the map's statistics come from a slide's thumbnail, where white cells are a small share of the
@@ -244,25 +247,27 @@ def patch_input(img: np.ndarray, lab: np.ndarray, template, rng, cell_share: flo
     white cell can be half white cell (21 % of four-class patches above 30 %), so its own map moves the cell
     toward the template instead.  With ``cell_share`` > 0 the statistics keep a random subset of the labelled
     cells' stained pixels, at most a share drawn in ``[0.02, cell_share]`` of those counted; a patch with too few
-    other stained pixels keeps its own map (:func:`~leukcore.detect.inputs.field_input`).
+    other stained pixels keeps its own map (:func:`~leukcore.detect.inputs.field_input`).  ``bounds``: the map's
+    std-ratio bounds (:func:`~leukcore.detect.stain.ratio_bounds`).
     """
     bg = background_color(img)
     if template is None or cell_share <= 0:
-        return field_input(img, template, bg)
+        return field_input(img, template, bg, bounds)
     from .stain import MIN_STAINED_PX, StainNormalizer, stain_stats, stained_mask
 
     stained = stained_mask(img, bg)
     cells = stained & (lab > 0)
     n_other = int((stained & ~cells).sum())
     if n_other < MIN_STAINED_PX:
-        return field_input(img, template, bg)
+        return field_input(img, template, bg, bounds)
     share = rng.uniform(0.02, max(cell_share, 0.02))
     keep = int(share * n_other / (1.0 - share))
     drop = np.flatnonzero(cells.ravel())
     counted = stained.ravel().copy()
     counted[drop[rng.permutation(drop.size)[keep:]]] = False
     stats = stain_stats(img, bg, mask=counted.reshape(stained.shape))
-    return StainNormalizer(bg=np.asarray(bg, np.float32), stats=stats, template=template, use_lut=False)(img)
+    bg = np.asarray(bg, np.float32)
+    return StainNormalizer(bg=bg, stats=stats, template=template, use_lut=False, bounds=bounds)(img)
 
 
 #: ``leuk train-detector --normalize``: white balance only (v1-v3) or white balance + Reinhard stain transfer
@@ -284,8 +289,10 @@ def training_template(items: Sequence[TrainItem], per_source: int = 40, seed: in
     return template_of(pick)
 
 
-def stain_card(template: np.ndarray) -> dict:
-    """The card's ``input.normalization`` for a stain template (2, 3)."""
+def stain_card(template: np.ndarray, bounds=None) -> dict:
+    """The card's ``input.normalization`` for a stain template (2, 3) and the map's std-ratio ``bounds``."""
+    from .stain import ratio_bounds
+
     t = np.asarray(template, np.float64)
     return {
         "type": "background-white-balance+reinhard",
@@ -293,4 +300,5 @@ def stain_card(template: np.ndarray) -> dict:
         "the slide's thumbnail, or the field) moved to the template (Reinhard transfer; "
         "leukcore.detect.stain)",
         "template": {"lab_mean": [round(float(v), 3) for v in t[0]], "lab_std": [round(float(v), 3) for v in t[1]]},
+        "std_ratio_bounds": [list(r) for r in ratio_bounds(bounds)],
     }

@@ -40,6 +40,7 @@ def training_record(o, info: dict, hist: list, run: dict, init_card: Optional[di
         "ignore_found_by": f"four-class cells that {o.ignore_found_by} finds and the masks lack: ignore",
         "map_cell_share": f"colour map statistics take at most 2-{100 * o.map_cell_share:g} % of stained pixels "
         "from labelled cells, as a slide's thumbnail",
+        "std_ratio_bounds": f"colour map std-ratio bounds per Lab channel {o.std_ratio_bounds}",
     }
     return {
         "data": info["sources"],
@@ -111,4 +112,11 @@ def train_command(data_dir, out_dir, options) -> str:
         cmd += f" --ignore-found-by {o.ignore_found_by}"
     if o.map_cell_share:
         cmd += f" --map-cell-share {o.map_cell_share:g}"
+    if o.std_ratio_bounds is not None:
+        from .stain import ratio_bounds
+
+        low, high = ratio_bounds(o.std_ratio_bounds)
+        cmd += " --std-ratio-low " + " ".join(f"{v:g}" for v in low)
+        if any(v != 1.0 for v in high):
+            raise ValueError(f"leuk train-detector sets only the lower std-ratio bounds (upper 1), got {high}")
     return cmd

@@ -159,7 +159,7 @@ def tune_thresholds(
             m = det.multiple
             Hp, Wp = -(-H // m) * m, -(-W // m) * m
             # the detector's own input (its stain template too), as predict_image reads a field
-            x = field_input(img, getattr(det, "stain_template", None))
+            x = field_input(img, getattr(det, "stain_template", None), None, getattr(det, "stain_bounds", None))
             x = np.pad(x, ((0, Hp - H), (0, Wp - W), (0, 0)), constant_values=1.0)
             p, d = det.predict_maps(x[None])
             maps[name].append((p[0, :H, :W], d[0, :H, :W], tgt))
