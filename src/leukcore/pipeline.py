@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from ._version import __version__
+from .caveats import run_caveats
 from .export.folder import write_outputs
 from .loader import load_classifier, load_detector
 from .progress import ProgressEvent
@@ -385,6 +386,8 @@ class _SlideRun:
         meta = _clean_meta(
             slide, mpp_info, model_info(det), model_info(clf), self.s.region, st.partial, classes, review_threshold
         )
+        # the slide's colour map, for the summary's caveats (leukcore.caveats); the cell files keep their meta
+        self.stain = next((c.meta["stain"] for c in st.chunks if c.meta.get("stain")), None)
         table = CellTable.concat(st.chunks, meta=meta) if st.chunks else CellTable(None, meta)
         table.meta = meta
         if clf is not None:
@@ -412,6 +415,8 @@ class _SlideRun:
             partial,
             timings,
         )
+        summary["stain"] = _stain_record(getattr(self, "stain", None))
+        summary["caveats"] = run_caveats(summary["mpp"], summary["stain"])
         summary["provenance"] = provenance.fingerprint(self.input_fp, self.s.record(), det_info, clf_info)
         return summary
 
@@ -429,6 +434,13 @@ class _SlideRun:
 
 
 # ---------------------------------------------------------------- summary
+def _stain_record(stain: Optional[dict]) -> Optional[dict]:
+    """The summary's ``stain``: whether the colour map ran, how far the slide's stain is from the template."""
+    if not stain:
+        return None
+    return {k: stain[k] for k in ("method", "applied", "distance", "unlike_training", "reason") if k in stain}
+
+
 def build_summary(
     table: CellTable,
     slide,

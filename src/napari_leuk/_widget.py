@@ -407,7 +407,12 @@ class LeukWidget(WidgetActions, QWidget):
         n = len(table)
         bp = self.counts.blast
         done = f"{n} white cells" + ("" if bp is None else f", {bp:.1f} % blasts")
-        self.status.setText(done + (" (cancelled: partial)" if result.partial else ""))
+        caveats = list((result.summary or {}).get("caveats") or [])
+        self.status.setText(
+            done + (" (cancelled: partial)" if result.partial else "") + (" - see the warnings" if caveats else "")
+        )
+        for c in caveats:  # an unreliable pixel size, a stain unlike training (leukcore.caveats)
+            show_warning(f"Check: {c}.")
         if result.partial:
             show_warning(f"Cancelled: kept the {n} cells of the finished tiles.")
         else:

@@ -53,8 +53,9 @@ def make_table(n=12, size=2000, classes=("ALL", "normal"), mpp=0.5, seed=0, conf
 class FakeAnalyze:
     """Contract-shaped stand-in for analyze_slide: ``n_tiles`` tiles, ``per_tile`` cells each."""
 
-    def __init__(self, n_tiles=4, per_tile=3, delay=0.0, error=None, classes=("ALL", "normal")):
+    def __init__(self, n_tiles=4, per_tile=3, delay=0.0, error=None, classes=("ALL", "normal"), caveats=()):
         self.n_tiles, self.per_tile, self.delay, self.error, self.classes = n_tiles, per_tile, delay, error, classes
+        self.caveats = list(caveats)
         self.calls = []
 
     def __call__(
@@ -92,7 +93,7 @@ class FakeAnalyze:
         n = done * self.per_tile
         tab = make_table(n, classes=self.classes) if n else make_table(0, classes=self.classes)
         tab.meta["partial"] = partial
-        return AnalysisResult(tab, {**tab.summary(), "partial": partial})
+        return AnalysisResult(tab, {**tab.summary(), "partial": partial, "caveats": self.caveats})
 
 
 @pytest.fixture

@@ -175,3 +175,23 @@ def test_hover_and_click_show_class_probabilities_confidence(viewer_widget, qtbo
     layer.selected_data = set()
     w._on_click(layer, SimpleNamespace(position=pos))
     assert w.selected_rows() == [2]
+
+
+def test_a_runs_caveats_become_warnings(viewer_widget, qtbot, notes, fake_analyze_cls):
+    """An unreliable pixel size or a stain unlike training is said in napari, not only in summary.json."""
+    from leukcore.caveats import run_caveats
+
+    viewer, w = viewer_widget
+    caveats = run_caveats(
+        {"value": 0.31, "source": "estimated", "reliable": False, "reason": "rulers disagree"},
+        {"applied": True, "distance": 2.6, "unlike_training": True},
+    )
+    w.analyze = fake_analyze_cls(n_tiles=2, per_tile=2, caveats=caveats)
+    _run(w, qtbot)
+    assert any("pixel size uncertain: rulers disagree" in m for m in notes["warning"])
+    assert any("stain unlike the detector's training slides (2.6" in m for m in notes["warning"])
+    assert "see the warnings" in w.status.text()
+    w.analyze = fake_analyze_cls(n_tiles=2, per_tile=2)
+    notes["warning"].clear()
+    _run(w, qtbot)
+    assert not notes["warning"] and "see the warnings" not in w.status.text()

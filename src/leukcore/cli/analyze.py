@@ -199,13 +199,8 @@ def run(args):
     for k, p in res.outputs.items():
         print(f"  {k:>8}: {Path(p).name}")
     miss = res.summary.get("missing") or {}
-    m = res.summary.get("mpp") or {}
-    if m.get("source") == "estimated" and m.get("reliable") is False:
-        print(
-            f"leuk analyze: warning: {args.slide}: estimated pixel size {m['value']:.3g} um/px is unreliable "
-            f"({m.get('reason')}); pass --mpp",
-            file=sys.stderr,
-        )
+    for c in res.summary.get("caveats") or []:
+        print(f"leuk analyze: warning: {args.slide}: {c}", file=sys.stderr)
     for w in res.summary.get("warnings") or []:
         print(f"warning: {args.slide}: {w}")
     if miss.get("count"):

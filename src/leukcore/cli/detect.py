@@ -73,6 +73,7 @@ def run(args):
     import sys
     from pathlib import Path
 
+    from ..caveats import run_caveats
     from ..detect import Detector, detect_cells
     from ..export.kinds import DETECT_META_NAME, FILE_NAMES, write_output
     from ..io import open_slide
@@ -128,15 +129,12 @@ def run(args):
         Path(tmp).write_text(json.dumps(table.meta, default=_json_default, indent=2))
     m = table.meta
     mpp_txt = f"{m.get('mpp'):.3f} um/px ({m.get('mpp_source')})" if m.get("mpp") else "unknown"
+    est = None
     if m.get("mpp_source") == "estimated":
-        e = m["mpp_estimate"]
-        mpp_txt += f", {e.get('method', 'estimated')}, spread {e['spread']:.2f}"
-        if e.get("reliable") is False:
-            print(
-                f"leuk detect: warning: {args.slide}: estimated pixel size {e['value']:.3g} um/px is unreliable "
-                f"({e.get('reason')}); pass --mpp",
-                file=sys.stderr,
-            )
+        est = {**m["mpp_estimate"], "source": "estimated"}
+        mpp_txt += f", {est.get('method', 'estimated')}, spread {est['spread']:.2f}"
+    for c in run_caveats(est, m.get("stain")):
+        print(f"leuk detect: warning: {args.slide}: {c}", file=sys.stderr)
     print(
         f"{len(table)} cells; pixel size {mpp_txt}; {m.get('tiles_run')}/{m.get('n_tiles')} tiles run "
         f"in {m['timings']['detect_s']:.1f} s -> {out / FILE_NAMES['csv']}"

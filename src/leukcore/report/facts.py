@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..caveats import mpp_caveat, stain_caveat
 from ..results import BLAST_CLASSES, CLASS_COLORS, CellTable, class_color
 from .signoff import results_folder, sha256_or_none, signoff_state
 
@@ -81,12 +82,7 @@ def _mpp_text(mpp: Mapping[str, Any]) -> tuple[str, Optional[str]]:
         ]
         if bits:
             text += f" ({', '.join(bits)})"
-        if mpp.get("reliable") is False:
-            return (
-                text,
-                f"pixel size uncertain: {mpp.get('reason') or 'the estimate is flagged unreliable'}; "
-                "re-run with the slide's real pixel size (--mpp)",
-            )
+        return text, mpp_caveat(mpp)
     return text, None
 
 
@@ -231,6 +227,9 @@ class _ReportFacts:
         self.mpp_text, mpp_warn = _mpp_text(mpp)
         if mpp_warn:
             self.warnings.append(mpp_warn)
+        stain = stain_caveat(summary.get("stain"))
+        if stain:
+            self.warnings.append(stain)
         size = "unknown"
         if shape:
             size = f"{int(shape[1])} × {int(shape[0])} px"
