@@ -51,6 +51,7 @@ def test_leuk_batch_cli_isolation_and_resume(archive, tmp_path, capsys):
     for name in done["slide"]:
         assert is_complete(out / name)
     assert df["worker_pid"].dropna().nunique() >= 1
+    assert "caveats" in df.columns
 
     # interrupted run: one slide lost its completion marker mid-write -> only it is redone
     victim = out / done["slide"].iloc[0]

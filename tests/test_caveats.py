@@ -62,3 +62,11 @@ def test_summary_and_report_carry_the_caveats(tmp_path):
     assert s["caveats"] == [stain_caveat(s["stain"])]
     d = report_data(tmp_path / "res", thumbnails=False)
     assert stain_caveat(s["stain"]) in d["warnings"]
+
+
+def test_a_batch_row_carries_the_slides_caveats():
+    from leukcore.export.summary import summary_row
+
+    row = summary_row({"slide": {"name": "s1"}, "mpp": UNSURE, "caveats": run_caveats(UNSURE, FAR)})
+    assert row["caveats"] == f"{mpp_caveat(UNSURE)}; {stain_caveat(FAR)}"
+    assert summary_row({"slide": {"name": "s2"}})["caveats"] == ""

@@ -209,6 +209,7 @@ def _write_batch_files(out_dir: Path, rows: list[dict], errors: list[dict]) -> d
         "review",
         "mpp",
         "mpp_source",
+        "caveats",
         "detector",
         "classifier",
         "seconds",

@@ -104,6 +104,7 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "review": s.get("review"),
         "mpp": mpp.get("value"),
         "mpp_source": mpp.get("source"),
+        "caveats": "; ".join(s.get("caveats") or []),
         "classifier": (s.get("models", {}).get("classifier") or {}).get("name"),
         "detector": (s.get("models", {}).get("detector") or {}).get("name"),
         "seconds": (s.get("timings", {}) or {}).get("total_s"),
