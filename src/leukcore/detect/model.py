@@ -323,30 +323,17 @@ class Detector:
 
     @property
     def stain_template(self) -> Optional[np.ndarray]:
-        """The card's colour template (2, 3): Lab mean and std of stained pixels, or None (white balance only)."""
-        from .stain import NORMALIZATIONS
+        """The card's colour template (2, 3), or None (white balance only): :func:`.stain.card_template`."""
+        from .stain import card_template
 
-        norm = self.card.get("input", {}).get("normalization") or {}
-        kind = norm.get("type", NORMALIZATIONS[0])
-        if kind not in NORMALIZATIONS:
-            raise ValueError(f"{self.name}: unknown input normalization {kind!r}; known: {NORMALIZATIONS}")
-        if "reinhard" not in kind:
-            return None
-        t = norm.get("template") or {}
-        return np.asarray([t["lab_mean"], t["lab_std"]], np.float32)
+        return card_template(self.card, self.name)
 
     @property
     def stain_bounds(self) -> tuple:
-        """The colour map's std-ratio bounds per Lab channel (the card's ``input.normalization.std_ratio_bounds``,
-        else :data:`leukcore.detect.stain.STD_RATIO_BOUNDS`), as :func:`leukcore.detect.stain.ratio_bounds` reads them.
-        """
-        from .stain import ratio_bounds
+        """The colour map's std-ratio bounds per Lab channel: :func:`.stain.card_bounds`."""
+        from .stain import card_bounds
 
-        norm = self.card.get("input", {}).get("normalization") or {}
-        try:
-            return ratio_bounds(norm.get("std_ratio_bounds"))
-        except ValueError as e:
-            raise ValueError(f"{self.name}: model card input.normalization: {e}") from None
+        return card_bounds(self.card, self.name)
 
     def stain_normalizer(self, sample: np.ndarray, bg):
         """The colour map (a lookup table) of the slide that ``sample`` (its thumbnail) shows; None when the

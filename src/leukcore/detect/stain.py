@@ -37,6 +37,8 @@ __all__ = [
     "StainNormalizer",
     "template_of",
     "ratio_bounds",
+    "card_template",
+    "card_bounds",
     "NORMALIZATIONS",
 ]
 
@@ -136,6 +138,35 @@ def ratio_bounds(value=None) -> tuple:
             f"std_ratio_bounds must be (low, high) or ([3 lows], [3 highs]) with 0 < low <= high, got {value!r}"
         )
     return tuple(tuple(float(v) for v in row) for row in a)
+
+
+def _card_normalization(card: dict) -> dict:
+    return (card.get("input") or {}).get("normalization") or {}
+
+
+def card_template(card: dict, name: str = "model") -> Optional[np.ndarray]:
+    """A detector card's colour template (2, 3): Lab mean and std of stained pixels, or None (white balance only).
+
+    ``ValueError`` for an ``input.normalization.type`` not in :data:`NORMALIZATIONS`.
+    """
+    norm = _card_normalization(card)
+    kind = norm.get("type", NORMALIZATIONS[0])
+    if kind not in NORMALIZATIONS:
+        raise ValueError(f"{name}: unknown input normalization {kind!r}; known: {NORMALIZATIONS}")
+    if "reinhard" not in kind:
+        return None
+    t = norm.get("template") or {}
+    return np.asarray([t["lab_mean"], t["lab_std"]], np.float32)
+
+
+def card_bounds(card: dict, name: str = "model") -> tuple:
+    """A detector card's colour-map std-ratio bounds per Lab channel (``input.normalization.std_ratio_bounds``,
+    else :data:`STD_RATIO_BOUNDS`), as :func:`ratio_bounds` reads them; ``ValueError`` names the card.
+    """
+    try:
+        return ratio_bounds(_card_normalization(card).get("std_ratio_bounds"))
+    except ValueError as e:
+        raise ValueError(f"{name}: model card input.normalization: {e}") from None
 
 
 def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndarray, bounds=None) -> np.ndarray:
