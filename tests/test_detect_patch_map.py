@@ -90,6 +90,8 @@ def test_std_ratio_bounds_reach_the_patches_and_the_command():
     assert not np.array_equal(field_input(img, TEMPLATE, None, keep), field_input(img, TEMPLATE))
     with pytest.raises(ValueError, match="std_ratio_bounds bound the stain map: it needs"):
         DetectorTrainOptions(std_ratio_bounds=keep).checked()
+    with pytest.raises(ValueError, match="trains with upper bounds 1"):  # refused before training, not after
+        DetectorTrainOptions(normalize="reinhard", std_ratio_bounds=((0.5, 0.5, 0.5), (1.0, 0.8, 1.0))).checked()
     with pytest.raises(ValueError, match="std_ratio_bounds must be"):
         DetectorTrainOptions(normalize="reinhard", std_ratio_bounds=((0.5, 2.0, 1.0), (1.0, 1.0, 1.0))).checked()
     parser = argparse.ArgumentParser()

@@ -312,6 +312,7 @@ class _SlideRun:
 
     def __init__(self, settings: AnalysisSettings, progress, cancel, out_dir):
         self.s, self.cancel, self.out_dir = settings, cancel, out_dir
+        self.stain: Optional[dict] = None  # the slide's colour map (meta["stain"]), set by table()
         self.prog = _Progress(progress)
         self.timings: dict[str, float] = {}
         self.t_start = time.perf_counter()
@@ -415,7 +416,7 @@ class _SlideRun:
             partial,
             timings,
         )
-        summary["stain"] = _stain_record(getattr(self, "stain", None))
+        summary["stain"] = _stain_record(self.stain)
         summary["caveats"] = run_caveats(summary["mpp"], summary["stain"])
         summary["provenance"] = provenance.fingerprint(self.input_fp, self.s.record(), det_info, clf_info)
         return summary

@@ -117,7 +117,7 @@ def held_for_review(confidence, labels, review_threshold: float, blast_threshold
     """Boolean per decision: held for review (no call) on confidence alone.
 
     The one rule behind a cell's ``review`` (:meth:`CellTable.set_classification`), an image's
-    (:func:`leukcore.field.classify_field`) and the field accuracy that chooses the field rule
+    (:func:`leukcore.field.classify_image`) and the field accuracy that chooses the field rule
     (:mod:`leukcore.train.evaluate`): the top probability ``confidence`` below ``review_threshold``, or
     a blast call (``labels`` in :data:`BLAST_CLASSES`) below ``blast_threshold``.  The blast threshold
     was chosen on single cells, so it applies only where ``one_cell`` (a decision from one cell; a

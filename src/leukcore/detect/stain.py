@@ -180,8 +180,7 @@ def reinhard(img: np.ndarray, bg, stats: Optional[np.ndarray], template: np.ndar
     wb = _white_balanced(img, bg)
     if stats is None:
         return wb
-    b = np.asarray(ratio_bounds(bounds))
-    lab = transfer_lab(rgb2lab(wb), stats, template, bounds=(b[0], b[1]))
+    lab = transfer_lab(rgb2lab(wb), stats, template, bounds=ratio_bounds(bounds))
     with warnings.catch_warnings():  # Lab values outside sRGB are clipped, as intended
         warnings.simplefilter("ignore", UserWarning)
         out = np.clip(lab2rgb(lab), 0.0, 1.0).astype(np.float32)

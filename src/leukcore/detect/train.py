@@ -186,7 +186,9 @@ class DetectorTrainOptions:
 
             if self.normalize != "reinhard":
                 raise ValueError("std_ratio_bounds bound the stain map: it needs normalize='reinhard'")
-            ratio_bounds(self.std_ratio_bounds)
+            high = ratio_bounds(self.std_ratio_bounds)[1]
+            if any(v != 1.0 for v in high):  # the command that reproduces the run sets only the lower bounds
+                raise ValueError(f"std_ratio_bounds: leuk train-detector trains with upper bounds 1, got {high}")
         sw = {**DEFAULT_SOURCE_WEIGHTS, **(self.source_weights or {})}
         unknown = sorted(set(sw) - set(DEFAULT_SOURCE_WEIGHTS))
         if unknown:

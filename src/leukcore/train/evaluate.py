@@ -88,7 +88,7 @@ def _field_acc(probs, rows, labels_by_row, how, max_cells=None, review_threshold
     ok = P.argmax(1) == y
     if review_threshold is not None:
         tb, classes = blast
-        n_cells = np.minimum(np.array([np.count_nonzero(np.asarray(rows) == r) for r in u]), max_cells or np.inf)
+        n_cells = np.minimum(np.unique(np.asarray(rows), return_counts=True)[1], max_cells or np.inf)
         calls = np.asarray(classes, dtype=object)[P.argmax(1)] if classes is not None else np.full(len(u), "")
         ok &= ~held_for_review(
             P.max(1), calls, float(review_threshold), tb if classes is not None else None, n_cells <= 1
