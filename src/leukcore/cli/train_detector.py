@@ -26,7 +26,8 @@ def register(sub):
         nargs="+",
         default=None,
         metavar="C",
-        help="U-Net channels per level (default 16 32 64; ignored with --init-from)",
+        help="U-Net channels per level (default 16 32 64); with --init-from, wider channels widen its network "
+        "(function-preserving: the new channels start silent, leukcore.detect.widen)",
     )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the cosine schedule (default 3e-3)")
     p.add_argument(

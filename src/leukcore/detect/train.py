@@ -118,7 +118,8 @@ class DetectorTrainOptions:
         Share of each source in a batch (``four-class``, ``bccd``, ``pbc``, ``pbc-platelet``); missing keys keep
         :data:`DEFAULT_SOURCE_WEIGHTS`.
     channels : sequence of int, optional
-        U-Net channels per level (default ``DEFAULT_ARCH["channels"]``); ignored with ``init_from``.
+        U-Net channels per level (default ``DEFAULT_ARCH["channels"]``); with ``init_from``, channels wider
+        than its network's widen it (:func:`~leukcore.detect.widen.widen_state`: the start computes what it did).
     train_ignore_below_um : float, optional
         Four-class training instances smaller than a disc this many microns across (fragments of the derived
         masks) are *ignore* instead of cells (see :func:`~leukcore.detect.data.load_training_items`).
@@ -344,7 +345,7 @@ def train_detector(
         "minutes": round((time.time() - t_start) / 60, 1),
         "device": str(det.device),
         "params": int(sum(p.numel() for p in net.parameters())),
-        "command": train_command(data_dir, out_dir, replace(o, channels=None if o.init_from else arch["channels"])),
+        "command": train_command(data_dir, out_dir, replace(o, channels=_channels_flag(o, arch, init_card))),
     }
     card["training"] = training_record(o, info, hist, run, init_card)
     cpath = save_model(net.state_dict(), card, out_dir, o.name)
@@ -393,7 +394,20 @@ def _architecture(o: DetectorTrainOptions):
     if not o.init_from:
         return arch, None, None
     c0 = load_card(o.init_from)
-    return dict(c0["architecture"]), c0, load_state_dict(c0)
+    old = dict(c0["architecture"])
+    if not o.channels or [int(c) for c in o.channels] == list(old["channels"]):
+        return old, c0, load_state_dict(c0)
+    from .widen import widen_state
+
+    wide = dict(old, channels=[int(c) for c in o.channels])
+    return wide, c0, widen_state(load_state_dict(c0), old, wide, seed=o.seed)
+
+
+def _channels_flag(o: DetectorTrainOptions, arch: dict, init_card: Optional[dict]):
+    """The channels the command names: a fresh network's, or a widened one's (``None`` when the init's)."""
+    if init_card is None:
+        return arch["channels"]
+    return None if list(arch["channels"]) == list(init_card["architecture"]["channels"]) else arch["channels"]
 
 
 def _new_card(o: DetectorTrainOptions, arch: dict, template: Optional[np.ndarray]) -> dict:
