@@ -25,9 +25,10 @@ def _outputs(arch, state, x):
         return net(x)
 
 
-@pytest.mark.parametrize("channels", [[32, 64, 128], [24, 32, 96]])
-def test_widened_network_computes_what_the_shipped_one_does(shipped, channels):
+@pytest.mark.parametrize("grow", [lambda c: 2 * c, lambda c: c + 8])
+def test_widened_network_computes_what_the_shipped_one_does(shipped, grow):
     arch, state = shipped
+    channels = [grow(int(c)) for c in arch["channels"]]
     wide = dict(arch, channels=channels)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     p0, d0 = _outputs(arch, state, x)
@@ -39,33 +40,40 @@ def test_widened_network_computes_what_the_shipped_one_does(shipped, channels):
 def test_new_channels_learn(shipped):
     """The readers of the new channels get gradients at once (they start at zero, not frozen)."""
     arch, state = shipped
-    wide = dict(arch, channels=[32, 64, 128])
+    c0 = int(arch["channels"][0])
+    wide = dict(arch, channels=[2 * int(c) for c in arch["channels"]])
     net = build_network(wide)
     net.load_state_dict(widen_state(state, arch, wide))
     prob, dist = net(torch.rand(2, 3, 64, 64))
     (prob.mean() + dist.mean()).backward()
-    assert float(net.down[1][0].weight.grad[:, 16:].abs().sum()) > 0
-    assert float(net.down[1][0].weight[:, 16:].abs().sum()) == 0
+    assert float(net.down[1][0].weight.grad[:, c0:].abs().sum()) > 0
+    assert float(net.down[1][0].weight[:, c0:].abs().sum()) == 0
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"channels": [8, 32, 64]}, {"channels": [16, 32]}, {"n_rays": 16}, {"head_channels": 16}],
+    [
+        lambda a: {"channels": [a["channels"][0] // 2, *a["channels"][1:]]},
+        lambda a: {"channels": a["channels"][:2]},
+        lambda a: {"n_rays": a["n_rays"] // 2},
+        lambda a: {"head_channels": a["head_channels"] // 2},
+    ],
 )
 def test_refuses_what_cannot_be_widened(shipped, change):
     arch, state = shipped
     with pytest.raises(ValueError):
-        widen_state(state, arch, dict(arch, **change))
+        widen_state(state, arch, dict(arch, **change(arch)))
 
 
 def test_train_options_widen_the_init_network_and_record_it(shipped):
     from leukcore.detect.train import DetectorTrainOptions, _architecture, _channels_flag
 
     arch, _ = shipped
-    o = DetectorTrainOptions(init_from="wbc-stardist", channels=[32, 64, 128])
+    channels = [2 * int(c) for c in arch["channels"]]
+    o = DetectorTrainOptions(init_from="wbc-stardist", channels=channels)
     wide, card, state = _architecture(o)
-    assert wide["channels"] == [32, 64, 128] and wide["head_channels"] == arch["head_channels"]
-    assert state["down.0.0.weight"].shape[0] == 32
-    assert _channels_flag(o, wide, card) == [32, 64, 128]
+    assert wide["channels"] == channels and wide["head_channels"] == arch["head_channels"]
+    assert state["down.0.0.weight"].shape[0] == channels[0]
+    assert _channels_flag(o, wide, card) == channels
     same, card, _ = _architecture(DetectorTrainOptions(init_from="wbc-stardist"))
     assert same == arch and _channels_flag(o, same, card) is None
